@@ -1,0 +1,194 @@
+"""DICOM radiographs → display image (bone bright) + metadata, the way a viewer shows them.
+
+Order follows the standard's grey-scale pipeline: stored values → modality LUT (rescale, signed
+pixels) → VOI (first window, or VOI LUT sequence; if neither: robust percentiles, like the paper's
+automatic DICOM→PNG conversion) → presentation (MONOCHROME1 or INVERSE shape → invert).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings as _warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .radiograph import Radiograph, RadiographError
+
+GREY = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+
+#: Percentiles used for automatic contrast when the file carries no window and no VOI LUT.
+AUTO_PERCENTILES = (0.5, 99.5)
+
+#: Tags a real DICOM data set has; a file forced open without any of them is not DICOM.
+_PLAUSIBLE = ("SOPClassUID", "Modality", "Rows", "PatientID", "StudyInstanceUID", "PixelData")
+
+
+def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """Open a DICOM file, also one without the 128-byte preamble and file meta (raw data set)."""
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt headers
+        raise RadiographError(path, f"unreadable DICOM header ({exc})") from None
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=stop_before_pixels)
+    except Exception:  # noqa: BLE001
+        raise RadiographError(path, "not a DICOM file") from None
+    if not any(keyword in ds for keyword in _PLAUSIBLE):
+        raise RadiographError(path, "not a DICOM file")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # No file meta: the encoding pydicom detected while parsing tells the transfer syntax.
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
+    return ds
+
+
+def _date(value) -> str | None:
+    text = str(value or "").strip()
+    try:
+        return _dt.datetime.strptime(text[:8], "%Y%m%d").date().isoformat()
+    except ValueError:
+        return None
+
+
+def _floats(value) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    return [float(v) for v in values]
+
+
+def _spacing(ds: pydicom.Dataset) -> tuple[list[float] | None, bool, str | None]:
+    """Millimetres per pixel (row, column), whether calibrated at the patient, and the source tag.
+
+    ``PixelSpacing`` is calibrated; ``ImagerPixelSpacing`` alone is the detector's pitch, which
+    overstates anatomy by the geometric magnification, so it is reported as uncalibrated.
+    """
+    for keyword, calibrated in (("PixelSpacing", True), ("ImagerPixelSpacing", False)):
+        values = _floats(ds.get(keyword))
+        if values and len(values) == 2 and all(v > 0 for v in values):
+            return values, calibrated, keyword
+    return None, False, None
+
+
+def dataset_metadata(ds: pydicom.Dataset) -> dict:
+    spacing, calibrated, source = _spacing(ds)
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    return {
+        "format": "DICOM",
+        "patient_id": str(ds.get("PatientID", "")) or None,
+        "study_date": _date(ds.get("StudyDate")) or _date(ds.get("AcquisitionDate")),
+        "study_uid": str(ds.get("StudyInstanceUID", "")) or None,
+        "series_uid": str(ds.get("SeriesInstanceUID", "")) or None,
+        "sop_uid": str(ds.get("SOPInstanceUID", "")) or None,
+        "sop_class_uid": str(ds.get("SOPClassUID", "")) or None,
+        "modality": str(ds.get("Modality", "")) or None,
+        "body_part": str(ds.get("BodyPartExamined", "")) or None,
+        "view_position": str(ds.get("ViewPosition", "")) or None,
+        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")) or None,
+        "bits_allocated": int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
+        "bits_stored": int(ds.BitsStored) if "BitsStored" in ds else None,
+        "rows": int(ds.Rows) if "Rows" in ds else None,
+        "columns": int(ds.Columns) if "Columns" in ds else None,
+        "frames": int(ds.get("NumberOfFrames", 1) or 1),
+        "pixel_spacing_mm": spacing,
+        "spacing_calibrated": calibrated,
+        "spacing_source": source,
+        "transfer_syntax": ts.name if ts is not None else None,
+    }
+
+
+def _window(values: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - centre) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - centre) / width + 0.5, 0.0, 1.0)
+    width = max(width, 1.0)
+    return np.clip((values - (centre - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def _auto_contrast(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    sample = values[mask] if mask is not None and mask.any() else values
+    lo, hi = np.percentile(sample, AUTO_PERCENTILES)
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _voi(stored: np.ndarray, values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    seq = ds.get("VOILUTSequence")
+    if seq:
+        out = apply_voi(stored, ds, index=0).astype(np.float64)
+        bits = int(seq[0].LUTDescriptor[2]) or 16
+        return np.clip(out / (2**bits - 1), 0.0, 1.0), "voi_lut"
+    centres, widths = _floats(ds.get("WindowCenter")), _floats(ds.get("WindowWidth"))
+    if centres and widths and widths[0] > 0:
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        return _window(values, centres[0], widths[0], function), "window"
+    mask = None
+    if "PixelPaddingValue" in ds:
+        mask = stored != ds.PixelPaddingValue
+    return _auto_contrast(values, mask), "auto"
+
+
+def _frame(ds: pydicom.Dataset, path, warnings: list[str]) -> np.ndarray:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        ds.pixel_array_options(index=0)
+        warnings.append(f"multi-frame object ({frames} frames): only the first frame is used")
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            return ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+        text = str(exc).split(" - ")[0]
+        if "less than expected" in text or "shorter" in text:
+            raise RadiographError(path, f"pixel data is shorter than the header says ({text})")
+        raise RadiographError(path, f"pixel data could not be decoded ({text})") from None
+
+
+def read_dicom(path: str | Path) -> Radiograph:
+    ds = read_dataset(path)
+    meta = dataset_metadata(ds)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = ds.get("SOPClassUID")
+        what = f" ({sop.name})" if sop is not None and hasattr(sop, "name") else ""
+        raise RadiographError(path, f"no pixel data{what}")
+    photometric = meta["photometric_interpretation"] or ""
+    if photometric not in GREY + COLOUR:
+        raise RadiographError(path, f"unsupported photometric interpretation {photometric or '(none)'}")
+    warnings: list[str] = []
+    stored = _frame(ds, path, warnings)
+    if photometric in COLOUR:
+        if stored.ndim != 3 or stored.shape[-1] != 3:
+            raise RadiographError(path, f"{photometric} pixel data does not have 3 samples")
+        # pydicom returns RGB for every colour interpretation; ITU-R BT.601 luma to grey.
+        stored = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        warnings.append(f"{photometric} secondary capture converted to grey")
+        values = stored
+    else:
+        if stored.ndim != 2:
+            raise RadiographError(path, f"unexpected pixel array shape {stored.shape}")
+        values = apply_modality_lut(stored, ds).astype(np.float64)
+    display, voi = _voi(stored, values, ds) if photometric in GREY else (_auto_contrast(values, None), "auto")
+    inverted = photometric == "MONOCHROME1" or str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE"
+    # In the DX IOD a MONOCHROME1 image carries PresentationLUTShape INVERSE: one fact, stated
+    # twice. So either one inverts, once.
+    if inverted:
+        display = 1.0 - display
+    meta.update(voi=voi, inverted=inverted)
+    return Radiograph(str(path), display.astype(np.float32), meta, warnings)

@@ -1,0 +1,205 @@
+"""``labels.csv``: one row per radiograph with key points and per-corner grades (ARCHITECTURE.md).
+
+Reading never turns a blank grade into 0: blank means "not gradable" and stays missing (pandas
+``Int64`` NA). Validation collects every problem with its CSV line instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import anatomy
+from ..atomic import atomic_path
+
+ID_COLUMNS = ("image", "patient_id", "visit_date", "view")
+LABEL_COLUMNS = ID_COLUMNS + anatomy.ALL_KEYPOINT_COLUMNS + anatomy.ALL_CORNERS
+
+
+class LabelError(Exception):
+    """A label file that cannot be used; the message names the file and its problems."""
+
+    def __init__(self, path, problems: list[str]):
+        self.path, self.problems = str(path), list(problems)
+        shown = "; ".join(self.problems[:5])
+        more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"{self.path}: {len(self.problems)} problem(s): {shown}{more}")
+
+
+@dataclass
+class LabelReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def empty_labels(n: int = 0) -> pd.DataFrame:
+    """A label table with every contract column, typed, and ``n`` blank rows."""
+    frame = pd.DataFrame(index=range(n))
+    for col in ID_COLUMNS:
+        frame[col] = pd.Series([None] * n, dtype="object")
+    for col in anatomy.ALL_KEYPOINT_COLUMNS:
+        frame[col] = np.nan
+    for col in anatomy.ALL_CORNERS:
+        frame[col] = pd.array([pd.NA] * n, dtype="Int64")
+    return frame
+
+
+def _csv_line(index: int) -> str:
+    return f"line {index + 2}"  # header is line 1
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """Read a label CSV as typed columns (missing contract columns are added blank).
+
+    Grades that are not whole numbers are left as text here so :func:`validate_labels` can name
+    them; call :func:`load_labels` for a checked table.
+    """
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise LabelError(path, ["file not found"]) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelError(path, [f"not a readable CSV ({str(exc).splitlines()[0]})"]) from None
+    missing = [c for c in ("image", "view") if c not in raw.columns]
+    if missing:
+        raise LabelError(path, [f"missing required column(s): {', '.join(missing)}"])
+    frame = raw.copy()
+    for col in ID_COLUMNS:
+        if col not in frame:
+            frame[col] = None
+        frame[col] = frame[col].astype("object").where(frame[col].notna(), None)
+        frame[col] = frame[col].map(lambda v: v.strip() if isinstance(v, str) else v)
+    for col in anatomy.ALL_KEYPOINT_COLUMNS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
+    for col in anatomy.ALL_CORNERS:
+        if col not in frame:
+            frame[col] = pd.array([pd.NA] * len(frame), dtype="Int64")
+            continue
+        numeric = pd.to_numeric(frame[col], errors="coerce")
+        whole = numeric.notna() & (numeric == numeric.round())
+        if whole.sum() == frame[col].notna().sum():
+            frame[col] = numeric.astype("Int64")
+        # else: keep text; validation reports the offending cells.
+    ordered = [c for c in LABEL_COLUMNS] + [c for c in frame.columns if c not in LABEL_COLUMNS]
+    frame = frame[ordered]
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def resolve_image(frame: pd.DataFrame, row) -> Path:
+    """The image path of a label row: absolute, or relative to the label file's folder."""
+    image = Path(str(row["image"]))
+    if image.is_absolute():
+        return image
+    return Path(frame.attrs.get("source", ".")).parent / image
+
+
+def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelReport:
+    """Every problem a trainer would trip over, each as 'line N: reason' (warnings separately)."""
+    from . import RadiographError, image_size
+
+    report = LabelReport()
+    seen: dict[str, int] = {}
+    for index, row in frame.iterrows():
+        where = _csv_line(index)
+        image = row["image"]
+        if not image:
+            report.errors.append(f"{where}: empty image path")
+            continue
+        if image in seen:
+            report.errors.append(f"{where}: duplicate image {image} (first on {_csv_line(seen[image])})")
+        seen.setdefault(image, index)
+        view = row["view"]
+        if view not in anatomy.LEVELS:
+            report.errors.append(f"{where}: unknown view {view!r} (expected cervical or lumbar)")
+            continue
+        if not row["patient_id"]:
+            report.errors.append(f"{where}: empty patient_id")
+        date = row["visit_date"]
+        try:
+            _dt.date.fromisoformat(str(date))
+            if len(str(date)) != 10:
+                raise ValueError
+        except ValueError:
+            report.errors.append(f"{where}: visit_date {date!r} is not YYYY-MM-DD")
+
+        grades = {corner: row[corner] for corner in anatomy.CORNERS[view]}
+        for corner, value in grades.items():
+            if not pd.isna(value) and _as_grade(value) is None:
+                report.errors.append(f"{where}: grade {corner}={value} is not an integer 0-3")
+        for level in anatomy.LEVELS[view]:
+            upper, lower = anatomy.level_corners(level)
+            pair = (_as_grade(grades[upper]), _as_grade(grades[lower]))
+            if anatomy.BRIDGE_GRADE in pair and pair != (anatomy.BRIDGE_GRADE,) * 2:
+                report.warnings.append(
+                    f"{where}: {level} is bridged on one corner only ({upper}={_show(grades[upper])}, "
+                    f"{lower}={_show(grades[lower])}); a bridge grades both corners 3"
+                )
+
+        size = None
+        if check_images:
+            path = resolve_image(frame, row)
+            try:
+                size = image_size(path)
+            except RadiographError as exc:
+                report.errors.append(f"{where}: image {exc.reason} ({path})")
+        if "image_height" in frame and "image_width" in frame and size is None:
+            if not pd.isna(row["image_height"]) and not pd.isna(row["image_width"]):
+                size = (float(row["image_height"]), float(row["image_width"]))
+        for level in anatomy.LEVELS[view]:
+            cx, cy, ax, ay = (row[c] for c in anatomy.keypoint_columns(level))
+            for name, x, y in (("centre", cx, cy), ("anterior", ax, ay)):
+                if pd.isna(x) != pd.isna(y):
+                    report.errors.append(f"{where}: {level} {name} point has only one coordinate")
+                elif size is not None and not pd.isna(x):
+                    height, width = size
+                    if not (0 <= x < width and 0 <= y < height):
+                        report.errors.append(
+                            f"{where}: {level} {name} point ({x:.1f}, {y:.1f}) is outside the "
+                            f"{int(width)}x{int(height)} image"
+                        )
+    return report
+
+
+def _as_grade(value) -> int | None:
+    """A valid grade 0-3 as int, else None (blank, text, fractions and out-of-range alike)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number or number != int(number) or not 0 <= number <= 3:
+        return None
+    return int(number)
+
+
+def _show(value) -> str:
+    return "blank" if pd.isna(value) else str(value)
+
+
+def load_labels(path: str | Path, check_images: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """Read and validate; raise :class:`LabelError` on errors, return (table, warnings)."""
+    frame = read_labels(path)
+    report = validate_labels(frame, check_images=check_images)
+    if report.errors:
+        raise LabelError(path, report.errors)
+    for corner in anatomy.ALL_CORNERS:
+        frame[corner] = pd.to_numeric(frame[corner]).astype("Int64")
+    return frame, report.warnings
+
+
+def write_labels(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically: contract columns in contract order, then any extra columns as they came."""
+    out = frame.copy()
+    for col in LABEL_COLUMNS:
+        if col not in out:
+            out[col] = pd.NA
+    for corner in anatomy.ALL_CORNERS:
+        out[corner] = pd.to_numeric(out[corner], errors="coerce").astype("Int64")
+    columns = list(LABEL_COLUMNS) + [c for c in out.columns if c not in LABEL_COLUMNS]
+    with atomic_path(path) as tmp:
+        out[columns].to_csv(tmp, index=False, float_format="%.2f", lineterminator="\n")
