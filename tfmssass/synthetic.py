@@ -754,6 +754,7 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
                 "patients": patients, "visits": visits, "difficulty": difficulty,
                 "views": list(views), "note": PHANTOM_NOTE,
                 "difficulty_settings": asdict(DIFFICULTIES[difficulty])}
+    manifest = json.loads(json.dumps(manifest))  # as it reads back: lists, not tuples
     manifest_path = out / "synth.json"
     if resume and manifest_path.is_file():
         previous = json.loads(manifest_path.read_text())

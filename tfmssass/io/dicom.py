@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .radiograph import Radiograph, RadiographError
@@ -129,12 +129,23 @@ def _auto_contrast(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
 
+def _voi_lut(values: np.ndarray, item: pydicom.Dataset) -> np.ndarray:
+    """PS3.3 C.11.2.1.1: a table look-up on the modality output; entries past the ends clamp."""
+    count, first, bits = (int(v) for v in item.LUTDescriptor)
+    count = count or 65536
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        dtype = "<u1" if len(data) == count else "<u2"
+        data = np.frombuffer(data, dtype=dtype)
+    table = np.asarray(data, dtype=np.float64)[:count]
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
+    return np.clip(table[index] / (2**bits - 1), 0.0, 1.0)
+
+
 def _voi(stored: np.ndarray, values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
     seq = ds.get("VOILUTSequence")
     if seq:
-        out = apply_voi(stored, ds, index=0).astype(np.float64)
-        bits = int(seq[0].LUTDescriptor[2]) or 16
-        return np.clip(out / (2**bits - 1), 0.0, 1.0), "voi_lut"
+        return _voi_lut(values, seq[0]), "voi_lut"
     centres, widths = _floats(ds.get("WindowCenter")), _floats(ds.get("WindowWidth"))
     if centres and widths and widths[0] > 0:
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()

@@ -85,6 +85,11 @@ def read_labels(path: str | Path) -> pd.DataFrame:
         if whole.sum() == frame[col].notna().sum():
             frame[col] = numeric.astype("Int64")
         # else: keep text; validation reports the offending cells.
+    for col in frame.columns:
+        if col not in LABEL_COLUMNS:  # extra columns: numbers when they all are, else text
+            numeric = pd.to_numeric(frame[col], errors="coerce")
+            if numeric.notna().sum() == frame[col].notna().sum():
+                frame[col] = numeric
     ordered = [c for c in LABEL_COLUMNS] + [c for c in frame.columns if c not in LABEL_COLUMNS]
     frame = frame[ordered]
     frame.attrs["source"] = str(path)

@@ -1,0 +1,185 @@
+"""Command line: thin Click commands; heavy imports (pydicom, OpenCV, TensorFlow) stay inside them
+so ``tfmssass --help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tfmssass")
+def main():
+    """Automated mSASSS scoring of lateral cervical and lumbar spine radiographs.
+
+    Status: reading radiographs, labels, phantoms and crop geometry work; the key-point model,
+    grader, scoring and export are being built (see README).
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def inspect(files):
+    """Print one JSON object per FILE: its metadata, or why it cannot be read."""
+    from .io import RadiographError, read_radiograph
+
+    failed = 0
+    for path in files:
+        try:
+            radiograph = read_radiograph(path)
+            record = {"file": path, **radiograph.meta, "warnings": radiograph.warnings}
+        except RadiographError as exc:
+            failed += 1
+            record = {"file": path, "error": exc.reason}
+        click.echo(json.dumps(record))
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("source", type=click.Path())
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--bits", type=click.Choice(["8", "16"]), default="16", show_default=True,
+              help="Bit depth of the PNG written.")
+def convert(source, target, bits):
+    """Write SOURCE's display-ready grey image (bone bright) as a PNG at TARGET."""
+    import cv2
+
+    from .atomic import write_bytes
+    from .io import RadiographError, read_radiograph
+
+    try:
+        radiograph = read_radiograph(source)
+    except RadiographError as exc:
+        _fail(str(exc))
+    ok, encoded = cv2.imencode(".png", radiograph.to_uint(int(bits)))
+    if not ok:
+        _fail(f"{target}: PNG encoding failed")
+    write_bytes(target, encoded.tobytes())
+    for warning in radiograph.warnings:
+        click.echo(f"warning: {source}: {warning}", err=True)
+    click.echo(f"{target}: {radiograph.width}x{radiograph.height}, {bits}-bit")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--patients", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--visits", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--difficulty", type=click.Choice(["easy", "realistic", "hard"]), default="realistic",
+              show_default=True)
+@click.option("--view", "views", type=click.Choice(["cervical", "lumbar"]), multiple=True,
+              help="Only these views (default both).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: all cores).")
+@click.option("--resume", is_flag=True, help="Keep files already written by the same settings.")
+def synth(out, patients, visits, seed, difficulty, views, workers, resume):
+    """Write spine phantoms (DICOM under OUT/<patient>/<date>/ and OUT/labels.csv).
+
+    Synthetic radiographs, not patients: they exist to test and demonstrate the pipeline.
+    """
+    from .synthetic import synthesize
+
+    try:
+        frame = synthesize(out, patients, visits, seed=seed, difficulty=difficulty,
+                           views=tuple(views) or ("cervical", "lumbar"), workers=workers,
+                           resume=resume)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    click.echo(f"{len(frame)} phantom radiographs and labels.csv written to {out}")
+
+
+@main.group()
+def labels():
+    """Check, split and convert label files (labels.csv)."""
+
+
+@labels.command("check")
+@click.argument("csv", type=click.Path())
+@click.option("--no-images", is_flag=True, help="Do not open the images (skip size checks).")
+def labels_check(csv, no_images):
+    """Report every problem in CSV, one line each; exit 1 if there are errors."""
+    from .io.labels import LabelError, read_labels, validate_labels
+
+    try:
+        frame = read_labels(csv)
+    except LabelError as exc:
+        _fail(str(exc))
+    report = validate_labels(frame, check_images=not no_images)
+    for line in report.errors:
+        click.echo(f"error: {csv}: {line}")
+    for line in report.warnings:
+        click.echo(f"warning: {csv}: {line}")
+    graded = int(frame[[c for c in frame.columns if c.endswith(("_inf", "_sup"))]].notna().sum().sum())
+    click.echo(f"{csv}: {len(frame)} radiographs, {frame['patient_id'].nunique()} patients, "
+               f"{graded} graded corners, {len(report.errors)} errors, {len(report.warnings)} warnings")
+    sys.exit(1 if report.errors else 0)
+
+
+@labels.command("split")
+@click.argument("csv", type=click.Path())
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True)
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--seed", default=0, show_default=True, type=int)
+def labels_split(csv, out, val_fraction, seed):
+    """Patient-level train/validation split, stratified by each patient's highest grade."""
+    from .io.labels import LabelError, read_labels
+    from .split import split_patients, write_split
+
+    try:
+        frame = read_labels(csv)
+    except LabelError as exc:
+        _fail(str(exc))
+    table = split_patients(frame, val_fraction, seed)
+    write_split(table, out)
+    counts = table["split"].value_counts()
+    click.echo(f"{out}: {counts.get('train', 0)} train / {counts.get('val', 0)} validation patients")
+
+
+@labels.command("to-coco")
+@click.argument("csv", type=click.Path())
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True)
+def labels_to_coco_cmd(csv, out):
+    """Export labels as COCO keypoints (for correcting points in CVAT or Label Studio)."""
+    from .io.coco import write_coco
+    from .io.labels import LabelError, read_labels
+
+    try:
+        frame = read_labels(csv)
+    except LabelError as exc:
+        _fail(str(exc))
+    write_coco(frame, out)
+    click.echo(f"{out}: {len(frame)} images")
+
+
+@labels.command("from-coco")
+@click.argument("coco_json", type=click.Path())
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="labels.csv to write.")
+@click.option("--images-root", type=click.Path(file_okay=False), default=None,
+              help="Folder that COCO file_name paths are relative to (default: the JSON's folder).")
+def labels_from_coco(coco_json, out, images_root):
+    """Import COCO keypoints (CVAT / Label Studio export) as labels.csv."""
+    from pathlib import Path
+
+    from .io.coco import CocoError, coco_to_labels
+    from .io.labels import validate_labels, write_labels
+
+    try:
+        frame = coco_to_labels(coco_json, images_root=images_root, labels_dir=Path(out).parent)
+    except CocoError as exc:
+        _fail(str(exc))
+    write_labels(frame, out)
+    frame.attrs["source"] = str(out)
+    report = validate_labels(frame, check_images=False)
+    for line in report.errors + report.warnings:
+        click.echo(f"check: {out}: {line}")
+    click.echo(f"{out}: {len(frame)} radiographs written; run 'tfmssass labels check {out}'")
+
+
+if __name__ == "__main__":
+    main()
