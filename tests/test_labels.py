@@ -87,7 +87,7 @@ def test_missing_image_files_are_errors(tmp_path):
     write_labels(table, tmp_path / "labels.csv")
     report = validate_labels(read_labels(tmp_path / "labels.csv"), check_images=True)
     assert len(report.errors) == len(table)
-    assert all("image no such file" in e for e in report.errors)
+    assert all(e.endswith(": no such file") and ".png" in e for e in report.errors)
 
 
 def test_cli_labels_check_exit_codes(tmp_path):

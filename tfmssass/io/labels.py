@@ -152,7 +152,7 @@ def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelRepo
             try:
                 size = image_size(path)
             except RadiographError as exc:
-                report.errors.append(f"{where}: image {exc.reason} ({path})")
+                report.errors.append(f"{where}: image {path}: {exc.reason}")
         if "image_height" in frame and "image_width" in frame and size is None:
             if not pd.isna(row["image_height"]) and not pd.isna(row["image_width"]):
                 size = (float(row["image_height"]), float(row["image_width"]))
