@@ -166,5 +166,7 @@ def test_split_is_patient_level_stratified_and_seeded():
     assert split.equals(split_patients(table, 0.2, seed=3))
     assert not split["split"].equals(split_patients(table, 0.2, seed=4)["split"])
     # the radiographs of one patient all land on the patient's side
+    for n in (2, 3, 4):  # small sets still get one validation patient
+        assert (split_patients(make_table(n), 0.2, seed=0)["split"] == "val").sum() == 1
     sides = table.merge(split, on="patient_id").groupby("patient_id")["split"].nunique()
     assert (sides == 1).all()

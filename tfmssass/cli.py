@@ -181,5 +181,73 @@ def labels_from_coco(coco_json, out, images_root):
     click.echo(f"{out}: {len(frame)} radiographs written; run 'tfmssass labels check {out}'")
 
 
+@main.group()
+def train():
+    """Train a stage on labelled radiographs (writes a run folder)."""
+
+
+@train.command("keypoints")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
+              help="paper: HRNet-W32, batch 32 (GPU); small: HRNet-W16 for a CPU; tiny: tests.")
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--lr", "learning_rate", type=float, default=None, help="Adam learning rate.")
+@click.option("--seed", type=int, default=None)
+@click.option("--val-fraction", type=float, default=None)
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=None)
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from these weights (.weights.h5, same network); nothing is downloaded.")
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
+@click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True)
+def train_keypoints_cmd(labels_csv, out, preset, epochs, batch_size, learning_rate, seed, val_fraction,
+                        steps_per_epoch, init, mixed_precision, strategy):
+    """Stage 1: HRNet disk-point detector. Run the same command again to resume."""
+    from .config import keypoint_config
+    from .io.labels import LabelError
+    from .train import RunFolderError
+    from .train_keypoints import train_keypoints
+
+    config = keypoint_config(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch)
+    try:
+        run = train_keypoints(labels_csv, out, config, init=init, mixed_precision=mixed_precision,
+                              strategy=strategy)
+    except (LabelError, RunFolderError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
+
+
+@main.group()
+def evaluate():
+    """Measure a trained stage against labels."""
+
+
+@evaluate.command("keypoints")
+@click.option("--model", "run_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-1 run folder.")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--flip-test", is_flag=True, help="Average with the left-right flipped radiograph.")
+@click.option("--worst", type=click.IntRange(0), default=6, show_default=True,
+              help="How many worst radiographs to draw.")
+def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
+    """Point errors (px, mm where calibrated, % diagonal), PCK, view accuracy, failures."""
+    from .evaluate_keypoints import evaluate_keypoints
+    from .io.labels import LabelError
+    from .train import RunFolderError
+
+    try:
+        summary = evaluate_keypoints(run_dir, labels_csv, out, flip_test=flip_test, worst=worst)
+    except (LabelError, RunFolderError) as exc:
+        _fail(str(exc))
+    overall = summary["overall"]
+    click.echo(f"{out}: {summary['radiographs']} radiographs; median error "
+               f"{overall['median_error_pct_diagonal']:.2f}% of the diagonal; failure rate "
+               f"{overall['failure_rate']:.1%}; view accuracy {overall['view_accuracy']:.1%}")
+    sys.exit(1 if summary["unreadable"] else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -40,6 +40,8 @@ def split_patients(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0
     position = np.arange(len(table))
     offset = rng.random()  # where the sampling grid starts, so small sets vary with the seed
     is_val = np.floor((position + 1) * val_fraction + offset) > np.floor(position * val_fraction + offset)
+    if len(table) >= 2 and not is_val.any():  # tiny sets: still one patient to validate on
+        is_val[int(offset * len(table))] = True
     table["split"] = np.where(is_val, "val", "train")
     table["radiographs"] = table["patient_id"].map(counts).astype(int)
     return table[["patient_id", "split", "max_grade", "radiographs"]].sort_values(

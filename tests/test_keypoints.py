@@ -1,0 +1,239 @@
+"""Stage 1: HRNet, heatmaps, the tf.data pipeline, coarse-to-fine detection, training, evaluation."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tfmssass import anatomy
+from tfmssass.augment import apply_matrix, region_matrix, warp
+from tfmssass.config import keypoint_config
+from tfmssass.data.cache import build_cache
+from tfmssass.data.keypoints import KeypointAugment, keypoint_dataset, point_table
+from tfmssass.detector import Detection, KeypointDetector
+from tfmssass.evaluate_keypoints import point_records, summarise
+from tfmssass.io.labels import load_labels
+from tfmssass.models.heatmaps import (
+    WeightedHeatmapLoss, decode, gaussian_heatmaps, heatmap_to_input, input_to_heatmap,
+)
+from tfmssass.models.hrnet import HRNet
+from tfmssass.synthetic import synthesize
+from tfmssass.train_keypoints import train_keypoints
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kp_phantoms")
+    synthesize(out, patients=3, visits=1, seed=7, workers=2, progress=False)
+    return out
+
+
+def test_hrnet_tiny_shapes_and_config_round_trip(tmp_path):
+    model = HRNet.from_preset("w8", input_size=(128, 96))
+    x = np.random.default_rng(0).random((2, 128, 96, 1)).astype("float32")
+    y = model(x)
+    assert tuple(y.shape) == (2, 32, 24, 24)
+    clone = HRNet.from_config(json.loads(json.dumps(model.get_config())))
+    assert clone.count_params() == model.count_params()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(x), y, atol=1e-5)
+
+
+def test_hrnet_w32_paper_size_builds_and_runs():
+    model = HRNet.from_preset("w32")
+    assert 28.0e6 < model.count_params() < 29.2e6  # HRNet-W32 pose is about 28.5M
+    out = model(np.zeros((1, 256, 192, 1), "float32"))
+    assert tuple(out.shape) == (1, 64, 48, 24)
+
+
+def test_heatmap_encode_decode_recovers_points():
+    rng = np.random.default_rng(1)
+    points = np.column_stack([rng.uniform(2, 45, 24), rng.uniform(2, 61, 24)]).astype("float32")
+    maps = np.asarray(gaussian_heatmaps(points, np.ones(24), 64, 48, sigma=2.0))
+    decoded, peak = decode(maps)
+    assert np.abs(decoded - points).max() <= 0.5
+    assert np.all(peak > 0.6)
+    hidden = np.asarray(gaussian_heatmaps(points, np.r_[np.zeros(12), np.ones(12)], 64, 48, 2.0))
+    assert hidden[..., :12].max() == 0.0  # not visible → empty heatmap
+    x = np.array([[10.0, 20.0]])
+    np.testing.assert_allclose(heatmap_to_input(input_to_heatmap(x)), x)
+
+
+def test_loss_ignores_unweighted_points():
+    target = np.zeros((1, 8, 8, 2), "float32")
+    pred = np.zeros((1, 8, 8, 2), "float32")
+    pred[..., 1] = 5.0  # wrong everywhere, but weight 0
+    weights = np.zeros((1, 8, 8, 2), "float32")
+    weights[..., 0] = 1.0
+    loss = WeightedHeatmapLoss()(np.concatenate([target, weights], -1), pred)
+    assert float(loss) == 0.0
+    weights[..., 1] = 1.0
+    assert float(WeightedHeatmapLoss()(np.concatenate([target, weights], -1), pred)) > 1.0
+
+
+@pytest.mark.parametrize("flip,angle", [(False, 0.0), (True, 0.0), (True, 0.4), (False, -0.3)])
+def test_affine_moves_image_and_points_together(flip, angle):
+    image = np.zeros((900, 700), np.float32)
+    image[400:406, 250:256] = 1.0  # dot centred at (252.5, 402.5)
+    matrix = region_matrix((100, 200, 600, 800), (256, 192), angle=angle, flip=flip)
+    out = warp(image, matrix, (256, 192)).numpy()
+    ys, xs = np.mgrid[0:256, 0:192]
+    centroid = np.array([(xs * out).sum(), (ys * out).sum()]) / out.sum()
+    np.testing.assert_allclose(centroid, apply_matrix(matrix, [252.5, 402.5]).numpy(), atol=0.3)
+
+
+def test_pipeline_targets_follow_the_augmented_image(phantoms):
+    """In every augmented sample the decoded target sits on the disk: darker than the bodies."""
+    frame, _ = load_labels(phantoms / "labels.csv", check_images=False)
+    cache, errors = build_cache(frame, phantoms / "cache", long_side=512, progress=False)
+    assert errors == [] and len(cache) == len(frame)
+    points, weights = point_table(frame, cache)
+    ds = keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6, sigma=1.5, seed=3)
+    x, y = next(iter(ds))
+    assert tuple(x.shape) == (6, 128, 96, 1) and tuple(y.shape) == (6, 32, 24, 48)
+    again, _ = next(iter(keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6,
+                                          sigma=1.5, seed=3)))
+    np.testing.assert_array_equal(x.numpy(), again.numpy())  # stateless: reproducible
+    y = y.numpy()
+    for b in range(6):
+        view = "cervical" if y[b, ..., :12].max() > y[b, ..., 12:24].max() else "lumbar"
+        other = slice(12, 24) if view == "cervical" else slice(0, 12)
+        assert y[b, ..., other].max() == 0.0 and np.all(y[b, 0, 0, 24:][other] == 1.0)
+        pts, peak = decode(y[b, ..., :24])
+        pts = heatmap_to_input(pts)
+        img = x[b, ..., 0].numpy()
+        centres = [pts[k] for k in range(0, 24, 2) if peak[k] > 0.5]
+        assert len(centres) >= 4
+        for k in range(1, len(centres) - 1):  # each centre darker than halfway to its neighbours
+            c, up, down = centres[k], centres[k - 1], centres[k + 1]
+            sample = lambda p: img[int(round(p[1])), int(round(p[0]))]
+            assert sample(c) < max(sample((c + up) / 2), sample((c + down) / 2))
+
+
+def _pooling_model(input_size):
+    """Stands in for a trained HRNet: heatmaps = the image average-pooled 4×, in all 24 channels."""
+    inputs = keras.Input((*input_size, 1))
+    pooled = keras.layers.AveragePooling2D(4)(inputs)
+    return keras.Model(inputs, keras.layers.Concatenate()([pooled] * 24))
+
+
+def _blob(shape, centre, sigma):
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    return np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def test_flip_test_mirrors_heatmaps_back_exactly():
+    """For a model that only pools, flip-averaged heatmaps equal plain ones; an off-by-one would not."""
+    x = _blob((128, 96), (30.3, 70.8), 3.0)[None, :, :, None]
+    x += 0.5 * _blob((128, 96), (70.0, 20.0), 6.0)[None, :, :, None]  # asymmetric content
+    model = _pooling_model((128, 96))
+    plain = KeypointDetector(model, (128, 96))._heatmaps(x)
+    flipped = KeypointDetector(model, (128, 96), flip_test=True)._heatmaps(x)
+    np.testing.assert_allclose(flipped, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_detector_coarse_to_fine_maps_back_to_original_pixels(flip_test):
+    image = _blob((1500, 1100), (307.5, 707.5), 25.0)
+    detector = KeypointDetector(_pooling_model((128, 96)), (128, 96), long_side=1024,
+                                flip_test=flip_test)
+    det = detector.detect(image)
+    assert det.found and det.view == "cervical"
+    np.testing.assert_allclose(det.points[:12], np.tile([307.5, 707.5], (12, 1)), atol=2.5)
+    assert det.region[0] < 307.5 < det.region[2] and det.region[1] < 707.5 < det.region[3]
+    assert np.isnan(det.points[12:]).all()  # the other view is not reported
+    empty = detector.detect(np.zeros((800, 600), np.float32))
+    assert not empty.found and "spine not found" in empty.reason
+
+
+def test_training_lowers_the_loss(phantoms):
+    frame, _ = load_labels(phantoms / "labels.csv", check_images=False)
+    cache, _ = build_cache(frame, phantoms / "cache", long_side=512, progress=False)
+    points, weights = point_table(frame, cache)
+    x, y = next(iter(keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6, 1.5,
+                                      KeypointAugment(enabled=False), repeat=False)))
+    keras.utils.set_random_seed(0)
+    model = HRNet.from_preset("w8", input_size=(128, 96))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=WeightedHeatmapLoss())
+    losses = [float(model.train_on_batch(x, y)) for _ in range(12)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as if the process was killed after the epoch-1 backup
+
+
+def test_training_resumes_after_interruption(phantoms, tmp_path):
+    config = keypoint_config("tiny", epochs=3, steps_per_epoch=1, batch_size=2)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_keypoints(phantoms / "labels.csv", run, config, verbose=0, extra_callbacks=[_Interrupt()])
+    assert not (run / "done").exists() and (run / "backup").exists()
+    train_keypoints(phantoms / "labels.csv", run, config, verbose=0)
+    log = pd.read_csv(run / "log.csv")
+    assert list(log["epoch"]) == [0, 1, 2]  # continued at epoch 2, nothing repeated
+    assert (run / "done").exists() and (run / "best.weights.h5").exists()
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["split"]) == {"train", "val"}
+    with pytest.raises(Exception, match="another configuration"):
+        train_keypoints(phantoms / "labels.csv", run, keypoint_config("tiny", epochs=4), verbose=0)
+
+
+def test_evaluation_numbers_match_hand_computation():
+    levels = anatomy.LEVELS["lumbar"]
+    row = {"patient_id": "P1", "visit_date": "2020-01-01", "view": "lumbar"}
+    truth = np.full((24, 2), np.nan)
+    for j, level in enumerate(levels):
+        row.update(dict(zip(anatomy.keypoint_columns(level), (100.0, 100.0 + 50 * j, 130.0, 100.0 + 50 * j))))
+    row["L5-S1_ax"] = row["L5-S1_ay"] = np.nan  # one point not labelled
+    pred = np.full((24, 2), np.nan)
+    for j in range(6):
+        pred[12 + 2 * j] = (103.0, 104.0 + 50 * j)  # centres off by (3, 4): 5 px
+        pred[13 + 2 * j] = (130.0, 100.0 + 50 * j)  # anterior points exact
+    pred[12] = (100.0, 100.0 + 300.0)  # one centre off by 300 px: a failure (> 5% of 5000)
+    det = Detection(pred, np.ones(24), "lumbar", True)
+    records = point_records(pd.Series(row), (4000, 3000), 0.1, det, "f.dcm")
+    assert len(records) == 11
+    stats = summarise(pd.DataFrame(records))
+    errors = np.array([300.0] + [5.0] * 5 + [0.0] * 5)
+    assert stats["mean_error_px"] == pytest.approx(errors.mean())
+    assert stats["median_error_px"] == pytest.approx(5.0)
+    assert stats["median_error_mm"] == pytest.approx(0.5)
+    assert stats["median_error_pct_diagonal"] == pytest.approx(5.0 / 5000 * 100)
+    assert stats["failure_rate"] == pytest.approx(1 / 11)
+    assert stats["pck_2mm"] == pytest.approx(10 / 11)  # 0.5 mm ok, 30 mm not
+    assert stats["pck_1pct_diagonal"] == pytest.approx(10 / 11)
+    missed = point_records(pd.Series(row), (4000, 3000), None,
+                           Detection(pred, np.zeros(24), "lumbar", False, "spine not found"), "g.dcm")
+    stats = summarise(pd.DataFrame(missed))
+    assert stats["failure_rate"] == 1.0 and math.isinf(stats["median_error_px"])
+    assert stats["points_calibrated"] == 0 and math.isnan(stats["median_error_mm"])
+
+
+def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
+    from click.testing import CliRunner
+
+    from tfmssass.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "keypoints", "--labels", str(phantoms / "labels.csv"),
+                                  "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "1",
+                                  "--steps-per-epoch", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["evaluate", "keypoints", "--model", str(tmp_path / "run"),
+                                  "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev"),
+                                  "--worst", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["radiographs"] == 6 and 0.0 <= summary["overall"]["failure_rate"] <= 1.0
+    assert (tmp_path / "ev" / "points.csv").exists() and (tmp_path / "ev" / "levels.csv").exists()
+    result = runner.invoke(main, ["train", "keypoints", "--labels", str(tmp_path / "nope.csv"),
+                                  "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "Traceback" not in result.output

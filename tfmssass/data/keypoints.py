@@ -1,0 +1,131 @@
+"""Stage-1 training data: radiograph + 24 points → (input image, heatmap targets with weights).
+
+Each sample draws one affine (region, rotation, zoom, left-right flip, shift) that moves image and
+points together. The region is the whole radiograph (as in the coarse pass) or the labelled spine
+with a random margin (as in the fine pass), so one network learns both passes. Random draws are
+stateless, seeded by (seed, element counter), so a run is reproducible with parallel maps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from .. import anatomy
+from ..augment import apply_matrix, region_matrix, warp
+from ..models.heatmaps import STRIDE, VIEW_SLICES, gaussian_heatmaps, input_to_heatmap
+
+
+@dataclass(frozen=True)
+class KeypointAugment:
+    """Augmentation ranges; ``enabled=False`` gives the deterministic validation view."""
+
+    enabled: bool = True
+    whole_image_probability: float = 0.4
+    margin: tuple[float, float] = (0.1, 0.4)  # of the spine box, each side, for fine regions
+    rotation_deg: float = 15.0
+    zoom: tuple[float, float] = (0.85, 1.15)
+    shift: float = 0.05
+    flip_probability: float = 0.5
+    contrast: tuple[float, float] = (0.75, 1.3)
+    brightness: float = 0.08
+    gamma: tuple[float, float] = (0.7, 1.4)
+    noise: float = 0.02
+
+
+def point_table(frame: pd.DataFrame, cache: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Points [N, 24, 2] in cache pixels (NaN where absent) and supervision weights [N, 24].
+
+    Weight 1 for every point of the other view (its heatmap must stay empty) and for labelled
+    points of the radiograph's own view; 0 for points of its own view that nobody placed.
+    """
+    n = len(cache)
+    points = np.full((n, 24, 2), np.nan, np.float32)
+    weights = np.ones((n, 24), np.float32)
+    for i, (_, c) in enumerate(cache.iterrows()):
+        row = frame.loc[c["row"]]
+        view = row["view"]
+        offset = VIEW_SLICES[view].start
+        for j, level in enumerate(anatomy.LEVELS[view]):
+            cx, cy, ax, ay = (row[col] for col in anatomy.keypoint_columns(level))
+            for k, (x, y) in enumerate(((cx, cy), (ax, ay))):
+                slot = offset + 2 * j + k
+                if pd.isna(x) or pd.isna(y):
+                    weights[i, slot] = 0.0
+                else:  # original px → cache px (pixel-centre aligned)
+                    points[i, slot] = ((x + 0.5) * c["scale_x"] - 0.5, (y + 0.5) * c["scale_y"] - 0.5)
+    return points, weights
+
+
+def spine_box(points, margin):
+    """Box (x0, y0, x1, y1) around the finite points, widened by ``margin`` × size on each side."""
+    finite = tf.reduce_all(tf.math.is_finite(points), axis=-1)
+    pts = tf.boolean_mask(points, finite)
+    lo, hi = tf.reduce_min(pts, axis=0), tf.reduce_max(pts, axis=0)
+    size = tf.maximum(hi - lo, 8.0)
+    pad = size * margin
+    return tf.concat([lo - pad, hi + pad], axis=0)
+
+
+def load_png16(path):
+    data = tf.io.read_file(path)
+    return tf.cast(tf.io.decode_png(data, channels=1, dtype=tf.uint16)[..., 0], tf.float32) / 65535.0
+
+
+def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int):
+    height, width = input_size
+    hm_h, hm_w = height // STRIDE, width // STRIDE
+
+    def sample(counter, path, points, weights):
+        s = tf.stack([tf.cast(seed, tf.int64), counter])
+        rand = tf.random.stateless_uniform([12], seed=s)
+        image = load_png16(path)
+        shape = tf.cast(tf.shape(image), tf.float32)
+        whole = tf.stack([-0.5, -0.5, shape[1] - 0.5, shape[0] - 0.5])
+        has_points = tf.reduce_sum(tf.cast(tf.reduce_all(tf.math.is_finite(points), -1), tf.int32)) >= 2
+        if augment.enabled:
+            lo, hi = augment.margin
+            margin = lo + (hi - lo) * rand[0]
+            use_whole = (rand[1] < augment.whole_image_probability) | ~has_points
+            angle = (rand[2] * 2 - 1) * math.radians(augment.rotation_deg)
+            zoom = augment.zoom[0] + (augment.zoom[1] - augment.zoom[0]) * rand[3]
+            flip = rand[4] < augment.flip_probability
+            shift = ((rand[5] * 2 - 1) * augment.shift, (rand[6] * 2 - 1) * augment.shift)
+        else:
+            margin, use_whole, angle, zoom, flip, shift = 0.2, ~has_points, 0.0, 1.0, False, (0.0, 0.0)
+        box = tf.cond(use_whole, lambda: whole, lambda: spine_box(points, margin))
+        matrix = region_matrix(box, input_size, angle=angle, zoom=zoom, flip=flip, shift=shift)
+        x = warp(image, matrix, input_size)
+        if augment.enabled:
+            gamma = augment.gamma[0] + (augment.gamma[1] - augment.gamma[0]) * rand[7]
+            contrast = augment.contrast[0] + (augment.contrast[1] - augment.contrast[0]) * rand[8]
+            brightness = (rand[9] * 2 - 1) * augment.brightness
+            x = (tf.pow(tf.clip_by_value(x, 0.0, 1.0), gamma) - 0.5) * contrast + 0.5 + brightness
+            noise = tf.random.stateless_normal(tf.shape(x), seed=s + 1) * augment.noise * rand[10]
+            x = tf.clip_by_value(x + noise, 0.0, 1.0)
+        hm_points = input_to_heatmap(apply_matrix(matrix, points))
+        inside = (hm_points[:, 0] >= -0.5) & (hm_points[:, 0] <= hm_w - 0.5) & (
+            hm_points[:, 1] >= -0.5) & (hm_points[:, 1] <= hm_h - 0.5)
+        visible = tf.cast(inside & tf.reduce_all(tf.math.is_finite(hm_points), -1), tf.float32)
+        targets = gaussian_heatmaps(hm_points, visible, hm_h, hm_w, sigma)
+        packed = tf.concat([targets, tf.broadcast_to(weights[None, None, :], tf.shape(targets))], -1)
+        return x[..., None], packed
+
+    return sample
+
+
+def keypoint_dataset(paths, points, weights, input_size, batch_size: int, sigma: float = 2.0,
+                     augment: KeypointAugment = KeypointAugment(), seed: int = 0,
+                     repeat: bool = True) -> tf.data.Dataset:
+    """Batches of (image [B, H, W, 1], packed targets [B, H/4, W/4, 48])."""
+    base = tf.data.Dataset.from_tensor_slices((list(paths), points, weights))
+    if repeat:
+        base = base.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = base.enumerate().map(
+        lambda i, e: make_sample_fn(input_size, sigma, augment, seed)(i, *e),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)

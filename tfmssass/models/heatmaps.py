@@ -1,0 +1,90 @@
+"""Heatmap targets, the per-point weighted loss, and decoding back to coordinates.
+
+Heatmaps have 1/``STRIDE`` of the input resolution. Coordinates map centre-aligned
+(heatmap h = (x + 0.5) / STRIDE - 0.5), so a horizontally flipped input gives an exactly mirrored
+heatmap and the flip test needs no one-pixel shift.
+
+One network serves both views: 24 heatmaps, the 12 cervical points then the 12 lumbar ones. For a
+cervical radiograph the lumbar heatmaps are trained towards zero, so the view is read off which
+set responds (see :func:`view_from_confidence`). Unlabelled points of the radiograph's own view
+have weight 0, so they neither help nor hurt.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from .. import anatomy
+
+STRIDE = 4
+#: Point order of the network outputs: cervical then lumbar, per level centre then anterior.
+POINT_NAMES: tuple[str, ...] = anatomy.point_names("cervical") + anatomy.point_names("lumbar")
+NUM_POINTS = len(POINT_NAMES)
+VIEW_SLICES = {"cervical": slice(0, 12), "lumbar": slice(12, 24)}
+
+
+def input_to_heatmap(xy):
+    return (xy + 0.5) / STRIDE - 0.5
+
+
+def heatmap_to_input(xy):
+    return (xy + 0.5) * STRIDE - 0.5
+
+
+def gaussian_heatmaps(points, visible, height: int, width: int, sigma: float):
+    """Targets [height, width, K] for points [K, 2] in heatmap coordinates (TF or NumPy tensors).
+
+    ``visible`` [K] in {0, 1}: a point that is not visible gets an all-zero heatmap.
+    """
+    xs = ops.reshape(ops.arange(width, dtype="float32"), (1, width, 1))
+    ys = ops.reshape(ops.arange(height, dtype="float32"), (height, 1, 1))
+    px = ops.reshape(ops.cast(points[:, 0], "float32"), (1, 1, -1))
+    py = ops.reshape(ops.cast(points[:, 1], "float32"), (1, 1, -1))
+    px = ops.where(ops.isfinite(px), px, -1e4)
+    py = ops.where(ops.isfinite(py), py, -1e4)
+    d2 = (xs - px) ** 2 + (ys - py) ** 2
+    return ops.exp(-d2 / (2.0 * sigma**2)) * ops.reshape(ops.cast(visible, "float32"), (1, 1, -1))
+
+
+@keras.saving.register_keras_serializable(package="tfmssass")
+class WeightedHeatmapLoss(keras.losses.Loss):
+    """Mean squared error per point, weighted: ``y_true`` packs [targets (K), weights (K)]."""
+
+    def call(self, y_true, y_pred):
+        k = ops.shape(y_pred)[-1]
+        target, weight = y_true[..., :k], y_true[..., k:]
+        y_pred = ops.cast(y_pred, "float32")
+        return ops.mean(weight * ops.square(y_pred - target), axis=(1, 2, 3))
+
+
+def decode(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps [..., H, W, K] → (points [..., K, 2] in heatmap coordinates, peak values [..., K]).
+
+    The arg-max is moved a quarter pixel towards the larger neighbour in x and in y, as in HRNet;
+    the peak value is the point's confidence (targets peak at 1).
+    """
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    *lead, height, width, k = hm.shape
+    flat = np.moveaxis(hm, -1, -3).reshape(*lead, k, height * width)
+    index = flat.argmax(axis=-1)
+    peak = np.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
+    y, x = np.divmod(index, width)
+    grid = np.moveaxis(hm, -1, -3)  # [..., K, H, W]
+
+    def value(yy, xx):
+        yy, xx = np.clip(yy, 0, height - 1), np.clip(xx, 0, width - 1)
+        return np.take_along_axis(
+            grid.reshape(*lead, k, height * width), (yy * width + xx)[..., None], axis=-1)[..., 0]
+
+    dx = np.where((x > 0) & (x < width - 1), np.sign(value(y, x + 1) - value(y, x - 1)) * 0.25, 0.0)
+    dy = np.where((y > 0) & (y < height - 1), np.sign(value(y + 1, x) - value(y - 1, x)) * 0.25, 0.0)
+    points = np.stack([x + dx, y + dy], axis=-1).astype(np.float32)
+    return points, peak
+
+
+def view_from_confidence(confidence: np.ndarray) -> str:
+    """The view whose 12 points respond more strongly (mean peak value)."""
+    scores = {view: float(np.mean(confidence[..., s])) for view, s in VIEW_SLICES.items()}
+    return max(scores, key=scores.get)

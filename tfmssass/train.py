@@ -1,0 +1,90 @@
+"""The run folder, shared by both stages: config, split, best checkpoint, logs, resume.
+
+A run folder holds ``config.json`` and ``split.csv`` (what was trained on what),
+``best.weights.h5`` (best epoch by the validation metric), ``log.csv`` and ``tensorboard/``.
+While training runs, ``backup/`` lets a killed run continue where it stopped: run the same
+command again. ``done`` marks a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import pandas as pd
+import tensorflow as tf
+
+from .atomic import write_text
+
+BEST = "best.weights.h5"
+
+
+class RunFolderError(Exception):
+    pass
+
+
+def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:
+    """Create or reopen a run folder. Returns (path, already_done).
+
+    Reopening with a different config is refused: one folder, one experiment.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config_path = run / "config.json"
+    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
+    if config_path.is_file() and config_path.read_text() != text:
+        raise RunFolderError(f"{run}: holds a run with another configuration; use a new --out folder")
+    write_text(config_path, text)
+    return run, (run / "done").is_file()
+
+
+def read_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: not a training run folder (no config.json)")
+    return json.loads(path.read_text())
+
+
+def choose_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """MirroredStrategy when several GPUs are visible (or asked for); else the default strategy."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "mirrored" or (kind == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def set_precision(mixed: bool) -> None:
+    """mixed_float16 compute with float32 variables; Keras wraps the optimizer for loss scaling."""
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+
+def _best_so_far(run: Path, monitor: str, mode: str):
+    log = run / "log.csv"
+    if not log.is_file():
+        return None
+    frame = pd.read_csv(log)
+    if monitor not in frame or frame[monitor].dropna().empty:
+        return None
+    return float(frame[monitor].min() if mode == "min" else frame[monitor].max())
+
+
+def fit_run(run: Path, model: keras.Model, train_ds, steps_per_epoch: int, epochs: int,
+            monitor: str, mode: str = "min", val_ds=None, validation_steps=None,
+            metric_callbacks=(), extra_callbacks=(), verbose: int = 1) -> keras.callbacks.History:
+    """Fit with best-checkpointing, CSV + TensorBoard logs and resume after a kill."""
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
+        *metric_callbacks,  # these add the monitored metric to the logs, so they go first
+        keras.callbacks.ModelCheckpoint(
+            str(run / BEST), monitor=monitor, mode=mode, save_best_only=True,
+            save_weights_only=True, initial_value_threshold=_best_so_far(run, monitor, mode)),
+        keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
+        *extra_callbacks,
+    ]
+    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        validation_data=val_ds, validation_steps=validation_steps,
+                        callbacks=callbacks, verbose=verbose)
+    write_text(run / "done", "finished\n")
+    return history

@@ -1,0 +1,115 @@
+"""Stage 1 training: labels.csv → run folder with a trained HRNet (``tfmssass train keypoints``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .config import KeypointConfig
+from .data.cache import build_cache
+from .data.keypoints import KeypointAugment, keypoint_dataset, load_png16, point_table
+from .detector import KeypointDetector
+from .io.labels import load_labels
+from .models.heatmaps import NUM_POINTS, VIEW_SLICES, WeightedHeatmapLoss
+from .models.hrnet import HRNet
+from .split import split_patients, write_split
+from .train import BEST, choose_strategy, fit_run, open_run, read_config, set_precision
+
+MONITOR = "val_point_error"  # median radial error, % of the image diagonal
+
+
+def build_model(config: KeypointConfig) -> HRNet:
+    return HRNet.from_preset(config.backbone, num_points=NUM_POINTS, input_size=config.input_size)
+
+
+def load_detector(run_dir, flip_test: bool = False) -> KeypointDetector:
+    """The trained stage-1 model of a run folder, ready for coarse-to-fine detection."""
+    config = KeypointConfig.from_dict(read_config(run_dir)["keypoints"])
+    model = build_model(config)
+    model.load_weights(str(Path(run_dir) / BEST))
+    return KeypointDetector(model, config.input_size, config.cache_long_side,
+                            config.confidence_threshold, config.min_points, flip_test=flip_test)
+
+
+def median_error_percent(detector: KeypointDetector, images, points, views) -> float:
+    """Median radial error of the labelled points, as % of each image's diagonal (misses: 100%)."""
+    errors = []
+    for image, truth, view in zip(images, points, views):
+        det = detector.detect(image)
+        span = VIEW_SLICES[view]
+        diagonal = math.hypot(*image.shape)
+        known = np.all(np.isfinite(truth[span]), axis=1)
+        if not det.found or det.view != view:
+            errors += [100.0] * int(known.sum())
+            continue
+        err = np.linalg.norm(det.points[span][known] - truth[span][known], axis=1) / diagonal * 100
+        errors += err.tolist()
+    return float(np.median(errors)) if errors else float("nan")
+
+
+class PointErrorCallback(keras.callbacks.Callback):
+    """After each epoch, run the real coarse-to-fine detector on validation radiographs."""
+
+    def __init__(self, config: KeypointConfig, images, points, views):
+        super().__init__()
+        self.config, self.images, self.points, self.views = config, images, points, views
+
+    def on_epoch_end(self, epoch, logs=None):
+        detector = KeypointDetector(self.model, self.config.input_size, self.config.cache_long_side,
+                                    self.config.confidence_threshold, self.config.min_points)
+        if logs is not None:
+            logs[MONITOR] = median_error_percent(detector, self.images, self.points, self.views)
+
+
+def train_keypoints(labels_csv, out, config: KeypointConfig, init: str | None = None,
+                    mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
+                    extra_callbacks=()) -> Path:
+    frame, warnings = load_labels(labels_csv, check_images=False)
+    run, done = open_run(out, {"stage": "keypoints", "labels": str(Path(labels_csv).resolve()),
+                               "keypoints": config.to_dict(), "init": init,
+                               "mixed_precision": mixed_precision})
+    if done:
+        print(f"{run}: already finished (delete {run / 'done'} to train again)")
+        return run
+    split = split_patients(frame, config.val_fraction, config.seed)
+    write_split(split, run / "split.csv")
+    cache, errors = build_cache(frame, run / "cache", config.cache_long_side, progress=verbose > 0)
+    for line in errors:
+        print(f"skipped: {line}")
+    if errors:
+        pd.DataFrame({"error": errors}).to_csv(run / "skipped.csv", index=False)
+    sides = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
+    cache["split"] = cache["row"].map(sides)
+    points, weights = point_table(frame, cache)
+    train = (cache["split"] == "train").to_numpy()
+    val = ~train
+    if train.sum() == 0 or val.sum() == 0:
+        raise ValueError("need radiographs of at least two patients (one for validation)")
+
+    set_precision(mixed_precision)
+    with choose_strategy(strategy).scope():
+        model = build_model(config)
+        if init:
+            model.load_weights(init, skip_mismatch=True)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss=WeightedHeatmapLoss())
+    augment = KeypointAugment(**config.augment)
+    train_ds = keypoint_dataset(cache["cache_path"][train], points[train], weights[train],
+                                config.input_size, config.batch_size, config.sigma, augment,
+                                seed=config.seed)
+    val_ds = keypoint_dataset(cache["cache_path"][val], points[val], weights[val],
+                              config.input_size, config.batch_size, config.sigma,
+                              KeypointAugment(enabled=False), seed=config.seed, repeat=False)
+    steps = config.steps_per_epoch or max(1, int(train.sum()) // config.batch_size)
+
+    chosen = np.flatnonzero(val)[: config.val_point_images]
+    val_images = [load_png16(cache["cache_path"].iloc[i]).numpy() for i in chosen]
+    val_views = [frame.loc[cache["row"].iloc[i], "view"] for i in chosen]
+    callback = PointErrorCallback(config, val_images, points[chosen], val_views)
+    fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "min", val_ds=val_ds,
+            metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose)
+    return run
