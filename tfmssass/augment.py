@@ -77,3 +77,101 @@ def warp(image, matrix, out_size):
     return out[0, :, :, 0]
 
 
+
+
+def clahe(image, clip_limit: float = 2.0, tile_grid_size=(8, 8)):
+    """Contrast-limited adaptive histogram equalisation in TF ops, matching OpenCV's CLAHE.
+
+    ``image``: grey uint8 [H, W], [H, W, 1], [B, H, W] or [B, H, W, 1]; returns uint8 of the same
+    shape. As ``cv2.createCLAHE(clip_limit, tile_grid_size).apply``: tile histograms (the image is
+    reflect-padded to whole tiles when it does not divide, as OpenCV does), clipping with
+    redistribution of the excess, and a bilinear blend of the four nearest tiles' mappings.
+    ``tile_grid_size`` is (columns, rows), OpenCV's order.
+    """
+    image = tf.convert_to_tensor(image)
+    rank = image.shape.rank
+    if rank not in (2, 3, 4):
+        raise ValueError("clahe expects [H, W], [H, W, 1], [B, H, W] or [B, H, W, 1]")
+    channel = rank == 4 or (rank == 3 and image.shape[-1] == 1)
+    batched = rank == 4 or (rank == 3 and not channel)
+    x = image[..., 0] if channel else image
+    x = x if batched else x[None]
+    out = _clahe_batch(tf.cast(x, tf.int32), float(clip_limit), int(tile_grid_size[0]),
+                       int(tile_grid_size[1]))
+    out = out if batched else out[0]
+    return out[..., None] if channel else out
+
+
+def _clahe_batch(x, clip_limit, tiles_x, tiles_y):
+    bins = 256
+    shape = tf.shape(x)
+    batch, height, width = shape[0], shape[1], shape[2]
+    divisible = tf.logical_and(tf.equal(height % tiles_y, 0), tf.equal(width % tiles_x, 0))
+    pad_y = tf.where(divisible, 0, tiles_y - height % tiles_y)
+    pad_x = tf.where(divisible, 0, tiles_x - width % tiles_x)
+    padded = tf.pad(x, [[0, 0], [0, pad_y], [0, pad_x]], mode="REFLECT")  # = BORDER_REFLECT_101
+    tile_h = (height + pad_y) // tiles_y
+    tile_w = (width + pad_x) // tiles_x
+    tile_area = tile_h * tile_w
+
+    tiles = tf.reshape(padded, [batch, tiles_y, tile_h, tiles_x, tile_w])
+    tiles = tf.reshape(tf.transpose(tiles, [0, 1, 3, 2, 4]), [-1, tile_area])
+    hist = tf.math.bincount(tiles, minlength=bins, maxlength=bins, axis=-1)  # [B*ty*tx, 256]
+
+    if clip_limit > 0:
+        limit = tf.maximum(tf.cast(clip_limit * tf.cast(tile_area, tf.float32) / bins, tf.int32), 1)
+        excess = tf.reduce_sum(tf.maximum(hist - limit, 0), axis=-1, keepdims=True)
+        hist = tf.minimum(hist, limit) + excess // bins
+        residual = excess % bins
+        step = tf.maximum(bins // tf.maximum(residual, 1), 1)
+        index = tf.range(bins)[None, :]
+        hist += tf.cast((index % step == 0) & (index // step < residual), tf.int32)
+
+    scale = (bins - 1) / tf.cast(tile_area, tf.float32)
+    lut = tf.clip_by_value(tf.round(tf.cast(tf.cumsum(hist, axis=-1), tf.float32) * scale), 0, 255)
+    lut = tf.reshape(lut, [-1])  # index: ((b * tiles_y + ty) * tiles_x + tx) * 256 + value
+
+    def coords(size, tile, count):
+        pos = tf.cast(tf.range(size), tf.float32) / tf.cast(tile, tf.float32) - 0.5
+        first = tf.floor(pos)
+        weight = pos - first
+        first = tf.cast(first, tf.int32)
+        return tf.maximum(first, 0), tf.minimum(first + 1, count - 1), weight
+
+    y1, y2, wy = coords(height, tile_h, tiles_y)
+    x1, x2, wx = coords(width, tile_w, tiles_x)
+    base = tf.reshape(tf.range(batch) * tiles_y * tiles_x, [-1, 1, 1])
+
+    def look(ty, tx):
+        tile_index = base + ty[None, :, None] * tiles_x + tx[None, None, :]
+        return tf.gather(lut, tile_index * bins + x)
+
+    wy, wx = wy[None, :, None], wx[None, None, :]
+    top = look(y1, x1) * (1 - wx) + look(y1, x2) * wx
+    bottom = look(y2, x1) * (1 - wx) + look(y2, x2) * wx
+    blended = top * (1 - wy) + bottom * wy
+    return tf.cast(tf.clip_by_value(tf.round(blended), 0, 255), tf.uint8)
+
+
+def canonical_matrix(centre, anterior, cranial, size: int, extent: float, flip_vertical=False,
+                     angle=0.0, zoom=1.0, shift=(0.0, 0.0)):
+    """TF twin of :func:`tfmssass.geometry.level_frame` (square crop), plus augmentation.
+
+    Anterior to +x, cranial up, optionally flipped vertically (``_sup`` corners); ``angle``
+    (radians) turns the crop about the disk centre, ``zoom`` scales, ``shift`` moves the crop by a
+    fraction of its size. With the defaults it equals ``level_frame``.
+    """
+    c = tf.cast(centre, tf.float32)
+    a = tf.cast(anterior, tf.float32)
+    along = a - c
+    depth = tf.norm(along)
+    u = along / depth
+    cos, sin = tf.cos(tf.cast(angle, tf.float32)), tf.sin(tf.cast(angle, tf.float32))
+    u = tf.stack([cos * u[0] - sin * u[1], sin * u[0] + cos * u[1]])
+    v = tf.stack([-u[1], u[0]])
+    v = tf.where(tf.reduce_sum(v * tf.cast(cranial, tf.float32)) > 0, -v, v)
+    v = tf.where(tf.cast(flip_vertical, tf.bool), -v, v)
+    scale = float(size) / (extent * depth) * tf.cast(zoom, tf.float32)
+    rows = tf.stack([u, v]) * scale
+    target = (float(size) - 1.0) / 2.0 + tf.cast(tf.stack(shift), tf.float32) * float(size)
+    return tf.concat([rows, (target - tf.linalg.matvec(rows, c))[:, None]], axis=1)

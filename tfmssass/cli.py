@@ -219,9 +219,88 @@ def train_keypoints_cmd(labels_csv, out, preset, epochs, batch_size, learning_ra
     click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
 
 
-@main.group()
-def evaluate():
-    """Measure a trained stage against labels."""
+@train.command("grader")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
+              help="paper: ResNet152 at 224, Adam 1e-6, batch 3; small: small residual net at 128, "
+                   "Adam 1e-3, batch 32 (CPU); tiny: tests.")
+@click.option("--backbone", default=None, help="resnet50/101/152(v2), efficientnetv2b0/s/m or tiny.")
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--lr", "learning_rate", type=float, default=None)
+@click.option("--per-class", type=click.IntRange(1), default=None,
+              help="Samples per grade and epoch (default: the rarest grade's count).")
+@click.option("--seed", type=int, default=None)
+@click.option("--val-fraction", type=float, default=None)
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Backbone weights from a local file (e.g. ImageNet notop .h5); nothing is downloaded.")
+@click.option("--mixed-precision", is_flag=True)
+@click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True)
+def train_grader_cmd(labels_csv, out, preset, backbone, epochs, batch_size, learning_rate, per_class, seed,
+                     val_fraction, init, mixed_precision, strategy):
+    """Stage 2: corner grader on canonical crops from the labelled points. Rerun to resume."""
+    from .config import grader_config
+    from .io.labels import LabelError
+    from .train import RunFolderError
+    from .train_grader import train_grader
+
+    config = grader_config(preset, backbone=backbone, epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, per_class=per_class, seed=seed,
+                           val_fraction=val_fraction)
+    try:
+        run = train_grader(labels_csv, out, config, init=init, mixed_precision=mixed_precision,
+                           strategy=strategy)
+    except (LabelError, RunFolderError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--confusion-matrix", "cm_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A 4x4 CSV (rows actual 0-3, columns predicted 0-3): print the paper's tables for it.")
+@click.option("--out", type=click.Path(file_okay=False), default=None)
+@click.pass_context
+def evaluate(ctx, cm_csv, out):
+    """Measure a trained stage against labels (or tabulate a confusion matrix)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not cm_csv or not out:
+        click.echo(ctx.get_help())
+        sys.exit(2)
+    from .evaluate_grader import write_confusion_report
+    from .grading_metrics import markdown, read_confusion_csv
+
+    try:
+        cm = read_confusion_csv(cm_csv)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    write_confusion_report(cm, out)
+    click.echo(markdown(cm))
+
+
+@evaluate.command("grader")
+@click.option("--model", "run_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-2 run folder.")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
+def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
+    """Confusion matrix, per-grade table, QWK, per level/view, ROC curves."""
+    from .evaluate_grader import evaluate_grader
+    from .grading_metrics import markdown
+    from .io.labels import LabelError
+    from .train import RunFolderError
+
+    try:
+        report = evaluate_grader(run_dir, labels_csv, out, keypoints_run)
+    except (LabelError, RunFolderError) as exc:
+        _fail(str(exc))
+    click.echo(markdown(report["confusion_matrix"]))
+    consistent = report["bridge_consistent"]
+    click.echo(f"with bridge consistency: exact accuracy {consistent['exact_accuracy']:.4f}, "
+               f"QWK {consistent['quadratic_weighted_kappa']:.4f}")
 
 
 @evaluate.command("keypoints")

@@ -1,16 +1,21 @@
 """Stage-1 inference, coarse to fine (the paper's Figure 1a/b).
 
-Pass 1 sees the whole radiograph and finds the points roughly; which 12 respond tells the view.
-Their box plus a margin is the spine region. Pass 2 sees that region at the model's input size,
-and its points are mapped back to original pixels. A radiograph where too few points are
-confident in pass 1 is reported as "spine not found", not guessed.
+Pass 1 sees the whole radiograph. There the 12 points of a view lie so close together that their
+peaks merge, so pass 1 does not trust single points. It sums the view's heatmaps and keeps the
+region that carries most of the response mass: a stray response, say to a burned-in side marker,
+cannot win against a whole spine. Which set of 12 responds more tells the view. The region's box
+plus a margin is the spine region. Pass 2 sees that region at the model's input size, finds
+every point, and maps it back to original pixels. A radiograph with too few confident points in
+pass 2 is reported as "spine not found", not guessed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
+
 from .augment import apply_matrix, invert_matrix, region_matrix, warp
 from .data.cache import DEFAULT_LONG_SIDE, shrink_to_long_side
 from .models.heatmaps import VIEW_SLICES, decode, heatmap_to_input, view_from_confidence
@@ -53,27 +58,46 @@ class KeypointDetector:
         back = apply_matrix(invert_matrix(matrix), heatmap_to_input(points)).numpy()
         return back, confidence
 
+    def _spine_box(self, heatmaps: np.ndarray, view: str, matrix) -> np.ndarray | None:
+        """Box (x0, y0, x1, y1) in image pixels of the strongest connected response of a view."""
+        summed = np.clip(heatmaps[..., VIEW_SLICES[view]], 0, None).sum(axis=-1)
+        peak = float(summed.max())
+        if peak <= 1e-3:
+            return None
+        mask = (summed >= 0.2 * peak).astype(np.uint8)
+        count, labels = cv2.connectedComponents(mask, connectivity=8)
+        masses = [summed[labels == k].sum() for k in range(1, count)]
+        best = 1 + int(np.argmax(masses))
+        ys, xs = np.nonzero(labels == best)
+        corners = np.array([[xs.min() - 0.5, ys.min() - 0.5], [xs.max() + 0.5, ys.max() + 0.5]], np.float32)
+        return apply_matrix(invert_matrix(matrix), heatmap_to_input(corners)).numpy().reshape(-1)
+
     def detect(self, image: np.ndarray, view: str | None = None) -> Detection:
         """``image`` is the display image [H, W] in [0, 1]; ``view`` forces the view if known."""
         small, sx, sy = shrink_to_long_side(np.asarray(image, np.float32), self.long_side)
         height, width = small.shape
         whole = np.array([-0.5, -0.5, width - 0.5, height - 0.5], np.float32)
-        coarse, conf1 = self._pass(small, whole)
+        matrix = region_matrix(whole, self.input_size)
+        x = warp(small, matrix, self.input_size).numpy()
+        coarse = self._heatmaps(x[None, :, :, None])[0]
+        _, conf1 = decode(coarse)
         view = view or view_from_confidence(conf1)
         span = VIEW_SLICES[view]
-        confident = conf1[span] >= self.threshold
         nan = np.full((24, 2), np.nan, np.float32)
-        if confident.sum() < self.min_points:
-            return Detection(nan, conf1, view, False,
-                             f"spine not found: {int(confident.sum())} of 12 {view} points confident")
-        pts = coarse[span][confident]
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        # at least 1/8 of the radiograph, so clustered coarse points cannot zoom in absurdly
+        rough = self._spine_box(coarse, view, matrix)
+        if rough is None:
+            return Detection(nan, conf1, view, False, "spine not found: no response")
+        lo, hi = rough[:2], rough[2:]
+        # at least 1/8 of the radiograph, so a small response cannot zoom in absurdly
         size = np.maximum(hi - lo, max(height, width) / 8.0)
         centre = (lo + hi) / 2.0
         half = size * (0.5 + self.margin)
         box = np.concatenate([centre - half, centre + half]).astype(np.float32)
         fine, conf2 = self._pass(small, box)
+        confident = conf2[span] >= self.threshold
+        if confident.sum() < self.min_points:
+            return Detection(nan, conf2, view, False,
+                             f"spine not found: {int(confident.sum())} of 12 {view} points confident")
         points = nan.copy()
         points[span] = fine[span]
         # cache px → original px (pixel-centre aligned)
@@ -82,5 +106,5 @@ class KeypointDetector:
         region = np.array([(box[0] + 0.5) / sx - 0.5, (box[1] + 0.5) / sy - 0.5,
                            (box[2] + 0.5) / sx - 0.5, (box[3] + 0.5) / sy - 0.5], np.float32)
         low = np.zeros(24, bool)
-        low[span] = conf2[span] < self.threshold
+        low[span] = ~confident
         return Detection(points, conf2, view, True, "", region, low)

@@ -96,7 +96,7 @@ def train_keypoints(labels_csv, out, config: KeypointConfig, init: str | None = 
         if init:
             model.load_weights(init, skip_mismatch=True)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss=WeightedHeatmapLoss())
+                      loss=WeightedHeatmapLoss(config.foreground_weight))
     augment = KeypointAugment(**config.augment)
     train_ds = keypoint_dataset(cache["cache_path"][train], points[train], weights[train],
                                 config.input_size, config.batch_size, config.sigma, augment,

@@ -25,7 +25,7 @@ class KeypointAugment:
     """Augmentation ranges; ``enabled=False`` gives the deterministic validation view."""
 
     enabled: bool = True
-    whole_image_probability: float = 0.4
+    whole_image_probability: float = 0.5
     margin: tuple[float, float] = (0.1, 0.4)  # of the spine box, each side, for fine regions
     rotation_deg: float = 15.0
     zoom: tuple[float, float] = (0.85, 1.15)

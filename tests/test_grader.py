@@ -1,0 +1,237 @@
+"""Stage 2: CLAHE parity, balanced windows, label-true augmentation, grader, paper's tables."""
+
+import math
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from tfmssass import anatomy
+from tfmssass.augment import canonical_matrix, clahe
+from tfmssass.bridge import consistent_grades
+from tfmssass.cli import main
+from tfmssass.data.corners import (
+    CornerAugment, balanced_epoch, corner_dataset, corner_samples, extract_patches,
+)
+from tfmssass.geometry import level_frame
+from tfmssass.grading_metrics import per_grade_table, quadratic_weighted_kappa, read_confusion_csv, summary
+from tfmssass.io.labels import load_labels
+from tfmssass.models.grader import CornerGrader
+from tfmssass.synthetic import Case, make_case, synthesize
+
+PAPER_CM = np.array([[2250, 295, 54, 19], [502, 2169, 75, 46], [96, 147, 700, 153], [25, 58, 96, 2641]])
+
+
+@pytest.fixture(scope="module")
+def radiograph():
+    image, row, _ = make_case(Case(3, 5, 0, "lumbar", "realistic"))
+    return image, row
+
+
+@pytest.mark.parametrize("size", [(256, 256), (224, 224), (301, 257), (97, 131), (512, 384)])
+@pytest.mark.parametrize("clip,grid", [(2.0, (8, 8)), (3.0, (4, 6))])
+def test_clahe_matches_opencv(radiograph, size, clip, grid):
+    image, _ = radiograph
+    h, w = size
+    rng = np.random.default_rng(h * w)
+    y0, x0 = rng.integers(0, image.shape[0] - h), rng.integers(0, image.shape[1] - w)
+    crop = np.rint(image[y0:y0 + h, x0:x0 + w] * 255).astype(np.uint8)
+    expected = cv2.createCLAHE(clip, grid).apply(crop)
+    got = clahe(crop, clip, grid).numpy()
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert got.dtype == np.uint8 and got.shape == crop.shape
+    assert diff.mean() <= 1.0 and diff.max() <= 4
+    assert np.abs(got.astype(int) - crop.astype(int)).mean() > 1  # it did change the image
+
+
+def test_clahe_batched_channel_and_in_a_graph(radiograph):
+    image, _ = radiograph
+    crops = np.stack([np.rint(image[i * 100: i * 100 + 120, 300:400] * 255).astype(np.uint8) for i in range(3)])
+    expected = np.stack([cv2.createCLAHE(2.0, (8, 8)).apply(c) for c in crops])
+    graph = tf.function(lambda x: clahe(x, 2.0, (8, 8)),
+                        input_signature=[tf.TensorSpec([None, None, None, 1], tf.uint8)])
+    got = graph(crops[..., None]).numpy()[..., 0]
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    from tfmssass.augment import clahe as imported  # the documented import path
+
+    assert imported is clahe
+
+
+def test_balanced_windows_cover_every_sample():
+    grades = np.array([0] * 23 + [1] * 11 + [2] * 5 + [3] * 8)
+    n = 5  # the rarest grade's count
+    seen = {g: set() for g in range(4)}
+    for epoch in range(math.ceil(23 / n)):
+        picked = balanced_epoch(grades, epoch, seed=4)
+        counts = np.bincount(grades[picked], minlength=4)
+        assert list(counts) == [n] * 4
+        for i in picked:
+            seen[grades[i]].add(int(i))
+        if epoch + 1 == math.ceil(11 / n):
+            assert seen[1] == set(np.flatnonzero(grades == 1))
+    for g in range(4):
+        assert seen[g] == set(np.flatnonzero(grades == g))  # after ceil(23/5) = 5 epochs: all used
+    assert not np.array_equal(balanced_epoch(grades, 0, seed=4), balanced_epoch(grades, 1, seed=4))
+    assert np.bincount(grades[balanced_epoch(grades, 0, per_class=3)], minlength=4).tolist() == [3] * 4
+
+
+def _marked_level(mark: str, angle_deg=25.0, facing=-1):
+    """A tilted disk level (patient facing left) with a bright mark at one anterior corner."""
+    image = np.zeros((400, 400), np.float32)
+    t = math.radians(angle_deg)
+    axis = np.array([math.sin(t), math.cos(t)])  # cranial → caudal
+    anterior = facing * np.array([math.cos(t), -math.sin(t)])
+    c = np.array([200.0, 200.0])
+    a = c + anterior * 60
+    spot = a - axis * 24 if mark == "inf" else a + axis * 24  # the upper body's corner is cranial
+    cv2.circle(image, tuple(int(v) for v in spot), 5, 1.0, -1)
+    return image, c, a, -axis
+
+
+def test_augmentation_keeps_the_graded_corner_in_place(tmp_path):
+    """Under every augmentation a corner's own mark is top-right and its partner's bottom-right."""
+    rows = []
+    for mark in ("inf", "sup"):
+        image, c, a, up = _marked_level(mark)
+        ok, png = cv2.imencode(".png", np.rint(image * 65535).astype(np.uint16))
+        (tmp_path / f"{mark}.png").write_bytes(png.tobytes())
+        for sup in (False, True):
+            rows.append({"patch_path": str(tmp_path / f"{mark}.png"), "cx": c[0], "cy": c[1],
+                         "ax": a[0], "ay": a[1], "upx": up[0], "upy": up[1], "sup": sup,
+                         "grade": 2 if sup else 1, "own": (mark == "sup") == sup})
+    samples = pd.DataFrame(rows)
+    idx = np.repeat(np.arange(4), 8)
+    x, y = next(iter(corner_dataset(samples, idx, 64, 32, augment=CornerAugment(), use_clahe=False, seed=9)))
+    for crop, label, i in zip(x.numpy()[..., 0], y.numpy(), idx):
+        ys, xs = np.nonzero(crop > 0.5)
+        assert len(xs) and xs.mean() > 40, "mark not on the anterior (right) side"
+        if samples.own[i]:
+            assert ys.mean() < 32, "the graded corner is not top-right"
+        else:
+            assert ys.mean() > 32, "the partner corner is not bottom-right"
+        assert label == samples.grade[i]
+
+
+def test_tf_crop_equals_geometry_module():
+    for c, a, up, flip in [((100, 200), (150, 190), (5, -40), False), ((10, 20), (10, 80), (1, 0), True)]:
+        np.testing.assert_allclose(canonical_matrix(c, a, up, 128, 2.8, flip).numpy(),
+                                   level_frame(c, a, up, (128, 128), 2.8, flip).matrix, atol=1e-4)
+
+
+def test_phantom_crops_show_the_spur_on_the_graded_side(tmp_path):
+    """On phantoms, a syndesmophyte (grade 2) leaves bone in the disk gap next to *its* corner."""
+    synthesize(tmp_path, patients=8, visits=1, seed=42, views=("lumbar",), difficulty="easy",
+               workers=2, progress=False)
+    frame, _ = load_labels(tmp_path / "labels.csv", check_images=False)
+    patches, errors = extract_patches(frame, tmp_path / "patches", 64, progress=False)
+    samples = corner_samples(patches)
+    partner = samples.groupby("patch_path")["grade"].transform(lambda g: g.iloc[::-1].to_numpy())
+    chosen = samples[(samples["grade"] == 2) & (partner <= 1)].reset_index(drop=True)
+    assert errors == [] and len(chosen) >= 3
+    x, _ = next(iter(corner_dataset(chosen, np.arange(len(chosen)), 96, len(chosen),
+                                    augment=CornerAugment(enabled=False), use_clahe=False,
+                                    drop_remainder=False)))
+    wins = 0
+    for crop in x.numpy()[..., 0]:
+        near = crop[38:48, 80:92].mean()  # disk gap just below the graded corner, anterior
+        far = crop[48:58, 80:92].mean()   # disk gap just above the partner corner
+        wins += near > far
+    assert wins >= 0.8 * len(chosen)
+
+
+def test_paper_confusion_matrix_reproduces_table_2():
+    table = per_grade_table(PAPER_CM).set_index("grade")
+    g2 = table.loc[2]
+    assert (g2.tp, g2.tn, g2.fp, g2.fn) == (700, 8005, 225, 396)
+    assert round(g2.sensitivity, 3) == 0.639 and round(g2.specificity, 3) == 0.973
+    assert round(g2.ppv, 3) == 0.757 and round(g2.f1, 3) == 0.693 and round(g2.accuracy, 3) == 0.933
+    expected = {0: (0.859, 0.907, 0.783, 0.820, 0.894), 1: (0.777, 0.923, 0.813, 0.794, 0.880),
+                3: (0.937, 0.966, 0.924, 0.930, 0.957)}
+    for g, values in expected.items():
+        row = table.loc[g]
+        assert tuple(round(v, 3) for v in (row.sensitivity, row.specificity, row.ppv, row.f1, row.accuracy)) == values
+    s = summary(PAPER_CM)
+    assert round(s["mean_one_vs_rest_accuracy"], 5) == 0.91604
+    assert round(s["mean_sensitivity"], 5) == 0.80288
+    assert round(s["mean_specificity"], 5) == 0.94244
+    assert s["exact_correct"] == 7760 and s["corners"] == 9326 and round(s["exact_accuracy"], 4) == 0.8321
+
+
+def test_qwk_agrees_with_sklearn():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    actual = rng.integers(0, 4, 500)
+    predicted = np.clip(actual + rng.integers(-1, 2, 500) * (rng.random(500) < 0.3), 0, 3)
+    cm = np.zeros((4, 4), int)
+    np.add.at(cm, (actual, predicted), 1)
+    assert quadratic_weighted_kappa(cm) == pytest.approx(cohen_kappa_score(actual, predicted, weights="quadratic"))
+
+
+def test_confusion_matrix_cli(tmp_path):
+    plain = tmp_path / "cm.csv"
+    plain.write_text("\n".join(",".join(map(str, r)) for r in PAPER_CM))
+    labelled = tmp_path / "cm_labelled.csv"
+    labelled.write_text("actual,p0,p1,p2,p3\n" + "\n".join(f"{g}," + ",".join(map(str, r)) for g, r in enumerate(PAPER_CM)))
+    assert (read_confusion_csv(plain) == PAPER_CM).all() and (read_confusion_csv(labelled) == PAPER_CM).all()
+    result = CliRunner().invoke(main, ["evaluate", "--confusion-matrix", str(labelled), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "7760/9326 = 0.8321" in result.output and "0.91604" in result.output
+    assert (tmp_path / "o" / "grades_per_grade.csv").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n4,5,6\n")
+    result = CliRunner().invoke(main, ["evaluate", "--confusion-matrix", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "bad.csv" in result.output and "Traceback" not in result.output
+
+
+def test_bridge_rule_gives_one_answer_per_disk():
+    p_inf = np.array([[0.1, 0.1, 0.1, 0.7], [0.1, 0.1, 0.5, 0.3], [0.6, 0.2, 0.1, 0.1]])
+    p_sup = np.array([[0.4, 0.2, 0.05, 0.35], [0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    inf, sup, disagreed = consistent_grades(p_inf, p_sup)
+    assert list(inf) == [3, 2, 0] and list(sup) == [3, 0, 0]
+    assert list(disagreed) == [True, False, True]
+    assert all((i == 3) == (s == 3) for i, s in zip(inf, sup))
+
+
+def test_grader_training_lowers_the_loss():
+    keras.utils.set_random_seed(1)
+    model = CornerGrader("tiny", 64)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 32)
+    x = rng.random((32, 64, 64, 1)).astype("float32") * 0.2
+    for i, g in enumerate(y):  # a learnable cue: brightness of a corner patch by grade
+        x[i, :16, 48:] += 0.25 * g
+    losses = [float(model.train_on_batch(x, y)) for _ in range(15)]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_grader_config_round_trip_and_resnet152_builds(tmp_path):
+    tiny = CornerGrader("tiny", 64)
+    x = np.random.default_rng(0).random((2, 64, 64, 1)).astype("float32")
+    tiny.save(tmp_path / "g.keras")
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), tiny(x), atol=1e-5)
+    paper = CornerGrader("resnet152", 224)
+    out = np.asarray(paper(np.zeros((1, 224, 224, 1), "float32")))
+    assert out.shape == (1, 4) and abs(out.sum() - 1) < 1e-4
+    assert 58e6 < paper.count_params() < 59e6
+
+
+def test_cli_train_and_evaluate_grader(tmp_path):
+    synthesize(tmp_path / "ph", patients=4, visits=1, seed=5, workers=2, progress=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "grader", "--labels", str(tmp_path / "ph" / "labels.csv"),
+                                  "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["evaluate", "grader", "--model", str(tmp_path / "run"),
+                                  "--labels", str(tmp_path / "ph" / "labels.csv"), "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    corners = pd.read_csv(tmp_path / "ev" / "corners.csv")
+    labels = pd.read_csv(tmp_path / "ph" / "labels.csv")
+    graded = sum(labels.loc[labels.view == v, list(anatomy.CORNERS[v])].notna().sum().sum() for v in anatomy.VIEWS)
+    assert len(corners) == graded  # every graded corner, and no blank one turned into a 0
+    assert (tmp_path / "ev" / "roc.png").exists()

@@ -1,0 +1,211 @@
+"""Stage-2 training data: one corner per sample, in canonical orientation, class-balanced by epoch.
+
+Each disk level is cut once from the full-resolution radiograph into an axis-aligned patch, scaled
+so that the centre→anterior distance is ``patch_depth_px``. The patch holds enough room around the
+canonical crop to rotate, shift and jitter the key points. A sample is (patch, corner): the ``_inf``
+corner uses the level crop, the ``_sup`` corner the same crop flipped vertically, so both show the
+graded corner top-right and the label is true by construction. No horizontal flip is ever applied
+after canonicalisation: it would move the anterior corner to the back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from .. import anatomy
+from ..atomic import write_bytes
+from ..augment import canonical_matrix, clahe, warp
+from ..geometry import cranial_directions
+from ..io import RadiographError, read_radiograph
+from ..io.labels import resolve_image
+from .cache import _key
+from .keypoints import load_png16
+
+#: Patch side in centre→anterior distances: the 2.8 crop, rotated 15°, shifted and zoomed, fits.
+PATCH_EXTENT = 4.6
+
+
+@dataclass(frozen=True)
+class CornerAugment:
+    enabled: bool = True
+    jitter: float = 0.06  # key-point noise, in centre→anterior distances (stage-1 error)
+    rotation_deg: float = 10.0
+    zoom: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.04
+    contrast: tuple[float, float] = (0.8, 1.25)
+    brightness: float = 0.06
+    gamma: tuple[float, float] = (0.75, 1.35)
+    noise: float = 0.02
+
+
+def level_points(row) -> dict[str, tuple]:
+    return {level: tuple(row[c] for c in anatomy.keypoint_columns(level))
+            for level in anatomy.LEVELS[row["view"]]}
+
+
+def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_from=None,
+                    progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """Cut every level with both points and a neighbour into a patch; one index row per level.
+
+    ``points_from`` (optional) maps a label-row index to {level: (cx, cy, ax, ay)}, e.g. stage-1
+    predictions, used instead of the labelled points.
+    """
+    patch_dir = Path(patch_dir)
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    rows, errors = [], []
+    for index, row in tqdm(list(frame.iterrows()), desc="cutting levels", unit="radiograph",
+                           disable=not progress):
+        view = row["view"]
+        pts = points_from[index] if points_from is not None else level_points(row)
+        table = np.array([pts.get(lv, (np.nan,) * 4) for lv in anatomy.LEVELS[view]], float)
+        cranial = cranial_directions(table[:, :2])
+        path = resolve_image(frame, row)
+        image = None
+        for j, level in enumerate(anatomy.LEVELS[view]):
+            c, a, up = table[j, :2], table[j, 2:], cranial[j]
+            if not (np.all(np.isfinite(table[j])) and np.all(np.isfinite(up))):
+                continue
+            depth = float(np.hypot(*(a - c)))
+            if depth < 2:
+                continue
+            try:
+                key = f"{_key(path, depth_px)}_{level}"
+            except FileNotFoundError:
+                errors.append(f"{path}: no such file")
+                break
+            target = patch_dir / f"{key}.png"
+            factor = depth_px / depth
+            side = int(round(PATCH_EXTENT * depth_px))
+            origin = c - (side / 2.0 - 0.5 + 0.5) / factor  # patch pixel (0,0) in original px
+            if not target.is_file():
+                if image is None:
+                    try:
+                        image = read_radiograph(path).image
+                    except RadiographError as exc:
+                        errors.append(str(exc))
+                        break
+                matrix = np.array([[factor, 0, (0.5 - origin[0]) * factor - 0.5],
+                                   [0, factor, (0.5 - origin[1]) * factor - 0.5]])
+                source = image
+                if factor < 0.75:  # anti-alias before sampling, as augment.warp does
+                    small = max(factor / 0.75, 1e-3)
+                    source = cv2.resize(image, None, fx=small, fy=small, interpolation=cv2.INTER_AREA)
+                    sy, sx = source.shape[0] / image.shape[0], source.shape[1] / image.shape[1]
+                    matrix = matrix @ np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
+                patch = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                ok, png = cv2.imencode(".png", np.rint(np.clip(patch, 0, 1) * 65535).astype(np.uint16))
+                write_bytes(target, png.tobytes())
+            to_patch = lambda p: (np.asarray(p) + 0.5 - origin) * factor - 0.5  # noqa: E731
+            upper, lower = anatomy.level_corners(level)
+            rows.append({
+                "row": index, "image": row["image"], "patient_id": row["patient_id"],
+                "visit_date": row["visit_date"], "view": view, "level": level, "patch_path": str(target),
+                **dict(zip(("cx", "cy"), to_patch(c))), **dict(zip(("ax", "ay"), to_patch(a))),
+                "upx": up[0], "upy": up[1], "inf_corner": upper, "sup_corner": lower,
+                "grade_inf": row.get(upper), "grade_sup": row.get(lower),
+            })
+    return pd.DataFrame(rows), errors
+
+
+def corner_samples(patches: pd.DataFrame) -> pd.DataFrame:
+    """One row per graded corner: the patch, whether it is a ``_sup`` corner, and its grade."""
+    out = []
+    for _, p in patches.iterrows():
+        for side in ("inf", "sup"):
+            grade = p[f"grade_{side}"]
+            if pd.isna(grade):
+                continue  # not gradable: never a 0, never trained on
+            out.append({**p.to_dict(), "corner": p[f"{side}_corner"], "sup": side == "sup",
+                        "grade": int(grade)})
+    return pd.DataFrame(out)
+
+
+def balanced_epoch(grades: np.ndarray, epoch: int, per_class: int | None = None, seed: int = 0) -> np.ndarray:
+    """Sample indices for one epoch: for each grade, the next window of N from its shuffled list.
+
+    N is ``per_class`` or the rarest grade's count. Each grade's list is shuffled once (seeded) and
+    the window moves N further every epoch, wrapping around, so after ceil(n_grade / N) epochs
+    every sample of every grade has been seen (the paper's 0–300, 301–600, …).
+    """
+    grades = np.asarray(grades)
+    present = [g for g in range(4) if np.any(grades == g)]
+    counts = {g: int(np.sum(grades == g)) for g in present}
+    n = per_class or min(counts.values())
+    chosen = []
+    for g in present:
+        order = np.random.default_rng([seed, g]).permutation(np.flatnonzero(grades == g))
+        start = (epoch * n) % counts[g]
+        chosen.append(order[(start + np.arange(n)) % counts[g]])
+    picked = np.concatenate(chosen)
+    return np.random.default_rng([seed, 1000 + epoch]).permutation(picked)
+
+
+def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: bool,
+                   clip: float, seed: int):
+    def sample(counter, path, c, a, up, sup, label):
+        s = tf.stack([tf.cast(seed, tf.int64), counter])
+        r = tf.random.stateless_uniform([10], seed=s)
+        patch = load_png16(path)
+        depth = tf.norm(a - c)
+        if augment.enabled:
+            noise = tf.random.stateless_normal([2, 2], seed=s + 7) * augment.jitter * depth
+            c, a = c + noise[0], a + noise[1]
+            angle = (r[0] * 2 - 1) * math.radians(augment.rotation_deg)
+            zoom = augment.zoom[0] + (augment.zoom[1] - augment.zoom[0]) * r[1]
+            shift = ((r[2] * 2 - 1) * augment.shift, (r[3] * 2 - 1) * augment.shift)
+        else:
+            angle, zoom, shift = 0.0, 1.0, (0.0, 0.0)
+        matrix = canonical_matrix(c, a, up, size, extent, flip_vertical=sup, angle=angle,
+                                  zoom=zoom, shift=shift)
+        x = warp(patch, matrix, (size, size))
+        if use_clahe:
+            x = tf.cast(clahe(tf.cast(tf.round(tf.clip_by_value(x, 0, 1) * 255), tf.uint8), clip), tf.float32) / 255.0
+        if augment.enabled:
+            gamma = augment.gamma[0] + (augment.gamma[1] - augment.gamma[0]) * r[4]
+            contrast = augment.contrast[0] + (augment.contrast[1] - augment.contrast[0]) * r[5]
+            x = (tf.pow(tf.clip_by_value(x, 0, 1), gamma) - 0.5) * contrast + 0.5 + (r[6] * 2 - 1) * augment.brightness
+            x += tf.random.stateless_normal(tf.shape(x), seed=s + 3) * augment.noise * r[7]
+            x = tf.clip_by_value(x, 0.0, 1.0)
+        return x[..., None], label
+
+    return sample
+
+
+def corner_dataset(samples: pd.DataFrame, indices: np.ndarray, size: int, batch_size: int,
+                   extent: float = 2.8, augment: CornerAugment = CornerAugment(), use_clahe: bool = True,
+                   clip: float = 2.0, seed: int = 0, counter_offset: int = 0,
+                   drop_remainder: bool = True) -> tf.data.Dataset:
+    """Batches of (crop [B, S, S, 1] in [0, 1], grade [B]) for the given sample indices, in order."""
+    pick = samples.iloc[np.asarray(indices)]
+    tensors = (
+        np.arange(len(pick), dtype=np.int64) + counter_offset,
+        pick["patch_path"].astype(str).to_numpy(),
+        pick[["cx", "cy"]].to_numpy(np.float32), pick[["ax", "ay"]].to_numpy(np.float32),
+        pick[["upx", "upy"]].to_numpy(np.float32), pick["sup"].to_numpy(bool),
+        pick["grade"].to_numpy(np.int32),
+    )
+    fn = make_corner_fn(size, extent, augment, use_clahe, clip, seed)
+    ds = tf.data.Dataset.from_tensor_slices(tensors).map(
+        lambda *t: fn(*t), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_training_dataset(samples: pd.DataFrame, first_epoch: int, epochs: int, size: int,
+                              batch_size: int, per_class: int | None, seed: int, **kwargs):
+    """All remaining epochs' balanced windows in one stream; returns (dataset, steps per epoch)."""
+    grades = samples["grade"].to_numpy()
+    per_epoch = [balanced_epoch(grades, e, per_class, seed) for e in range(first_epoch, epochs)]
+    steps = max(1, len(per_epoch[0]) // batch_size) if per_epoch else 1
+    flat = np.concatenate([idx[: steps * batch_size] for idx in per_epoch]) if per_epoch else np.zeros(0, int)
+    ds = corner_dataset(samples, flat, size, batch_size, seed=seed,
+                        counter_offset=first_epoch * steps * batch_size, **kwargs)
+    return ds, steps
