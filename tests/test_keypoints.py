@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
 from tfmssass import anatomy
 from tfmssass.augment import apply_matrix, region_matrix, warp
@@ -189,7 +188,6 @@ def test_training_resumes_after_interruption(phantoms, tmp_path):
 def test_evaluation_numbers_match_hand_computation():
     levels = anatomy.LEVELS["lumbar"]
     row = {"patient_id": "P1", "visit_date": "2020-01-01", "view": "lumbar"}
-    truth = np.full((24, 2), np.nan)
     for j, level in enumerate(levels):
         row.update(dict(zip(anatomy.keypoint_columns(level), (100.0, 100.0 + 50 * j, 130.0, 100.0 + 50 * j))))
     row["L5-S1_ax"] = row["L5-S1_ay"] = np.nan  # one point not labelled

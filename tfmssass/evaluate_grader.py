@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import grading_metrics as gm
 from .atomic import atomic_path, write_text

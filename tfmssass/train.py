@@ -15,7 +15,9 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from .atomic import write_text
+from .atomic import atomic_path, write_text
+from .io.labels import load_labels
+from .split import split_patients, write_split
 
 BEST = "best.weights.h5"
 
@@ -37,6 +39,32 @@ def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:
         raise RunFolderError(f"{run}: holds a run with another configuration; use a new --out folder")
     write_text(config_path, text)
     return run, (run / "done").is_file()
+
+
+def start_run(labels_csv, out, stage: str, config: dict, init, mixed_precision: bool,
+              val_fraction: float, seed: int):
+    """Read the labels, open the run folder and write its patient split.
+
+    Returns (run, frame, split); frame and split are None when the run had already finished.
+    """
+    frame, _ = load_labels(labels_csv, check_images=False)
+    run, done = open_run(out, {"stage": stage, "labels": str(Path(labels_csv).resolve()), stage: config,
+                               "init": init, "mixed_precision": mixed_precision})
+    if done:
+        print(f"{run}: already finished (delete {run / 'done'} to train again)")
+        return run, None, None
+    split = split_patients(frame, val_fraction, seed)
+    write_split(split, run / "split.csv")
+    return run, frame, split
+
+
+def record_skipped(run: Path, errors: list[str]) -> None:
+    """Inputs that could not be used: one line each on the terminal and in ``skipped.csv``."""
+    for line in errors:
+        print(f"skipped: {line}")
+    if errors:
+        with atomic_path(run / "skipped.csv") as tmp:
+            pd.DataFrame({"error": errors}).to_csv(tmp, index=False)
 
 
 def read_config(run_dir: str | Path) -> dict:

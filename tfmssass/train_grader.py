@@ -11,10 +11,8 @@ import pandas as pd
 from . import grading_metrics
 from .config import GraderConfig
 from .data.corners import CornerAugment, balanced_training_dataset, corner_dataset, corner_samples, extract_patches
-from .io.labels import load_labels
 from .models.grader import CornerGrader
-from .split import split_patients, write_split
-from .train import BEST, choose_strategy, fit_run, open_run, read_config, set_precision
+from .train import BEST, choose_strategy, fit_run, read_config, record_skipped, set_precision, start_run
 
 #: Best epoch by balanced accuracy on the (naturally skewed) validation corners: plain accuracy
 #: would favour a grader that calls everything 0.
@@ -62,18 +60,12 @@ class GradingMetricsCallback(keras.callbacks.Callback):
 def train_grader(labels_csv, out, config: GraderConfig, init: str | None = None,
                  mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
                  extra_callbacks=()) -> Path:
-    frame, _ = load_labels(labels_csv, check_images=False)
-    run, done = open_run(out, {"stage": "grader", "labels": str(Path(labels_csv).resolve()),
-                               "grader": config.to_dict(), "init": init,
-                               "mixed_precision": mixed_precision})
-    if done:
-        print(f"{run}: already finished (delete {run / 'done'} to train again)")
+    run, frame, split = start_run(labels_csv, out, "grader", config.to_dict(), init, mixed_precision,
+                                  config.val_fraction, config.seed)
+    if frame is None:
         return run
-    split = split_patients(frame, config.val_fraction, config.seed)
-    write_split(split, run / "split.csv")
     patches, errors = extract_patches(frame, run / "patches", config.patch_depth_px, progress=verbose > 0)
-    for line in errors:
-        print(f"skipped: {line}")
+    record_skipped(run, errors)
     samples = corner_samples(patches)
     side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
     train_samples = samples[side == "train"].reset_index(drop=True)

@@ -7,17 +7,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 
 from .config import KeypointConfig
 from .data.cache import build_cache
 from .data.keypoints import KeypointAugment, keypoint_dataset, load_png16, point_table
 from .detector import KeypointDetector
-from .io.labels import load_labels
 from .models.heatmaps import NUM_POINTS, VIEW_SLICES, WeightedHeatmapLoss
 from .models.hrnet import HRNet
-from .split import split_patients, write_split
-from .train import BEST, choose_strategy, fit_run, open_run, read_config, set_precision
+from .train import BEST, choose_strategy, fit_run, read_config, record_skipped, set_precision, start_run
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
 
@@ -68,20 +65,12 @@ class PointErrorCallback(keras.callbacks.Callback):
 def train_keypoints(labels_csv, out, config: KeypointConfig, init: str | None = None,
                     mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
                     extra_callbacks=()) -> Path:
-    frame, warnings = load_labels(labels_csv, check_images=False)
-    run, done = open_run(out, {"stage": "keypoints", "labels": str(Path(labels_csv).resolve()),
-                               "keypoints": config.to_dict(), "init": init,
-                               "mixed_precision": mixed_precision})
-    if done:
-        print(f"{run}: already finished (delete {run / 'done'} to train again)")
+    run, frame, split = start_run(labels_csv, out, "keypoints", config.to_dict(), init, mixed_precision,
+                                  config.val_fraction, config.seed)
+    if frame is None:
         return run
-    split = split_patients(frame, config.val_fraction, config.seed)
-    write_split(split, run / "split.csv")
     cache, errors = build_cache(frame, run / "cache", config.cache_long_side, progress=verbose > 0)
-    for line in errors:
-        print(f"skipped: {line}")
-    if errors:
-        pd.DataFrame({"error": errors}).to_csv(run / "skipped.csv", index=False)
+    record_skipped(run, errors)
     sides = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
     cache["split"] = cache["row"].map(sides)
     points, weights = point_table(frame, cache)
