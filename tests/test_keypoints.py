@@ -185,6 +185,19 @@ def test_training_resumes_after_interruption(phantoms, tmp_path):
         train_keypoints(phantoms / "labels.csv", run, keypoint_config("tiny", epochs=4), verbose=0)
 
 
+def test_mixed_precision_training_keeps_float32_outputs(phantoms, tmp_path):
+    config = keypoint_config("tiny", epochs=1, steps_per_epoch=1, batch_size=2)
+    try:
+        run = train_keypoints(phantoms / "labels.csv", tmp_path / "mp", config, mixed_precision=True, verbose=0)
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        model = HRNet.from_preset("w8", input_size=(128, 96))
+        assert model.get_layer("stem1_conv").compute_dtype == "float16"
+        assert model.output.dtype == "float32"  # heatmaps stay float32 for the loss and decoding
+        assert (run / "best.weights.h5").exists() and (run / "log.csv").exists()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_evaluation_numbers_match_hand_computation():
     levels = anatomy.LEVELS["lumbar"]
     row = {"patient_id": "P1", "visit_date": "2020-01-01", "view": "lumbar"}

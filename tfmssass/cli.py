@@ -235,10 +235,12 @@ def train_keypoints_cmd(labels_csv, out, preset, epochs, batch_size, learning_ra
 @click.option("--val-fraction", type=float, default=None)
 @click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Backbone weights from a local file (e.g. ImageNet notop .h5); nothing is downloaded.")
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
 @click.option("--mixed-precision", is_flag=True)
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True)
 def train_grader_cmd(labels_csv, out, preset, backbone, epochs, batch_size, learning_rate, per_class, seed,
-                     val_fraction, init, mixed_precision, strategy):
+                     val_fraction, init, keypoints_run, mixed_precision, strategy):
     """Stage 2: corner grader on canonical crops from the labelled points. Rerun to resume."""
     from .config import grader_config
     from .io.labels import LabelError
@@ -250,7 +252,7 @@ def train_grader_cmd(labels_csv, out, preset, backbone, epochs, batch_size, lear
                            val_fraction=val_fraction)
     try:
         run = train_grader(labels_csv, out, config, init=init, mixed_precision=mixed_precision,
-                           strategy=strategy)
+                           strategy=strategy, keypoints_run=keypoints_run)
     except (LabelError, RunFolderError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")

@@ -10,7 +10,7 @@ import numpy as np
 from . import grading_metrics as gm
 from .atomic import atomic_path, write_text
 from .bridge import consistent_grades
-from .data.corners import corner_samples, extract_patches
+from .data.corners import corner_samples, extract_patches, predicted_points
 from .io.labels import load_labels
 
 
@@ -59,7 +59,7 @@ def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_grader(run_dir)
     frame, _ = load_labels(labels_csv, check_images=False)
-    points_from = _predicted_points(keypoints_run, frame) if keypoints_run else None
+    points_from = predicted_points(keypoints_run, frame) if keypoints_run else None
     patches, errors = extract_patches(frame, out / "patches", config.patch_depth_px, points_from)
     samples = corner_samples(patches)
     probs = predict_samples(model, config, samples)
@@ -85,20 +85,3 @@ def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
     report["bridge_consistent"] = write_confusion_report(
         gm.confusion_matrix(samples["grade"], samples["consistent"]), out, name="grades_bridge_consistent")
     return report
-
-
-def _predicted_points(keypoints_run, frame) -> dict:
-    """Stage-1 predictions per label row, {level: (cx, cy, ax, ay)}."""
-    from . import anatomy
-    from .io import read_radiograph
-    from .io.labels import resolve_image
-    from .models.heatmaps import VIEW_SLICES
-    from .train_keypoints import load_detector
-
-    detector = load_detector(keypoints_run)
-    found = {}
-    for index, row in frame.iterrows():
-        det = detector.detect(read_radiograph(resolve_image(frame, row)).image, view=row["view"])
-        pts = det.points[VIEW_SLICES[row["view"]]]
-        found[index] = {level: (*pts[2 * j], *pts[2 * j + 1]) for j, level in enumerate(anatomy.LEVELS[row["view"]])}
-    return found

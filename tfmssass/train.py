@@ -42,14 +42,14 @@ def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:
 
 
 def start_run(labels_csv, out, stage: str, config: dict, init, mixed_precision: bool,
-              val_fraction: float, seed: int):
+              val_fraction: float, seed: int, **extra):
     """Read the labels, open the run folder and write its patient split.
 
     Returns (run, frame, split); frame and split are None when the run had already finished.
     """
     frame, _ = load_labels(labels_csv, check_images=False)
     run, done = open_run(out, {"stage": stage, "labels": str(Path(labels_csv).resolve()), stage: config,
-                               "init": init, "mixed_precision": mixed_precision})
+                               "init": init, "mixed_precision": mixed_precision, **extra})
     if done:
         print(f"{run}: already finished (delete {run / 'done'} to train again)")
         return run, None, None

@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import grading_metrics
 from .config import GraderConfig
-from .data.corners import CornerAugment, balanced_training_dataset, corner_dataset, corner_samples, extract_patches
+from .data.corners import CornerAugment, predicted_points, balanced_training_dataset, corner_dataset, corner_samples, extract_patches
 from .models.grader import CornerGrader
 from .train import BEST, choose_strategy, fit_run, read_config, record_skipped, set_precision, start_run
 
@@ -59,12 +59,17 @@ class GradingMetricsCallback(keras.callbacks.Callback):
 
 def train_grader(labels_csv, out, config: GraderConfig, init: str | None = None,
                  mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
-                 extra_callbacks=()) -> Path:
+                 extra_callbacks=(), keypoints_run=None) -> Path:
+    """Train the grader. Crops come from the labelled points, or with ``keypoints_run`` from a
+    stage-1 run's predictions (so the grader learns on the points it will be given)."""
     run, frame, split = start_run(labels_csv, out, "grader", config.to_dict(), init, mixed_precision,
-                                  config.val_fraction, config.seed)
+                                  config.val_fraction, config.seed,
+                                  keypoints_run=str(Path(keypoints_run).resolve()) if keypoints_run else None)
     if frame is None:
         return run
-    patches, errors = extract_patches(frame, run / "patches", config.patch_depth_px, progress=verbose > 0)
+    points_from = predicted_points(keypoints_run, frame) if keypoints_run else None
+    patches, errors = extract_patches(frame, run / "patches", config.patch_depth_px, points_from,
+                                      progress=verbose > 0)
     record_skipped(run, errors)
     samples = corner_samples(patches)
     side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"])))

@@ -51,6 +51,30 @@ def level_points(row) -> dict[str, tuple]:
             for level in anatomy.LEVELS[row["view"]]}
 
 
+def predicted_points(keypoints_run, frame: pd.DataFrame) -> dict:
+    """Stage-1 predictions per label row, {level: (cx, cy, ax, ay)} in original pixels.
+
+    The labelled view is passed to the detector; a radiograph whose spine is not found gets no
+    points, so its corners are left out rather than graded on a guess.
+    """
+    from ..models.heatmaps import VIEW_SLICES
+    from ..train_keypoints import load_detector
+
+    detector = load_detector(keypoints_run)
+    found = {}
+    for index, row in tqdm(list(frame.iterrows()), desc="stage-1 points", unit="radiograph"):
+        try:
+            image = read_radiograph(resolve_image(frame, row)).image
+        except RadiographError:
+            found[index] = {}
+            continue
+        det = detector.detect(image, view=row["view"])
+        pts = det.points[VIEW_SLICES[row["view"]]]
+        found[index] = {level: (*pts[2 * j], *pts[2 * j + 1])
+                        for j, level in enumerate(anatomy.LEVELS[row["view"]])} if det.found else {}
+    return found
+
+
 def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_from=None,
                     progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Cut every level with both points and a neighbour into a patch; one index row per level.

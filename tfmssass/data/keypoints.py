@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .. import anatomy
-from ..augment import apply_matrix, region_matrix, warp
+from ..augment import apply_matrix, clahe, region_matrix, warp
 from ..models.heatmaps import STRIDE, VIEW_SLICES, gaussian_heatmaps, input_to_heatmap
 
 
@@ -35,6 +35,7 @@ class KeypointAugment:
     brightness: float = 0.08
     gamma: tuple[float, float] = (0.7, 1.4)
     noise: float = 0.02
+    clahe_probability: float = 0.25  # CLAHE (as stage 2 uses it), so contrast styles vary
 
 
 def point_table(frame: pd.DataFrame, cache: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +108,9 @@ def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int
             x = (tf.pow(tf.clip_by_value(x, 0.0, 1.0), gamma) - 0.5) * contrast + 0.5 + brightness
             noise = tf.random.stateless_normal(tf.shape(x), seed=s + 1) * augment.noise * rand[10]
             x = tf.clip_by_value(x + noise, 0.0, 1.0)
+            x = tf.cond(rand[11] < augment.clahe_probability,
+                        lambda: tf.cast(clahe(tf.cast(tf.round(x * 255.0), tf.uint8)), tf.float32) / 255.0,
+                        lambda: x)
         hm_points = input_to_heatmap(apply_matrix(matrix, points))
         inside = (hm_points[:, 0] >= -0.5) & (hm_points[:, 0] <= hm_w - 0.5) & (
             hm_points[:, 1] >= -0.5) & (hm_points[:, 1] <= hm_h - 0.5)
