@@ -245,6 +245,17 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["radiographs"] == 6 and 0.0 <= summary["overall"]["failure_rate"] <= 1.0
     assert (tmp_path / "ev" / "points.csv").exists() and (tmp_path / "ev" / "levels.csv").exists()
+    result = runner.invoke(main, ["train", "keypoints", "--labels", str(phantoms / "labels.csv"),
+                                  "--out", str(tmp_path / "run2"), "--preset", "tiny", "--epochs", "1",
+                                  "--steps-per-epoch", "1", "--lr", "1e-9",
+                                  "--init", str(tmp_path / "run" / "best.weights.h5")])
+    assert result.exit_code == 0, result.output
+    a = HRNet.from_preset("w8", input_size=(128, 96))
+    a.load_weights(str(tmp_path / "run" / "best.weights.h5"))
+    b = HRNet.from_preset("w8", input_size=(128, 96))
+    b.load_weights(str(tmp_path / "run2" / "best.weights.h5"))
+    stem_a, stem_b = a.get_layer("stem1_conv").get_weights()[0], b.get_layer("stem1_conv").get_weights()[0]
+    np.testing.assert_allclose(stem_a, stem_b, atol=1e-5)  # started from --init, barely moved at lr 1e-9
     result = runner.invoke(main, ["train", "keypoints", "--labels", str(tmp_path / "nope.csv"),
                                   "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -108,7 +108,7 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
             target = patch_dir / f"{key}.png"
             factor = depth_px / depth
             side = int(round(PATCH_EXTENT * depth_px))
-            origin = c - (side / 2.0 - 0.5 + 0.5) / factor  # patch pixel (0,0) in original px
+            origin = c - side / (2.0 * factor)  # original-pixel edge where the patch begins
             if not target.is_file():
                 if image is None:
                     try:

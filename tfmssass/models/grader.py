@@ -35,21 +35,26 @@ def _to_backbone_input(x, mode: str):
     return rgb  # EfficientNetV2 rescales inside
 
 
+#: BatchNorm momentum of the small network. Keras's 0.99 leaves the moving statistics near their
+#: initial values for the first few hundred steps, so inference-mode grades lag far behind training.
+_BN = dict(momentum=0.9)
+
+
 def _tiny_backbone(x):
     def block(x, filters, stride):
         shortcut = x
         y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-        y = layers.BatchNormalization()(y)
+        y = layers.BatchNormalization(**_BN)(y)
         y = layers.ReLU()(y)
         y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-        y = layers.BatchNormalization()(y)
+        y = layers.BatchNormalization(**_BN)(y)
         if stride != 1 or shortcut.shape[-1] != filters:
             shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
-            shortcut = layers.BatchNormalization()(shortcut)
+            shortcut = layers.BatchNormalization(**_BN)(shortcut)
         return layers.ReLU()(layers.Add()([y, shortcut]))
 
     x = layers.Conv2D(24, 5, strides=2, padding="same", use_bias=False)(x)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.ReLU()(layers.BatchNormalization(**_BN)(x))
     for filters in (32, 64, 128, 192):
         x = block(x, filters, 2)
         x = block(x, filters, 1)
