@@ -241,7 +241,7 @@ def train_keypoints_cmd(labels_csv, out, preset, epochs, batch_size, learning_ra
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True)
 def train_grader_cmd(labels_csv, out, preset, backbone, epochs, batch_size, learning_rate, per_class, seed,
                      val_fraction, init, keypoints_run, mixed_precision, strategy):
-    """Stage 2: corner grader on canonical crops from the labelled points. Rerun to resume."""
+    """Stage 2: corner grader on canonical crops (labelled or --keypoints points). Rerun to resume."""
     from .config import grader_config
     from .io.labels import LabelError
     from .train import RunFolderError
