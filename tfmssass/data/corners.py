@@ -116,14 +116,20 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                     except RadiographError as exc:
                         errors.append(str(exc))
                         break
-                matrix = np.array([[factor, 0, (0.5 - origin[0]) * factor - 0.5],
-                                   [0, factor, (0.5 - origin[1]) * factor - 0.5]])
-                source = image
+                # only the patch's footprint (plus interpolation support) is resampled
+                x0, y0 = (max(int(np.floor(v)) - 2, 0) for v in origin)
+                x1 = min(int(np.ceil(origin[0] + side / factor)) + 2, image.shape[1])
+                y1 = min(int(np.ceil(origin[1] + side / factor)) + 2, image.shape[0])
+                source = image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+                start = origin - (x0, y0)  # the patch's origin in footprint pixels
+                matrix = np.array([[factor, 0, (0.5 - start[0]) * factor - 0.5],
+                                   [0, factor, (0.5 - start[1]) * factor - 0.5]])
                 if factor < 0.75:  # anti-alias before sampling, as augment.warp does
                     small = max(factor / 0.75, 1e-3)
-                    source = cv2.resize(image, None, fx=small, fy=small, interpolation=cv2.INTER_AREA)
-                    sy, sx = source.shape[0] / image.shape[0], source.shape[1] / image.shape[1]
+                    shrunk = cv2.resize(source, None, fx=small, fy=small, interpolation=cv2.INTER_AREA)
+                    sy, sx = shrunk.shape[0] / source.shape[0], shrunk.shape[1] / source.shape[1]
                     matrix = matrix @ np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
+                    source = shrunk
                 patch = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 ok, png = cv2.imencode(".png", np.rint(np.clip(patch, 0, 1) * 65535).astype(np.uint16))
