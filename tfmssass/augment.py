@@ -102,6 +102,25 @@ def clahe(image, clip_limit: float = 2.0, tile_grid_size=(8, 8)):
     return out[..., None] if channel else out
 
 
+def clahe_float(x, clip_limit: float = 2.0, tile_grid_size=(8, 8)):
+    """CLAHE on a float image in [0, 1], through 8 bits as OpenCV would see it."""
+    grey = tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+    return tf.cast(clahe(grey, clip_limit, tile_grid_size), tf.float32) / 255.0
+
+
+def jitter_intensity(x, rand, noise_seed, gamma, contrast, brightness: float, noise: float):
+    """Gamma, contrast and brightness, then Gaussian noise; ``rand`` holds 4 uniforms in [0, 1).
+
+    The ranges are (low, high) for gamma and contrast, ± for brightness; the noise level is drawn
+    between 0 and ``noise``. Stateless: the same ``rand`` and seed give the same image.
+    """
+    g = gamma[0] + (gamma[1] - gamma[0]) * rand[0]
+    c = contrast[0] + (contrast[1] - contrast[0]) * rand[1]
+    x = (tf.pow(tf.clip_by_value(x, 0.0, 1.0), g) - 0.5) * c + 0.5 + (rand[2] * 2 - 1) * brightness
+    x += tf.random.stateless_normal(tf.shape(x), seed=noise_seed) * noise * rand[3]
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
 def _clahe_batch(x, clip_limit, tiles_x, tiles_y):
     bins = 256
     shape = tf.shape(x)

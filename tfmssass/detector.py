@@ -50,10 +50,14 @@ class KeypointDetector:
             out = (out + flipped[:, :, ::-1]) / 2.0
         return out
 
-    def _pass(self, image, box):
+    def _look(self, image, box):
+        """Heatmaps of ``box`` fitted into the model input, and the image→input matrix used."""
         matrix = region_matrix(box, self.input_size)
         x = warp(image, matrix, self.input_size).numpy()
-        heatmaps = self._heatmaps(x[None, :, :, None])[0]
+        return self._heatmaps(x[None, :, :, None])[0], matrix
+
+    def _pass(self, image, box):
+        heatmaps, matrix = self._look(image, box)
         points, confidence = decode(heatmaps)
         back = apply_matrix(invert_matrix(matrix), heatmap_to_input(points)).numpy()
         return back, confidence
@@ -77,9 +81,7 @@ class KeypointDetector:
         small, sx, sy = shrink_to_long_side(np.asarray(image, np.float32), self.long_side)
         height, width = small.shape
         whole = np.array([-0.5, -0.5, width - 0.5, height - 0.5], np.float32)
-        matrix = region_matrix(whole, self.input_size)
-        x = warp(small, matrix, self.input_size).numpy()
-        coarse = self._heatmaps(x[None, :, :, None])[0]
+        coarse, matrix = self._look(small, whole)
         _, conf1 = decode(coarse)
         view = view or view_from_confidence(conf1)
         span = VIEW_SLICES[view]
@@ -98,13 +100,11 @@ class KeypointDetector:
         if confident.sum() < self.min_points:
             return Detection(nan, conf2, view, False,
                              f"spine not found: {int(confident.sum())} of 12 {view} points confident")
+        scale = np.array([sx, sy], np.float32)
+        to_original = lambda p: (p + 0.5) / scale - 0.5  # noqa: E731 - working px → original px
         points = nan.copy()
-        points[span] = fine[span]
-        # cache px → original px (pixel-centre aligned)
-        points[:, 0] = (points[:, 0] + 0.5) / sx - 0.5
-        points[:, 1] = (points[:, 1] + 0.5) / sy - 0.5
-        region = np.array([(box[0] + 0.5) / sx - 0.5, (box[1] + 0.5) / sy - 0.5,
-                           (box[2] + 0.5) / sx - 0.5, (box[3] + 0.5) / sy - 0.5], np.float32)
+        points[span] = to_original(fine[span])
+        region = to_original(box.reshape(2, 2)).reshape(-1).astype(np.float32)
         low = np.zeros(24, bool)
         low[span] = ~confident
         return Detection(points, conf2, view, True, "", region, low)

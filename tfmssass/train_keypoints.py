@@ -23,13 +23,17 @@ def build_model(config: KeypointConfig) -> HRNet:
     return HRNet.from_preset(config.backbone, num_points=NUM_POINTS, input_size=config.input_size)
 
 
+def make_detector(model, config: KeypointConfig, flip_test: bool = False) -> KeypointDetector:
+    return KeypointDetector(model, config.input_size, config.cache_long_side,
+                            config.confidence_threshold, config.min_points, flip_test=flip_test)
+
+
 def load_detector(run_dir, flip_test: bool = False) -> KeypointDetector:
     """The trained stage-1 model of a run folder, ready for coarse-to-fine detection."""
     config = KeypointConfig.from_dict(read_config(run_dir)["keypoints"])
     model = build_model(config)
     model.load_weights(str(Path(run_dir) / BEST))
-    return KeypointDetector(model, config.input_size, config.cache_long_side,
-                            config.confidence_threshold, config.min_points, flip_test=flip_test)
+    return make_detector(model, config, flip_test)
 
 
 def median_error_percent(detector: KeypointDetector, images, points, views) -> float:
@@ -56,8 +60,7 @@ class PointErrorCallback(keras.callbacks.Callback):
         self.config, self.images, self.points, self.views = config, images, points, views
 
     def on_epoch_end(self, epoch, logs=None):
-        detector = KeypointDetector(self.model, self.config.input_size, self.config.cache_long_side,
-                                    self.config.confidence_threshold, self.config.min_points)
+        detector = make_detector(self.model, self.config)
         if logs is not None:
             logs[MONITOR] = median_error_percent(detector, self.images, self.points, self.views)
 

@@ -33,7 +33,16 @@ def shrink_to_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, 
     return small, size[0] / width, size[1] / height
 
 
-def _key(path: Path, long_side: int) -> str:
+def encode_png16(image: np.ndarray) -> bytes:
+    """A float image in [0, 1] as 16-bit grey PNG bytes (what the pipelines read back)."""
+    ok, png = cv2.imencode(".png", np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return png.tobytes()
+
+
+def cache_key(path: Path, long_side: int) -> str:
+    """Names a cached file after the source's path, size, modification time and working size."""
     stat = path.stat()
     text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{long_side}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
@@ -54,7 +63,7 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, long_side: int = DEF
         try:
             if not path.is_file():
                 raise RadiographError(path, "no such file")
-            key = _key(path, long_side)
+            key = cache_key(path, long_side)
             target = cache_dir / f"{key}.png"
             meta_path = cache_dir / f"{key}.csv"
             if target.is_file() and meta_path.is_file():
@@ -62,14 +71,11 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, long_side: int = DEF
             else:
                 radiograph = read_radiograph(path)
                 small, sx, sy = shrink_to_long_side(radiograph.image, long_side)
-                ok, png = cv2.imencode(".png", np.rint(np.clip(small, 0, 1) * 65535).astype(np.uint16))
-                if not ok:
-                    raise RadiographError(path, "could not encode the cache image")
                 spacing = radiograph.meta.get("pixel_spacing_mm")
                 meta = {"scale_x": sx, "scale_y": sy, "height": radiograph.height,
                         "width": radiograph.width,
                         "spacing_mm": spacing[0] if spacing and radiograph.meta.get("spacing_calibrated") else np.nan}
-                write_bytes(target, png.tobytes())
+                write_bytes(target, encode_png16(small))
                 write_bytes(meta_path, pd.DataFrame([meta]).to_csv(index=False).encode())
             rows.append({"row": index, "cache_path": str(target), **meta})
         except RadiographError as exc:

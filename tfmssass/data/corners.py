@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from .. import anatomy
 from ..atomic import write_bytes
-from ..augment import canonical_matrix, clahe, warp
+from ..augment import canonical_matrix, clahe_float, jitter_intensity, warp
 from ..geometry import cranial_directions
 from ..io import RadiographError, read_radiograph
 from ..io.labels import resolve_image
-from .cache import _key
+from .cache import cache_key, encode_png16
 from .keypoints import load_png16
 
 #: Patch side in centre→anterior distances: the 2.8 crop, rotated 15°, shifted and zoomed, fits.
@@ -101,7 +101,7 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
             if depth < 2:
                 continue
             try:
-                key = f"{_key(path, depth_px)}_{level}"
+                key = f"{cache_key(path, depth_px)}_{level}"
             except FileNotFoundError:
                 errors.append(f"{path}: no such file")
                 break
@@ -132,8 +132,7 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                     source = shrunk
                 patch = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                ok, png = cv2.imencode(".png", np.rint(np.clip(patch, 0, 1) * 65535).astype(np.uint16))
-                write_bytes(target, png.tobytes())
+                write_bytes(target, encode_png16(patch))
             to_patch = lambda p: (np.asarray(p) + 0.5 - origin) * factor - 0.5  # noqa: E731
             upper, lower = anatomy.level_corners(level)
             rows.append({
@@ -198,13 +197,10 @@ def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: 
                                   zoom=zoom, shift=shift)
         x = warp(patch, matrix, (size, size))
         if use_clahe:
-            x = tf.cast(clahe(tf.cast(tf.round(tf.clip_by_value(x, 0, 1) * 255), tf.uint8), clip), tf.float32) / 255.0
+            x = clahe_float(x, clip)
         if augment.enabled:
-            gamma = augment.gamma[0] + (augment.gamma[1] - augment.gamma[0]) * r[4]
-            contrast = augment.contrast[0] + (augment.contrast[1] - augment.contrast[0]) * r[5]
-            x = (tf.pow(tf.clip_by_value(x, 0, 1), gamma) - 0.5) * contrast + 0.5 + (r[6] * 2 - 1) * augment.brightness
-            x += tf.random.stateless_normal(tf.shape(x), seed=s + 3) * augment.noise * r[7]
-            x = tf.clip_by_value(x, 0.0, 1.0)
+            x = jitter_intensity(x, r[4:8], s + 3, augment.gamma, augment.contrast,
+                                 augment.brightness, augment.noise)
         return x[..., None], label
 
     return sample

@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .. import anatomy
-from ..augment import apply_matrix, clahe, region_matrix, warp
+from ..augment import apply_matrix, clahe_float, jitter_intensity, region_matrix, warp
 from ..models.heatmaps import STRIDE, VIEW_SLICES, gaussian_heatmaps, input_to_heatmap
 
 
@@ -102,15 +102,9 @@ def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int
         matrix = region_matrix(box, input_size, angle=angle, zoom=zoom, flip=flip, shift=shift)
         x = warp(image, matrix, input_size)
         if augment.enabled:
-            gamma = augment.gamma[0] + (augment.gamma[1] - augment.gamma[0]) * rand[7]
-            contrast = augment.contrast[0] + (augment.contrast[1] - augment.contrast[0]) * rand[8]
-            brightness = (rand[9] * 2 - 1) * augment.brightness
-            x = (tf.pow(tf.clip_by_value(x, 0.0, 1.0), gamma) - 0.5) * contrast + 0.5 + brightness
-            noise = tf.random.stateless_normal(tf.shape(x), seed=s + 1) * augment.noise * rand[10]
-            x = tf.clip_by_value(x + noise, 0.0, 1.0)
-            x = tf.cond(rand[11] < augment.clahe_probability,
-                        lambda: tf.cast(clahe(tf.cast(tf.round(x * 255.0), tf.uint8)), tf.float32) / 255.0,
-                        lambda: x)
+            x = jitter_intensity(x, rand[7:11], s + 1, augment.gamma, augment.contrast,
+                                 augment.brightness, augment.noise)
+            x = tf.cond(rand[11] < augment.clahe_probability, lambda: clahe_float(x), lambda: x)
         hm_points = input_to_heatmap(apply_matrix(matrix, points))
         inside = (hm_points[:, 0] >= -0.5) & (hm_points[:, 0] <= hm_w - 0.5) & (
             hm_points[:, 1] >= -0.5) & (hm_points[:, 1] <= hm_h - 0.5)
