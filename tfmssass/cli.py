@@ -115,7 +115,9 @@ def labels_check(csv, no_images):
         click.echo(f"error: {csv}: {line}")
     for line in report.warnings:
         click.echo(f"warning: {csv}: {line}")
-    graded = int(frame[[c for c in frame.columns if c.endswith(("_inf", "_sup"))]].notna().sum().sum())
+    from . import anatomy
+
+    graded = int(frame[list(anatomy.ALL_CORNERS)].notna().sum().sum())
     click.echo(f"{csv}: {len(frame)} radiographs, {frame['patient_id'].nunique()} patients, "
                f"{graded} graded corners, {len(report.errors)} errors, {len(report.warnings)} warnings")
     sys.exit(1 if report.errors else 0)

@@ -610,8 +610,9 @@ class Case:
         return f"{self.patient_id}/{date}/{self.view}.dcm"
 
 
-def make_case(case: Case) -> tuple[np.ndarray, dict, Acquisition]:
-    """Render one radiograph; return (display image, label row without the image path, acquisition)."""
+def plan_case(case: Case) -> tuple[dict, list[Body], dict[str, int], Acquisition, np.random.Generator]:
+    """Everything about a case but its pixels: (label row without the image path, spine, grades,
+    acquisition, and the generator the renderer continues to draw from)."""
     diff = DIFFICULTIES[case.difficulty]
     view_index = anatomy.VIEWS.index(case.view)
     grades = patient_course(case.seed, case.patient, case.visit + 1)[case.visit]
@@ -621,7 +622,7 @@ def make_case(case: Case) -> tuple[np.ndarray, dict, Acquisition]:
     bodies = build_spine(case.view, anatomy_rng, size)
     acq_rng = _rng(case.seed, case.patient, 4, case.visit, view_index)
     acq = plan_acquisition(case.view, acq_rng, diff)
-    display, to_px = render(case.view, bodies, grades, acq, acq_rng, diff)
+    to_px = _placement(bodies, acq)
 
     row: dict = {"patient_id": case.patient_id, "visit_date": date, "view": case.view}
     by_name = {b.name: b for b in bodies}
@@ -639,6 +640,13 @@ def make_case(case: Case) -> tuple[np.ndarray, dict, Acquisition]:
     row.update(image_height=acq.height, image_width=acq.width,
                pixel_spacing_mm=round(acq.spacing, 4), facing=acq.facing,
                photometric=acq.monochrome, difficulty=case.difficulty)
+    return row, bodies, grades, acq, acq_rng
+
+
+def make_case(case: Case) -> tuple[np.ndarray, dict, Acquisition]:
+    """Render one radiograph; return (display image, label row without the image path, acquisition)."""
+    row, bodies, grades, acq, acq_rng = plan_case(case)
+    display, _ = render(case.view, bodies, grades, acq, acq_rng, DIFFICULTIES[case.difficulty])
     return display, row, acq
 
 
@@ -723,17 +731,13 @@ def _cases(seed: int, patients: int, visits: int, views, difficulty: str) -> lis
             for p in range(patients) for v in range(visits) for view in views]
 
 
-def _row_only(case: Case) -> dict:
-    """The label row of a case whose file already exists (resume): same draws, no DICOM write."""
-    _, row, _ = make_case(case)
-    return {"image": case.relative_path(row["visit_date"]), **row}
-
-
 def _work(args) -> dict:
     case, out, resume = args
-    date = visit_dates(case.seed, case.patient, case.visit + 1)[case.visit]
-    if resume and (out / case.relative_path(date)).is_file():
-        return _row_only(case)
+    if resume:  # a file that exists is complete (atomic writes): only its label row is needed
+        row = plan_case(case)[0]
+        rel = case.relative_path(row["visit_date"])
+        if (out / rel).is_file():
+            return {"image": rel, **row}
     return write_case(case, out)
 
 
