@@ -4,9 +4,12 @@ so ``tfmssass --help`` is instant."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our messages
 
 
 def _fail(message: str, code: int = 1):
@@ -330,6 +333,77 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
                f"{overall['median_error_pct_diagonal']:.2f}% of the diagonal; failure rate "
                f"{overall['failure_rate']:.1%}; view accuracy {overall['view_accuracy']:.1%}")
     sys.exit(1 if summary["unreadable"] else 0)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-1 training run folder.")
+@click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-2 training run folder.")
+@click.option("--view", type=click.Choice(["cervical", "lumbar"]), default=None,
+              help="Treat every radiograph as this view (default: the model tells).")
+@click.option("--meta", "meta_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV with file, patient_id, visit_date[, view] for PNG/JPEG/TIFF inputs.")
+@click.option("--impute", type=click.Choice(["mean", "none"]), default="mean", show_default=True,
+              help="Missing corners: up to 3 per segment get the segment's mean, or none are imputed.")
+@click.option("--review-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Corners whose grade probability is below this are flagged for review.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
+              help="Corner crops per grader batch.")
+@click.option("--resume", is_flag=True, help="Keep radiographs already scored into OUT.")
+@click.option("--pseudonymize", is_flag=True,
+              help="Replace patient ids and file names in every output by salted hashes.")
+@click.option("--salt", default=None, help="Salt for --pseudonymize.")
+@click.option("--salt-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File whose content is the salt for --pseudonymize.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def score(directory, out, keypoints_run, grader_run, view, meta_csv, impute, review_threshold, batch_size,
+          resume, pseudonymize, salt, salt_file, quiet):
+    """Score every radiograph under DIRECTORY: corners.csv, images.csv, visits.csv,
+    progression.csv, errors.csv, overlays/ and report.html in OUT.
+
+    Exit code 0 when every radiograph was scored (non-radiograph DICOM objects and frontal views
+    are skipped with a reason and do not count as failures), 1 when some inputs failed (listed in
+    errors.csv; everything else is written), 2 on a usage error.
+    """
+    from pathlib import Path
+
+    from .score import Settings, load_run_models, run_scoring, salt_id
+    from .train import RunFolderError
+
+    if pseudonymize:
+        if bool(salt) == bool(salt_file):
+            _fail("--pseudonymize needs exactly one of --salt or --salt-file", 2)
+        salt = salt or Path(salt_file).read_text().strip()
+        if len(salt) < 8:
+            _fail("the pseudonymisation salt must have at least 8 characters", 2)
+    elif salt or salt_file:
+        _fail("--salt/--salt-file only make sense with --pseudonymize", 2)
+    else:
+        salt = None
+    try:
+        models, text, phantom = load_run_models(keypoints_run, grader_run)
+    except (RunFolderError, OSError, ValueError) as exc:
+        _fail(str(exc), 2)
+    settings = Settings(models=text, phantom=phantom, view=view, impute=impute,
+                        review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None)
+    if phantom:
+        click.echo(f"note: {settings.models_note}", err=True)
+    try:
+        counts = run_scoring(directory, out, models, settings, meta_csv=meta_csv, batch_size=batch_size,
+                             resume=resume, progress=not quiet, salt=salt)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    click.echo(f"{out}: {counts['scored']} radiographs scored, {counts['failed']} failed, "
+               f"{counts['skipped']} skipped (see errors.csv); open {Path(out) / 'report.html'}")
+    if counts["not_used"]:
+        click.echo(f"{counts['not_used']} radiographs not used: another of the same view and visit "
+                   "was better (see images.csv)")
+    if phantom:
+        click.echo(f"note: {settings.models_note}")
+    sys.exit(1 if counts["failed"] else 0)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,54 @@ def level_points(row) -> dict[str, tuple]:
             for level in anatomy.LEVELS[row["view"]]}
 
 
+def croppable_levels(view: str, points: dict):
+    """(level, centre, anterior, cranial, depth) for each level of ``view`` that can be cropped:
+    both points known, a neighbouring level to tell cranial from caudal, a depth of ≥ 2 px."""
+    table = np.array([points.get(lv, (np.nan,) * 4) for lv in anatomy.LEVELS[view]], float)
+    cranial = cranial_directions(table[:, :2])
+    for j, level in enumerate(anatomy.LEVELS[view]):
+        c, a, up = table[j, :2], table[j, 2:], cranial[j]
+        if not (np.all(np.isfinite(table[j])) and np.all(np.isfinite(up))):
+            continue
+        depth = float(np.hypot(*(a - c)))
+        if depth >= 2:
+            yield level, c, a, up, depth
+
+
+def patch_origin(centre, depth: float, depth_px: int) -> tuple[np.ndarray, float]:
+    """Where a level's patch begins (original px) and its scale (patch px per original px)."""
+    factor = depth_px / depth
+    side = int(round(PATCH_EXTENT * depth_px))
+    return np.asarray(centre, float) - side / (2.0 * factor), factor
+
+
+def cut_level_patch(image: np.ndarray, centre, depth: float, depth_px: int):
+    """The axis-aligned patch around a disk centre, scaled so the disk depth is ``depth_px``.
+
+    Returns (patch [S, S] float32, origin, factor): patch px = (original px + 0.5 - origin) ×
+    factor - 0.5. Only the patch's footprint (plus interpolation support) is resampled, and it is
+    anti-aliased first when it shrinks a lot, as :func:`tfmssass.augment.warp` does.
+    """
+    origin, factor = patch_origin(centre, depth, depth_px)
+    side = int(round(PATCH_EXTENT * depth_px))
+    x0, y0 = (max(int(np.floor(v)) - 2, 0) for v in origin)
+    x1 = min(int(np.ceil(origin[0] + side / factor)) + 2, image.shape[1])
+    y1 = min(int(np.ceil(origin[1] + side / factor)) + 2, image.shape[0])
+    source = image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    start = origin - (x0, y0)  # the patch's origin in footprint pixels
+    matrix = np.array([[factor, 0, (0.5 - start[0]) * factor - 0.5],
+                       [0, factor, (0.5 - start[1]) * factor - 0.5]])
+    if factor < 0.75:
+        small = max(factor / 0.75, 1e-3)
+        shrunk = cv2.resize(source, None, fx=small, fy=small, interpolation=cv2.INTER_AREA)
+        sy, sx = shrunk.shape[0] / source.shape[0], shrunk.shape[1] / source.shape[1]
+        matrix = matrix @ np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
+        source = shrunk
+    patch = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return patch.astype(np.float32), origin, factor
+
+
 def predicted_points(keypoints_run, frame: pd.DataFrame) -> dict:
     """Stage-1 predictions per label row, {level: (cx, cy, ax, ay)} in original pixels.
 
@@ -89,26 +137,15 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                            disable=not progress):
         view = row["view"]
         pts = points_from[index] if points_from is not None else level_points(row)
-        table = np.array([pts.get(lv, (np.nan,) * 4) for lv in anatomy.LEVELS[view]], float)
-        cranial = cranial_directions(table[:, :2])
         path = resolve_image(frame, row)
         image = None
-        for j, level in enumerate(anatomy.LEVELS[view]):
-            c, a, up = table[j, :2], table[j, 2:], cranial[j]
-            if not (np.all(np.isfinite(table[j])) and np.all(np.isfinite(up))):
-                continue
-            depth = float(np.hypot(*(a - c)))
-            if depth < 2:
-                continue
+        for level, c, a, up, depth in croppable_levels(view, pts):
             try:
                 key = f"{cache_key(path, depth_px)}_{level}"
             except FileNotFoundError:
                 errors.append(f"{path}: no such file")
                 break
             target = patch_dir / f"{key}.png"
-            factor = depth_px / depth
-            side = int(round(PATCH_EXTENT * depth_px))
-            origin = c - side / (2.0 * factor)  # original-pixel edge where the patch begins
             if not target.is_file():
                 if image is None:
                     try:
@@ -116,23 +153,10 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                     except RadiographError as exc:
                         errors.append(str(exc))
                         break
-                # only the patch's footprint (plus interpolation support) is resampled
-                x0, y0 = (max(int(np.floor(v)) - 2, 0) for v in origin)
-                x1 = min(int(np.ceil(origin[0] + side / factor)) + 2, image.shape[1])
-                y1 = min(int(np.ceil(origin[1] + side / factor)) + 2, image.shape[0])
-                source = image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
-                start = origin - (x0, y0)  # the patch's origin in footprint pixels
-                matrix = np.array([[factor, 0, (0.5 - start[0]) * factor - 0.5],
-                                   [0, factor, (0.5 - start[1]) * factor - 0.5]])
-                if factor < 0.75:  # anti-alias before sampling, as augment.warp does
-                    small = max(factor / 0.75, 1e-3)
-                    shrunk = cv2.resize(source, None, fx=small, fy=small, interpolation=cv2.INTER_AREA)
-                    sy, sx = shrunk.shape[0] / source.shape[0], shrunk.shape[1] / source.shape[1]
-                    matrix = matrix @ np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
-                    source = shrunk
-                patch = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                patch, origin, factor = cut_level_patch(image, c, depth, depth_px)
                 write_bytes(target, encode_png16(patch))
+            else:
+                origin, factor = patch_origin(c, depth, depth_px)
             to_patch = lambda p: (np.asarray(p) + 0.5 - origin) * factor - 0.5  # noqa: E731
             upper, lower = anatomy.level_corners(level)
             rows.append({
@@ -178,6 +202,16 @@ def balanced_epoch(grades: np.ndarray, epoch: int, per_class: int | None = None,
     return np.random.default_rng([seed, 1000 + epoch]).permutation(picked)
 
 
+def canonical_crop(patch, c, a, up, sup, size: int, extent: float, use_clahe: bool, clip: float,
+                   angle=0.0, zoom=1.0, shift=(0.0, 0.0)):
+    """The grader's input [S, S] from a level patch: anterior right, cranial up, ``_sup`` flipped
+    vertically so the graded corner is always top-right; CLAHE if the grader was trained with it."""
+    matrix = canonical_matrix(c, a, up, size, extent, flip_vertical=sup, angle=angle,
+                              zoom=zoom, shift=shift)
+    x = warp(patch, matrix, (size, size))
+    return clahe_float(x, clip) if use_clahe else x
+
+
 def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: bool,
                    clip: float, seed: int):
     def sample(counter, path, c, a, up, sup, label):
@@ -193,11 +227,7 @@ def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: 
             shift = ((r[2] * 2 - 1) * augment.shift, (r[3] * 2 - 1) * augment.shift)
         else:
             angle, zoom, shift = 0.0, 1.0, (0.0, 0.0)
-        matrix = canonical_matrix(c, a, up, size, extent, flip_vertical=sup, angle=angle,
-                                  zoom=zoom, shift=shift)
-        x = warp(patch, matrix, (size, size))
-        if use_clahe:
-            x = clahe_float(x, clip)
+        x = canonical_crop(patch, c, a, up, sup, size, extent, use_clahe, clip, angle, zoom, shift)
         if augment.enabled:
             x = jitter_intensity(x, r[4:8], s + 3, augment.gamma, augment.contrast,
                                  augment.brightness, augment.noise)

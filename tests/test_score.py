@@ -1,0 +1,321 @@
+"""tfmssass score: totals and imputation, progression, the batch that must not die on a bad file,
+kill-and-resume, pseudonymisation and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from dicom_factory import make_dataset, phantom_pixels
+from score_doubles import scoring_models, settings
+from tfmssass import anatomy
+from tfmssass.cli import main
+from tfmssass.score import choose_radiographs, run_scoring
+from tfmssass.synthetic import synthesize
+from tfmssass.totals import progression, segment_total, visit_totals
+
+OUTPUT_CSVS = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv")
+
+
+# ---- arithmetic on hand-made tables ----------------------------------------------------------------
+
+def test_segment_total_imputes_up_to_three_missing_corners():
+    full = [0, 1, 2, 3] * 3
+    assert segment_total(full) == (18.0, 12, 0)
+    three_missing = [np.nan] * 3 + [2] * 9  # mean of the graded 9 is 2 → 18 + 3 × 2
+    assert segment_total(three_missing) == (24.0, 9, 3)
+    assert segment_total([np.nan] * 4 + [2] * 8) == (None, 8, 0)  # 4 missing: blank, never 0-filled
+    assert segment_total([np.nan] + [1] * 11, impute="none") == (None, 11, 0)
+    assert segment_total([np.nan] * 12) == (None, 0, 0)
+    assert segment_total([np.nan, np.nan] + [0] * 5 + [3] * 5) == (pytest.approx(15 + 2 * 1.5), 10, 2)
+
+
+def _corner_table(patient, date, grades: dict, view_grades: dict[str, list] | None = None):
+    """Rows for both views; ``view_grades`` gives the 12 grades of a view in corner order."""
+    rows = []
+    for view in anatomy.VIEWS:
+        values = (view_grades or {}).get(view)
+        if values is None:
+            continue
+        for corner, g in zip(anatomy.CORNERS[view], values):
+            rows.append({"patient_id": patient, "visit_date": date, "view": view, "corner": corner,
+                         "grade": grades.get(corner, g)})
+    return rows
+
+
+def test_visit_totals_missing_view_and_imputation():
+    rows = _corner_table("A", "2020-01-01", {}, {"cervical": [1] * 12, "lumbar": [np.nan, 2] + [0] * 10})
+    rows += _corner_table("B", "2020-01-01", {}, {"cervical": [3] * 12})  # no lumbar radiograph
+    visits = visit_totals(pd.DataFrame(rows)).set_index("patient_id")
+    a, b = visits.loc["A"], visits.loc["B"]
+    assert a["cervical"] == 12 and a["lumbar"] == pytest.approx(2 + 2 / 11)
+    assert a["msasss"] == pytest.approx(14 + 2 / 11) and a["imputed"] == 1 and a["corners_graded"] == 23
+    assert bool(a["complete"])
+    assert b["cervical"] == 36 and pd.isna(b["lumbar"]) and pd.isna(b["msasss"]) and not b["complete"]
+    none = visit_totals(pd.DataFrame(rows), impute="none").set_index("patient_id")
+    assert pd.isna(none.loc["A", "lumbar"]) and pd.isna(none.loc["A", "msasss"])
+
+
+def test_progression_between_consecutive_visits():
+    zeros = {"cervical": [0] * 12, "lumbar": [0] * 12}
+    rows = _corner_table("A", "2018-01-01", {}, zeros)
+    rows += _corner_table("A", "2020-01-01", {"C3_inf": 2, "C4_sup": 1}, zeros)  # +3, one new syndesmophyte
+    # third visit: C3-C4 bridged (both 3: a new bridge), one corner missing (imputed, still complete)
+    rows += _corner_table("A", "2022-01-02", {"C3_inf": 3, "C4_sup": 3, "L5_inf": np.nan}, zeros)
+    rows += _corner_table("B", "2019-06-01", {"L1_sup": 1}, zeros)
+    rows += _corner_table("B", "2021-06-01", {"L1_sup": 2}, {"cervical": [0] * 12})  # no lumbar: Δ blank
+    corners = pd.DataFrame(rows)
+    table = progression(visit_totals(corners), corners)
+    assert list(table["patient_id"]) == ["A", "A", "B"]
+    first, second, third = (table.iloc[i] for i in range(3))
+    assert first["years"] == pytest.approx(2.0, abs=0.01) and first["delta"] == 3 and first["progressed"]
+    assert first["new_syndesmophytes"] == 1 and first["new_bridges"] == 0
+    assert second["delta"] == 3 and second["progressed"] and second["new_bridges"] == 1
+    assert second["new_syndesmophytes"] == 1  # C4_sup 1 → 3; C3_inf was already 2
+    assert pd.isna(third["delta"]) and pd.isna(third["progressed"])
+    assert third["new_syndesmophytes"] == 0  # L1_sup is not graded at the later visit
+
+
+def test_delta_of_exactly_two_is_progression_and_below_is_not():
+    zeros = {"cervical": [0] * 12, "lumbar": [0] * 12}
+    rows = _corner_table("A", "2018-01-01", {}, zeros) + _corner_table("A", "2020-01-01", {"C2_inf": 2}, zeros)
+    rows += _corner_table("B", "2018-01-01", {}, zeros) + _corner_table("B", "2020-01-01", {"C2_inf": 1}, zeros)
+    corners = pd.DataFrame(rows)
+    table = progression(visit_totals(corners), corners).set_index("patient_id")
+    assert table.loc["A", "progressed"] and not table.loc["B", "progressed"]
+
+
+def test_the_better_of_two_radiographs_is_used():
+    def record(file, graded, confidence):
+        corners = [{"confidence": confidence}] * graded + [{"confidence": None}] * (12 - graded)
+        return {"file": file, "status": "scored", "patient_id": "A", "visit_date": "2020-01-01",
+                "view": "lumbar", "corners_graded": graded, "corners": corners}
+
+    chosen = choose_radiographs([record("a.dcm", 10, 0.99), record("b.dcm", 12, 0.6), record("c.dcm", 12, 0.7)])
+    assert set(chosen) == {"a.dcm", "b.dcm"} and "c.dcm" in chosen["a.dcm"]
+
+
+# ---- whole runs with stand-in stages ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    out = tmp_path_factory.mktemp("score") / "ph"
+    synthesize(out, patients=2, visits=2, seed=11, workers=2, progress=False)
+    return out
+
+
+def _mixed_folder(phantoms: Path, target: Path) -> dict[str, str]:
+    """The phantoms plus inputs that must not be scored; returns {file: expected reason fragment}."""
+    shutil.copytree(phantoms, target)
+    first = sorted(target.glob("PH*/*/lumbar.dcm"))[0]
+    bad = target / "bad"
+    bad.mkdir()
+    (bad / "empty.dcm").write_bytes(b"")
+    data = first.read_bytes()
+    (bad / "truncated.dcm").write_bytes(data[: len(data) // 2])
+    (bad / "notes.bin").write_bytes(b"this is not an image at all\n" * 20)
+    sr = make_dataset(phantom_pixels(), sop_class="1.2.840.10008.5.1.4.1.1.88.11")
+    for keyword in ("Rows", "Columns", "PixelData", "BitsAllocated", "BitsStored", "HighBit",
+                    "SamplesPerPixel", "PhotometricInterpretation", "PixelRepresentation"):
+        delattr(sr, keyword)
+    sr.Modality = "SR"
+    sr.save_as(bad / "report.dcm", enforce_file_format=True)
+    mr = make_dataset(phantom_pixels(), Modality="MR", sop_class="1.2.840.10008.5.1.4.1.1.4")
+    mr.Modality = "MR"
+    mr.save_as(bad / "brain.dcm", enforce_file_format=True)
+    ap = pydicom.dcmread(first)
+    ap.ViewPosition = "AP"
+    ap.SOPInstanceUID = pydicom.uid.generate_uid()
+    ap.save_as(bad / "frontal.dcm", enforce_file_format=True)
+    shutil.copy(first, first.parent / "lumbar_copy.dcm")  # same content, second path
+    repeat = pydicom.dcmread(first)  # a second, different file of the same view and visit
+    repeat.SOPInstanceUID = pydicom.uid.generate_uid()
+    repeat.save_as(first.parent / "lumbar_repeat.dcm", enforce_file_format=True)
+    rel = lambda p: p.relative_to(target).as_posix()  # noqa: E731
+    return {"bad/empty.dcm": "empty file", "bad/truncated.dcm": "", "bad/notes.bin": "not a DICOM file",
+            "bad/report.dcm": "skipped: not an image", "bad/brain.dcm": "skipped: not a radiograph (modality MR)",
+            "bad/frontal.dcm": "skipped: AP view",
+            rel(first.parent / "lumbar_copy.dcm"): f"skipped: same content as {rel(first)}"}
+
+
+def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
+    folder = tmp_path / "in"
+    expected = _mixed_folder(phantoms, folder)
+    counts = run_scoring(folder, tmp_path / "out", scoring_models(phantoms / "labels.csv"), settings(),
+                         batch_size=16, progress=False)
+    assert counts["failed"] == 3 and counts["skipped"] == 4  # empty, truncated, not DICOM fail: exit 1
+
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv")
+    assert sorted(errors["file"]) == sorted(expected)
+    for _, row in errors.iterrows():
+        assert expected[row["file"]] in row["reason"] and "\n" not in row["reason"]
+    images = pd.read_csv(tmp_path / "out" / "images.csv")
+    labels = pd.read_csv(phantoms / "labels.csv")
+    assert len(images) == len(labels) + 1  # every phantom plus the repeated lumbar radiograph
+    assert (images["corners_graded"] > 0).all()
+    not_used = images[images["status"].str.startswith("not used")]
+    assert len(not_used) == 1 and not_used["file"].iloc[0].endswith(("lumbar.dcm", "lumbar_repeat.dcm"))
+
+    corners = pd.read_csv(tmp_path / "out" / "corners.csv")
+    assert set(corners["corner"]) <= set(anatomy.ALL_CORNERS)
+    assert corners["grade"].dropna().isin([0, 1, 2, 3]).all()
+    visits = pd.read_csv(tmp_path / "out" / "visits.csv")
+    assert len(visits) == labels.groupby(["patient_id", "visit_date"]).ngroups
+    assert len(pd.read_csv(tmp_path / "out" / "progression.csv")) == labels["patient_id"].nunique()
+    # a visit total is the sum of its two subtotals, from the radiographs used
+    scored = images[images["status"] == "scored"]
+    for _, v in visits[visits["complete"]].iterrows():
+        subtotal = scored[(scored.patient_id == v.patient_id) & (scored.visit_date == v.visit_date)]
+        if (subtotal["corners_graded"] == 12).all():
+            assert v["msasss"] == pytest.approx(subtotal["score"].sum())
+    for name in OUTPUT_CSVS:
+        assert "PHANTOM-TRAINED" in pd.read_csv(tmp_path / "out" / name)["models"].iloc[0] or name == "progression.csv"
+    assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == len(images)
+
+
+def test_missing_points_are_blank_corners_never_zero(phantoms, tmp_path):
+    models = scoring_models(phantoms / "labels.csv")
+    for det in models.detector.table.values():  # the detector loses the lowest lumbar/cervical level
+        det.confidence[[10, 11, 22, 23]] = 0.05
+    run_scoring(phantoms, tmp_path / "out", models, settings(), progress=False)
+    corners = pd.read_csv(tmp_path / "out" / "corners.csv")
+    lost = corners[corners["level"].isin(["C7-T1", "L5-S1"])]
+    assert len(lost) and lost["grade"].isna().all() and lost["review"].all()
+    images = pd.read_csv(tmp_path / "out" / "images.csv")
+    assert (images["corners_graded"] == 10).all()
+    visits = pd.read_csv(tmp_path / "out" / "visits.csv")
+    assert (visits["imputed"] == 4).all() and visits["complete"].all()
+
+
+def test_killed_run_resumes_to_the_same_outputs(phantoms, tmp_path):
+    helper = Path(__file__).with_name("score_doubles.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helper.parent), os.environ.get("PYTHONPATH", "")])}
+    whole = subprocess.run([sys.executable, str(helper), str(phantoms), str(tmp_path / "whole")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(helper), str(phantoms), str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / ".work" / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(records.glob("*.json"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(list(records.glob("*.json")))
+    assert proc.returncode == -signal.SIGKILL and 2 <= written < 8, "the run was not killed mid-way"
+    assert not (out / "corners.csv").exists()
+
+    resumed = subprocess.run([sys.executable, str(helper), str(phantoms), str(out), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in OUTPUT_CSVS:
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(
+        p.name for p in (tmp_path / "whole" / "overlays").iterdir())
+
+
+def test_pseudonymised_outputs_hold_no_original_id(phantoms, tmp_path):
+    from tfmssass.score import salt_id
+
+    salt = "a salt kept elsewhere"
+    out = tmp_path / "out"
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(salt_id=salt_id(salt)),
+                progress=False, salt=salt)
+    labels = pd.read_csv(phantoms / "labels.csv")
+    secrets = set(labels["patient_id"]) | {f"Phantom^{p}" for p in labels["patient_id"]} | {salt}
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        assert not any(s in path.as_posix() for s in secrets)
+        data = path.read_bytes()
+        assert not any(s.encode() in data for s in secrets), path
+    visits = pd.read_csv(out / "visits.csv")
+    assert visits["patient_id"].str.match(r"^P[0-9a-f]{12}$").all()
+    assert visits["patient_id"].nunique() == labels["patient_id"].nunique()
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(not _chromium() and not os.environ.get("CI"), reason="needs Chromium (installed by .ci/run)")
+def test_report_renders_in_headless_chromium(phantoms, tmp_path):
+    out = tmp_path / "out"
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    html = (out / "report.html").read_text()
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
+    assert "<script" not in html and "PHANTOM-TRAINED" in html
+    for src in __import__("re").findall(r'src="([^"]+)"', html):
+        assert (out / src).is_file(), src  # every overlay the page shows exists beside it
+    result = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "Corners to review" in dom and "Patient PH0001" in dom and "<svg" in dom
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console  # the page has no scripts: any console message is an error
+    shot = tmp_path / "page.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2000", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    import cv2
+
+    picture = cv2.imread(str(shot))
+    assert picture is not None and picture.std() > 5  # something was drawn, not a blank page
+
+
+# ---- the command line with real (untrained, tiny) run folders ----------------------------------------
+
+def _tiny_runs(tmp_path: Path) -> tuple[Path, Path]:
+    from tfmssass.config import grader_config, keypoint_config
+    from tfmssass.train_grader import build_model as build_grader
+    from tfmssass.train_keypoints import build_model as build_hrnet
+
+    runs = []
+    for stage, config, build in (("keypoints", keypoint_config("tiny"), build_hrnet),
+                                 ("grader", grader_config("tiny"), build_grader)):
+        run = tmp_path / stage
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"stage": stage, stage: config.to_dict(), "labels": None}))
+        build(config).save_weights(str(run / "best.weights.h5"))
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def test_cli_untrained_models_report_spine_not_found(phantoms, tmp_path):
+    keypoints, grader = _tiny_runs(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first = sorted(phantoms.glob("PH*/*/cervical.dcm"))[0]
+    shutil.copy(first, folder / "a.dcm")
+    (folder / "b.dcm").write_bytes(b"")
+    (folder / "labels.csv").write_text("passed over\n")
+    runner = CliRunner()
+    args = ["score", str(folder), "--out", str(tmp_path / "out"), "--keypoints", str(keypoints),
+            "--grader", str(grader), "--quiet"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1, result.output
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv").set_index("file")
+    assert set(errors.index) == {"a.dcm", "b.dcm"}
+    assert errors.loc["a.dcm", "reason"].startswith("spine not found")
+    assert errors.loc["b.dcm", "reason"] == "empty file"
+    assert "PHANTOM" not in (tmp_path / "out" / "report.html").read_text()  # not trained on phantoms
+
+    usage = runner.invoke(main, args + ["--pseudonymize"])
+    assert usage.exit_code == 2 and "--salt" in usage.output

@@ -1,0 +1,73 @@
+"""Pictures to check a scoring run: the radiograph with its disk points, corner crops and grades.
+
+A reader should be able to see at a glance whether the points sit on the right disks and which
+grades to look at again: each corner's grade is written beside it in its grade's colour, corners
+flagged for review get a magenta ring and a "?", ungraded corners a grey "-".
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: BGR colour per grade: green, yellow, orange, red.
+GRADE_COLOURS = {0: (80, 200, 80), 1: (0, 215, 255), 2: (0, 140, 255), 3: (60, 60, 235)}
+MISSING_COLOUR = (160, 160, 160)
+REVIEW_COLOUR = (255, 0, 255)
+#: Long side of an overlay in pixels.
+OVERLAY_LONG_SIDE = 1024
+
+
+def _unit(v):
+    n = float(np.hypot(*v))
+    return np.asarray(v, float) / n if n > 0 else np.zeros(2)
+
+
+def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: dict[str, dict],
+                 caption: list[str], extent: float) -> np.ndarray:
+    """BGR overlay of a grey uint8 ``image`` already shrunk by ``scale`` (overlay px / original px).
+
+    ``levels``: dicts with level, c, a, up (original pixels; up points cranially) and the two
+    corner names; ``corners``: corner name → dict with grade (None if not graded) and review.
+    """
+    canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    thick = max(1, round(max(image.shape) / 600))
+    font = 0.45 * max(image.shape) / 1024 * 1.6
+    for lv in levels:
+        c, a = np.asarray(lv["c"], float) * scale, np.asarray(lv["a"], float) * scale
+        u = _unit(a - c)
+        v = _unit(lv["up"])
+        v = v - u * float(np.dot(v, u))  # cranial, perpendicular to the disk
+        v = _unit(v)
+        depth = float(np.hypot(*(a - c)))
+        half = extent * depth / 2.0
+        box = np.array([c + half * (su * u + sv * v) for su, sv in ((1, 1), (1, -1), (-1, -1), (-1, 1))])
+        cv2.polylines(canvas, [np.round(box).astype(np.int32)], True, (200, 160, 0), thick, cv2.LINE_AA)
+        cv2.circle(canvas, tuple(np.round(c).astype(int)), 2 * thick + 1, (255, 255, 0), -1, cv2.LINE_AA)
+        cv2.circle(canvas, tuple(np.round(a).astype(int)), 2 * thick + 1, (0, 255, 255), -1, cv2.LINE_AA)
+        for name, side in ((lv["inf_corner"], 1), (lv["sup_corner"], -1)):
+            info = corners.get(name, {})
+            grade, review = info.get("grade"), info.get("review", False)
+            at = a + u * depth * 0.35 + side * v * depth * 0.45
+            text = "-" if grade is None else str(int(grade))
+            colour = MISSING_COLOUR if grade is None else GRADE_COLOURS[int(grade)]
+            if review:
+                cv2.circle(canvas, tuple(np.round(at).astype(int)), int(depth * 0.3) + 2, REVIEW_COLOUR,
+                           thick, cv2.LINE_AA)
+                text += "?"
+            origin = tuple(np.round(at + (-4 * font, 5 * font)).astype(int))
+            cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thick + 2, cv2.LINE_AA)
+            cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font, colour, thick, cv2.LINE_AA)
+    line_h = int(26 * font / 0.7) + 4
+    band = np.zeros((line_h * len(caption) + 8, canvas.shape[1], 3), np.uint8)
+    for i, line in enumerate(caption):
+        cv2.putText(band, line, (6, line_h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, font * 0.8,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([canvas, band], axis=0)
+
+
+def shrink_for_overlay(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """Display image [H, W] in [0, 1] → uint8 with long side ≤ OVERLAY_LONG_SIDE, and the scale."""
+    scale = min(1.0, OVERLAY_LONG_SIDE / max(image.shape))
+    small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return np.rint(np.clip(small, 0, 1) * 255).astype(np.uint8), scale
