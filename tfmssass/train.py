@@ -41,6 +41,15 @@ def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:
     return run, (run / "done").is_file()
 
 
+def training_data_summary(labels_csv, frame) -> dict:
+    """What the model learnt from, kept with it: counts, and whether the labels are phantoms
+    (``tfmssass synth`` writes ``synth.json`` beside its labels.csv), so every output of a
+    phantom-trained model can say so."""
+    return {"radiographs": int(len(frame)), "patients": int(frame["patient_id"].nunique()),
+            "views": {str(k): int(v) for k, v in frame["view"].value_counts().sort_index().items()},
+            "phantom": (Path(labels_csv).parent / "synth.json").is_file()}
+
+
 def start_run(labels_csv, out, stage: str, config: dict, init, mixed_precision: bool,
               val_fraction: float, seed: int, **extra):
     """Read the labels, open the run folder and write its patient split.
@@ -49,7 +58,8 @@ def start_run(labels_csv, out, stage: str, config: dict, init, mixed_precision: 
     """
     frame, _ = load_labels(labels_csv, check_images=False)
     run, done = open_run(out, {"stage": stage, "labels": str(Path(labels_csv).resolve()), stage: config,
-                               "init": init, "mixed_precision": mixed_precision, **extra})
+                               "init": init, "mixed_precision": mixed_precision,
+                               "training_data": training_data_summary(labels_csv, frame), **extra})
     if done:
         print(f"{run}: already finished (delete {run / 'done'} to train again)")
         return run, None, None
