@@ -252,7 +252,7 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(not _chromium() and not os.environ.get("CI"), reason="needs Chromium (installed by .ci/run)")
+@pytest.mark.skipif(not _chromium(), reason="needs Chromium (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(phantoms, tmp_path):
     out = tmp_path / "out"
     run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)

@@ -22,8 +22,8 @@ def _fail(message: str, code: int = 1):
 def main():
     """Automated mSASSS scoring of lateral cervical and lumbar spine radiographs.
 
-    Status: reading radiographs, labels, phantoms and crop geometry work; the key-point model,
-    grader, scoring and export are being built (see README).
+    Status: reading, labels, phantoms, both model stages (train/evaluate) and scoring work; the
+    SavedModel export and shipped demo models are being built (see README).
     """
 
 

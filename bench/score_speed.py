@@ -1,0 +1,123 @@
+"""Speed of ``tfmssass score``: seconds per radiograph, and the whole run against the bare model
+forward passes on the same inputs, measured in the same process.
+
+With the paper-size presets (HRNet-W32 at 256x192, ResNet152 at 224; untrained weights, which
+cost the same time) the detector cannot find a spine, so stage 1 runs its real forward passes but
+answers with the phantoms' labelled points (as the tests' stand-in does); every corner is then
+cropped and graded by the real grader. With ``--keypoints/--grader`` trained run folders are used
+unchanged.
+
+    python bench/score_speed.py --phantoms DIR [--radiographs 16] [--keypoints RUN --grader RUN]
+
+Prints a table: radiographs, run seconds, seconds per radiograph, bare forward seconds, ratio.
+Goal: ratio <= 1.2 (reading, cropping and writing hide behind the model work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+class Recorded:
+    """Calls a model, keeping a copy of every input so the same calls can be replayed bare."""
+
+    def __init__(self, model):
+        self.model, self.inputs = model, []
+
+    def __call__(self, x, training=False):
+        import numpy as np
+
+        self.inputs.append(np.array(x, copy=True))
+        return self.model(x, training=training)
+
+    def replay(self) -> float:
+        start = time.perf_counter()
+        for x in self.inputs:
+            self.model(x, training=False).numpy()
+        return time.perf_counter() - start
+
+
+def paper_models(labels_csv):
+    from score_doubles import LabelledPoints
+    from tfmssass.config import grader_config, keypoint_config
+    from tfmssass.score import ScoringModels
+    from tfmssass.train_grader import build_model as build_grader
+    from tfmssass.train_keypoints import build_model as build_hrnet, make_detector
+
+    kp, gr = keypoint_config("paper"), grader_config("paper")
+    detector = make_detector(build_hrnet(kp), kp)
+    truth = LabelledPoints(labels_csv)
+
+    class TimedDetector:
+        threshold = detector.threshold
+
+        def detect(self, image, view=None):
+            detector.detect(image, view)  # the real two passes, for their time
+            return truth.detect(image, view)
+
+    return ScoringModels(TimedDetector(), build_grader(gr), gr.input_size, gr.extent, gr.patch_depth_px,
+                         gr.clahe, gr.clahe_clip, detector.threshold), detector, "paper presets (untrained)"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--phantoms", required=True, help="a phantom folder with labels.csv")
+    parser.add_argument("--radiographs", type=int, default=16)
+    parser.add_argument("--keypoints"), parser.add_argument("--grader")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    from tfmssass.score import Settings, load_run_models, run_scoring
+
+    phantoms = Path(args.phantoms)
+    labels = pd.read_csv(phantoms / "labels.csv").head(args.radiographs)
+    work = Path(tempfile.mkdtemp(prefix="score_speed_"))
+    folder = work / "in"
+    for rel in labels["image"]:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(phantoms / rel, folder / rel)
+    labels.to_csv(folder / "labels.csv", index=False)
+
+    if args.keypoints:
+        models, text, phantom = load_run_models(args.keypoints, args.grader)
+        detector = models.detector
+    else:
+        models, detector, text = paper_models(folder / "labels.csv")
+        phantom = False
+    detector.model = Recorded(detector.model)
+    models.grader = Recorded(models.grader)
+    settings = Settings(models=text, phantom=phantom)
+    # warm-up: graph tracing and first-call costs are not per-radiograph costs
+    warm = work / "warm"
+    warm.mkdir()
+    first = labels["image"].iloc[0]
+    shutil.copy(folder / first, warm / Path(first).name)
+    run_scoring(warm, work / "warm_out", models, settings, batch_size=args.batch_size, progress=False)
+    detector.model.inputs.clear()
+    models.grader.inputs.clear()
+    start = time.perf_counter()
+    counts = run_scoring(folder, work / "out", models, settings, batch_size=args.batch_size, progress=False)
+    run_seconds = time.perf_counter() - start
+    bare = detector.model.replay() + models.grader.replay()
+    n = counts["scored"] + counts["failed"]
+    crops = sum(len(x) for x in models.grader.inputs)
+    print("| models | radiographs | corner crops | score run s | s / radiograph | bare forward s | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {text} | {n} | {crops} | {run_seconds:.1f} | {run_seconds / n:.2f} | {bare:.1f} | "
+          f"{run_seconds / bare:.2f} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
