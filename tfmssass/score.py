@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import anatomy
 from .atomic import atomic_path, write_bytes, write_text
-from .bridge import consistent_grades
+from .geometry import cranial_directions
 from .inputs import Skipped, check_dicom_header, discover, identify, is_dicom, read_meta_table
 from .io import RadiographError, read_radiograph
 from .overlay import draw_overlay, shrink_for_overlay
@@ -73,7 +73,7 @@ class ScoringModels:
 
 def load_run_models(keypoints_run, grader_run) -> tuple[ScoringModels, str, bool]:
     """Models from two training run folders, their description, and whether both are phantom-trained."""
-    from .train import read_config
+    from .train import read_config, trained_on_phantoms
     from .train_grader import load_grader
     from .train_keypoints import load_detector
 
@@ -81,18 +81,9 @@ def load_run_models(keypoints_run, grader_run) -> tuple[ScoringModels, str, bool
     grader, config = load_grader(grader_run)
     models = ScoringModels(detector, grader, config.input_size, config.extent, config.patch_depth_px,
                            config.clahe, config.clahe_clip, detector.threshold)
-    phantom = all(_trained_on_phantoms(read_config(run)) for run in (keypoints_run, grader_run))
+    phantom = all(trained_on_phantoms(read_config(run)) for run in (keypoints_run, grader_run))
     text = f"keypoints {Path(keypoints_run).resolve().name}, grader {Path(grader_run).resolve().name}"
     return models, text, phantom
-
-
-def _trained_on_phantoms(config: dict) -> bool:
-    """A run whose labels.csv was written by ``tfmssass synth`` (its synth.json lies beside it)."""
-    data = config.get("training_data") or {}
-    if "phantom" in data:
-        return bool(data["phantom"])
-    labels = config.get("labels")
-    return bool(labels) and (Path(labels).parent / "synth.json").is_file()
 
 
 def pseudonym(value: str, salt: str, prefix: str = "P") -> str:
@@ -121,28 +112,29 @@ class Item:
 
 
 class Scorer:
+    """Per radiograph: stage 1, the corner crops, and (after batched grading) the corner rows.
+
+    Crops, bridge rule and review flags are :mod:`tfmssass.pipeline`'s TF functions, the same
+    ones the exported SavedModel runs.
+    """
+
     def __init__(self, models: ScoringModels, settings: Settings, batch_size: int = 64):
         import tensorflow as tf
 
-        from .data.corners import canonical_crop
+        from .pipeline import corner_crops, grade_corners
 
         self.models, self.settings, self.batch_size = models, settings, batch_size
         m = models
+        self._crops = tf.function(
+            lambda image, points, ok: corner_crops(image, points, ok, m.input_size, m.extent, m.patch_depth_px,
+                                                   m.clahe, m.clahe_clip),
+            input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([12, 2], tf.float32),
+                             tf.TensorSpec([6], tf.bool)])
+        self._grade = lambda p, conf, ok: [t.numpy() for t in grade_corners(
+            p, conf, ok, settings.review_threshold, settings.point_review)]
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)]
-                     + [tf.TensorSpec([None, 2], tf.float32)] * 3 + [tf.TensorSpec([None], tf.bool)])
-        def crops(patches, c, a, up, sup):
-            return tf.map_fn(
-                lambda t: canonical_crop(t[0], t[1], t[2], t[3], t[4], m.input_size, m.extent,
-                                         m.clahe, m.clahe_clip),
-                (patches, c, a, up, sup), fn_output_signature=tf.TensorSpec([m.input_size] * 2, tf.float32))
-
-        self._crops = crops
-
-    # ---- per radiograph -------------------------------------------------------------------------
     def detect_and_cut(self, item: Item):
-        """Stage 1 plus the level patches; returns (record, crops [N, S, S], overlay state)."""
-        from .data.corners import croppable_levels, cut_level_patch
+        """Stage 1 and the 12 corner crops; returns (record, crops [12, S, S] or None, overlay state)."""
         from .models.heatmaps import VIEW_SLICES
 
         view = self.settings.view or item.ident.get("view")
@@ -154,57 +146,35 @@ class Scorer:
             return record, None, None
         span = VIEW_SLICES[det.view]
         points, conf = det.points[span], det.confidence[span]
-        levels = anatomy.LEVELS[det.view]
-        usable = {}
-        for j, level in enumerate(levels):
-            level_conf = float(min(conf[2 * j], conf[2 * j + 1]))
-            if level_conf >= self.models.point_threshold:
-                usable[level] = (*points[2 * j], *points[2 * j + 1])
+        level_conf = np.minimum(conf[0::2], conf[1::2])
+        crops, cut = (t.numpy() for t in self._crops(item.image, points, level_conf >= self.models.point_threshold))
+        for j, level in enumerate(anatomy.LEVELS[det.view]):
             record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
-                                       "point_confidence": round(level_conf, 4)}
-        cut, meta = [], []
-        for level, c, a, up, depth in croppable_levels(det.view, usable):
-            patch, origin, factor = cut_level_patch(item.image, c, depth, self.models.patch_depth_px)
-            to_patch = lambda p: ((np.asarray(p) + 0.5 - origin) * factor - 0.5).astype(np.float32)  # noqa: E731
-            record["levels"][level]["up"] = np.asarray(up, float).tolist()
-            for sup in (False, True):
-                cut.append((patch, to_patch(c), to_patch(a), np.asarray(up, np.float32), sup))
-            meta.append(level)
-        record["graded_levels"] = meta
-        if not cut:
-            return record, np.zeros((0, self.models.input_size, self.models.input_size), np.float32), None
-        patches, cs, as_, ups, sups = (np.stack(x) for x in zip(*cut))
-        crops = self._crops(patches, cs, as_, ups, sups).numpy()
+                                       "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
         return record, crops, shrink_for_overlay(item.image)
 
     def _base_record(self, item: Item) -> dict:
         return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": "scored",
-                "reason": "", "levels": {}, "graded_levels": [], "corners": []}
+                "reason": "", "levels": {}, "corners": []}
 
     def finish(self, record: dict, probabilities: np.ndarray, overlay_state, out: Path) -> dict:
-        """Bridge rule, confidence and review per corner; draw the overlay; write the record."""
-        s = self.settings
-        by_level = dict(zip(record["graded_levels"], probabilities.reshape(-1, 2, 4)))
+        """Bridge rule, confidence and review per corner; draw the overlay; return the record."""
+        levels = anatomy.LEVELS[record["view"]]
+        conf = np.array([record["levels"][lv]["point_confidence"] for lv in levels], np.float32)
+        cut = np.array([record["levels"][lv]["cut"] for lv in levels])
+        grades, confidence, review = self._grade(probabilities, conf, cut)
         corners = []
-        for level in anatomy.LEVELS[record["view"]]:
-            info = record["levels"].get(level, {})
-            point_conf = info.get("point_confidence")
-            names = anatomy.level_corners(level)
-            if level not in by_level:
-                why = "no points" if point_conf is None else (
-                    "points not confident" if point_conf < self.models.point_threshold else "level not croppable")
-                corners += [{"level": level, "corner": n, "grade": None, "p": None, "confidence": None,
-                             "review": True, "why": why} for n in names]
+        for k, name in enumerate(anatomy.CORNERS[record["view"]]):
+            level = levels[k // 2]
+            if not cut[k // 2]:
+                why = ("points not confident" if conf[k // 2] < self.models.point_threshold
+                       else "no neighbouring level or disk too small")
+                corners.append({"level": level, "corner": name, "grade": None, "p": None, "confidence": None,
+                                "review": True, "why": why})
                 continue
-            p_inf, p_sup = by_level[level]
-            g_inf, g_sup, disagreed = consistent_grades(p_inf[None], p_sup[None])
-            for name, p, g in ((names[0], p_inf, int(g_inf[0])), (names[1], p_sup, int(g_sup[0]))):
-                p_grade = float((p_inf[3] + p_sup[3]) / 2) if g == 3 else float(p[g])
-                confidence = min(float(point_conf), p_grade, 1.0)
-                review = bool(disagreed[0] or p_grade < s.review_threshold or point_conf < s.point_review)
-                corners.append({"level": level, "corner": name, "grade": g,
-                                "p": [round(float(v), 4) for v in p], "confidence": round(confidence, 4),
-                                "review": review, "why": ""})
+            corners.append({"level": level, "corner": name, "grade": int(grades[k]),
+                            "p": [round(float(v), 4) for v in probabilities[k]],
+                            "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""})
         record["corners"] = corners
         graded = [c["grade"] for c in corners if c["grade"] is not None]
         record["score"], record["corners_graded"] = int(sum(graded)), len(graded)
@@ -214,9 +184,12 @@ class Scorer:
 
     def _write_overlay(self, record, overlay_state, out: Path) -> str:
         small, scale = overlay_state
-        levels = [{"level": lv, **record["levels"][lv], "inf_corner": anatomy.level_corners(lv)[0],
-                   "sup_corner": anatomy.level_corners(lv)[1]}
-                  for lv in record["graded_levels"]]
+        names = anatomy.LEVELS[record["view"]]
+        cut = [lv for lv in names if record["levels"][lv]["cut"]]
+        centres = np.array([record["levels"][lv]["c"] if lv in cut else [np.nan, np.nan] for lv in names])
+        ups = dict(zip(names, cranial_directions(centres)))
+        levels = [{"level": lv, **record["levels"][lv], "up": ups[lv], "inf_corner": anatomy.level_corners(lv)[0],
+                   "sup_corner": anatomy.level_corners(lv)[1]} for lv in cut]
         corners = {c["corner"]: c for c in record["corners"]}
         review = sum(c["review"] for c in record["corners"])
         caption = [f"{record['file']}  |  {record['view']}  |  subtotal {record['score']} of 36 "

@@ -50,6 +50,15 @@ def training_data_summary(labels_csv, frame) -> dict:
             "phantom": (Path(labels_csv).parent / "synth.json").is_file()}
 
 
+def trained_on_phantoms(config: dict) -> bool:
+    """Whether a run learnt from phantoms only (older runs: a synth.json beside their labels)."""
+    data = config.get("training_data") or {}
+    if "phantom" in data:
+        return bool(data["phantom"])
+    labels = config.get("labels")
+    return bool(labels) and (Path(labels).parent / "synth.json").is_file()
+
+
 def start_run(labels_csv, out, stage: str, config: dict, init, mixed_precision: bool,
               val_fraction: float, seed: int, **extra):
     """Read the labels, open the run folder and write its patient split.

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -22,16 +21,13 @@ from tqdm import tqdm
 
 from .. import anatomy
 from ..atomic import write_bytes
-from ..augment import canonical_matrix, clahe_float, jitter_intensity, warp
+from ..augment import jitter_intensity
 from ..geometry import cranial_directions
 from ..io import RadiographError, read_radiograph
 from ..io.labels import resolve_image
+from ..pipeline import PATCH_EXTENT, canonical_crop, level_patch
 from .cache import cache_key, encode_png16
 from .keypoints import load_png16
-
-#: Patch side in centre→anterior distances: the 2.8 crop, rotated 15°, shifted and zoomed, fits.
-PATCH_EXTENT = 4.6
-
 
 @dataclass(frozen=True)
 class CornerAugment:
@@ -66,37 +62,10 @@ def croppable_levels(view: str, points: dict):
 
 
 def patch_origin(centre, depth: float, depth_px: int) -> tuple[np.ndarray, float]:
-    """Where a level's patch begins (original px) and its scale (patch px per original px)."""
+    """Where a level's patch begins (original px) and its scale, as :func:`pipeline.level_patch`."""
     factor = depth_px / depth
     side = int(round(PATCH_EXTENT * depth_px))
     return np.asarray(centre, float) - side / (2.0 * factor), factor
-
-
-def cut_level_patch(image: np.ndarray, centre, depth: float, depth_px: int):
-    """The axis-aligned patch around a disk centre, scaled so the disk depth is ``depth_px``.
-
-    Returns (patch [S, S] float32, origin, factor): patch px = (original px + 0.5 - origin) ×
-    factor - 0.5. Only the patch's footprint (plus interpolation support) is resampled, and it is
-    anti-aliased first when it shrinks a lot, as :func:`tfmssass.augment.warp` does.
-    """
-    origin, factor = patch_origin(centre, depth, depth_px)
-    side = int(round(PATCH_EXTENT * depth_px))
-    x0, y0 = (max(int(np.floor(v)) - 2, 0) for v in origin)
-    x1 = min(int(np.ceil(origin[0] + side / factor)) + 2, image.shape[1])
-    y1 = min(int(np.ceil(origin[1] + side / factor)) + 2, image.shape[0])
-    source = image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
-    start = origin - (x0, y0)  # the patch's origin in footprint pixels
-    matrix = np.array([[factor, 0, (0.5 - start[0]) * factor - 0.5],
-                       [0, factor, (0.5 - start[1]) * factor - 0.5]])
-    if factor < 0.75:
-        small = max(factor / 0.75, 1e-3)
-        shrunk = cv2.resize(source, None, fx=small, fy=small, interpolation=cv2.INTER_AREA)
-        sy, sx = shrunk.shape[0] / source.shape[0], shrunk.shape[1] / source.shape[1]
-        matrix = matrix @ np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
-        source = shrunk
-    patch = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return patch.astype(np.float32), origin, factor
 
 
 def predicted_points(keypoints_run, frame: pd.DataFrame) -> dict:
@@ -153,10 +122,9 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                     except RadiographError as exc:
                         errors.append(str(exc))
                         break
-                patch, origin, factor = cut_level_patch(image, c, depth, depth_px)
-                write_bytes(target, encode_png16(patch))
-            else:
-                origin, factor = patch_origin(c, depth, depth_px)
+                patch, _, _ = level_patch(image, tf.constant(c, tf.float32), float(depth), depth_px)
+                write_bytes(target, encode_png16(patch.numpy()))
+            origin, factor = patch_origin(c, depth, depth_px)
             to_patch = lambda p: (np.asarray(p) + 0.5 - origin) * factor - 0.5  # noqa: E731
             upper, lower = anatomy.level_corners(level)
             rows.append({
@@ -200,16 +168,6 @@ def balanced_epoch(grades: np.ndarray, epoch: int, per_class: int | None = None,
         chosen.append(order[(start + np.arange(n)) % counts[g]])
     picked = np.concatenate(chosen)
     return np.random.default_rng([seed, 1000 + epoch]).permutation(picked)
-
-
-def canonical_crop(patch, c, a, up, sup, size: int, extent: float, use_clahe: bool, clip: float,
-                   angle=0.0, zoom=1.0, shift=(0.0, 0.0)):
-    """The grader's input [S, S] from a level patch: anterior right, cranial up, ``_sup`` flipped
-    vertically so the graded corner is always top-right; CLAHE if the grader was trained with it."""
-    matrix = canonical_matrix(c, a, up, size, extent, flip_vertical=sup, angle=angle,
-                              zoom=zoom, shift=shift)
-    x = warp(patch, matrix, (size, size))
-    return clahe_float(x, clip) if use_clahe else x
 
 
 def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: bool,

@@ -6,14 +6,13 @@ heatmap and the flip test needs no one-pixel shift.
 
 One network serves both views: 24 heatmaps, the 12 cervical points then the 12 lumbar ones. For a
 cervical radiograph the lumbar heatmaps are trained towards zero, so the view is read off which
-set responds (see :func:`view_from_confidence`). Unlabelled points of the radiograph's own view
+set responds (see :mod:`tfmssass.pipeline`). Unlabelled points of the radiograph's own view
 have weight 0, so they neither help nor hurt.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from .. import anatomy
@@ -71,34 +70,3 @@ class WeightedHeatmapLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "foreground": self.foreground}
-
-
-def decode(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps [..., H, W, K] → (points [..., K, 2] in heatmap coordinates, peak values [..., K]).
-
-    The arg-max is moved a quarter pixel towards the larger neighbour in x and in y, as in HRNet;
-    the peak value is the point's confidence (targets peak at 1).
-    """
-    hm = np.asarray(heatmaps, dtype=np.float32)
-    *lead, height, width, k = hm.shape
-    flat = np.moveaxis(hm, -1, -3).reshape(*lead, k, height * width)
-    index = flat.argmax(axis=-1)
-    peak = np.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
-    y, x = np.divmod(index, width)
-    grid = np.moveaxis(hm, -1, -3)  # [..., K, H, W]
-
-    def value(yy, xx):
-        yy, xx = np.clip(yy, 0, height - 1), np.clip(xx, 0, width - 1)
-        return np.take_along_axis(
-            grid.reshape(*lead, k, height * width), (yy * width + xx)[..., None], axis=-1)[..., 0]
-
-    dx = np.where((x > 0) & (x < width - 1), np.sign(value(y, x + 1) - value(y, x - 1)) * 0.25, 0.0)
-    dy = np.where((y > 0) & (y < height - 1), np.sign(value(y + 1, x) - value(y - 1, x)) * 0.25, 0.0)
-    points = np.stack([x + dx, y + dy], axis=-1).astype(np.float32)
-    return points, peak
-
-
-def view_from_confidence(confidence: np.ndarray) -> str:
-    """The view whose 12 points respond more strongly (mean peak value)."""
-    scores = {view: float(np.mean(confidence[..., s])) for view, s in VIEW_SLICES.items()}
-    return max(scores, key=scores.get)
