@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -338,10 +339,15 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
 @main.command()
 @click.argument("directory", type=click.Path(exists=True))
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
-@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), required=True,
-              help="Stage-1 training run folder.")
-@click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), required=True,
-              help="Stage-2 training run folder.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="An exported model folder (tfmssass export). Default: the shipped phantom demo model.")
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Stage-1 training run folder (with --grader, instead of --model).")
+@click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Stage-2 training run folder (with --keypoints).")
+@click.option("--server", default=None, help="TF Serving REST address, e.g. http://HOST:8501 (with --model-name).")
+@click.option("--grpc", "grpc_target", default=None, help="TF Serving gRPC address HOST:8500 (with --model-name).")
+@click.option("--model-name", default=None, help="The model's name on TF Serving.")
 @click.option("--view", type=click.Choice(["cervical", "lumbar"]), default=None,
               help="Treat every radiograph as this view (default: the model tells).")
 @click.option("--meta", "meta_csv", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -359,10 +365,13 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
 @click.option("--salt-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File whose content is the salt for --pseudonymize.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def score(directory, out, keypoints_run, grader_run, view, meta_csv, impute, review_threshold, batch_size,
-          resume, pseudonymize, salt, salt_file, quiet):
+def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_target, model_name, view, meta_csv,
+          impute, review_threshold, batch_size, resume, pseudonymize, salt, salt_file, quiet):
     """Score every radiograph under DIRECTORY: corners.csv, images.csv, visits.csv,
     progression.csv, errors.csv, overlays/ and report.html in OUT.
+
+    Models: --model DIR (exported), --keypoints RUN --grader RUN (training runs), --server URL or
+    --grpc HOST:PORT with --model-name (TF Serving), or by default the shipped phantom demo model.
 
     Exit code 0 when every radiograph was scored (non-radiograph DICOM objects and frontal views
     are skipped with a reason and do not count as failures), 1 when some inputs failed (listed in
@@ -370,8 +379,8 @@ def score(directory, out, keypoints_run, grader_run, view, meta_csv, impute, rev
     """
     from pathlib import Path
 
-    from .score import Settings, load_run_models, run_scoring, salt_id
-    from .train import RunFolderError
+    from .score import Settings, load_models, run_scoring, salt_id
+    from .serving import ServingUnavailable
 
     if pseudonymize:
         if bool(salt) == bool(salt_file):
@@ -384,9 +393,11 @@ def score(directory, out, keypoints_run, grader_run, view, meta_csv, impute, rev
     else:
         salt = None
     try:
-        models, text, phantom = load_run_models(keypoints_run, grader_run)
-    except (RunFolderError, OSError, ValueError) as exc:
+        models, text, phantom = load_models(model_dir, keypoints_run, grader_run, server, grpc_target, model_name)
+    except ValueError as exc:
         _fail(str(exc), 2)
+    except ServingUnavailable as exc:
+        _fail(str(exc))
     settings = Settings(models=text, phantom=phantom, view=view, impute=impute,
                         review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None)
     if phantom:
@@ -396,6 +407,8 @@ def score(directory, out, keypoints_run, grader_run, view, meta_csv, impute, rev
                              resume=resume, progress=not quiet, salt=salt)
     except ValueError as exc:
         _fail(str(exc), 2)
+    except ServingUnavailable as exc:
+        _fail(f"{exc}; what was scored is kept: run again with --resume")
     click.echo(f"{out}: {counts['scored']} radiographs scored, {counts['failed']} failed, "
                f"{counts['skipped']} skipped (see errors.csv); open {Path(out) / 'report.html'}")
     if counts["not_used"]:
@@ -404,6 +417,27 @@ def score(directory, out, keypoints_run, grader_run, view, meta_csv, impute, rev
     if phantom:
         click.echo(f"note: {settings.models_note}")
     sys.exit(1 if counts["failed"] else 0)
+
+
+@main.command()
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-1 training run folder.")
+@click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-2 training run folder.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="saved_models/<name>/<version>: a new numeric version folder (TF Serving layout).")
+def export(keypoints_run, grader_run, out):
+    """Export both stages as one SavedModel for TF Serving (plus metadata.json)."""
+    from .export import export_runs
+    from .train import RunFolderError
+
+    try:
+        path = export_runs(keypoints_run, grader_run, out)
+    except (RunFolderError, ValueError, OSError) as exc:
+        _fail(str(exc), 2)
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+    click.echo(f"{path}: SavedModel ({size:.1f} MB) with signatures serving_default, image_tensor, "
+               "keypoints, grader; metadata.json beside it")
 
 
 if __name__ == "__main__":

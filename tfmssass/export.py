@@ -12,7 +12,8 @@ signatures, so served and local results agree. Signatures:
 Outputs of the whole pipeline: ``keypoints`` [B, 24, 2] (original pixels, NaN outside the view
 or when the spine is not found), ``keypoint_confidence`` [B, 24], ``view`` [B] (string),
 ``spine_found`` [B], ``grade_probabilities`` [B, 12, 4], ``grades`` [B, 12] (-1 = not graded),
-``corner_confidence`` [B, 12], ``review`` [B, 12].
+``corner_confidence`` [B, 12], ``review`` [B, 12], and ``model_note`` [B] (says so when the
+weights are phantom-trained, so a TF Serving client learns it too).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from .config import GraderConfig, KeypointConfig
 from .pipeline import VIEWS, Stage1, corner_crops, grade_corners
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grades",
-                "corner_confidence", "review")
+                "corner_confidence", "review", "model_note")
 
 
 class PipelineFunctions:
     """The end-to-end computation for a batch, from the two Keras models and their configs."""
 
-    def __init__(self, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig,
+    def __init__(self, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, note: str = "",
                  review_threshold: float = 0.6, point_review: float = 0.5):
+        self.note = note
         self.stage1 = Stage1(keypoint_model, kp.input_size, kp.cache_long_side, kp.confidence_threshold,
                              kp.min_points)
         self.grader, self.gr, self.threshold = grader, gr, kp.confidence_threshold
@@ -75,7 +77,8 @@ class PipelineFunctions:
                                                     self.point_review)
         return {"keypoints": points, "keypoint_confidence": confidence, "view": tf.gather(tf.constant(VIEWS), view),
                 "spine_found": found, "grade_probabilities": probabilities, "grades": grades,
-                "corner_confidence": corner_conf, "review": review}
+                "corner_confidence": corner_conf, "review": review,
+                "model_note": tf.fill(tf.shape(found), self.note)}
 
     def keypoints_only(self, images):
         def one(x):
@@ -101,7 +104,7 @@ def export_models(keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, 
         raise ValueError(f"{out}: the last folder must be a numeric version (TF Serving layout), e.g. .../1")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: already exists; choose a new version number")
-    fns = PipelineFunctions(keypoint_model, kp, grader, gr)
+    fns = PipelineFunctions(keypoint_model, kp, grader, gr, metadata.get("note", ""))
     s = gr.input_size
     archive = keras.export.ExportArchive()
     archive.track(keypoint_model)

@@ -30,6 +30,7 @@ from .atomic import atomic_path, write_bytes, write_text
 from .geometry import cranial_directions
 from .inputs import Skipped, check_dicom_header, discover, identify, is_dicom, read_meta_table
 from .io import RadiographError, read_radiograph
+from .models.heatmaps import VIEW_SLICES
 from .overlay import draw_overlay, shrink_for_overlay
 
 CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "p0", "p1",
@@ -71,6 +72,19 @@ class ScoringModels:
     point_threshold: float  # below this a level is not graded at all
 
 
+#: The shipped phantom demo model: next to the package in a source checkout, else under the
+#: current folder (the README's commands run from the repository root).
+DEMO_MODEL = Path("saved_models") / "phantom-demo" / "1"
+
+
+def demo_model_dir() -> Path:
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (base / DEMO_MODEL / "saved_model.pb").is_file():
+            return base / DEMO_MODEL
+    raise ValueError(f"no model given and the shipped demo model ({DEMO_MODEL}) was not found; "
+                     "run from the repository root or pass --model/--keypoints/--grader")
+
+
 def load_run_models(keypoints_run, grader_run) -> tuple[ScoringModels, str, bool]:
     """Models from two training run folders, their description, and whether both are phantom-trained."""
     from .train import read_config, trained_on_phantoms
@@ -84,6 +98,38 @@ def load_run_models(keypoints_run, grader_run) -> tuple[ScoringModels, str, bool
     phantom = all(trained_on_phantoms(read_config(run)) for run in (keypoints_run, grader_run))
     text = f"keypoints {Path(keypoints_run).resolve().name}, grader {Path(grader_run).resolve().name}"
     return models, text, phantom
+
+
+def load_models(model_dir=None, keypoints_run=None, grader_run=None, server=None, grpc_target=None,
+                model_name=None):
+    """Exactly one model source → (models or backend, description, phantom-trained?).
+
+    Raises ValueError (a usage error) for a wrong combination or an unusable folder.
+    """
+    from .serving import GrpcBackend, RestBackend, SavedModelBackend
+    from .train import RunFolderError
+
+    sources = [bool(model_dir), bool(keypoints_run or grader_run), bool(server), bool(grpc_target)]
+    if sum(sources) > 1:
+        raise ValueError("give one model source: --model, --keypoints/--grader, --server or --grpc")
+    if keypoints_run or grader_run:
+        if not (keypoints_run and grader_run):
+            raise ValueError("--keypoints and --grader go together")
+        try:
+            return load_run_models(keypoints_run, grader_run)
+        except (RunFolderError, OSError) as exc:
+            raise ValueError(str(exc)) from None
+    if server or grpc_target:
+        if not model_name:
+            raise ValueError("--server/--grpc need --model-name")
+        backend = RestBackend(server, model_name) if server else GrpcBackend(grpc_target, model_name)
+        # one small request up front: fails fast when the server is away, and tells the model's note
+        note = str(backend.predict(np.zeros((64, 64), np.float32)).get("model_note", ""))
+        return backend, f"TF Serving model {model_name} at {server or grpc_target}", "PHANTOM" in note
+    model_dir = Path(model_dir) if model_dir else demo_model_dir()
+    backend = SavedModelBackend(model_dir)
+    meta = backend.metadata
+    return backend, f"{model_dir.parent.name} v{model_dir.name}", bool(meta.get("phantom_trained"))
 
 
 def pseudonym(value: str, salt: str, prefix: str = "P") -> str:
@@ -111,19 +157,78 @@ class Item:
     image: np.ndarray | None = None
 
 
+def _base_record(item: Item) -> dict:
+    return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": "scored",
+            "reason": "", "levels": {}, "corners": []}
+
+
+def _fill_levels(record: dict, view: str, points: np.ndarray, confidence: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """The view's 6 levels into the record; returns their point confidence (min of the two points)."""
+    span = VIEW_SLICES[view]
+    points, conf = points[span], confidence[span]
+    level_conf = np.minimum(conf[0::2], conf[1::2])
+    for j, level in enumerate(anatomy.LEVELS[view]):
+        record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
+                                   "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
+    return level_conf
+
+
+def _fill_corners(record: dict, probabilities, grades, confidence, review, point_threshold: float) -> None:
+    """Corner rows from the pipeline's outputs; corners of levels not cut stay blank, never 0."""
+    levels = anatomy.LEVELS[record["view"]]
+    corners = []
+    for k, name in enumerate(anatomy.CORNERS[record["view"]]):
+        info = record["levels"][levels[k // 2]]
+        if not info["cut"]:
+            why = ("points not confident" if info["point_confidence"] < point_threshold
+                   else "no neighbouring level or disk too small")
+            corners.append({"level": levels[k // 2], "corner": name, "grade": None, "p": None, "confidence": None,
+                            "review": True, "why": why})
+            continue
+        corners.append({"level": levels[k // 2], "corner": name, "grade": int(grades[k]),
+                        "p": [round(float(v), 4) for v in probabilities[k]],
+                        "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""})
+    record["corners"] = corners
+    graded = [c["grade"] for c in corners if c["grade"] is not None]
+    record["score"], record["corners_graded"] = int(sum(graded)), len(graded)
+
+
+def _write_overlay(record: dict, overlay_state, out: Path, settings: Settings, extent: float) -> str:
+    small, scale = overlay_state
+    names = anatomy.LEVELS[record["view"]]
+    cut = [lv for lv in names if record["levels"][lv]["cut"]]
+    centres = np.array([record["levels"][lv]["c"] if lv in cut else [np.nan, np.nan] for lv in names])
+    ups = dict(zip(names, cranial_directions(centres)))
+    levels = [{"level": lv, **record["levels"][lv], "up": ups[lv], "inf_corner": anatomy.level_corners(lv)[0],
+               "sup_corner": anatomy.level_corners(lv)[1]} for lv in cut]
+    corners = {c["corner"]: c for c in record["corners"]}
+    review = sum(c["review"] for c in record["corners"])
+    caption = [f"{record['file']}  |  {record['view']}  |  subtotal {record['score']} of 36 "
+               f"({record['corners_graded']}/12 corners graded)  |  {review} to review"]
+    if settings.phantom:
+        caption.append(PHANTOM_WARNING)
+    picture = draw_overlay(small, scale, levels, corners, caption, extent)
+    name = f"overlays/{record['file'].replace('/', '__')}.png"
+    ok, encoded = cv2.imencode(".png", picture)
+    write_bytes(out / name, encoded.tobytes())
+    return name
+
+
 class Scorer:
-    """Per radiograph: stage 1, the corner crops, and (after batched grading) the corner rows.
+    """Scoring with the two stages' Keras models: stage 1 per radiograph, the corner crops of
+    several radiographs through the grader in one batch.
 
     Crops, bridge rule and review flags are :mod:`tfmssass.pipeline`'s TF functions, the same
     ones the exported SavedModel runs.
     """
 
-    def __init__(self, models: ScoringModels, settings: Settings, batch_size: int = 64):
+    def __init__(self, models: ScoringModels, settings: Settings, out: Path, batch_size: int = 64):
         import tensorflow as tf
 
         from .pipeline import corner_crops, grade_corners
 
-        self.models, self.settings, self.batch_size = models, settings, batch_size
+        self.models, self.settings, self.out, self.batch_size = models, settings, out, batch_size
+        self.pending: list[tuple[dict, np.ndarray, np.ndarray, object]] = []
         m = models
         self._crops = tf.function(
             lambda image, points, ok: corner_crops(image, points, ok, m.input_size, m.extent, m.patch_depth_px,
@@ -133,74 +238,77 @@ class Scorer:
         self._grade = lambda p, conf, ok: [t.numpy() for t in grade_corners(
             p, conf, ok, settings.review_threshold, settings.point_review)]
 
-    def detect_and_cut(self, item: Item):
-        """Stage 1 and the 12 corner crops; returns (record, crops [12, S, S] or None, overlay state)."""
-        from .models.heatmaps import VIEW_SLICES
-
-        view = self.settings.view or item.ident.get("view")
-        det = self.models.detector.detect(item.image, view=view)
-        record = self._base_record(item)
+    def add(self, item: Item) -> list[dict]:
+        """Stage 1 and the crops of one radiograph; returns the records finished by now."""
+        det = self.models.detector.detect(item.image, view=self.settings.view or item.ident.get("view"))
+        record = _base_record(item)
         record["view"] = det.view
         if not det.found:
             record.update(status="failed", reason=det.reason)
-            return record, None, None
+            return [record]
         span = VIEW_SLICES[det.view]
-        points, conf = det.points[span], det.confidence[span]
-        level_conf = np.minimum(conf[0::2], conf[1::2])
-        crops, cut = (t.numpy() for t in self._crops(item.image, points, level_conf >= self.models.point_threshold))
-        for j, level in enumerate(anatomy.LEVELS[det.view]):
-            record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
-                                       "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
-        return record, crops, shrink_for_overlay(item.image)
+        conf = det.confidence[span]
+        confident = np.minimum(conf[0::2], conf[1::2]) >= self.models.point_threshold
+        crops, cut = (t.numpy() for t in self._crops(item.image, det.points[span], confident))
+        level_conf = _fill_levels(record, det.view, det.points, det.confidence, cut)
+        self.pending.append((record, crops, level_conf, shrink_for_overlay(item.image)))
+        return self.flush() if len(self.pending) * 12 >= self.batch_size else []
 
-    def _base_record(self, item: Item) -> dict:
-        return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": "scored",
-                "reason": "", "levels": {}, "corners": []}
+    def flush(self) -> list[dict]:
+        """Grade all waiting crops in batches; finish their records."""
+        if not self.pending:
+            return []
+        crops = np.concatenate([c for _, c, _, _ in self.pending])[..., None]
+        probs = np.concatenate([np.asarray(self.models.grader(crops[i:i + self.batch_size], training=False))
+                                for i in range(0, len(crops), self.batch_size)]).reshape(-1, 12, 4)
+        done = []
+        for (record, _, level_conf, overlay_state), p in zip(self.pending, probs):
+            cut = np.array([record["levels"][lv]["cut"] for lv in anatomy.LEVELS[record["view"]]])
+            grades, confidence, review = self._grade(p, level_conf, cut)
+            _fill_corners(record, p, grades, confidence, review, self.models.point_threshold)
+            record["overlay"] = _write_overlay(record, overlay_state, self.out, self.settings, self.models.extent)
+            done.append(record)
+        self.pending.clear()
+        return done
 
-    def finish(self, record: dict, probabilities: np.ndarray, overlay_state, out: Path) -> dict:
-        """Bridge rule, confidence and review per corner; draw the overlay; return the record."""
-        levels = anatomy.LEVELS[record["view"]]
-        conf = np.array([record["levels"][lv]["point_confidence"] for lv in levels], np.float32)
-        cut = np.array([record["levels"][lv]["cut"] for lv in levels])
-        grades, confidence, review = self._grade(probabilities, conf, cut)
-        corners = []
-        for k, name in enumerate(anatomy.CORNERS[record["view"]]):
-            level = levels[k // 2]
-            if not cut[k // 2]:
-                why = ("points not confident" if conf[k // 2] < self.models.point_threshold
-                       else "no neighbouring level or disk too small")
-                corners.append({"level": level, "corner": name, "grade": None, "p": None, "confidence": None,
-                                "review": True, "why": why})
-                continue
-            corners.append({"level": level, "corner": name, "grade": int(grades[k]),
-                            "p": [round(float(v), 4) for v in probabilities[k]],
-                            "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""})
-        record["corners"] = corners
-        graded = [c["grade"] for c in corners if c["grade"] is not None]
-        record["score"], record["corners_graded"] = int(sum(graded)), len(graded)
-        if overlay_state is not None:
-            record["overlay"] = self._write_overlay(record, overlay_state, out)
-        return record
 
-    def _write_overlay(self, record, overlay_state, out: Path) -> str:
-        small, scale = overlay_state
-        names = anatomy.LEVELS[record["view"]]
-        cut = [lv for lv in names if record["levels"][lv]["cut"]]
-        centres = np.array([record["levels"][lv]["c"] if lv in cut else [np.nan, np.nan] for lv in names])
-        ups = dict(zip(names, cranial_directions(centres)))
-        levels = [{"level": lv, **record["levels"][lv], "up": ups[lv], "inf_corner": anatomy.level_corners(lv)[0],
-                   "sup_corner": anatomy.level_corners(lv)[1]} for lv in cut]
-        corners = {c["corner"]: c for c in record["corners"]}
-        review = sum(c["review"] for c in record["corners"])
-        caption = [f"{record['file']}  |  {record['view']}  |  subtotal {record['score']} of 36 "
-                   f"({record['corners_graded']}/12 corners graded)  |  {review} to review"]
-        if self.settings.phantom:
-            caption.append(PHANTOM_WARNING)
-        picture = draw_overlay(small, scale, levels, corners, caption, self.models.extent)
-        name = f"overlays/{record['file'].replace('/', '__')}.png"
-        ok, encoded = cv2.imencode(".png", picture)
-        write_bytes(out / name, encoded.tobytes())
-        return name
+class ServedScorer:
+    """Scoring with the exported whole-pipeline model, in process or on TF Serving
+    (:mod:`tfmssass.serving`): one radiograph per request, everything computed by the model."""
+
+    def __init__(self, backend, settings: Settings, out: Path):
+        meta = backend.metadata or {}
+        self.backend, self.settings, self.out = backend, settings, out
+        self.point_threshold = float(meta.get("keypoints", {}).get("confidence_threshold", 0.3))
+        self.extent = float(meta.get("grader", {}).get("extent", 2.8))
+
+    def add(self, item: Item) -> list[dict]:
+        from .serving import ServingError
+
+        record = _base_record(item)
+        try:
+            out = self.backend.predict(item.image)
+        except ServingError as exc:
+            record.update(status="failed", reason=str(exc))
+            return [record]
+        record["view"] = out["view"]
+        if self.settings.view and out["view"] != self.settings.view:
+            record.update(status="failed", reason=f"the model reads a {out['view']} view, not {self.settings.view} "
+                                                   "(--view cannot be forced with an exported model)")
+            return [record]
+        if not out["spine_found"]:
+            record.update(status="failed", reason="spine not found")
+            return [record]
+        cut = out["grades"][0::2] >= 0
+        _fill_levels(record, out["view"], out["keypoints"], out["keypoint_confidence"], cut)
+        _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
+                      self.point_threshold)
+        record["overlay"] = _write_overlay(record, shrink_for_overlay(item.image), self.out, self.settings,
+                                           self.extent)
+        return [record]
+
+    def flush(self) -> list[dict]:
+        return []
 
 
 # ---- the run --------------------------------------------------------------------------------------
@@ -237,9 +345,13 @@ def salt_id(salt: str) -> str:
     return hashlib.sha256(f"tfmssass-salt\0{salt}".encode()).hexdigest()[:16]
 
 
-def run_scoring(root, out, models: ScoringModels, settings: Settings, meta_csv=None, batch_size: int = 64,
+def run_scoring(root, out, models, settings: Settings, meta_csv=None, batch_size: int = 64,
                 resume: bool = False, progress: bool = True, lookahead: int = 4, salt: str | None = None) -> dict:
     """Score every radiograph under ``root`` into ``out``; returns counts (scored, failed, skipped).
+
+    ``models``: :class:`ScoringModels` (training runs), or a :mod:`tfmssass.serving` backend (an
+    exported model here or on TF Serving; a :class:`~tfmssass.serving.ServingUnavailable` stops
+    the run, and ``--resume`` continues it).
 
     With ``salt`` patient ids and file names are replaced by salted hashes everywhere."""
     if (salt is None) != (settings.salt_id is None) or (salt is not None and salt_id(salt) != settings.salt_id):
@@ -250,7 +362,8 @@ def run_scoring(root, out, models: ScoringModels, settings: Settings, meta_csv=N
     done = {r["key"]: r["file"] for r in _load_records(records)}  # scored radiographs only
     sidecar = read_meta_table(meta_csv) if meta_csv else None
     files, passed_over = discover(root)
-    scorer = Scorer(models, settings, batch_size)
+    scorer = (ServedScorer(models, settings, out) if hasattr(models, "predict")
+              else Scorer(models, settings, out, batch_size))
 
     def display_name(path: Path) -> str:
         rel = path.relative_to(root).as_posix() if path != root else path.name
@@ -275,22 +388,6 @@ def run_scoring(root, out, models: ScoringModels, settings: Settings, meta_csv=N
         except OSError as exc:
             item.error = RadiographError(path, exc.strerror or str(exc))
         return item
-
-    pending: list[tuple[dict, np.ndarray, object]] = []
-
-    def flush():
-        if not pending:
-            return
-        crops = np.concatenate([c for _, c, _ in pending], axis=0)
-        probs = (np.concatenate([np.asarray(models.grader(crops[i:i + batch_size, ..., None], training=False))
-                                 for i in range(0, len(crops), batch_size)], axis=0)
-                 if len(crops) else np.zeros((0, 4), np.float32))
-        start = 0
-        for record, c, overlay_state in pending:
-            n = len(c)
-            _save_record(records, scorer.finish(record, probs[start:start + n], overlay_state, out))
-            start += n
-        pending.clear()
 
     seen = dict(done)
     bar = tqdm(total=len(files), desc="scoring", unit="file", disable=not progress)
@@ -317,15 +414,11 @@ def run_scoring(root, out, models: ScoringModels, settings: Settings, meta_csv=N
                                        "reason": f"skipped: same content as {seen[item.key]}"})
                 continue
             seen[item.key] = item.file
-            record, crops, overlay_state = scorer.detect_and_cut(item)
-            item.image = None
-            if crops is None:
+            for record in scorer.add(item):
                 _save_record(records, record)
-                continue
-            pending.append((record, crops, overlay_state))
-            if sum(len(c) for _, c, _ in pending) >= batch_size:
-                flush()
-        flush()
+            item.image = None
+        for record in scorer.flush():
+            _save_record(records, record)
     bar.close()
     return write_outputs(out, records, files, root, settings, passed_over)
 

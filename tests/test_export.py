@@ -1,0 +1,346 @@
+"""Export for TF Serving: the TF-only pipeline pieces, the SavedModel's signatures and its parity
+with the Python pipeline, and the serving clients (REST and gRPC) against stand-in servers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from tfmssass import geometry
+from tfmssass.bridge import consistent_grades
+from tfmssass.cli import main
+from tfmssass.config import grader_config, keypoint_config
+from tfmssass.data.cache import encode_png16
+from tfmssass.detector import KeypointDetector
+from tfmssass.export import OUTPUT_NAMES, build_metadata, export_models
+from tfmssass.io import read_radiograph
+from tfmssass.models.heatmaps import VIEW_SLICES
+from tfmssass.pipeline import cranial_directions, grade_corners, level_patch, strongest_region
+from tfmssass.score import ScoringModels, Scorer, Settings
+from tfmssass.serving import RestBackend, ServingError, ServingUnavailable
+from tfmssass.synthetic import synthesize
+from tfmssass.train_grader import build_model as build_grader
+from tfmssass.train_keypoints import build_model as build_hrnet
+
+
+# ---- the TF pieces against their references -------------------------------------------------------
+
+def test_strongest_region_is_the_heaviest_connected_component():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        summed = np.zeros((40, 30), np.float32)
+        for _ in range(rng.integers(1, 5)):
+            y, x = rng.integers(0, 40), rng.integers(0, 30)
+            h, w = rng.integers(1, 10), rng.integers(1, 8)
+            summed[y:y + h, x:x + w] += rng.uniform(0.3, 1.0)
+        mask = (summed >= 0.2 * summed.max()).astype(np.uint8)
+        count, labels = cv2.connectedComponents(mask, connectivity=8)
+        masses = [summed[labels == k].sum() for k in range(1, count)]
+        ys, xs = np.nonzero(labels == 1 + int(np.argmax(masses)))
+        expected = [xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5]
+        np.testing.assert_allclose(strongest_region(summed).numpy(), expected)
+
+
+def test_cranial_directions_match_the_numpy_geometry():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        centres = rng.uniform(0, 500, (6, 2)).astype(np.float32)
+        valid = rng.random(6) > 0.35
+        reference = geometry.cranial_directions(np.where(valid[:, None], centres, np.nan))
+        got, has = (t.numpy() for t in cranial_directions(tf.constant(centres), tf.constant(valid)))
+        np.testing.assert_array_equal(has, np.isfinite(reference[:, 0]))
+        np.testing.assert_allclose(got[has], reference[has], atol=1e-4)
+
+
+def test_grade_corners_applies_the_bridge_rule_like_the_reference():
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(4) * 0.6, size=(5, 12)).astype(np.float32)
+    conf = rng.uniform(0, 1, (5, 6)).astype(np.float32)
+    ok = rng.random((5, 6)) > 0.2
+    grades, confidence, review = (t.numpy() for t in grade_corners(p, conf, ok, 0.6, 0.5))
+    for b in range(5):
+        inf, sup, disagreed = consistent_grades(p[b, 0::2], p[b, 1::2])
+        expected = np.stack([inf, sup], axis=1).reshape(-1)
+        np.testing.assert_array_equal(grades[b], np.where(np.repeat(ok[b], 2), expected, -1))
+        for k in range(12):
+            if not ok[b, k // 2]:
+                assert review[b, k] and np.isnan(confidence[b, k])
+                continue
+            g = expected[k]
+            pg = (p[b, k & ~1, 3] + p[b, k | 1, 3]) / 2 if g == 3 else p[b, k, g]
+            assert confidence[b, k] == pytest.approx(min(conf[b, k // 2], pg), abs=1e-6)
+            assert review[b, k] == (disagreed[k // 2] or pg < 0.6 or conf[b, k // 2] < 0.5)
+
+
+def test_level_patch_puts_a_point_where_its_mapping_says():
+    image = np.zeros((900, 700), np.float32)
+    cv2.circle(image, (412, 303), 4, 1.0, -1)  # a bright dot at (412, 303)
+    for depth in (40.0, 150.0):  # enlarging and (anti-aliased) shrinking
+        patch, origin, factor = (np.asarray(t) for t in level_patch(image, tf.constant([400.0, 310.0]), depth, 48))
+        expected = (np.array([412.0, 303.0]) + 0.5 - origin) * factor - 0.5
+        y, x = np.unravel_index(np.argmax(cv2.GaussianBlur(patch, (0, 0), 2)), patch.shape)
+        assert abs(x - expected[0]) <= 1.0 and abs(y - expected[1]) <= 1.0
+
+
+# ---- the exported model ------------------------------------------------------------------------------
+
+def _tiny_models():
+    """Untrained tiny presets that always 'find' a spine (thresholds 0), so every step of the chain
+    runs: the points are arbitrary but the same on both sides, which is what parity needs."""
+    keras.utils.set_random_seed(3)
+    kp = keypoint_config("tiny", confidence_threshold=0.0, min_points=0)
+    gr = grader_config("tiny")
+    return build_hrnet(kp), kp, build_grader(gr), gr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    model, kp, grader, gr = _tiny_models()
+    path = export_models(model, kp, grader, gr, base / "saved_models" / "tiny" / "1",
+                         build_metadata(kp, gr, {}, {}, phantom=True))
+    phantoms = base / "ph"
+    synthesize(phantoms, patients=1, visits=1, seed=21, workers=2, progress=False)
+    return {"path": path, "models": (model, kp, grader, gr), "phantoms": phantoms}
+
+
+def test_export_layout_and_metadata(exported):
+    path = exported["path"]
+    assert path.name == "1" and (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    meta = json.loads((path / "metadata.json").read_text())
+    assert meta["phantom_trained"] and "PHANTOM" in meta["note"]
+    assert meta["classes"]["3"] == "total bony bridge" and len(meta["corners"]["lumbar"]) == 12
+    assert meta["grader"]["clahe"] is True and meta["keypoints"]["input_size"] == [128, 96]
+    with pytest.raises(ValueError, match="numeric version"):
+        export_models(*exported["models"][:4], path.parent / "latest", {})
+
+
+def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--dir", str(exported["path"]), "--all"], capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for signature in ("serving_default", "image_tensor", "keypoints", "grader"):
+        assert f"signature_def['{signature}']" in shown.stdout
+    serving = shown.stdout.split("signature_def['serving_default']")[1]
+    for name in OUTPUT_NAMES:
+        assert f"outputs['{name}']" in serving
+    image = read_radiograph(sorted(exported["phantoms"].glob("*/*/lumbar.dcm"))[0]).image
+    np.save(tmp_path / "in.npy", np.array([encode_png16(image)], dtype=object))
+    ran = subprocess.run([str(cli), "run", "--dir", str(exported["path"]), "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'in.npy'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "Result for output key grades" in ran.stdout and "Result for output key view" in ran.stdout
+
+
+def _python_pipeline(models, image):
+    """What ``tfmssass score`` computes for one image with the Keras models."""
+    model, kp, grader, gr = models
+    detector = KeypointDetector(model, kp.input_size, kp.cache_long_side, kp.confidence_threshold, kp.min_points)
+    scoring = ScoringModels(detector, grader, gr.input_size, gr.extent, gr.patch_depth_px, gr.clahe,
+                            gr.clahe_clip, kp.confidence_threshold)
+    scorer = Scorer(scoring, Settings(models="t", phantom=False), Path("."))
+    det = detector.detect(image)
+    span = VIEW_SLICES[det.view]
+    conf = det.confidence[span]
+    level_conf = np.minimum(conf[0::2], conf[1::2])
+    crops, cut = (t.numpy() for t in scorer._crops(image, det.points[span], level_conf >= kp.confidence_threshold))
+    probs = np.asarray(grader(crops[..., None], training=False))
+    grades, _, review = scorer._grade(probs, level_conf, cut)
+    return det, probs, grades, review, cut
+
+
+def test_saved_model_matches_the_python_pipeline(exported):
+    loaded = tf.saved_model.load(str(exported["path"]))
+    files = sorted(exported["phantoms"].glob("*/*/*.dcm"))
+    assert len(files) == 2
+    for path in files:
+        image = read_radiograph(path).image
+        det, probs, grades, review, cut = _python_pipeline(exported["models"], image)
+        assert det.found and cut.any()  # the chain really ran to the grader
+        out = loaded.signatures["image_tensor"](images=tf.constant(image[None, :, :, None]))
+        assert out["view"].numpy()[0].decode() == det.view
+        assert np.nanmax(np.abs(out["keypoints"].numpy()[0] - det.points)) <= 0.5
+        np.testing.assert_array_equal(np.isnan(out["keypoints"].numpy()[0]), np.isnan(det.points))
+        np.testing.assert_array_equal(out["grades"].numpy()[0], grades)
+        graded = np.repeat(cut, 2)
+        assert np.abs(out["grade_probabilities"].numpy()[0][graded] - probs[graded]).max() <= 1e-4
+        np.testing.assert_array_equal(out["review"].numpy()[0], review)
+
+        # the PNG signature decodes what a client sends: a 16-bit PNG of the display image
+        quantised = np.rint(image * 65535) / 65535
+        det_q, probs_q, grades_q, _, cut_q = _python_pipeline(exported["models"], quantised.astype(np.float32))
+        served = loaded.signatures["serving_default"](images=tf.constant([encode_png16(image)]))
+        np.testing.assert_array_equal(served["grades"].numpy()[0], grades_q)
+        assert np.nanmax(np.abs(served["keypoints"].numpy()[0] - det_q.points)) <= 0.5
+        assert np.abs(served["grade_probabilities"].numpy()[0][np.repeat(cut_q, 2)]
+                      - probs_q[np.repeat(cut_q, 2)]).max() <= 1e-4
+        assert served["model_note"].numpy()[0].decode().startswith("PHANTOM-TRAINED")
+
+
+def test_stage_signatures_alone(exported):
+    loaded = tf.saved_model.load(str(exported["path"]))
+    model, kp, grader, gr = exported["models"]
+    image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
+    points = loaded.signatures["keypoints"](images=tf.constant(image[None, :, :, None]))
+    det = KeypointDetector(model, kp.input_size, kp.cache_long_side, 0.0, 0).detect(image)
+    assert np.nanmax(np.abs(points["keypoints"].numpy()[0] - det.points)) <= 0.5
+    crops = np.random.default_rng(0).random((5, gr.input_size, gr.input_size, 1)).astype(np.float32)
+    probs = loaded.signatures["grader"](crops=tf.constant(crops))["grade_probabilities"].numpy()
+    np.testing.assert_allclose(probs, np.asarray(grader(crops, training=False)), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_paper_size_presets_export_and_load(tmp_path):
+    kp, gr = keypoint_config("paper"), grader_config("paper")
+    path = export_models(build_hrnet(kp), kp, build_grader(gr), gr, tmp_path / "paper" / "1",
+                         build_metadata(kp, gr, {}, {}, phantom=False))
+    loaded = tf.saved_model.load(str(path))
+    out = loaded.signatures["image_tensor"](images=tf.zeros([1, 600, 500, 1]))
+    assert out["grade_probabilities"].shape == (1, 12, 4) and out["keypoints"].shape == (1, 24, 2)
+
+
+# ---- serving clients ----------------------------------------------------------------------------------
+
+class _StandInServing:
+    """Stands in for TF Serving's REST predict API (POST /v1/models/<name>:predict, row format),
+    answering with the exported SavedModel's serving_default. ``failures`` lists HTTP codes to
+    answer with first, one per request."""
+
+    def __init__(self, model_dir, name="tiny"):
+        fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+        self.failures, self.requests = [], 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                outer.requests += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.failures:
+                    code = outer.failures.pop(0)
+                    return self._send(code, {"error": f"stand-in failure {code}"})
+                if self.path != f"/v1/models/{name}:predict":
+                    return self._send(404, {"error": f"Servable not found for request: {self.path}"})
+                try:
+                    instances = json.loads(body)["instances"]
+                    images = [base64.b64decode(i["b64"]) for i in instances]
+                    out = fn(images=tf.constant(images))
+                except Exception as exc:  # noqa: BLE001 - answer like TF Serving: 400 with the reason
+                    return self._send(400, {"error": str(exc).splitlines()[0]})
+                rows = [{k: (v.numpy()[i].decode() if v.dtype == tf.string else v.numpy()[i].tolist())
+                         for k, v in out.items()} for i in range(len(images))]
+                self._send(200, {"predictions": rows})
+
+            def _send(self, code, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stand_in(exported):
+    server = _StandInServing(exported["path"])
+    yield server
+    server.close()
+
+
+def test_rest_client_retries_transient_errors_and_reports_refusals(exported, stand_in):
+    image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
+    client = RestBackend(stand_in.url, "tiny", retries=4, backoff=0.01)
+    stand_in.failures[:] = [503, 502]
+    before = stand_in.requests
+    out = client.predict(image)
+    assert stand_in.requests - before == 3 and out["grades"].shape == (12,) and out["view"] in ("cervical", "lumbar")
+
+    stand_in.failures[:] = [400]
+    with pytest.raises(ServingError, match=r"HTTP 400\): stand-in failure 400"):
+        client.predict(image)
+    with pytest.raises(ServingError, match="HTTP 404"):
+        RestBackend(stand_in.url, "other", retries=2, backoff=0.01).predict(image)
+    stand_in.failures[:] = [500] * 3
+    with pytest.raises(ServingUnavailable, match="3 tries"):
+        RestBackend(stand_in.url, "tiny", retries=3, backoff=0.01).predict(image)
+    with pytest.raises(ServingUnavailable):
+        RestBackend("http://127.0.0.1:9", "tiny", retries=2, backoff=0.01).predict(image)  # nobody listens
+
+
+def test_grpc_client_against_a_stand_in_prediction_service(exported):
+    """A gRPC PredictionService running the SavedModel stands in for TF Serving's gRPC port."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tfmssass.serving import GrpcBackend
+
+    fn = tf.saved_model.load(str(exported["path"])).signatures["serving_default"]
+
+    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            if request.model_spec.name != "tiny":
+                context.abort(grpc.StatusCode.NOT_FOUND, "Servable not found")
+            out = fn(images=tf.constant(tf.make_ndarray(request.inputs["images"])))
+            reply = predict_pb2.PredictResponse()
+            for k, v in out.items():
+                reply.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+            return reply
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
+        out = GrpcBackend(f"127.0.0.1:{port}", "tiny", retries=2, backoff=0.01).predict(image)
+        expected = fn(images=tf.constant([encode_png16(image)]))
+        np.testing.assert_array_equal(out["grades"], expected["grades"].numpy()[0])
+        with pytest.raises(ServingError, match="NOT_FOUND"):
+            GrpcBackend(f"127.0.0.1:{port}", "other", retries=2, backoff=0.01).predict(image)
+    finally:
+        server.stop(0)
+
+
+def test_score_through_the_server_equals_scoring_the_exported_model(exported, stand_in, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(exported["phantoms"], folder)
+    runner = CliRunner()
+    local = runner.invoke(main, ["score", str(folder), "--out", str(tmp_path / "local"), "--model",
+                                 str(exported["path"]), "--quiet"])
+    remote = runner.invoke(main, ["score", str(folder), "--out", str(tmp_path / "remote"), "--server",
+                                  stand_in.url, "--model-name", "tiny", "--quiet"])
+    assert local.exit_code == 0, local.output
+    assert remote.exit_code == 0, remote.output
+    a = pd.read_csv(tmp_path / "local" / "corners.csv")
+    b = pd.read_csv(tmp_path / "remote" / "corners.csv")
+    assert len(a) == 24 and a["grade"].notna().any()
+    np.testing.assert_array_equal(a["grade"].fillna(-1), b["grade"].fillna(-1))
+    assert np.nanmax(np.abs(a[["p0", "p1", "p2", "p3"]].to_numpy() - b[["p0", "p1", "p2", "p3"]].to_numpy())) <= 1e-3
+    assert b["models"].str.contains("PHANTOM-TRAINED").all()  # the served model says it is a demo
+    assert "PHANTOM-TRAINED" in remote.output
