@@ -311,6 +311,30 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
                f"QWK {consistent['quadratic_weighted_kappa']:.4f}")
 
 
+@evaluate.command("agreement")
+@click.option("--scores", "scores_csv", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="visits.csv of a scoring run.")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="labels.csv with the reference (reader or phantom) corner grades.")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--impute", type=click.Choice(["mean", "none"]), default="mean", show_default=True,
+              help="Missing-corner rule for the reference totals (use the scoring run's).")
+def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
+    """Visit-level agreement with reference scores: ICC(2,1)/ICC(3,1) with 95% CI for total and
+    change, MAE, Bland-Altman, smallest detectable change, progression sensitivity/specificity/kappa."""
+    from .agreement import evaluate_agreement, markdown
+    from .io.labels import LabelError
+
+    try:
+        result = evaluate_agreement(scores_csv, labels_csv, out, impute)
+    except (LabelError, ValueError) as exc:
+        _fail(str(exc), 2)
+    click.echo(markdown(result))
+    if result["visits_paired"] < 2:
+        _fail("fewer than 2 visits with a complete total on both sides: nothing to compare "
+              "(pseudonymised scores do not match the labels' patient ids)")
+
+
 @evaluate.command("keypoints")
 @click.option("--model", "run_dir", type=click.Path(exists=True, file_okay=False), required=True,
               help="Stage-1 run folder.")
