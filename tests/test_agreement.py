@@ -58,6 +58,8 @@ def _labels(tmp_path, totals: dict) -> str:
     for (patient, date), pair in totals.items():
         for view, total in zip(anatomy.VIEWS, pair):
             grades = [total // 12 + (1 if i < total % 12 else 0) for i in range(12)]
+            if patient == "C" and view == "lumbar":  # one corner not gradable: imputed, not 0
+                grades[-1] = None
             rows.append({"image": f"{patient}_{date}_{view}.dcm", "patient_id": patient, "visit_date": date,
                          "view": view, **dict(zip(anatomy.CORNERS[view], grades))})
     path = tmp_path / "labels.csv"
@@ -71,8 +73,12 @@ def test_evaluate_agreement_command(tmp_path):
              ("D", "2016-01-01"): (5, 5), ("D", "2018-01-01"): (5, 6)}
     labels = _labels(tmp_path, truth)
     offsets = [1, 0, 0, 3, -1, 2, 0, 0]  # scoring − reference per visit
-    visits = pd.DataFrame([{"patient_id": p, "visit_date": d, "msasss": sum(t) + o}
-                           for ((p, d), t), o in zip(truth.items(), offsets)])
+    reference = {key: float(sum(t)) for key, t in truth.items()}
+    # C's last lumbar corner is blank: the other 11 (sums 17 and 19) impute it with their mean
+    reference[("C", "2017-03-01")] = 20 + 17 + 17 / 11
+    reference[("C", "2019-03-01")] = 26 + 19 + 19 / 11
+    visits = pd.DataFrame([{"patient_id": p, "visit_date": d, "msasss": reference[(p, d)] + o}
+                           for (p, d), o in zip(truth, offsets)])
     visits.to_csv(tmp_path / "visits.csv", index=False)
     result = CliRunner().invoke(main, ["evaluate", "agreement", "--scores", str(tmp_path / "visits.csv"),
                                        "--labels", labels, "--out", str(tmp_path / "ag")])

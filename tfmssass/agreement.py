@@ -87,9 +87,10 @@ def reference_visits(labels: pd.DataFrame, impute: str = "mean") -> tuple[pd.Dat
     rows = []
     for _, r in labels.iterrows():
         for corner in anatomy.CORNERS[r["view"]]:
+            grade = r.get(corner)
             rows.append({"patient_id": str(r["patient_id"]), "visit_date": r["visit_date"], "view": r["view"],
-                         "corner": corner, "grade": r.get(corner, np.nan)})
-    corners = pd.DataFrame(rows).astype({"grade": float})
+                         "corner": corner, "grade": float(grade) if pd.notna(grade) else np.nan})
+    corners = pd.DataFrame(rows)
     return visit_totals(corners, impute), corners
 
 
