@@ -116,7 +116,8 @@ def exported(tmp_path_factory):
                          build_metadata(kp, gr, {}, {}, phantom=True))
     phantoms = base / "ph"
     synthesize(phantoms, patients=1, visits=1, seed=21, workers=2, progress=False)
-    return {"path": path, "models": (model, kp, grader, gr), "phantoms": phantoms}
+    return {"path": path, "models": (model, kp, grader, gr), "phantoms": phantoms,
+            "loaded": tf.saved_model.load(str(path))}
 
 
 def test_export_layout_and_metadata(exported):
@@ -167,7 +168,7 @@ def _python_pipeline(models, image):
 
 
 def test_saved_model_matches_the_python_pipeline(exported):
-    loaded = tf.saved_model.load(str(exported["path"]))
+    loaded = exported["loaded"]
     files = sorted(exported["phantoms"].glob("*/*/*.dcm"))
     assert len(files) == 2
     for path in files:
@@ -195,7 +196,7 @@ def test_saved_model_matches_the_python_pipeline(exported):
 
 
 def test_stage_signatures_alone(exported):
-    loaded = tf.saved_model.load(str(exported["path"]))
+    loaded = exported["loaded"]
     model, kp, grader, gr = exported["models"]
     image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
     points = loaded.signatures["keypoints"](images=tf.constant(image[None, :, :, None]))
@@ -223,8 +224,8 @@ class _StandInServing:
     answering with the exported SavedModel's serving_default. ``failures`` lists HTTP codes to
     answer with first, one per request."""
 
-    def __init__(self, model_dir, name="tiny"):
-        fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    def __init__(self, loaded, name="tiny"):
+        fn = loaded.signatures["serving_default"]
         self.failures, self.requests = [], 0
         outer = self
 
@@ -268,7 +269,7 @@ class _StandInServing:
 
 @pytest.fixture(scope="module")
 def stand_in(exported):
-    server = _StandInServing(exported["path"])
+    server = _StandInServing(exported["loaded"])
     yield server
     server.close()
 
@@ -300,7 +301,7 @@ def test_grpc_client_against_a_stand_in_prediction_service(exported):
 
     from tfmssass.serving import GrpcBackend
 
-    fn = tf.saved_model.load(str(exported["path"])).signatures["serving_default"]
+    fn = exported["loaded"].signatures["serving_default"]
 
     class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):

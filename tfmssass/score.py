@@ -425,6 +425,11 @@ def run_scoring(root, out, models, settings: Settings, meta_csv=None, batch_size
 
 # ---- outputs from records -----------------------------------------------------------------------
 
+def load_records(out) -> list[dict]:
+    """The per-radiograph records of a scoring run (points, probabilities, reasons), by file."""
+    return _load_records(Path(out) / ".work" / "records")
+
+
 def _load_records(records: Path) -> list[dict]:
     loaded = [json.loads(p.read_text()) for p in sorted(records.glob("*.json"))]
     return sorted(loaded, key=lambda r: r["file"])

@@ -1,0 +1,115 @@
+"""Accuracy of a model on held-out phantoms, end to end through ``tfmssass score``.
+
+    python bench/phantom_accuracy.py [--model saved_models/phantom-demo/1 | --keypoints RUN --grader RUN]
+                                     [--phantoms DIR | --seed 200 --patients 40] [--difficulty realistic]
+
+Scores the phantom folder (made with ``tfmssass synth`` if missing, with a seed the shipped models
+never saw), then compares with the phantoms' labels and prints tables:
+stage-1 points (median error, % of the image diagonal, failures), corner grades (exact accuracy,
+quadratic weighted kappa, per-grade sensitivity), visit totals (MAE, ICC(2,1)) and progression
+(Δ ≥ 2: sensitivity, specificity, κ). Bars of the shipped models (issue 7): corner exact ≥ 0.90,
+QWK ≥ 0.90, visit MAE ≤ 2.0, ICC ≥ 0.95, point median ≤ 1% of the diagonal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
+    """Errors (% diagonal) of every labelled point of radiographs scored; plus failures/total."""
+    import numpy as np
+
+    from tfmssass import anatomy
+
+    by_file = {r["file"]: r for r in records}
+    errors, failed = [], 0
+    for _, row in labels.iterrows():
+        record = by_file.get(row["image"])
+        diagonal = math.hypot(row["image_height"], row["image_width"])
+        if record is None or record["status"] != "scored" or record["view"] != row["view"]:
+            failed += 1
+            continue
+        for level in anatomy.LEVELS[row["view"]]:
+            cx, cy, ax, ay = (row[c] for c in anatomy.keypoint_columns(level))
+            got = record["levels"][level]
+            for truth, pred in (((cx, cy), got["c"]), ((ax, ay), got["a"])):
+                if np.all(np.isfinite(truth)):
+                    errors.append(float(np.hypot(*(np.asarray(pred, float) - truth))) / diagonal * 100)
+    return errors, failed, len(labels)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model"), parser.add_argument("--keypoints"), parser.add_argument("--grader")
+    parser.add_argument("--phantoms", help="phantom folder (default: bench_work/heldout_<seed>_<difficulty>)")
+    parser.add_argument("--seed", type=int, default=200)
+    parser.add_argument("--patients", type=int, default=40)
+    parser.add_argument("--difficulty", default="realistic")
+    parser.add_argument("--out", help="scoring output folder (default: beside the phantoms)")
+    args = parser.parse_args()
+
+    import numpy as np
+    import pandas as pd
+
+    from tfmssass import anatomy, grading_metrics
+    from tfmssass.agreement import agreement, reference_visits
+    from tfmssass.score import Settings, load_models, load_records, run_scoring
+    from tfmssass.synthetic import synthesize
+
+    phantoms = Path(args.phantoms or f"bench_work/heldout_{args.seed}_{args.difficulty}")
+    if not (phantoms / "labels.csv").is_file():
+        synthesize(phantoms, args.patients, 2, seed=args.seed, difficulty=args.difficulty)
+    out = Path(args.out or f"{phantoms}_scored")
+    models, text, phantom = load_models(args.model, args.keypoints, args.grader)
+    start = time.perf_counter()
+    run_scoring(phantoms, out, models, Settings(models=text, phantom=phantom), resume=True)
+    seconds = time.perf_counter() - start
+    labels = pd.read_csv(phantoms / "labels.csv", dtype={"patient_id": str})
+
+    errors, failed, total = point_errors(load_records(out), labels)
+    print(f"\n{text} on {phantoms} ({total} radiographs, {seconds:.0f} s scoring)\n")
+    print("| stage 1 | value |\n| --- | ---: |")
+    print(f"| median point error, % of diagonal | {np.median(errors):.2f} |")
+    print(f"| 90th percentile, % of diagonal | {np.percentile(errors, 90):.2f} |")
+    print(f"| radiographs not scored or wrong view | {failed} / {total} |")
+
+    corners = pd.read_csv(out / "corners.csv")
+    truth = [{"file": r["image"], "corner": c, "truth": r[c]} for _, r in labels.iterrows()
+             for c in anatomy.CORNERS[r["view"]]]
+    joined = pd.DataFrame(truth).merge(corners[["file", "corner", "grade"]], on=["file", "corner"], how="left")
+    graded = joined.dropna(subset=["truth", "grade"])
+    cm = grading_metrics.confusion_matrix(graded["truth"].astype(int), graded["grade"].astype(int))
+    summary = grading_metrics.summary(cm)
+    table = grading_metrics.per_grade_table(cm)
+    blank = int((joined["truth"].notna() & joined["grade"].isna()).sum())
+    print("\n| stage 2 (corners graded in both) | value |\n| --- | ---: |")
+    print(f"| corners compared | {len(graded)} (+{blank} labelled but left blank by the model) |")
+    print(f"| exact accuracy | {summary['exact_accuracy']:.3f} |")
+    print(f"| quadratic weighted kappa | {summary['quadratic_weighted_kappa']:.3f} |")
+    for g in range(4):
+        print(f"| sensitivity grade {g} | {table.loc[g, 'sensitivity']:.3f} |")
+
+    scored_visits = pd.read_csv(out / "visits.csv", dtype={"patient_id": str})
+    reference, _ = reference_visits(labels)
+    result, _, _ = agreement(scored_visits, reference)
+    t = result["total"]
+    print("\n| visits | value |\n| --- | ---: |")
+    print(f"| visits compared | {result['visits_paired']} of {result['visits_reference']} |")
+    print(f"| total mSASSS MAE | {t['mae']:.2f} |")
+    print(f"| ICC(2,1) [95% CI] | {t['icc2_1'][0]:.3f} [{t['icc2_1'][1]:.3f}, {t['icc2_1'][2]:.3f}] |")
+    print(f"| bias (limits of agreement) | {t['bias']:+.2f} ({t['loa_low']:+.2f} to {t['loa_high']:+.2f}) |")
+    if "progression" in result:
+        p = result["progression"]
+        print(f"| progression Δ≥2: sensitivity / specificity / κ | {p['sensitivity']:.3f} / "
+              f"{p['specificity']:.3f} / {p['kappa']:.3f} (TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']}) |")
+
+
+if __name__ == "__main__":
+    main()
