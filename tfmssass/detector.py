@@ -45,7 +45,7 @@ class KeypointDetector:
         self.threshold, self.min_points = confidence_threshold, min_points
         self.stage1 = Stage1(model, input_size, long_side, confidence_threshold, min_points, margin, flip_test)
         self._detect = tf.function(self.stage1.detect, input_signature=[
-            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)])
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)], autograph=False)
 
     def detect(self, image: np.ndarray, view: str | None = None) -> Detection:
         """``image`` is the display image [H, W] in [0, 1]; ``view`` forces the view if known."""

@@ -70,6 +70,7 @@ class ScoringModels:
     clahe: bool
     clahe_clip: float
     point_threshold: float  # below this a level is not graded at all
+    crop_function: object = None  # the traced crop function, kept between runs
 
 
 #: The shipped phantom demo model: next to the package in a source checkout, else under the
@@ -230,11 +231,13 @@ class Scorer:
         self.models, self.settings, self.out, self.batch_size = models, settings, out, batch_size
         self.pending: list[tuple[dict, np.ndarray, np.ndarray, object]] = []
         m = models
-        self._crops = tf.function(
-            lambda image, points, ok: corner_crops(image, points, ok, m.input_size, m.extent, m.patch_depth_px,
-                                                   m.clahe, m.clahe_clip),
-            input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([12, 2], tf.float32),
-                             tf.TensorSpec([6], tf.bool)])
+        if m.crop_function is None:  # traced once per set of models, not once per run
+            m.crop_function = tf.function(
+                lambda image, points, ok: corner_crops(image, points, ok, m.input_size, m.extent, m.patch_depth_px,
+                                                       m.clahe, m.clahe_clip),
+                input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([12, 2], tf.float32),
+                                 tf.TensorSpec([6], tf.bool)], autograph=False)
+        self._crops = m.crop_function
         self._grade = lambda p, conf, ok: [t.numpy() for t in grade_corners(
             p, conf, ok, settings.review_threshold, settings.point_review)]
 
@@ -259,7 +262,7 @@ class Scorer:
         if not self.pending:
             return []
         crops = np.concatenate([c for _, c, _, _ in self.pending])[..., None]
-        probs = np.concatenate([np.asarray(self.models.grader(crops[i:i + self.batch_size], training=False))
+        probs = np.concatenate([np.asarray(self.models.grader.predict_on_batch(crops[i:i + self.batch_size]))
                                 for i in range(0, len(crops), self.batch_size)]).reshape(-1, 12, 4)
         done = []
         for (record, _, level_conf, overlay_state), p in zip(self.pending, probs):
