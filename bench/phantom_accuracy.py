@@ -60,7 +60,8 @@ def main():
 
     from tfmssass import anatomy, grading_metrics
     from tfmssass.agreement import agreement, reference_visits
-    from tfmssass.score import Settings, load_models, load_records, run_scoring
+    from tfmssass.score import load_records, run_scoring
+    from tfmssass.scorers import Settings, load_models
     from tfmssass.synthetic import synthesize
 
     phantoms = Path(args.phantoms or f"bench_work/heldout_{args.seed}_{args.difficulty}")

@@ -63,7 +63,7 @@ def stage1_forward_seconds(model, input_size, calls: int) -> float:
 def paper_models(labels_csv):
     from score_doubles import LabelledPoints
     from tfmssass.config import grader_config, keypoint_config
-    from tfmssass.score import ScoringModels
+    from tfmssass.scorers import ScoringModels
     from tfmssass.train_grader import build_model as build_grader
     from tfmssass.train_keypoints import build_model as build_hrnet, make_detector
 
@@ -93,7 +93,8 @@ def main():
 
     import pandas as pd
 
-    from tfmssass.score import Settings, load_models, run_scoring
+    from tfmssass.score import run_scoring
+    from tfmssass.scorers import Settings, load_models
 
     phantoms = Path(args.phantoms)
     labels = pd.read_csv(phantoms / "labels.csv").head(args.radiographs)

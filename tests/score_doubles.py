@@ -52,7 +52,7 @@ def scoring_models(labels_csv):
     import keras
 
     from tfmssass.models.grader import CornerGrader
-    from tfmssass.score import ScoringModels
+    from tfmssass.scorers import ScoringModels
 
     keras.utils.set_random_seed(0)
     grader = CornerGrader("tiny", 64)
@@ -61,7 +61,7 @@ def scoring_models(labels_csv):
 
 
 def settings(**overrides):
-    from tfmssass.score import Settings
+    from tfmssass.scorers import Settings
 
     return Settings(models="test doubles", phantom=True, **overrides)
 

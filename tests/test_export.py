@@ -31,7 +31,7 @@ from tfmssass.export import OUTPUT_NAMES, build_metadata, export_models
 from tfmssass.io import read_radiograph
 from tfmssass.models.heatmaps import VIEW_SLICES
 from tfmssass.pipeline import cranial_directions, grade_corners, level_patch, strongest_region
-from tfmssass.score import ScoringModels, Scorer, Settings
+from tfmssass.scorers import ScoringModels, Scorer, Settings
 from tfmssass.serving import RestBackend, ServingError, ServingUnavailable
 from tfmssass.synthetic import synthesize
 from tfmssass.train_grader import build_model as build_grader

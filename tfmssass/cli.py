@@ -403,7 +403,8 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     """
     from pathlib import Path
 
-    from .score import Settings, load_models, run_scoring, salt_id
+    from .score import run_scoring, salt_id
+    from .scorers import Settings, load_models
     from .serving import ServingUnavailable
 
     if pseudonymize:

@@ -28,6 +28,7 @@ import tensorflow as tf
 from . import __version__, anatomy
 from .config import GraderConfig, KeypointConfig
 from .pipeline import VIEWS, Stage1, corner_crops, grade_corners
+from .scorers import PHANTOM_WARNING
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grades",
                 "corner_confidence", "review", "model_note")
@@ -42,6 +43,9 @@ class PipelineFunctions:
         self.stage1 = Stage1(keypoint_model, kp.input_size, kp.cache_long_side, kp.confidence_threshold,
                              kp.min_points)
         self.grader, self.gr, self.threshold = grader, gr, kp.confidence_threshold
+        s = gr.input_size
+        self.grade = tf.function(lambda x: tf.cast(grader(x, training=False), tf.float32), autograph=False,
+                                 input_signature=[tf.TensorSpec([None, s, s, 1], tf.float32)])
         self.review_threshold, self.point_review = review_threshold, point_review
 
     def _one(self, image):
@@ -71,7 +75,7 @@ class PipelineFunctions:
         points, confidence, view, found, crops, ok, level_conf = tf.map_fn(
             one, images, fn_output_signature=self._signature(self.gr))
         s = self.gr.input_size
-        probabilities = tf.cast(self.grader(tf.reshape(crops, [-1, s, s, 1]), training=False), tf.float32)
+        probabilities = self.grade(tf.reshape(crops, [-1, s, s, 1]))
         probabilities = tf.reshape(probabilities, [-1, 12, 4])
         grades, corner_conf, review = grade_corners(probabilities, level_conf, ok, self.review_threshold,
                                                     self.point_review)
@@ -92,13 +96,11 @@ class PipelineFunctions:
                 "spine_found": found}
 
     def grader_only(self, crops):
-        return {"grade_probabilities": tf.cast(self.grader(crops, training=False), tf.float32)}
+        return {"grade_probabilities": self.grade(crops)}
 
 
 def export_models(keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, out, metadata: dict) -> Path:
     """Write the SavedModel (atomically: a temp folder renamed into place) and metadata.json."""
-    import keras
-
     out = Path(out)
     if not out.name.isdigit():
         raise ValueError(f"{out}: the last folder must be a numeric version (TF Serving layout), e.g. .../1")
@@ -106,21 +108,25 @@ def export_models(keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, 
         raise ValueError(f"{out}: already exists; choose a new version number")
     fns = PipelineFunctions(keypoint_model, kp, grader, gr, metadata.get("note", ""))
     s = gr.input_size
-    archive = keras.export.ExportArchive()
-    archive.track(keypoint_model)
-    archive.track(grader)
-    archive.add_endpoint("serving_default", lambda images: fns.run(images, decode_png=True),
-                         input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-    archive.add_endpoint("image_tensor", lambda images: fns.run(images, decode_png=False),
-                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
-    archive.add_endpoint("keypoints", fns.keypoints_only,
-                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
-    archive.add_endpoint("grader", fns.grader_only,
-                         input_signature=[tf.TensorSpec([None, s, s, 1], tf.float32, name="crops")])
+    images = tf.TensorSpec([None, None, None, 1], tf.float32, name="images")
+    # A plain tf.Module holding the variables once (keras' ExportArchive stored every weight twice).
+    module = tf.Module()
+    module.model_variables = [w.value for w in keypoint_model.weights + grader.weights]
+    signatures = {
+        "serving_default": tf.function(lambda images: fns.run(images, decode_png=True), autograph=False,
+                                       input_signature=[tf.TensorSpec([None], tf.string, name="images")]),
+        "image_tensor": tf.function(lambda images: fns.run(images, decode_png=False), autograph=False,
+                                    input_signature=[images]),
+        "keypoints": tf.function(fns.keypoints_only, autograph=False, input_signature=[images]),
+        "grader": tf.function(fns.grader_only, autograph=False,
+                              input_signature=[tf.TensorSpec([None, s, s, 1], tf.float32, name="crops")]),
+    }
+    for name, fn in signatures.items():
+        setattr(module, name, fn)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        archive.write_out(str(tmp / "model"), verbose=False)
+        tf.saved_model.save(module, str(tmp / "model"), signatures=signatures)
         (tmp / "model" / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
         if out.exists():
             out.rmdir()
@@ -135,8 +141,7 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
     return {
         "package": "tfmssass", "version": __version__,
         "phantom_trained": phantom,
-        "note": ("PHANTOM-TRAINED DEMO MODELS: trained on synthetic phantoms only; not for clinical or "
-                 "research use") if phantom else "",
+        "note": PHANTOM_WARNING if phantom else "",
         "classes": {str(k): v for k, v in anatomy.GRADES.items()},
         "views": list(VIEWS), "levels": anatomy.LEVELS, "corners": anatomy.CORNERS,
         "point_names": [f"{lv}_{p}" for v in VIEWS for lv in anatomy.LEVELS[v] for p in anatomy.POINTS],

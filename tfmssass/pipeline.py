@@ -88,15 +88,18 @@ class Stage1:
                  min_points: int = 8, margin: float = 0.2, flip_test: bool = False):
         self.model, self.input_size, self.long_side = model, tuple(int(v) for v in input_size), long_side
         self.threshold, self.min_points, self.margin, self.flip_test = threshold, min_points, margin, flip_test
+        # one traced forward pass, called by both passes (and every exported signature)
+        self.forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), autograph=False,
+                                   input_signature=[tf.TensorSpec([None, *self.input_size, 1], tf.float32)])
 
     def heatmaps(self, image, box):
         """Heatmaps [h, w, 24] of ``box`` fitted into the model input, and the image→input matrix."""
         matrix = region_matrix(box, self.input_size)
         x = warp(image, matrix, self.input_size)[None, :, :, None]
-        out = tf.cast(self.model(x, training=False), tf.float32)
+        out = self.forward(x)
         if self.flip_test:
             # A lateral view has no left/right point pairs: the flipped heatmaps only mirror back.
-            flipped = tf.cast(self.model(x[:, :, ::-1], training=False), tf.float32)
+            flipped = self.forward(x[:, :, ::-1])
             out = (out + flipped[:, :, ::-1]) / 2.0
         return out[0], matrix
 
