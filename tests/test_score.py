@@ -319,3 +319,38 @@ def test_cli_untrained_models_report_spine_not_found(phantoms, tmp_path):
 
     usage = runner.invoke(main, args + ["--pseudonymize"])
     assert usage.exit_code == 2 and "--salt" in usage.output
+
+
+# ---- the shipped demo ----------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_demo_model_and_examples_fit_in_git():
+    model = REPO / "saved_models" / "phantom-demo" / "1"
+    meta = json.loads((model / "metadata.json").read_text())
+    assert meta["phantom_trained"] and meta["keypoints"]["training_data"]["phantom"]
+    assert sum(p.stat().st_size for p in (REPO / "saved_models").rglob("*") if p.is_file()) <= 40e6
+    assert sum(p.stat().st_size for p in (REPO / "examples").rglob("*.dcm")) <= 10e6
+    labels = pd.read_csv(REPO / "examples" / "labels.csv")
+    assert labels.groupby("patient_id")["visit_date"].nunique().min() == 2
+    assert set(labels["view"]) == {"cervical", "lumbar"}
+
+
+def test_score_without_a_model_uses_the_demo_and_says_so(tmp_path):
+    folder = tmp_path / "in"
+    for rel in ("PH0001/2016-09-26/cervical.dcm", "PH0001/2018-11-24/cervical.dcm"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "examples" / rel, folder / rel)
+    result = CliRunner().invoke(main, ["score", str(folder), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "PHANTOM-TRAINED DEMO MODELS" in result.output
+    out = tmp_path / "out"
+    for name in OUTPUT_CSVS:
+        frame = pd.read_csv(out / name)
+        assert list(frame.columns)[-1] == "models"
+        assert frame.empty or frame["models"].str.startswith("PHANTOM-TRAINED").all(), name
+    assert "PHANTOM-TRAINED" in (out / "report.html").read_text()
+    corners = pd.read_csv(out / "corners.csv")
+    assert len(corners) == 24 and corners["grade"].notna().sum() >= 20  # the demo finds these spines
+    assert len(pd.read_csv(out / "progression.csv")) == 1
