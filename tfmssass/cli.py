@@ -23,8 +23,8 @@ def _fail(message: str, code: int = 1):
 def main():
     """Automated mSASSS scoring of lateral cervical and lumbar spine radiographs.
 
-    Status: reading, labels, phantoms, both model stages (train/evaluate) and scoring work; the
-    SavedModel export and shipped demo models are being built (see README).
+    Start with `tfmssass score examples/ --out scored` (the shipped phantom-trained demo model),
+    then open scored/report.html. The demo model has never seen a patient: train your own (README).
     """
 
 
