@@ -39,6 +39,8 @@ def test_icc_two_raters_against_pingouin():
     # a constant offset lowers absolute agreement, not consistency
     shifted = icc(np.column_stack([pairs[:, 0], pairs[:, 0] + 3]))
     assert shifted["icc3_1"][0] == pytest.approx(1.0) and shifted["icc2_1"][0] < 0.99
+    opposed = icc(np.array([[1.0, 3], [2, 2], [3, 1]]))  # raters disagree completely: no interval
+    assert opposed["icc2_1"][0] < 0 and np.isnan(opposed["icc2_1"][1:]).all()
 
 
 def test_bland_altman_and_kappa_by_hand():

@@ -46,8 +46,8 @@ def icc(ratings: np.ndarray, alpha: float = 0.05) -> dict:
         f_l = f_obs / stats.f.ppf(q, n - 1, (n - 1) * (k - 1))
         f_u = f_obs * stats.f.ppf(q, (n - 1) * (k - 1), n - 1)
         out["icc3_1"] = (icc3, (f_l - 1) / (f_l + k - 1), (f_u - 1) / (f_u + k - 1))
-    else:  # perfect agreement of the pattern: no residual variance
-        out["icc3_1"] = (icc3, icc3, icc3)
+    else:  # no residual variance: no interval
+        out["icc3_1"] = (icc3, float("nan"), float("nan"))
 
     denominator = msr + (k - 1) * mse + k * (msc - mse) / n
     icc2 = (msr - mse) / denominator if denominator > 0 else float("nan")
@@ -60,8 +60,8 @@ def icc(ratings: np.ndarray, alpha: float = 0.05) -> dict:
         lower = n * (msr - f_star * mse) / (f_star * (k * msc + (k * n - k - n) * mse) + n * msr)
         upper = n * (f_2star * msr - mse) / (k * msc + (k * n - k - n) * mse + n * f_2star * msr)
         out["icc2_1"] = (icc2, lower, upper)
-    else:
-        out["icc2_1"] = (icc2, icc2, icc2)
+    else:  # no interval from this formula (ICC ≤ 0 or exact agreement)
+        out["icc2_1"] = (icc2, float("nan"), float("nan"))
     return out
 
 
