@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from . import anatomy
-from .totals import PROGRESSION_DELTA, visit_totals
+from .totals import PROGRESSION_DELTA, progression, visit_totals
 
 
 def icc(ratings: np.ndarray, alpha: float = 0.05) -> dict:
@@ -95,14 +95,7 @@ def reference_visits(labels: pd.DataFrame, impute: str = "mean") -> tuple[pd.Dat
 
 
 def _changes(visits: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for patient, series in visits.sort_values("visit_date").groupby("patient_id"):
-        series = series.reset_index(drop=True)
-        for i in range(1, len(series)):
-            rows.append({"patient_id": patient, "from_date": series.loc[i - 1, "visit_date"],
-                         "to_date": series.loc[i, "visit_date"],
-                         "delta": series.loc[i, "msasss"] - series.loc[i - 1, "msasss"]})
-    return pd.DataFrame(rows, columns=["patient_id", "from_date", "to_date", "delta"])
+    return progression(visits)[["patient_id", "from_date", "to_date", "delta"]]
 
 
 def agreement(scores: pd.DataFrame, reference: pd.DataFrame) -> dict:

@@ -68,16 +68,17 @@ def _bridged_levels(grades: dict) -> set[str]:
             if all(grades.get(c) == 3 for c in anatomy.level_corners(level))}
 
 
-def progression(visits: pd.DataFrame, corners: pd.DataFrame) -> pd.DataFrame:
+def progression(visits: pd.DataFrame, corners: pd.DataFrame | None = None) -> pd.DataFrame:
     """Between consecutive visits of each patient: interval, Δ mSASSS and new lesions.
 
     ``new_syndesmophytes``: corners graded at both visits that go from < 2 to ≥ 2.
     ``new_bridges``: disk spaces whose two corners are 3 at the later visit and were not both 3 at
-    the earlier one. Δ and ``progressed`` are blank when either total is blank.
+    the earlier one. Δ and ``progressed`` are blank when either total is blank; the lesion counts
+    are blank without ``corners`` (visit totals alone).
     """
     rows = []
     grade_maps = {key: dict(zip(g["corner"], g["grade"]))
-                  for key, g in corners.groupby(["patient_id", "visit_date"], sort=True)}
+                  for key, g in corners.groupby(["patient_id", "visit_date"], sort=True)} if corners is not None else {}
     for patient, series in visits.sort_values("visit_date").groupby("patient_id", sort=True):
         series = series.reset_index(drop=True)
         for i in range(1, len(series)):
@@ -86,11 +87,13 @@ def progression(visits: pd.DataFrame, corners: pd.DataFrame) -> pd.DataFrame:
             delta = None
             if pd.notna(before["msasss"]) and pd.notna(after["msasss"]):
                 delta = float(after["msasss"]) - float(before["msasss"])
-            g0 = grade_maps.get((patient, before["visit_date"]), {})
-            g1 = grade_maps.get((patient, after["visit_date"]), {})
-            both = [c for c in anatomy.ALL_CORNERS if pd.notna(g0.get(c)) and pd.notna(g1.get(c))]
-            new_synd = sum(1 for c in both if g0[c] < 2 <= g1[c])
-            new_bridges = len(_bridged_levels(g1) - _bridged_levels(g0))
+            new_synd = new_bridges = None
+            if corners is not None:
+                g0 = grade_maps.get((patient, before["visit_date"]), {})
+                g1 = grade_maps.get((patient, after["visit_date"]), {})
+                both = [c for c in anatomy.ALL_CORNERS if pd.notna(g0.get(c)) and pd.notna(g1.get(c))]
+                new_synd = sum(1 for c in both if g0[c] < 2 <= g1[c])
+                new_bridges = len(_bridged_levels(g1) - _bridged_levels(g0))
             rows.append({
                 "patient_id": patient, "from_date": before["visit_date"], "to_date": after["visit_date"],
                 "years": round(days / 365.25, 2), "delta": delta,
