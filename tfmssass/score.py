@@ -49,7 +49,8 @@ def content_key(path: Path) -> str:
 
 # ---- the run --------------------------------------------------------------------------------------
 
-def _prepare_work(out: Path, settings: Settings, resume: bool) -> Path:
+def _prepare_work(out: Path, settings: Settings, resume: bool) -> tuple[Path, dict[str, str]]:
+    """The records folder, and {content key: file} of the radiographs already scored there."""
     work = out / ".work"
     records = work / "records"
     wanted = json.dumps(asdict(settings), sort_keys=True)
@@ -62,10 +63,14 @@ def _prepare_work(out: Path, settings: Settings, resume: bool) -> Path:
         shutil.rmtree(out / "overlays", ignore_errors=True)
     records.mkdir(parents=True, exist_ok=True)
     write_text(work / "settings.json", wanted)
+    done = {}
     for path in records.glob("*.json"):  # inputs that were not scored are tried again
-        if json.loads(path.read_text())["status"] != "scored":
+        record = json.loads(path.read_text())
+        if record["status"] == "scored":
+            done[record["key"]] = record["file"]
+        else:
             path.unlink()
-    return records
+    return records, done
 
 
 def _file_key(item: Item) -> str:
@@ -94,8 +99,7 @@ def run_scoring(root, out, models, settings: Settings, meta_csv=None, batch_size
         raise ValueError("settings.salt_id must be salt_id(salt)")
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records = _prepare_work(out, settings, resume)
-    done = {r["key"]: r["file"] for r in _load_records(records)}  # scored radiographs only
+    records, done = _prepare_work(out, settings, resume)
     sidecar = read_meta_table(meta_csv) if meta_csv else None
     files, passed_over = discover(root)
     scorer = (ServedScorer(models, settings, out) if hasattr(models, "predict")
@@ -156,7 +160,7 @@ def run_scoring(root, out, models, settings: Settings, meta_csv=None, batch_size
         for record in scorer.flush():
             _save_record(records, record)
     bar.close()
-    return write_outputs(out, records, files, root, settings, passed_over)
+    return write_outputs(out, records, len(files), settings, passed_over)
 
 
 # ---- outputs from records -----------------------------------------------------------------------
@@ -202,7 +206,7 @@ def _write_csv(path: Path, frame: pd.DataFrame, note: str) -> None:
         frame.to_csv(tmp, index=False, encoding="utf-8")
 
 
-def write_outputs(out: Path, records_dir: Path, files, root, settings: Settings, passed_over: int = 0) -> dict:
+def write_outputs(out: Path, records_dir: Path, files: int, settings: Settings, passed_over: int = 0) -> dict:
     from .report import write_report
     from .totals import progression, visit_totals
 
@@ -242,4 +246,4 @@ def write_outputs(out: Path, records_dir: Path, files, root, settings: Settings,
     failed = sum(r["status"] == "failed" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)
     return {"scored": len(records) - failed - skipped, "failed": failed, "skipped": skipped,
-            "files": len(files), "passed_over": passed_over, "not_used": len(not_used)}
+            "files": files, "passed_over": passed_over, "not_used": len(not_used)}

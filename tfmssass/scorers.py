@@ -135,15 +135,18 @@ def _base_record(item: Item) -> dict:
             "reason": "", "levels": {}, "corners": []}
 
 
-def _fill_levels(record: dict, view: str, points: np.ndarray, confidence: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """The view's 6 levels into the record; returns their point confidence (min of the two points)."""
-    span = VIEW_SLICES[view]
-    points, conf = points[span], confidence[span]
-    level_conf = np.minimum(conf[0::2], conf[1::2])
+def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
+    """Per level of the view: the lower confidence of its two points."""
+    conf = confidence[VIEW_SLICES[view]]
+    return np.minimum(conf[0::2], conf[1::2])
+
+
+def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarray) -> None:
+    """The view's 6 levels into the record: both points, their confidence, whether they were cut."""
+    points = points[VIEW_SLICES[view]]
     for j, level in enumerate(anatomy.LEVELS[view]):
         record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
                                    "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
-    return level_conf
 
 
 def _fill_corners(record: dict, probabilities, grades, confidence, review, point_threshold: float) -> None:
@@ -221,11 +224,11 @@ class Scorer:
         if not det.found:
             record.update(status="failed", reason=det.reason)
             return [record]
-        span = VIEW_SLICES[det.view]
-        conf = det.confidence[span]
-        confident = np.minimum(conf[0::2], conf[1::2]) >= self.models.point_threshold
-        crops, cut = (t.numpy() for t in self._crops(item.image, det.points[span], confident))
-        level_conf = _fill_levels(record, det.view, det.points, det.confidence, cut)
+        level_conf = _level_confidence(det.view, det.confidence)
+        confident = level_conf >= self.models.point_threshold
+        points = det.points[VIEW_SLICES[det.view]]
+        crops, cut = (t.numpy() for t in self._crops(item.image, points, confident))
+        _fill_levels(record, det.view, det.points, level_conf, cut)
         self.pending.append((record, crops, level_conf, shrink_for_overlay(item.image)))
         return self.flush() if len(self.pending) * 12 >= self.batch_size else []
 
@@ -275,7 +278,8 @@ class ServedScorer:
             record.update(status="failed", reason="spine not found")
             return [record]
         cut = out["grades"][0::2] >= 0
-        _fill_levels(record, out["view"], out["keypoints"], out["keypoint_confidence"], cut)
+        _fill_levels(record, out["view"], out["keypoints"], _level_confidence(out["view"], out["keypoint_confidence"]),
+                     cut)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
                       self.point_threshold)
         record["overlay"] = _write_overlay(record, shrink_for_overlay(item.image), self.out, self.settings,
