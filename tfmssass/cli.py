@@ -187,13 +187,62 @@ def labels_from_coco(coco_json, out, images_root):
     click.echo(f"{out}: {len(frame)} radiographs written; run 'tfmssass labels check {out}'")
 
 
+@main.command()
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Prepared data folder.")
+@click.option("--long-side", type=click.IntRange(64), default=1024, show_default=True,
+              help="Stage-1 working size: the display image's long side, in pixels.")
+@click.option("--patch-depth", "patch_depth_px", type=click.IntRange(8), default=96, show_default=True,
+              help="Stage-2 patch scale: centre-to-anterior distance in patch pixels.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patient split.")
+@click.option("--per-shard", type=click.IntRange(1), default=64, show_default=True,
+              help="Radiographs per shard (64 real radiographs: about 100-200 MB).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Decoding processes (default: all cores).")
+def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers):
+    """Decode every labelled radiograph once into TFRecord shards for 'train --data'. Rerun to resume."""
+    from .io.labels import LabelError
+    from .prepare import PrepareError, prepare as run_prepare
+
+    try:
+        index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers)
+    except (LabelError, PrepareError) as exc:
+        _fail(str(exc))
+    for name in ("train", "val"):
+        part = index["splits"][name]
+        grades = ", ".join(f"{g}: {n}" for g, n in part["grades"].items())
+        click.echo(f"{out}: {name}: {part['radiographs']} radiographs of {part['patients']} patients; "
+                   f"corners per grade {grades}")
+    if index["errors"]:
+        click.echo(f"{out}: {index['errors']} radiographs could not be read (listed in {Path(out) / 'errors.csv'})")
+    sys.exit(1 if index["errors"] else 0)
+
+
 @main.group()
 def train():
     """Train a stage on labelled radiographs (writes a run folder)."""
 
 
+def _training_source(labels_csv, data_dir) -> str:
+    """Exactly one of --labels and --data."""
+    if bool(labels_csv) == bool(data_dir):
+        raise click.UsageError("give either --labels labels.csv or --data DIR (made by 'tfmssass prepare')")
+    return labels_csv or data_dir
+
+
+_LABELS_OPTION = click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+                              help="Labelled radiographs (decoded into a cache in the run folder).")
+_DATA_OPTION = click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), default=None,
+                            help="A folder made by 'tfmssass prepare' (TFRecord shards; for large archives).")
+_STRATEGY_OPTION = click.option(
+    "--strategy", type=click.Choice(["auto", "mirrored", "multiworker", "default"]), default="auto",
+    show_default=True, help="auto: all GPUs of this machine; multiworker: the machines in TF_CONFIG "
+                            "(README, Training on a cluster); default: one device.")
+
+
 @train.command("keypoints")
-@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@_LABELS_OPTION
+@_DATA_OPTION
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
               help="paper: HRNet-W32, batch 32 (GPU); small: HRNet-W16 for a CPU; tiny: tests.")
@@ -206,27 +255,30 @@ def train():
 @click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these weights (.weights.h5, same network); nothing is downloaded.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
-@click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True)
-def train_keypoints_cmd(labels_csv, out, preset, epochs, batch_size, learning_rate, seed, val_fraction,
+@_STRATEGY_OPTION
+def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, learning_rate, seed, val_fraction,
                         steps_per_epoch, init, mixed_precision, strategy):
     """Stage 1: HRNet disk-point detector. Run the same command again to resume."""
+    source = _training_source(labels_csv, data_dir)
     from .config import keypoint_config
     from .io.labels import LabelError
+    from .prepare import PrepareError
     from .train import RunFolderError
     from .train_keypoints import train_keypoints
 
     config = keypoint_config(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch)
     try:
-        run = train_keypoints(labels_csv, out, config, init=init, mixed_precision=mixed_precision,
+        run = train_keypoints(source, out, config, init=init, mixed_precision=mixed_precision,
                               strategy=strategy)
-    except (LabelError, RunFolderError, ValueError) as exc:
+    except (LabelError, PrepareError, RunFolderError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
 
 
 @train.command("grader")
-@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True)
+@_LABELS_OPTION
+@_DATA_OPTION
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
               help="paper: ResNet152 at 224, Adam 1e-6, batch 3; small: small residual net at 128, "
@@ -243,13 +295,15 @@ def train_keypoints_cmd(labels_csv, out, preset, epochs, batch_size, learning_ra
               help="Backbone weights from a local file (e.g. ImageNet notop .h5); nothing is downloaded.")
 @click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
               help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
-@click.option("--mixed-precision", is_flag=True)
-@click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True)
-def train_grader_cmd(labels_csv, out, preset, backbone, epochs, batch_size, learning_rate, per_class, seed,
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
+@_STRATEGY_OPTION
+def train_grader_cmd(labels_csv, data_dir, out, preset, backbone, epochs, batch_size, learning_rate, per_class, seed,
                      val_fraction, init, keypoints_run, mixed_precision, strategy):
     """Stage 2: corner grader on canonical crops (labelled or --keypoints points). Rerun to resume."""
+    source = _training_source(labels_csv, data_dir)
     from .config import grader_config
     from .io.labels import LabelError
+    from .prepare import PrepareError
     from .train import RunFolderError
     from .train_grader import train_grader
 
@@ -257,9 +311,9 @@ def train_grader_cmd(labels_csv, out, preset, backbone, epochs, batch_size, lear
                            learning_rate=learning_rate, per_class=per_class, seed=seed,
                            val_fraction=val_fraction)
     try:
-        run = train_grader(labels_csv, out, config, init=init, mixed_precision=mixed_precision,
+        run = train_grader(source, out, config, init=init, mixed_precision=mixed_precision,
                            strategy=strategy, keypoints_run=keypoints_run)
-    except (LabelError, RunFolderError, ValueError) as exc:
+    except (LabelError, PrepareError, RunFolderError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
 

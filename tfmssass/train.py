@@ -9,6 +9,8 @@ command again. ``done`` marks a finished run.
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -20,6 +22,7 @@ from .io.labels import load_labels
 from .split import split_patients, write_split
 
 BEST = "best.weights.h5"
+LAST = "last.weights.h5"
 
 
 class RunFolderError(Exception):
@@ -59,20 +62,32 @@ def trained_on_phantoms(config: dict) -> bool:
     return bool(labels) and (Path(labels).parent / "synth.json").is_file()
 
 
-def start_run(labels_csv, out, stage: str, config: dict, init, mixed_precision: bool,
+def start_run(source, out, stage: str, config: dict, init, mixed_precision: bool,
               val_fraction: float, seed: int, **extra):
-    """Read the labels, open the run folder and write its patient split.
+    """Open the run folder for ``source`` (a labels.csv, or a folder made by ``tfmssass prepare``)
+    and write its patient split: the labels' split made here, or the prepared folder's own.
 
-    Returns (run, frame, split); frame and split are None when the run had already finished.
+    Returns (run, frame, split): frame is the label table (None for prepared data); split is None
+    when the run had already finished.
     """
-    frame, _ = load_labels(labels_csv, check_images=False)
-    run, done = open_run(out, {"stage": stage, "labels": str(Path(labels_csv).resolve()), stage: config,
-                               "init": init, "mixed_precision": mixed_precision,
-                               "training_data": training_data_summary(labels_csv, frame), **extra})
+    source = Path(source)
+    if source.is_dir():
+        from .prepare import load_index
+
+        index = load_index(source)
+        frame, split = None, pd.read_csv(source / "split.csv")
+        origin = {"data": str(source.resolve()), "training_data": index["training_data"]}
+    else:
+        frame, _ = load_labels(source, check_images=False)
+        split = None
+        origin = {"labels": str(source.resolve()), "training_data": training_data_summary(source, frame)}
+    run, done = open_run(out, {"stage": stage, **origin, stage: config, "init": init,
+                               "mixed_precision": mixed_precision, **extra})
     if done:
         print(f"{run}: already finished (delete {run / 'done'} to train again)")
-        return run, None, None
-    split = split_patients(frame, val_fraction, seed)
+        return run, frame, None
+    if split is None:
+        split = split_patients(frame, val_fraction, seed)
     write_split(split, run / "split.csv")
     return run, frame, split
 
@@ -93,12 +108,81 @@ def read_config(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes what Keras 3's ``fit`` hands it.
+
+    Keras 3 reduces a whole (x, y) batch at once and scalar logs with ``axis=0``; the collective
+    strategy accepts neither (a nest; an axis on a 0-d tensor). Reduce each tensor on its own,
+    over the replicas only where it has no axis to reduce.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            first = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)
+            return super(_MultiWorkerStrategy, self).reduce(reduce_op, v, axis if first.shape.rank else None)
+        return tf.nest.map_structure(one, value)
+
+
 def choose_strategy(kind: str = "auto") -> tf.distribute.Strategy:
-    """MirroredStrategy when several GPUs are visible (or asked for); else the default strategy."""
+    """``auto``: MirroredStrategy when several GPUs are visible, else the default strategy.
+    ``multiworker``: one replica group across the machines named in ``TF_CONFIG``."""
+    if kind == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise RunFolderError("--strategy multiworker needs TF_CONFIG (see README, Training on a cluster)")
+        return _MultiWorkerStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if kind == "mirrored" or (kind == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in a multi-worker run: input shard (index of count) and whether it is
+    the chief, the one worker that writes the run folder's checkpoint, logs and ``done``."""
+
+    count: int = 1
+    index: int = 0
+    chief: bool = True
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().jobs:
+        return WorkerRole()
+    spec = resolver.cluster_spec()
+    jobs = spec.as_dict()
+    chiefs = len(jobs.get("chief", []))
+    count = chiefs + len(jobs.get("worker", []))
+    index = resolver.task_id + (chiefs if resolver.task_type == "worker" else 0)
+    chief = resolver.task_type == "chief" or (not chiefs and resolver.task_type == "worker" and resolver.task_id == 0)
+    return WorkerRole(count, index, chief)
+
+
+class AverageStatistics(keras.callbacks.Callback):
+    """At each epoch end, average the float non-trainable state (BatchNorm moving statistics)
+    over the workers. Gradients are all-reduced, so the weights agree; these statistics are
+    updated from each worker's own batches and would drift apart, so that each worker's checkpoint
+    would be a different model. Runs before the backup and the checkpoint are written."""
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        super().__init__()
+        self.strategy = strategy
+        self._average = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._average is None:
+            state = [v for v in self.model.non_trainable_variables if v.dtype.startswith("float")]
+
+            @tf.function
+            def average():
+                context = tf.distribute.get_replica_context()
+                means = context.all_reduce("MEAN", [tf.identity(v.value) for v in state])
+                for variable, mean in zip(state, means):
+                    variable.assign(mean)
+
+            self._average = average
+        self.strategy.run(self._average)
 
 
 def set_precision(mixed: bool) -> None:
@@ -116,22 +200,49 @@ def _best_so_far(run: Path, monitor: str, mode: str):
     return float(frame[monitor].min() if mode == "min" else frame[monitor].max())
 
 
+def backup_dir(run: Path, role: WorkerRole) -> Path:
+    return (run if role.chief else run / "workers" / str(role.index)) / "backup"
+
+
+def resumed_epoch(run: Path, role: WorkerRole = WorkerRole()) -> int:
+    """The epoch a restarted run continues from (0 for a fresh one), as BackupAndRestore sees it."""
+    meta = backup_dir(run, role) / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+
+
 def fit_run(run: Path, model: keras.Model, train_ds, steps_per_epoch: int, epochs: int,
             monitor: str, mode: str = "min", val_ds=None, validation_steps=None,
-            metric_callbacks=(), extra_callbacks=(), verbose: int = 1) -> keras.callbacks.History:
-    """Fit with best-checkpointing, CSV + TensorBoard logs and resume after a kill."""
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
-        *metric_callbacks,  # these add the monitored metric to the logs, so they go first
-        keras.callbacks.ModelCheckpoint(
-            str(run / BEST), monitor=monitor, mode=mode, save_best_only=True,
-            save_weights_only=True, initial_value_threshold=_best_so_far(run, monitor, mode)),
-        keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
-        keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
-        *extra_callbacks,
-    ]
+            metric_callbacks=(), extra_callbacks=(), verbose: int = 1,
+            role: WorkerRole = WorkerRole(), strategy: tf.distribute.Strategy | None = None
+            ) -> keras.callbacks.History:
+    """Fit with best-checkpointing, CSV + TensorBoard logs and resume after a kill.
+
+    With several workers (``strategy`` multi-worker), their BatchNorm statistics are averaged at
+    each epoch end (:class:`AverageStatistics`). Every worker keeps its own backup (``backup/`` on the chief, ``workers/<i>/backup`` on the
+    others), so a restarted cluster resumes from the last finished epoch even on a shared folder.
+    Only the chief writes the checkpoint, logs and ``done``; each worker ends by saving its final
+    weights (``last.weights.h5``, in ``workers/<i>/`` on the others), which must agree.
+    """
+    own = backup_dir(run, role).parent
+    own.mkdir(parents=True, exist_ok=True)
+    callbacks = [AverageStatistics(strategy)] if role.count > 1 else []
+    callbacks += [keras.callbacks.BackupAndRestore(str(own / "backup"), double_checkpoint=True),
+                  *metric_callbacks]  # these add the monitored metric to the logs, so they go first
+    if role.chief:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                str(run / BEST), monitor=monitor, mode=mode, save_best_only=True,
+                save_weights_only=True, initial_value_threshold=_best_so_far(run, monitor, mode)),
+            keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
+            keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
+        ]
+    callbacks += list(extra_callbacks)
     history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         validation_data=val_ds, validation_steps=validation_steps,
-                        callbacks=callbacks, verbose=verbose)
-    write_text(run / "done", "finished\n")
+                        callbacks=callbacks, verbose=verbose if role.chief else 0)
+    tmp = own / f".{LAST}.{os.getpid()}.weights.h5"  # Keras insists on the suffix
+    model.save_weights(str(tmp))
+    os.replace(tmp, own / LAST)
+    if role.chief:
+        write_text(run / "done", "finished\n")
     return history

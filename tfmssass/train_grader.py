@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -10,9 +11,12 @@ import pandas as pd
 
 from . import grading_metrics
 from .config import GraderConfig
-from .data.corners import CornerAugment, predicted_points, balanced_training_dataset, corner_dataset, corner_samples, extract_patches
+from .data.corners import (CornerAugment, balanced_steps, balanced_training_dataset, corner_dataset, corner_samples,
+                           extract_patches, predicted_points, prepared_balanced_dataset, prepared_validation_dataset)
 from .models.grader import CornerGrader
-from .train import BEST, choose_strategy, fit_run, read_config, record_skipped, set_precision, start_run
+from .prepare import grade_counts, load_index
+from .train import (BEST, WorkerRole, choose_strategy, fit_run, read_config, record_skipped, resumed_epoch,
+                    set_precision, start_run, worker_role)
 
 #: Best epoch by balanced accuracy on the (naturally skewed) validation corners: plain accuracy
 #: would favour a grader that calls everything 0.
@@ -30,24 +34,39 @@ def load_grader(run_dir) -> tuple[CornerGrader, GraderConfig]:
     return model, config
 
 
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(grade probabilities [N, 4], true grades [N]) over a dataset of (crop, grade) batches."""
+    probs, grades = [np.zeros((0, 4), np.float32)], [np.zeros(0, np.int64)]
+    for x, y in dataset:
+        probs.append(np.asarray(model(x, training=False), np.float32))
+        grades.append(np.asarray(y))
+    return np.concatenate(probs), np.concatenate(grades)
+
+
+def samples_dataset(config: GraderConfig, samples: pd.DataFrame, batch_size: int = 64):
+    """Corner samples (a table) as crops made exactly as in validation."""
+    return corner_dataset(samples, np.arange(len(samples)), config.input_size, batch_size,
+                          config.extent, CornerAugment(enabled=False), config.clahe, config.clahe_clip,
+                          seed=config.seed, drop_remainder=False)
+
+
 def predict_samples(model, config: GraderConfig, samples: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
     """Grade probabilities [N, 4] of corner samples, crops made exactly as in validation."""
     if samples.empty:
         return np.zeros((0, 4), np.float32)
-    ds = corner_dataset(samples, np.arange(len(samples)), config.input_size, batch_size,
-                        config.extent, CornerAugment(enabled=False), config.clahe, config.clahe_clip,
-                        seed=config.seed, drop_remainder=False)
-    return np.concatenate([np.asarray(model(x, training=False)) for x, _ in ds], axis=0)
+    return predict_dataset(model, samples_dataset(config, samples, batch_size))[0]
 
 
 class GradingMetricsCallback(keras.callbacks.Callback):
-    def __init__(self, config: GraderConfig, samples: pd.DataFrame):
+    """After each epoch, grade every validation corner: balanced and exact accuracy, QWK."""
+
+    def __init__(self, val_ds):
         super().__init__()
-        self.config, self.samples = config, samples
+        self.val_ds = val_ds
 
     def on_epoch_end(self, epoch, logs=None):
-        probs = predict_samples(self.model, self.config, self.samples)
-        cm = grading_metrics.confusion_matrix(self.samples["grade"], probs.argmax(axis=1))
+        probs, grades = predict_dataset(self.model, self.val_ds)
+        cm = grading_metrics.confusion_matrix(grades, probs.argmax(axis=1))
         stats = grading_metrics.summary(cm)
         table = grading_metrics.per_grade_table(cm)
         if logs is not None:
@@ -57,44 +76,82 @@ class GradingMetricsCallback(keras.callbacks.Callback):
             logs["val_grade2_sensitivity"] = float(table.loc[2, "sensitivity"])
 
 
-def train_grader(labels_csv, out, config: GraderConfig, init: str | None = None,
-                 mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
-                 extra_callbacks=(), keypoints_run=None) -> Path:
-    """Train the grader. Crops come from the labelled points, or with ``keypoints_run`` from a
-    stage-1 run's predictions (so the grader learns on the points it will be given)."""
-    run, frame, split = start_run(labels_csv, out, "grader", config.to_dict(), init, mixed_precision,
-                                  config.val_fraction, config.seed,
-                                  keypoints_run=str(Path(keypoints_run).resolve()) if keypoints_run else None)
-    if frame is None:
-        return run
+def _crop_options(config: GraderConfig) -> dict:
+    return {"extent": config.extent, "use_clahe": config.clahe, "clip": config.clahe_clip}
+
+
+def _labelled_inputs(run, frame, split, config: GraderConfig, keypoints_run, first_epoch: int, verbose: int):
+    """Cut level patches from the labels' radiographs (cached), then balanced training windows."""
     points_from = predicted_points(keypoints_run, frame) if keypoints_run else None
     patches, errors = extract_patches(frame, run / "patches", config.patch_depth_px, points_from,
                                       progress=verbose > 0)
     record_skipped(run, errors)
     samples = corner_samples(patches)
-    side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
-    train_samples = samples[side == "train"].reset_index(drop=True)
-    val_samples = samples[side == "val"].reset_index(drop=True)
+    side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"]))) if len(samples) else None
+    train_samples = samples[side == "train"].reset_index(drop=True) if side is not None else samples
+    val_samples = samples[side == "val"].reset_index(drop=True) if side is not None else samples
     if train_samples.empty or val_samples.empty:
         raise ValueError("need graded corners of at least two patients (one for validation)")
-    counts = train_samples["grade"].value_counts().sort_index()
-    print("training corners per grade: " + ", ".join(f"{g}: {n}" for g, n in counts.items()))
+    counts = train_samples["grade"].value_counts().sort_index().to_dict()
+    train_ds, steps = balanced_training_dataset(
+        train_samples, first_epoch, config.epochs, config.input_size, config.batch_size,
+        config.per_class, config.seed, augment=CornerAugment(**config.augment), **_crop_options(config))
+    return train_ds, steps, samples_dataset(config, val_samples), counts
+
+
+def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: int, role: WorkerRole):
+    train_counts, val_counts = grade_counts(index, "train"), grade_counts(index, "val")
+    if not any(train_counts.values()) or not any(val_counts.values()):
+        raise ValueError(f"{data_dir}: need graded corners of at least two patients (one for validation)")
+    steps = balanced_steps(train_counts, config.batch_size, config.per_class)
+    train_ds = prepared_balanced_dataset(
+        data_dir, train_counts, first_epoch, config.input_size, config.batch_size, config.seed,
+        augment=CornerAugment(**config.augment), workers=role.count, worker_index=role.index,
+        steps_per_epoch=steps, **_crop_options(config))
+    val_ds = prepared_validation_dataset(data_dir, val_counts, config.input_size, 64, seed=config.seed,
+                                         **_crop_options(config))
+    return train_ds, steps, val_ds, {g: n for g, n in train_counts.items() if n}
+
+
+def train_grader(source, out, config: GraderConfig, init: str | None = None,
+                 mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
+                 extra_callbacks=(), keypoints_run=None) -> Path:
+    """Train the grader from ``source``: a labels.csv or a folder made by ``tfmssass prepare``.
+
+    Crops come from the labelled points, or with ``keypoints_run`` (labels only) from a stage-1
+    run's predictions, so the grader learns on the points it will be given.
+    """
+    chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
+    role = worker_role(chosen)
+    index = None
+    if Path(source).is_dir():
+        if keypoints_run:
+            raise ValueError("--keypoints needs --labels: prepared data holds crops at the labelled points")
+        index = load_index(source)
+        settings = index["settings"]  # the prepared folder fixes the patch scale and the split
+        config = replace(config, patch_depth_px=settings["patch_depth_px"], val_fraction=settings["val_fraction"])
+    run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
+                                  config.val_fraction, config.seed,
+                                  keypoints_run=str(Path(keypoints_run).resolve()) if keypoints_run else None)
+    if split is None:
+        return run
+    first_epoch = resumed_epoch(run, role)  # continue the balanced windows where they stopped
+    if index is None:
+        train_ds, steps, val_ds, counts = _labelled_inputs(run, frame, split, config, keypoints_run,
+                                                           first_epoch, verbose)
+    else:
+        train_ds, steps, val_ds, counts = _prepared_inputs(source, index, config, first_epoch, role)
+    if role.chief:
+        print("training corners per grade: " + ", ".join(f"{g}: {n}" for g, n in sorted(counts.items())))
 
     set_precision(mixed_precision)
-    with choose_strategy(strategy).scope():
+    with chosen.scope():
         model = build_model(config)
         if init:
             model.load_backbone_weights(init)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    done_epochs = 0
-    if (run / "log.csv").is_file():  # resuming: continue the balanced windows where they stopped
-        done_epochs = len(pd.read_csv(run / "log.csv"))
-    train_ds, steps = balanced_training_dataset(
-        train_samples, done_epochs, config.epochs, config.input_size, config.batch_size,
-        config.per_class, config.seed, extent=config.extent, augment=CornerAugment(**config.augment),
-        use_clahe=config.clahe, clip=config.clahe_clip)
-    callback = GradingMetricsCallback(config, val_samples)
     fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "max",
-            metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose)
+            metric_callbacks=[GradingMetricsCallback(val_ds)], extra_callbacks=extra_callbacks,
+            verbose=verbose, role=role, strategy=chosen)
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -10,11 +11,14 @@ import numpy as np
 
 from .config import KeypointConfig
 from .data.cache import build_cache
-from .data.keypoints import KeypointAugment, keypoint_dataset, load_png16, point_table
+from .data.keypoints import KeypointAugment, keypoint_dataset, load_png16, point_table, prepared_keypoint_dataset
+from .data.records import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
 from .detector import KeypointDetector
 from .models.heatmaps import NUM_POINTS, VIEW_SLICES, WeightedHeatmapLoss
 from .models.hrnet import HRNet
-from .train import BEST, choose_strategy, fit_run, read_config, record_skipped, set_precision, start_run
+from .prepare import load_index
+from .train import (BEST, WorkerRole, choose_strategy, fit_run, read_config, record_skipped, set_precision,
+                    start_run, worker_role)
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
 
@@ -65,13 +69,8 @@ class PointErrorCallback(keras.callbacks.Callback):
             logs[MONITOR] = median_error_percent(detector, self.images, self.points, self.views)
 
 
-def train_keypoints(labels_csv, out, config: KeypointConfig, init: str | None = None,
-                    mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
-                    extra_callbacks=()) -> Path:
-    run, frame, split = start_run(labels_csv, out, "keypoints", config.to_dict(), init, mixed_precision,
-                                  config.val_fraction, config.seed)
-    if frame is None:
-        return run
+def _labelled_inputs(run, frame, split, config: KeypointConfig, verbose: int):
+    """Training and validation inputs from labels.csv, through the decode-once PNG cache."""
     cache, errors = build_cache(frame, run / "cache", config.cache_long_side, progress=verbose > 0)
     record_skipped(run, errors)
     sides = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
@@ -82,26 +81,69 @@ def train_keypoints(labels_csv, out, config: KeypointConfig, init: str | None = 
     if train.sum() == 0 or val.sum() == 0:
         raise ValueError("need radiographs of at least two patients (one for validation)")
 
+    def dataset(chosen, augment, repeat):
+        return keypoint_dataset(cache["cache_path"][chosen], points[chosen], weights[chosen],
+                                config.input_size, config.batch_size, config.sigma, augment,
+                                seed=config.seed, repeat=repeat)
+
+    picked = np.flatnonzero(val)[: config.val_point_images]
+    val_images = [load_png16(cache["cache_path"].iloc[i]).numpy() for i in picked]
+    val_views = [frame.loc[cache["row"].iloc[i], "view"] for i in picked]
+    return (dataset(train, KeypointAugment(**config.augment), True),
+            dataset(val, KeypointAugment(enabled=False), False), int(train.sum()),
+            (val_images, points[picked], val_views))
+
+
+def _prepared_inputs(data_dir, index: dict, config: KeypointConfig, role: WorkerRole):
+    """The same inputs from a prepared folder: this worker's share of the training shards, and
+    the whole validation set on every worker."""
+    counts = index["splits"]
+    if counts["train"]["radiographs"] == 0 or counts["val"]["radiographs"] == 0:
+        raise ValueError(f"{data_dir}: need radiographs of at least two patients (one for validation)")
+    train_ds = prepared_keypoint_dataset(data_dir, "train", config.input_size, config.batch_size,
+                                         config.sigma, KeypointAugment(**config.augment), config.seed,
+                                         workers=role.count, worker_index=role.index)
+    val_ds = prepared_keypoint_dataset(data_dir, "val", config.input_size, config.batch_size, config.sigma,
+                                       KeypointAugment(enabled=False), config.seed, repeat=False)
+    val_images, val_points, val_views = [], [], []
+    records = read_records(data_dir, RADIOGRAPHS, "val", repeat=False).take(config.val_point_images)
+    for serialized in records:
+        image, points, _ = parse_radiograph(serialized)
+        val_images.append(image.numpy())
+        val_points.append(points.numpy())
+        val_views.append(parse_radiograph_ids(serialized)["view"].numpy().decode())
+    return train_ds, val_ds, counts["train"]["radiographs"], (val_images, np.stack(val_points), val_views)
+
+
+def train_keypoints(source, out, config: KeypointConfig, init: str | None = None,
+                    mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
+                    extra_callbacks=()) -> Path:
+    """Train stage 1 from ``source``: a labels.csv or a folder made by ``tfmssass prepare``."""
+    chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
+    role = worker_role(chosen)
+    index = None
+    if Path(source).is_dir():
+        index = load_index(source)
+        settings = index["settings"]  # the prepared folder fixes the working size and the split
+        config = replace(config, cache_long_side=settings["long_side"], val_fraction=settings["val_fraction"])
+    run, frame, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
+                                  config.val_fraction, config.seed)
+    if split is None:
+        return run
+    if index is None:
+        train_ds, val_ds, n_train, val_points = _labelled_inputs(run, frame, split, config, verbose)
+    else:
+        train_ds, val_ds, n_train, val_points = _prepared_inputs(source, index, config, role)
+
     set_precision(mixed_precision)
-    with choose_strategy(strategy).scope():
+    with chosen.scope():
         model = build_model(config)
         if init:
             model.load_weights(init, skip_mismatch=True)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=WeightedHeatmapLoss(config.foreground_weight))
-    augment = KeypointAugment(**config.augment)
-    train_ds = keypoint_dataset(cache["cache_path"][train], points[train], weights[train],
-                                config.input_size, config.batch_size, config.sigma, augment,
-                                seed=config.seed)
-    val_ds = keypoint_dataset(cache["cache_path"][val], points[val], weights[val],
-                              config.input_size, config.batch_size, config.sigma,
-                              KeypointAugment(enabled=False), seed=config.seed, repeat=False)
-    steps = config.steps_per_epoch or max(1, int(train.sum()) // config.batch_size)
-
-    chosen = np.flatnonzero(val)[: config.val_point_images]
-    val_images = [load_png16(cache["cache_path"].iloc[i]).numpy() for i in chosen]
-    val_views = [frame.loc[cache["row"].iloc[i], "view"] for i in chosen]
-    callback = PointErrorCallback(config, val_images, points[chosen], val_views)
+    steps = config.steps_per_epoch or max(1, n_train // config.batch_size)
+    callback = PointErrorCallback(config, *val_points)
     fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "min", val_ds=val_ds,
-            metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose)
+            metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose, role=role, strategy=chosen)
     return run

@@ -28,6 +28,7 @@ from ..io.labels import resolve_image
 from ..pipeline import PATCH_EXTENT, canonical_crop, level_patch
 from .cache import cache_key, encode_png16
 from .keypoints import load_png16
+from .records import CORNERS, parse_corner, read_records
 
 @dataclass(frozen=True)
 class CornerAugment:
@@ -66,6 +67,14 @@ def patch_origin(centre, depth: float, depth_px: int) -> tuple[np.ndarray, float
     factor = depth_px / depth
     side = int(round(PATCH_EXTENT * depth_px))
     return np.asarray(centre, float) - side / (2.0 * factor), factor
+
+
+def patch_points(centre, anterior, cranial, depth: float, depth_px: int) -> dict:
+    """A level's centre and anterior point in its patch's pixels, and its cranial direction."""
+    origin, factor = patch_origin(centre, depth, depth_px)
+    to_patch = lambda p: (np.asarray(p) + 0.5 - origin) * factor - 0.5  # noqa: E731
+    return {**dict(zip(("cx", "cy"), to_patch(centre))), **dict(zip(("ax", "ay"), to_patch(anterior))),
+            "upx": cranial[0], "upy": cranial[1]}
 
 
 def predicted_points(keypoints_run, frame: pd.DataFrame) -> dict:
@@ -124,14 +133,11 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                         break
                 patch, _, _ = level_patch(image, tf.constant(c, tf.float32), float(depth), depth_px)
                 write_bytes(target, encode_png16(patch.numpy()))
-            origin, factor = patch_origin(c, depth, depth_px)
-            to_patch = lambda p: (np.asarray(p) + 0.5 - origin) * factor - 0.5  # noqa: E731
             upper, lower = anatomy.level_corners(level)
             rows.append({
                 "row": index, "image": row["image"], "patient_id": row["patient_id"],
                 "visit_date": row["visit_date"], "view": view, "level": level, "patch_path": str(target),
-                **dict(zip(("cx", "cy"), to_patch(c))), **dict(zip(("ax", "ay"), to_patch(a))),
-                "upx": up[0], "upy": up[1], "inf_corner": upper, "sup_corner": lower,
+                **patch_points(c, a, up, depth, depth_px), "inf_corner": upper, "sup_corner": lower,
                 "grade_inf": row.get(upper), "grade_sup": row.get(lower),
             })
     return pd.DataFrame(rows), errors
@@ -172,10 +178,9 @@ def balanced_epoch(grades: np.ndarray, epoch: int, per_class: int | None = None,
 
 def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: bool,
                    clip: float, seed: int):
-    def sample(counter, path, c, a, up, sup, label):
+    def sample(counter, patch, c, a, up, sup, label):
         s = tf.stack([tf.cast(seed, tf.int64), counter])
         r = tf.random.stateless_uniform([10], seed=s)
-        patch = load_png16(path)
         depth = tf.norm(a - c)
         if augment.enabled:
             noise = tf.random.stateless_normal([2, 2], seed=s + 7) * augment.jitter * depth
@@ -194,6 +199,16 @@ def make_corner_fn(size: int, extent: float, augment: CornerAugment, use_clahe: 
     return sample
 
 
+def corner_crops(samples: tf.data.Dataset, size: int, batch_size: int, extent: float,
+                 augment: CornerAugment, use_clahe: bool, clip: float, seed: int,
+                 counter_offset: int, drop_remainder: bool) -> tf.data.Dataset:
+    """(patch, c, a, up, sup, grade) elements → batches of (crop [B, S, S, 1], grade [B])."""
+    fn = make_corner_fn(size, extent, augment, use_clahe, clip, seed)
+    ds = samples.enumerate(start=counter_offset).map(lambda i, e: fn(i, *e),
+                                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
 def corner_dataset(samples: pd.DataFrame, indices: np.ndarray, size: int, batch_size: int,
                    extent: float = 2.8, augment: CornerAugment = CornerAugment(), use_clahe: bool = True,
                    clip: float = 2.0, seed: int = 0, counter_offset: int = 0,
@@ -201,16 +216,15 @@ def corner_dataset(samples: pd.DataFrame, indices: np.ndarray, size: int, batch_
     """Batches of (crop [B, S, S, 1] in [0, 1], grade [B]) for the given sample indices, in order."""
     pick = samples.iloc[np.asarray(indices)]
     tensors = (
-        np.arange(len(pick), dtype=np.int64) + counter_offset,
         pick["patch_path"].astype(str).to_numpy(),
         pick[["cx", "cy"]].to_numpy(np.float32), pick[["ax", "ay"]].to_numpy(np.float32),
         pick[["upx", "upy"]].to_numpy(np.float32), pick["sup"].to_numpy(bool),
         pick["grade"].to_numpy(np.int32),
     )
-    fn = make_corner_fn(size, extent, augment, use_clahe, clip, seed)
-    ds = tf.data.Dataset.from_tensor_slices(tensors).map(
-        lambda *t: fn(*t), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    loaded = tf.data.Dataset.from_tensor_slices(tensors).map(
+        lambda path, *rest: (load_png16(path), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+    return corner_crops(loaded, size, batch_size, extent, augment, use_clahe, clip, seed,
+                        counter_offset, drop_remainder)
 
 
 def balanced_training_dataset(samples: pd.DataFrame, first_epoch: int, epochs: int, size: int,
@@ -223,3 +237,45 @@ def balanced_training_dataset(samples: pd.DataFrame, first_epoch: int, epochs: i
     ds = corner_dataset(samples, flat, size, batch_size, seed=seed,
                         counter_offset=first_epoch * steps * batch_size, **kwargs)
     return ds, steps
+
+
+def balanced_steps(grade_counts: dict, batch_size: int, per_class: int | None) -> int:
+    """Steps per epoch of a balanced stream: every present grade ``per_class`` times (default: the
+    rarest grade's count), as :func:`balanced_epoch` draws them."""
+    present = [n for n in grade_counts.values() if n > 0]
+    n = per_class or min(present)
+    return max(1, n * len(present) // batch_size)
+
+
+def prepared_balanced_dataset(data_dir, grade_counts: dict, first_epoch: int, size: int,
+                              batch_size: int, seed: int, extent: float = 2.8,
+                              augment: CornerAugment = CornerAugment(), use_clahe: bool = True,
+                              clip: float = 2.0, workers: int = 1, worker_index: int = 0,
+                              steps_per_epoch: int = 1) -> tf.data.Dataset:
+    """Training corners from a prepared folder: each grade's shards are an endless shuffled
+    stream, and the grades are drawn with equal probability, so an epoch is class-balanced as in
+    :func:`balanced_epoch` while every corner of a grade comes round before any repeats (up to
+    the shuffle buffer). A resumed run starts its streams from a seed of its first epoch."""
+    present = [g for g, n in sorted(grade_counts.items()) if n > 0]
+    run_seed = seed + 1000 * first_epoch
+    streams = [read_records(data_dir, CORNERS, "train", int(g), repeat=True, seed=run_seed + int(g),
+                            workers=workers, worker_index=worker_index) for g in present]
+    mixed = tf.data.Dataset.sample_from_datasets(streams, [1.0 / len(present)] * len(present),
+                                                 seed=run_seed, stop_on_empty_dataset=False)
+    parsed = mixed.map(parse_corner, num_parallel_calls=tf.data.AUTOTUNE)
+    return corner_crops(parsed, size, batch_size, extent, augment, use_clahe, clip, seed,
+                        first_epoch * steps_per_epoch * batch_size, drop_remainder=True)
+
+
+def prepared_validation_dataset(data_dir, grade_counts: dict, size: int, batch_size: int,
+                                extent: float = 2.8, use_clahe: bool = True, clip: float = 2.0,
+                                seed: int = 0) -> tf.data.Dataset:
+    """Every validation corner once, unaugmented, in file order (read whole by every worker)."""
+    parts = [read_records(data_dir, CORNERS, "val", int(g), repeat=False)
+             for g, n in sorted(grade_counts.items()) if n > 0]
+    records = parts[0]
+    for part in parts[1:]:
+        records = records.concatenate(part)
+    parsed = records.map(parse_corner, num_parallel_calls=tf.data.AUTOTUNE)
+    return corner_crops(parsed, size, batch_size, extent, CornerAugment(enabled=False), use_clahe,
+                        clip, seed, 0, drop_remainder=False)

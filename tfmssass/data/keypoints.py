@@ -18,6 +18,7 @@ import tensorflow as tf
 from .. import anatomy
 from ..augment import apply_matrix, clahe_float, jitter_intensity, region_matrix, warp
 from ..models.heatmaps import STRIDE, VIEW_SLICES, gaussian_heatmaps, input_to_heatmap
+from .records import RADIOGRAPHS, decode_png16, parse_radiograph, read_records
 
 
 @dataclass(frozen=True)
@@ -38,28 +39,34 @@ class KeypointAugment:
     clahe_probability: float = 0.25  # CLAHE (as stage 2 uses it), so contrast styles vary
 
 
-def point_table(frame: pd.DataFrame, cache: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Points [N, 24, 2] in cache pixels (NaN where absent) and supervision weights [N, 24].
+def row_points(row, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """One label row's points [24, 2] in working (shrunk) pixels, NaN where absent, and their
+    supervision weights [24].
 
     Weight 1 for every point of the other view (its heatmap must stay empty) and for labelled
     points of the radiograph's own view; 0 for points of its own view that nobody placed.
     """
-    n = len(cache)
-    points = np.full((n, 24, 2), np.nan, np.float32)
-    weights = np.ones((n, 24), np.float32)
-    for i, (_, c) in enumerate(cache.iterrows()):
-        row = frame.loc[c["row"]]
-        view = row["view"]
-        offset = VIEW_SLICES[view].start
-        for j, level in enumerate(anatomy.LEVELS[view]):
-            cx, cy, ax, ay = (row[col] for col in anatomy.keypoint_columns(level))
-            for k, (x, y) in enumerate(((cx, cy), (ax, ay))):
-                slot = offset + 2 * j + k
-                if pd.isna(x) or pd.isna(y):
-                    weights[i, slot] = 0.0
-                else:  # original px → cache px (pixel-centre aligned)
-                    points[i, slot] = ((x + 0.5) * c["scale_x"] - 0.5, (y + 0.5) * c["scale_y"] - 0.5)
+    points = np.full((24, 2), np.nan, np.float32)
+    weights = np.ones(24, np.float32)
+    view = row["view"]
+    offset = VIEW_SLICES[view].start
+    for j, level in enumerate(anatomy.LEVELS[view]):
+        cx, cy, ax, ay = (row[col] for col in anatomy.keypoint_columns(level))
+        for k, (x, y) in enumerate(((cx, cy), (ax, ay))):
+            slot = offset + 2 * j + k
+            if pd.isna(x) or pd.isna(y):
+                weights[slot] = 0.0
+            else:  # original px → working px (pixel-centre aligned)
+                points[slot] = ((x + 0.5) * scale_x - 0.5, (y + 0.5) * scale_y - 0.5)
     return points, weights
+
+
+def point_table(frame: pd.DataFrame, cache: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`row_points` for every cached radiograph: points [N, 24, 2], weights [N, 24]."""
+    pairs = [row_points(frame.loc[c["row"]], c["scale_x"], c["scale_y"]) for _, c in cache.iterrows()]
+    if not pairs:
+        return np.zeros((0, 24, 2), np.float32), np.zeros((0, 24), np.float32)
+    return np.stack([p for p, _ in pairs]), np.stack([w for _, w in pairs])
 
 
 def spine_box(points, margin):
@@ -73,18 +80,16 @@ def spine_box(points, margin):
 
 
 def load_png16(path):
-    data = tf.io.read_file(path)
-    return tf.cast(tf.io.decode_png(data, channels=1, dtype=tf.uint16)[..., 0], tf.float32) / 65535.0
+    return decode_png16(tf.io.read_file(path))
 
 
 def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int):
     height, width = input_size
     hm_h, hm_w = height // STRIDE, width // STRIDE
 
-    def sample(counter, path, points, weights):
+    def sample(counter, image, points, weights):
         s = tf.stack([tf.cast(seed, tf.int64), counter])
         rand = tf.random.stateless_uniform([12], seed=s)
-        image = load_png16(path)
         shape = tf.cast(tf.shape(image), tf.float32)
         whole = tf.stack([-0.5, -0.5, shape[1] - 0.5, shape[0] - 0.5])
         has_points = tf.reduce_sum(tf.cast(tf.reduce_all(tf.math.is_finite(points), -1), tf.int32)) >= 2
@@ -116,14 +121,31 @@ def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int
     return sample
 
 
+def augmented_batches(radiographs: tf.data.Dataset, input_size, batch_size: int, sigma: float,
+                      augment: KeypointAugment, seed: int, drop_remainder: bool) -> tf.data.Dataset:
+    """(image, points, weights) elements → batches of (image [B, H, W, 1], packed targets)."""
+    fn = make_sample_fn(input_size, sigma, augment, seed)
+    ds = radiographs.enumerate().map(lambda i, e: fn(i, *e), num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
 def keypoint_dataset(paths, points, weights, input_size, batch_size: int, sigma: float = 2.0,
                      augment: KeypointAugment = KeypointAugment(), seed: int = 0,
                      repeat: bool = True) -> tf.data.Dataset:
-    """Batches of (image [B, H, W, 1], packed targets [B, H/4, W/4, 48])."""
+    """Batches of (image [B, H, W, 1], packed targets [B, H/4, W/4, 48]) from cached PNG files."""
     base = tf.data.Dataset.from_tensor_slices((list(paths), points, weights))
     if repeat:
         base = base.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = base.enumerate().map(
-        lambda i, e: make_sample_fn(input_size, sigma, augment, seed)(i, *e),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
+    base = base.map(lambda path, p, w: (load_png16(path), p, w), num_parallel_calls=tf.data.AUTOTUNE)
+    return augmented_batches(base, input_size, batch_size, sigma, augment, seed, drop_remainder=repeat)
+
+
+def prepared_keypoint_dataset(data_dir, split: str, input_size, batch_size: int, sigma: float = 2.0,
+                              augment: KeypointAugment = KeypointAugment(), seed: int = 0,
+                              repeat: bool = True, workers: int = 1, worker_index: int = 0) -> tf.data.Dataset:
+    """The same batches from a prepared folder's radiograph shards (this worker's share)."""
+    records = read_records(data_dir, RADIOGRAPHS, split, repeat=repeat, seed=seed, workers=workers,
+                           worker_index=worker_index)
+    base = records.map(parse_radiograph, num_parallel_calls=tf.data.AUTOTUNE)
+    return augmented_batches(base, input_size, batch_size, sigma, augment, seed, drop_remainder=repeat)
