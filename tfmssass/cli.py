@@ -240,6 +240,27 @@ _STRATEGY_OPTION = click.option(
                             "(README, Training on a cluster); default: one device.")
 
 
+def _run_training(train_fn, source, out, config, **kwargs) -> None:
+    """Run a trainer; its known failures become one line (a lost worker included: resume hint)."""
+    import tensorflow as tf
+
+    from .io.labels import LabelError
+    from .prepare import PrepareError
+    from .train import RunFolderError
+
+    try:
+        run = train_fn(source, out, config, **kwargs)
+    except (LabelError, PrepareError, RunFolderError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except tf.errors.OpError as exc:  # e.g. another worker of the cluster died
+        _fail(f"{out}: training stopped: {exc.message.strip().splitlines()[0]}. Run the same command "
+              f"again (on every worker) to resume from the last finished epoch")
+    if (Path(run) / "done").is_file():
+        click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
+    else:
+        click.echo(f"{run}: this worker finished; the chief writes the checkpoint and the log")
+
+
 @train.command("keypoints")
 @_LABELS_OPTION
 @_DATA_OPTION
@@ -261,19 +282,12 @@ def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, l
     """Stage 1: HRNet disk-point detector. Run the same command again to resume."""
     source = _training_source(labels_csv, data_dir)
     from .config import keypoint_config
-    from .io.labels import LabelError
-    from .prepare import PrepareError
-    from .train import RunFolderError
     from .train_keypoints import train_keypoints
 
     config = keypoint_config(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch)
-    try:
-        run = train_keypoints(source, out, config, init=init, mixed_precision=mixed_precision,
-                              strategy=strategy)
-    except (LabelError, PrepareError, RunFolderError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
+    _run_training(train_keypoints, source, out, config, init=init, mixed_precision=mixed_precision,
+                  strategy=strategy)
 
 
 @train.command("grader")
@@ -302,20 +316,13 @@ def train_grader_cmd(labels_csv, data_dir, out, preset, backbone, epochs, batch_
     """Stage 2: corner grader on canonical crops (labelled or --keypoints points). Rerun to resume."""
     source = _training_source(labels_csv, data_dir)
     from .config import grader_config
-    from .io.labels import LabelError
-    from .prepare import PrepareError
-    from .train import RunFolderError
     from .train_grader import train_grader
 
     config = grader_config(preset, backbone=backbone, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, per_class=per_class, seed=seed,
                            val_fraction=val_fraction)
-    try:
-        run = train_grader(source, out, config, init=init, mixed_precision=mixed_precision,
-                           strategy=strategy, keypoints_run=keypoints_run)
-    except (LabelError, PrepareError, RunFolderError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    click.echo(f"{run}: best weights in {run / 'best.weights.h5'}, log in {run / 'log.csv'}")
+    _run_training(train_grader, source, out, config, init=init, mixed_precision=mixed_precision,
+                  strategy=strategy, keypoints_run=keypoints_run)
 
 
 @main.group(invoke_without_command=True)

@@ -124,11 +124,13 @@ def read_records(data_dir, kind: str, split: str, grade: int | None = None, *, r
     pattern = str(Path(data_dir) / kind / (f"{split}-g{grade}-*.tfrecord" if grade is not None else f"{split}-*.tfrecord"))
     names = tf.data.Dataset.list_files(pattern, shuffle=False)
     by_file = repeat and workers > 1 and len(files) >= workers
+    mine = len(files[worker_index::workers]) if by_file else len(files)
     if by_file:
         names = names.shard(workers, worker_index)
     if repeat:
-        names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-    records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+        names = names.shuffle(mine, seed=seed, reshuffle_each_iteration=True).repeat()
+    # at most one open reader per file of this worker, so a pass reads each record once
+    records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(4, mine),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if repeat and workers > 1 and not by_file:
         records = records.shard(workers, worker_index)
