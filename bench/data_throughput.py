@@ -107,7 +107,10 @@ def main() -> None:
     print(f"{len(frame)} rows; {len(train_rows)} training radiographs of {args.patients} phantom patients; "
           f"decode: labels path {rows[0][1]:.1f} s (serial, per run folder), prepare {rows[1][1]:.1f} s "
           f"(2 processes, both stages)")
-    print(frame.to_markdown(index=False))
+    print("| " + " | ".join(frame.columns) + " |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for row in frame.itertuples(index=False):
+        print("| " + " | ".join(str(v) for v in row) + " |")
     for stage in ("stage 1", "stage 2"):
         a = frame[(frame["stage"] == stage)].set_index("input")["later epochs (samples/s)"]
         print(f"{stage}: prepared / labels.csv, later epochs: {a['prepared'] / a['labels.csv']:.2f}x")
