@@ -30,12 +30,19 @@ from tfmssass.split import split_patients
 from tfmssass.synthetic import synthesize
 
 
-def drain(dataset, steps: int) -> float:
-    """Seconds to pull ``steps`` batches."""
+def drain(iterator, steps: int) -> float:
+    """Seconds to pull ``steps`` batches from a running iterator (Keras keeps one across epochs)."""
     start = time.perf_counter()
-    for _ in dataset.take(steps):
-        pass
+    for _ in range(steps):
+        next(iterator)
     return time.perf_counter() - start
+
+
+def epochs(dataset, steps: int, later: int) -> tuple[float, float]:
+    """(seconds of the first epoch, mean seconds of the ``later`` epochs after it)."""
+    iterator = iter(dataset)
+    first = drain(iterator, steps)
+    return first, sum(drain(iterator, steps) for _ in range(later)) / later
 
 
 def main() -> None:
@@ -73,9 +80,8 @@ def main() -> None:
     samples = samples[samples["row"].isin(train_rows.index)].reset_index(drop=True)
     gr_ds, gr_steps = balanced_training_dataset(samples, 0, args.epochs + 1, gr.input_size, gr.batch_size, None, 0,
                                                 augment=CornerAugment())
-    first = [drain(kp_ds, kp_steps), drain(gr_ds, gr_steps)]
-    later = [sum(drain(kp_ds, kp_steps) for _ in range(args.epochs)) / args.epochs,
-             sum(drain(gr_ds, gr_steps) for _ in range(args.epochs)) / args.epochs]
+    (f1, l1), (f2, l2) = epochs(kp_ds, kp_steps, args.epochs), epochs(gr_ds, gr_steps, args.epochs)
+    first, later = [f1, f2], [l1, l2]
     rows.append(("labels.csv", decode_kp + decode_gr, first, later, kp_steps, gr_steps))
 
     # ---- prepared path: one parallel decode for both stages, then epochs from the shards
@@ -90,9 +96,8 @@ def main() -> None:
                                      KeypointAugment(), seed=0)
     p_gr = prepared_balanced_dataset(work / "prepared", counts, 0, gr.input_size, gr.batch_size, 0,
                                      augment=CornerAugment(), steps_per_epoch=p_gr_steps)
-    first = [drain(p_kp, p_kp_steps), drain(p_gr, p_gr_steps)]
-    later = [sum(drain(p_kp, p_kp_steps) for _ in range(args.epochs)) / args.epochs,
-             sum(drain(p_gr, p_gr_steps) for _ in range(args.epochs)) / args.epochs]
+    (f1, l1), (f2, l2) = epochs(p_kp, p_kp_steps, args.epochs), epochs(p_gr, p_gr_steps, args.epochs)
+    first, later = [f1, f2], [l1, l2]
     rows.append(("prepared", decode, first, later, p_kp_steps, p_gr_steps))
 
     shard_mb = [p.stat().st_size / 2**20 for p in (work / "prepared").rglob("*.tfrecord")]

@@ -197,7 +197,7 @@ def labels_from_coco(coco_json, out, images_root):
 @click.option("--val-fraction", type=float, default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patient split.")
 @click.option("--per-shard", type=click.IntRange(1), default=64, show_default=True,
-              help="Radiographs per shard (64 real radiographs: about 100-200 MB).")
+              help="Radiographs per shard unit (64: shards of about 80-150 MB).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Decoding processes (default: all cores).")
 def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers):
     """Decode every labelled radiograph once into TFRecord shards for 'train --data'. Rerun to resume."""
