@@ -19,11 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from tqdm import tqdm
 
 from . import anatomy
 from .atomic import write_text
+from .data.cache import encode_png16, shrink_to_long_side
+from .data.corners import croppable_levels, level_points, patch_points
+from .data.keypoints import row_points
+from .data.records import CORNERS, RADIOGRAPHS, corner_example, radiograph_example
+from .io import RadiographError, read_radiograph
 from .io.labels import load_labels, resolve_image
+from .pipeline import level_patch
 from .split import split_patients, write_split
 
 FORMAT_VERSION = 1
@@ -45,15 +52,6 @@ def prepare_one(task: dict) -> dict:
     Returns {"row", "radiograph": bytes, "corners": [(grade, bytes)], "error": None} or, for a
     file that cannot be used, {"row", "error": "file: reason"}.
     """
-    import tensorflow as tf  # in the worker: the parent may not have imported it
-
-    from .data.cache import encode_png16, shrink_to_long_side
-    from .data.corners import croppable_levels, level_points, patch_points
-    from .data.keypoints import row_points
-    from .data.records import corner_example, radiograph_example
-    from .io import RadiographError, read_radiograph
-    from .pipeline import level_patch
-
     row, path = task["row"], Path(task["path"])
     ids = {k: row[k] for k in ("image", "patient_id", "visit_date", "view")}
     try:
@@ -110,8 +108,6 @@ def _open_folder(out: Path, settings: dict) -> None:
 
 def _write_records(target: Path, records: list[bytes]) -> None:
     """A whole shard to a temporary file, renamed on success: a shard that exists is complete."""
-    import tensorflow as tf
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with tf.io.TFRecordWriter(str(tmp)) as writer:
@@ -120,19 +116,18 @@ def _write_records(target: Path, records: list[bytes]) -> None:
     os.replace(tmp, target)
 
 
-def _write_unit(out: Path, unit: str, split: str, results: list[dict], frame: pd.DataFrame) -> dict:
-    from .data.records import CORNERS, RADIOGRAPHS
-
+def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: pd.DataFrame) -> dict:
+    """A unit's shards (radiographs, then corners per grade), then its marker."""
     good = [r for r in results if r["error"] is None]
     files = {}
+    shard = f"{RADIOGRAPHS}/{split}-{number}.tfrecord"
     if good:
-        name = f"{RADIOGRAPHS}/{unit}.tfrecord"
-        _write_records(out / name, [r["radiograph"] for r in good])
-        files[name] = len(good)
+        _write_records(out / shard, [r["radiograph"] for r in good])
+        files[shard] = len(good)
     for grade in range(4):
         records = [b for r in good for g, b in r["corners"] if g == grade]
         if records:
-            name = f"{CORNERS}/{split}-g{grade}-{unit.split('-', 1)[1]}.tfrecord"
+            name = f"{CORNERS}/{split}-g{grade}-{number}.tfrecord"
             _write_records(out / name, records)
             files[name] = len(records)
     rows = []
@@ -140,21 +135,25 @@ def _write_unit(out: Path, unit: str, split: str, results: list[dict], frame: pd
         row = frame.loc[r["row"]]
         counts = [sum(1 for g, _ in r["corners"] if g == grade) for grade in range(4)]
         rows.append({"image": row["image"], "patient_id": row["patient_id"], "visit_date": row["visit_date"],
-                     "view": row["view"], "split": split, "shard": f"{RADIOGRAPHS}/{unit}.tfrecord",
+                     "view": row["view"], "split": split, "shard": shard,
                      **{f"grade_{g}": n for g, n in enumerate(counts)}})
     marker = {"files": files, "radiographs": rows, "errors": [r["error"] for r in results if r["error"]]}
-    write_text(out / ".work" / f"{unit}.json", json.dumps(marker) + "\n")
+    write_text(_marker(out, split, number), json.dumps(marker) + "\n")
     return marker
 
 
+def _marker(out: Path, split: str, number: str) -> Path:
+    return out / ".work" / f"{split}-{number}.json"
+
+
 def _units(frame: pd.DataFrame, split: pd.DataFrame, per_shard: int) -> list[tuple[str, str, list]]:
-    """(unit name, split, label-row indices): rows of each split in label order, per_shard at a time."""
+    """(split, unit number, label-row indices): each split's rows in label order, per_shard at a time."""
     side = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
     units = []
     for name in ("train", "val"):
         rows = list(frame.index[side == name])
         for k in range(0, len(rows), per_shard):
-            units.append((f"{name}-{k // per_shard:05d}", name, rows[k:k + per_shard]))
+            units.append((name, f"{k // per_shard:05d}", rows[k:k + per_shard]))
     return units
 
 
@@ -203,7 +202,7 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
     units = _units(frame, split, per_shard)
     markers, pending = [], []
     for unit in units:
-        marker = out / ".work" / f"{unit[0]}.json"
+        marker = _marker(out, *unit[:2])
         if marker.is_file():
             markers.append(json.loads(marker.read_text()))
         else:
@@ -212,11 +211,11 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
     todo = sum(len(rows) for _, _, rows in pending)
     bar = tqdm(total=todo, desc="preparing radiographs", unit="image", disable=not progress or not todo)
     if markers:
-        bar.write(f"{out}: {len(markers)} of {len(units)} shards already complete, skipped")
+        bar.write(f"{out}: {len(markers)} of {len(units)} shard units already complete, skipped")
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
             if workers > 1 and todo > 1 else None)
     try:
-        for name, side, rows in pending:
+        for side, number, rows in pending:
             tasks = [{"index": i, "row": frame.loc[i].to_dict(), "path": str(resolve_image(frame, frame.loc[i])),
                       "long_side": long_side, "patch_depth_px": patch_depth_px} for i in rows]
             results = []
@@ -225,7 +224,7 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
                     bar.write(f"skipped: {result['error']}")
                 results.append(result)
                 bar.update(1)
-            markers.append(_write_unit(out, name, side, results, frame))
+            markers.append(_write_unit(out, side, number, results, frame))
     finally:
         bar.close()
         if pool:

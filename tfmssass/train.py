@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from .atomic import atomic_path, write_text
 from .io.labels import load_labels
+from .prepare import load_index
 from .split import split_patients, write_split
 
 BEST = "best.weights.h5"
@@ -72,8 +73,6 @@ def start_run(source, out, stage: str, config: dict, init, mixed_precision: bool
     """
     source = Path(source)
     if source.is_dir():
-        from .prepare import load_index
-
         index = load_index(source)
         frame, split = None, pd.read_csv(source / "split.csv")
         origin = {"data": str(source.resolve()), "training_data": index["training_data"]}

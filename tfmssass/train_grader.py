@@ -87,9 +87,9 @@ def _labelled_inputs(run, frame, split, config: GraderConfig, keypoints_run, fir
                                       progress=verbose > 0)
     record_skipped(run, errors)
     samples = corner_samples(patches)
-    side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"]))) if len(samples) else None
-    train_samples = samples[side == "train"].reset_index(drop=True) if side is not None else samples
-    val_samples = samples[side == "val"].reset_index(drop=True) if side is not None else samples
+    side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
+    train_samples = samples[side == "train"].reset_index(drop=True)
+    val_samples = samples[side == "val"].reset_index(drop=True)
     if train_samples.empty or val_samples.empty:
         raise ValueError("need graded corners of at least two patients (one for validation)")
     counts = train_samples["grade"].value_counts().sort_index().to_dict()

@@ -96,10 +96,16 @@ def parse_corner(serialized) -> tuple:
             tf.cast(r["grade"][0], tf.int32))
 
 
+def shard_pattern(data_dir, kind: str, split: str, grade: int | None = None) -> Path:
+    """The glob pattern of one family's shard files."""
+    stem = f"{split}-g{grade}-" if grade is not None else f"{split}-"
+    return Path(data_dir) / kind / f"{stem}*.tfrecord"
+
+
 def shard_files(data_dir, kind: str, split: str, grade: int | None = None) -> list[str]:
     """The shard files of one family, sorted (the same list on every worker)."""
-    stem = f"{split}-g{grade}-" if grade is not None else f"{split}-"
-    return sorted(str(p) for p in (Path(data_dir) / kind).glob(f"{stem}*.tfrecord"))
+    pattern = shard_pattern(data_dir, kind, split, grade)
+    return sorted(str(p) for p in pattern.parent.glob(pattern.name))
 
 
 def _no_auto_shard(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -121,8 +127,7 @@ def read_records(data_dir, kind: str, split: str, grade: int | None = None, *, r
     files = shard_files(data_dir, kind, split, grade)
     if not files:
         raise FileNotFoundError(f"{data_dir}: no {kind} shards for split {split!r}")
-    pattern = str(Path(data_dir) / kind / (f"{split}-g{grade}-*.tfrecord" if grade is not None else f"{split}-*.tfrecord"))
-    names = tf.data.Dataset.list_files(pattern, shuffle=False)
+    names = tf.data.Dataset.list_files(str(shard_pattern(data_dir, kind, split, grade)), shuffle=False)
     by_file = repeat and workers > 1 and len(files) >= workers
     mine = len(files[worker_index::workers]) if by_file else len(files)
     if by_file:
