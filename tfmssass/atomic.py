@@ -7,6 +7,7 @@ can trust that any output file that exists is complete.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -35,3 +36,16 @@ def write_bytes(target: str | os.PathLike, data: bytes) -> None:
 
 def write_text(target: str | os.PathLike, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
+
+
+def keep_settings(target: str | os.PathLike, settings: dict) -> bool:
+    """Write a folder's settings as JSON, or check that the ones already there are the same.
+
+    False (nothing written) when they differ: one output folder holds one set of settings.
+    """
+    target = Path(target)
+    text = json.dumps(settings, indent=1, sort_keys=True) + "\n"
+    if target.is_file() and target.read_text() != text:
+        return False
+    write_text(target, text)
+    return True

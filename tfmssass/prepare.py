@@ -23,7 +23,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from . import anatomy
-from .atomic import write_text
+from .atomic import keep_settings, write_text
 from .data.cache import encode_png16, shrink_to_long_side
 from .data.corners import croppable_levels, level_points, patch_points
 from .data.keypoints import row_points
@@ -98,12 +98,8 @@ def _settings(labels_csv: Path, long_side: int, patch_depth_px: int, val_fractio
 
 def _open_folder(out: Path, settings: dict) -> None:
     """One folder, one preparation: a rerun with other labels or settings is refused."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "settings.json"
-    text = json.dumps(settings, indent=1, sort_keys=True) + "\n"
-    if path.is_file() and path.read_text() != text:
+    if not keep_settings(out / "settings.json", settings):
         raise PrepareError(f"{out}: holds data prepared from other labels or settings; use a new --out folder")
-    write_text(path, text)
 
 
 def _write_records(target: Path, records: list[bytes]) -> None:

@@ -17,7 +17,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path, keep_settings, write_text
 from .io.labels import load_labels
 from .prepare import load_index
 from .split import split_patients, write_split
@@ -36,12 +36,8 @@ def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:
     Reopening with a different config is refused: one folder, one experiment.
     """
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    config_path = run / "config.json"
-    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
-    if config_path.is_file() and config_path.read_text() != text:
+    if not keep_settings(run / "config.json", config):
         raise RunFolderError(f"{run}: holds a run with another configuration; use a new --out folder")
-    write_text(config_path, text)
     return run, (run / "done").is_file()
 
 
