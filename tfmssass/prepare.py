@@ -17,14 +17,13 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
 from . import anatomy
 from .atomic import keep_settings, write_text
-from .data.cache import encode_png16, shrink_to_long_side
+from .data.cache import calibrated_spacing_mm, encode_png16, shrink_to_long_side
 from .data.corners import croppable_levels, level_points, patch_points
 from .data.keypoints import row_points
 from .data.records import CORNERS, RADIOGRAPHS, corner_example, radiograph_example
@@ -55,18 +54,14 @@ def prepare_one(task: dict) -> dict:
     row, path = task["row"], Path(task["path"])
     ids = {k: row[k] for k in ("image", "patient_id", "visit_date", "view")}
     try:
-        if not path.is_file():
-            raise RadiographError(path, "no such file")
         radiograph = read_radiograph(path)
     except RadiographError as exc:
         return {"row": task["index"], "error": str(exc)}
     image = radiograph.image
     small, sx, sy = shrink_to_long_side(image, task["long_side"])
     points, weights = row_points(row, sx, sy)
-    spacing = radiograph.meta.get("pixel_spacing_mm")
-    spacing_mm = spacing[0] if spacing and radiograph.meta.get("spacing_calibrated") else np.nan
     record = radiograph_example(encode_png16(small), points, weights, _grades(row), (sx, sy),
-                                (radiograph.height, radiograph.width), spacing_mm, ids)
+                                (radiograph.height, radiograph.width), calibrated_spacing_mm(radiograph), ids)
     corners = []
     depth_px = task["patch_depth_px"]
     for level, c, a, up, depth in croppable_levels(row["view"], level_points(row)):

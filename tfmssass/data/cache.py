@@ -41,6 +41,12 @@ def encode_png16(image: np.ndarray) -> bytes:
     return png.tobytes()
 
 
+def calibrated_spacing_mm(radiograph) -> float:
+    """Pixel spacing in mm where the file calibrates it; NaN otherwise (never detector size)."""
+    spacing = radiograph.meta.get("pixel_spacing_mm")
+    return spacing[0] if spacing and radiograph.meta.get("spacing_calibrated") else np.nan
+
+
 def cache_key(path: Path, long_side: int) -> str:
     """Names a cached file after the source's path, size, modification time and working size."""
     stat = path.stat()
@@ -71,10 +77,8 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, long_side: int = DEF
             else:
                 radiograph = read_radiograph(path)
                 small, sx, sy = shrink_to_long_side(radiograph.image, long_side)
-                spacing = radiograph.meta.get("pixel_spacing_mm")
                 meta = {"scale_x": sx, "scale_y": sy, "height": radiograph.height,
-                        "width": radiograph.width,
-                        "spacing_mm": spacing[0] if spacing and radiograph.meta.get("spacing_calibrated") else np.nan}
+                        "width": radiograph.width, "spacing_mm": calibrated_spacing_mm(radiograph)}
                 write_bytes(target, encode_png16(small))
                 write_bytes(meta_path, pd.DataFrame([meta]).to_csv(index=False).encode())
             rows.append({"row": index, "cache_path": str(target), **meta})
