@@ -143,10 +143,9 @@ class WorkerRole:
 
 def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().jobs:
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not jobs:
         return WorkerRole()
-    spec = resolver.cluster_spec()
-    jobs = spec.as_dict()
     chiefs = len(jobs.get("chief", []))
     count = chiefs + len(jobs.get("worker", []))
     index = resolver.task_id + (chiefs if resolver.task_type == "worker" else 0)
@@ -213,8 +212,9 @@ def fit_run(run: Path, model: keras.Model, train_ds, steps_per_epoch: int, epoch
     """Fit with best-checkpointing, CSV + TensorBoard logs and resume after a kill.
 
     With several workers (``strategy`` multi-worker), their BatchNorm statistics are averaged at
-    each epoch end (:class:`AverageStatistics`). Every worker keeps its own backup (``backup/`` on the chief, ``workers/<i>/backup`` on the
-    others), so a restarted cluster resumes from the last finished epoch even on a shared folder.
+    each epoch end (:class:`AverageStatistics`). Every worker keeps its own backup (``backup/`` on
+    the chief, ``workers/<i>/backup`` on the others), so a restarted cluster resumes from the last
+    finished epoch even on a shared folder.
     Only the chief writes the checkpoint, logs and ``done``; each worker ends by saving its final
     weights (``last.weights.h5``, in ``workers/<i>/`` on the others), which must agree.
     """
