@@ -19,15 +19,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tfmssass.config import grader_config, keypoint_config
+from tfmssass.core.config import grader_config, keypoint_config
 from tfmssass.data.cache import build_cache
-from tfmssass.data.corners import (CornerAugment, balanced_steps, balanced_training_dataset, corner_samples,
-                                   extract_patches, prepared_balanced_dataset)
-from tfmssass.data.keypoints import KeypointAugment, keypoint_dataset, point_table, prepared_keypoint_dataset
+from tfmssass.data.records import grade_counts
 from tfmssass.io.labels import load_labels
-from tfmssass.prepare import grade_counts, prepare
-from tfmssass.split import split_patients
-from tfmssass.synthetic import synthesize
+from tfmssass.io.split import split_patients
+from tfmssass.stages.grader.data import (
+    CornerAugment,
+    balanced_steps,
+    balanced_training_dataset,
+    corner_samples,
+    extract_patches,
+    prepared_balanced_dataset,
+)
+from tfmssass.stages.keypoints.data import (
+    KeypointAugment,
+    keypoint_dataset,
+    point_table,
+    prepared_keypoint_dataset,
+)
+from tfmssass.stages.prepare import prepare
+from tfmssass.synth.phantoms import synthesize
 
 
 def drain(iterator, steps: int) -> float:
@@ -78,7 +90,7 @@ def main() -> None:
     decode_gr = time.perf_counter() - start
     samples = corner_samples(patches)
     samples = samples[samples["row"].isin(train_rows.index)].reset_index(drop=True)
-    gr_ds, gr_steps = balanced_training_dataset(samples, 0, args.epochs + 1, gr.input_size, gr.batch_size, None, 0,
+    gr_ds, gr_steps = balanced_training_dataset(samples, 0, args.epochs + 1, gr.crop, gr.batch_size, None, 0,
                                                 augment=CornerAugment())
     (f1, l1), (f2, l2) = epochs(kp_ds, kp_steps, args.epochs), epochs(gr_ds, gr_steps, args.epochs)
     first, later = [f1, f2], [l1, l2]
@@ -94,7 +106,7 @@ def main() -> None:
     p_gr_steps = balanced_steps(counts, gr.batch_size, None)
     p_kp = prepared_keypoint_dataset(work / "prepared", "train", kp.input_size, kp.batch_size, kp.sigma,
                                      KeypointAugment(), seed=0)
-    p_gr = prepared_balanced_dataset(work / "prepared", counts, 0, gr.input_size, gr.batch_size, 0,
+    p_gr = prepared_balanced_dataset(work / "prepared", counts, 0, gr.crop, gr.batch_size, 0,
                                      augment=CornerAugment(), steps_per_epoch=p_gr_steps)
     (f1, l1), (f2, l2) = epochs(p_kp, p_kp_steps, args.epochs), epochs(p_gr, p_gr_steps, args.epochs)
     first, later = [f1, f2], [l1, l2]

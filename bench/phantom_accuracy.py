@@ -26,7 +26,7 @@ def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
     """Errors (% diagonal) of every labelled point of radiographs scored; plus failures/total."""
     import numpy as np
 
-    from tfmssass import anatomy
+    from tfmssass.core import anatomy
 
     by_file = {r["file"]: r for r in records}
     errors, failed = [], 0
@@ -58,19 +58,21 @@ def main():
     import numpy as np
     import pandas as pd
 
-    from tfmssass import anatomy, grading_metrics
-    from tfmssass.agreement import agreement, reference_visits
-    from tfmssass.score import load_records, run_scoring
-    from tfmssass.scorers import Settings, load_models
-    from tfmssass.synthetic import synthesize
+    from tfmssass.core import anatomy
+    from tfmssass.scoring.records import Settings
+    from tfmssass.scoring.run import load_records, run_scoring
+    from tfmssass.serving.predictors import open_predictor
+    from tfmssass.stages.grader import metrics as grading_metrics
+    from tfmssass.stats.agreement import agreement, reference_visits
+    from tfmssass.synth.phantoms import synthesize
 
     phantoms = Path(args.phantoms or f"bench_work/heldout_{args.seed}_{args.difficulty}")
     if not (phantoms / "labels.csv").is_file():
         synthesize(phantoms, args.patients, 2, seed=args.seed, difficulty=args.difficulty)
     out = Path(args.out or f"{phantoms}_scored")
-    models, text, phantom = load_models(args.model, args.keypoints, args.grader)
+    predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader)
     start = time.perf_counter()
-    run_scoring(phantoms, out, models, Settings(models=text, phantom=phantom), resume=True)
+    run_scoring(phantoms, out, predictor, Settings(models=text, phantom=phantom), resume=True)
     seconds = time.perf_counter() - start
     labels = pd.read_csv(phantoms / "labels.csv", dtype={"patient_id": str})
 

@@ -13,14 +13,19 @@ from pathlib import Path
 
 import keras
 
-from tfmssass.config import grader_config, keypoint_config
+from tfmssass.core.config import grader_config, keypoint_config
 from tfmssass.data.cache import build_cache
-from tfmssass.data.corners import balanced_training_dataset, corner_samples, extract_patches
-from tfmssass.data.keypoints import keypoint_dataset, point_table
 from tfmssass.io.labels import load_labels
-from tfmssass.models.grader import CornerGrader
-from tfmssass.models.heatmaps import WeightedHeatmapLoss
-from tfmssass.models.hrnet import HRNet
+from tfmssass.stages.grader.data import (
+    CornerAugment,
+    balanced_training_dataset,
+    corner_samples,
+    extract_patches,
+)
+from tfmssass.stages.grader.model import CornerGrader
+from tfmssass.stages.keypoints.data import keypoint_dataset, point_table
+from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
+from tfmssass.stages.keypoints.model import HRNet
 
 
 def rate(iterator, batches: int, batch_size: int) -> float:
@@ -62,8 +67,7 @@ def main() -> None:
     gc = grader_config("small")
     patches, _ = extract_patches(frame, work / "patches", gc.patch_depth_px, progress=False)
     samples = corner_samples(patches)
-    ds, _ = balanced_training_dataset(samples, 0, 3, gc.input_size, gc.batch_size, gc.per_class, 0,
-                                      extent=gc.extent, use_clahe=gc.clahe, clip=gc.clahe_clip)
+    ds, _ = balanced_training_dataset(samples, 0, 3, gc.crop, gc.batch_size, gc.per_class, 0, CornerAugment())
     it = iter(ds)
     rows.append(("grader", "tf.data pipeline (crop, CLAHE, augment)", rate(it, 10, gc.batch_size)))
     x, y = next(it)

@@ -27,25 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-class Recorded:
-    """Calls a model, keeping a copy of every input so the same calls can be replayed bare."""
-
-    def __init__(self, model):
-        self.model, self.inputs = model, []
-
-    def predict_on_batch(self, x):
-        import numpy as np
-
-        self.inputs.append(np.array(x, copy=True))
-        return self.model.predict_on_batch(x)
-
-    def replay(self) -> float:
-        start = time.perf_counter()
-        for x in self.inputs:
-            self.model.predict_on_batch(x)
-        return time.perf_counter() - start
-
-
 def stage1_forward_seconds(model, input_size, calls: int) -> float:
     """Bare stage-1 forward passes: the detector's two per radiograph, on inputs of its shape."""
     import numpy as np
@@ -60,26 +41,52 @@ def stage1_forward_seconds(model, input_size, calls: int) -> float:
     return time.perf_counter() - start
 
 
-def paper_models(labels_csv):
+def grader_forward_seconds(module, crops: int, batch_size: int) -> float:
+    """Bare stage-2 forward passes over as many crops as the run graded, in the same batches."""
+    import numpy as np
+    import tensorflow as tf
+
+    size = module.crop.size
+    batches = [min(batch_size, crops - i) for i in range(0, crops, batch_size)]
+    inputs = {b: tf.constant(np.random.default_rng(0).random((b, size, size, 1)).astype("float32"))
+              for b in set(batches)}
+    for x in inputs.values():
+        module.grade(x)
+    start = time.perf_counter()
+    for b in batches:
+        module.grade(inputs[b])["grade_probabilities"].numpy()
+    return time.perf_counter() - start
+
+
+def paper_models(labels_csv, batch_size: int):
+    """The paper-size networks (untrained) in the scoring module; stage 1 runs its real two
+    passes, then answers with the labelled points."""
+    import tensorflow as tf
     from score_doubles import LabelledPoints
-    from tfmssass.config import grader_config, keypoint_config
-    from tfmssass.scorers import ScoringModels
-    from tfmssass.train_grader import build_model as build_grader
-    from tfmssass.train_keypoints import build_model as build_hrnet, make_detector
+
+    from tfmssass.core.config import grader_config, keypoint_config
+    from tfmssass.serving.module import ScoringModule
+    from tfmssass.serving.predictors import ModulePredictor
+    from tfmssass.stages.grader.model import build_grader
+    from tfmssass.stages.keypoints.detect import Stage1, Stage1Result
+    from tfmssass.stages.keypoints.model import build_hrnet
 
     kp, gr = keypoint_config("paper"), grader_config("paper")
-    detector = make_detector(build_hrnet(kp), kp)
+    real = Stage1(build_hrnet(kp), kp.input_size, kp.cache_long_side, kp.confidence_threshold, kp.min_points)
     truth = LabelledPoints(labels_csv)
 
-    class TimedDetector:
-        threshold, inner = detector.threshold, detector
+    class TimedStage1:
+        model, input_size = real.model, real.input_size
 
-        def detect(self, image, view=None):
-            detector.detect(image, view)  # the real two passes, for their time
-            return truth.detect(image, view)
+        def detect(self, image, view_index):
+            ran = real.detect(image, view_index)  # the real two passes, for their time
+            with tf.control_dependencies([ran.points, ran.confidence]):
+                return Stage1Result(*(tf.identity(x) for x in truth.detect(image, view_index)))
 
-    return ScoringModels(TimedDetector(), build_grader(gr), gr.input_size, gr.extent, gr.patch_depth_px,
-                         gr.clahe, gr.clahe_clip, detector.threshold), "paper presets (untrained)"
+    metadata = {"note": "", "phantom_trained": False, "keypoints": {"confidence_threshold": kp.confidence_threshold},
+                "grader": {"extent": gr.extent}}
+    module = ScoringModule(TimedStage1(), build_grader(gr), gr.crop, kp.confidence_threshold, metadata)
+    return ModulePredictor(module, batch_size), "paper presets (untrained)"
 
 
 def main():
@@ -93,8 +100,9 @@ def main():
 
     import pandas as pd
 
-    from tfmssass.score import run_scoring
-    from tfmssass.scorers import Settings, load_models
+    from tfmssass.scoring.records import Settings
+    from tfmssass.scoring.run import run_scoring
+    from tfmssass.serving.predictors import ModulePredictor, open_predictor
 
     phantoms = Path(args.phantoms)
     labels = pd.read_csv(phantoms / "labels.csv").head(args.radiographs)
@@ -105,32 +113,30 @@ def main():
         shutil.copy(phantoms / rel, folder / rel)
 
     if args.keypoints or args.model:
-        models, text, phantom = load_models(args.model, args.keypoints, args.grader)
+        predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader, batch_size=args.batch_size)
     else:
-        (models, text), phantom = paper_models(phantoms / "labels.csv"), False
-    recording = hasattr(models, "grader")
-    if recording:
-        models.grader = Recorded(models.grader)
+        (predictor, text), phantom = paper_models(phantoms / "labels.csv", args.batch_size), False
     settings = Settings(models=text, phantom=phantom)
     # warm-up: graph tracing and first-call costs are not per-radiograph costs
     warm = work / "warm"
     warm.mkdir()
     first = labels["image"].iloc[0]
     shutil.copy(folder / first, warm / Path(first).name)
-    run_scoring(warm, work / "warm_out", models, settings, batch_size=args.batch_size, progress=False)
-    if recording:
-        models.grader.inputs.clear()
+    run_scoring(warm, work / "warm_out", predictor, settings, batch_size=args.batch_size, progress=False)
     start = time.perf_counter()
-    counts = run_scoring(folder, work / "out", models, settings, batch_size=args.batch_size, progress=False)
+    counts = run_scoring(folder, work / "out", predictor, settings, batch_size=args.batch_size, progress=False)
     run_seconds = time.perf_counter() - start
     n = counts["scored"] + counts["failed"]
     bare = ratio = crops = "-"
-    if recording:
-        stage1 = (models.detector.stage1 if hasattr(models.detector, "stage1")
-                  else models.detector.inner.stage1)
-        seconds = stage1_forward_seconds(stage1.model, stage1.input_size, 2 * n) + models.grader.replay()
+    if isinstance(predictor, ModulePredictor):
+        module = predictor.module
+        per_call = max(1, args.batch_size // 12)
+        crops = 12 * n
+        grader = sum(grader_forward_seconds(module, 12 * min(per_call, n - i), args.batch_size)
+                     for i in range(0, n, per_call))
+        stage1 = module.stage1
+        seconds = stage1_forward_seconds(stage1.model, stage1.input_size, 2 * n) + grader
         bare, ratio = f"{seconds:.1f}", f"{run_seconds / seconds:.2f}"
-        crops = sum(len(x) for x in models.grader.inputs)
     print("| models | radiographs | corner crops | score run s | s / radiograph | bare forward s | ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {text} | {n} | {crops} | {run_seconds:.1f} | {run_seconds / n:.2f} | {bare} | {ratio} |")

@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfmssass.synthetic import _cpu_count, synthesize
+from tfmssass.core.system import usable_cpus
+from tfmssass.synth.phantoms import synthesize
 
 
 def main() -> None:
@@ -30,10 +31,10 @@ def main() -> None:
     frame = synthesize(out, args.patients, args.visits, seed=1, difficulty=args.difficulty)
     seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in out.rglob("*.dcm")) / 2**20
-    print(f"machine: {platform.processor() or platform.machine()}, {_cpu_count()} cores")
+    print(f"machine: {platform.processor() or platform.machine()}, {usable_cpus()} cores")
     print("| radiographs | workers | seconds | radiographs/s | MB written |")
     print("|---:|---:|---:|---:|---:|")
-    print(f"| {len(frame)} | {_cpu_count()} | {seconds:.0f} | {len(frame) / seconds:.2f} | {size:.0f} |")
+    print(f"| {len(frame)} | {usable_cpus()} | {seconds:.0f} | {len(frame) / seconds:.2f} | {size:.0f} |")
     if not args.keep and not args.out:
         shutil.rmtree(out, ignore_errors=True)
     os.sys.stdout.flush()

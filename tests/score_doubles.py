@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmssass import anatomy
-from tfmssass.detector import Detection
+from tfmssass.core import anatomy
+from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.io import read_radiograph
 from tfmssass.io.labels import load_labels, resolve_image
-from tfmssass.models.heatmaps import VIEW_SLICES
+from tfmssass.stages.grader.model import CornerGrader
+from tfmssass.stages.keypoints.detect import FOUND, NO_RESPONSE, Detection, Stage1Result
 
 
 def _image_key(image: np.ndarray) -> str:
@@ -24,9 +25,12 @@ def _image_key(image: np.ndarray) -> str:
 
 
 class LabelledPoints:
-    """Stage 1 double: the labelled points of a known phantom, confidence 0.9; unknown → not found."""
+    """Stage 1 double: the labelled points of a known phantom, confidence 0.9; unknown → not found.
 
-    threshold = 0.3
+    ``detect`` has :class:`~tfmssass.stages.keypoints.detect.Stage1`'s signature and runs inside
+    the scoring module's traced function (through ``tf.py_function``); ``table`` holds the
+    :class:`Detection` per image and may be changed by a test before scoring.
+    """
 
     def __init__(self, labels_csv):
         frame, _ = load_labels(labels_csv, check_images=False)
@@ -40,36 +44,55 @@ class LabelledPoints:
             confidence = np.where(np.isfinite(points[:, 0]), 0.9, 0.0).astype(np.float32)
             self.table[_image_key(image)] = Detection(points, confidence, row["view"], True)
 
-    def detect(self, image, view=None):
-        found = self.table.get(_image_key(image))
-        if found is None:
-            return Detection(np.full((24, 2), np.nan, np.float32), np.zeros(24, np.float32), view or "lumbar",
-                             False, "spine not found: no response")
-        return found
+    def _lookup(self, image, view_index):
+        det = self.table.get(_image_key(image.numpy()))
+        if det is None:
+            view = max(int(view_index), 0)
+            return (np.full((24, 2), np.nan, np.float32), np.zeros(24, np.float32), np.int32(view),
+                    np.int32(NO_RESPONSE), np.int32(0), np.zeros(4, np.float32))
+        confident = int((det.confidence[VIEW_SLICES[det.view]] >= 0.3).sum())
+        return (det.points, det.confidence, np.int32(anatomy.VIEWS.index(det.view)), np.int32(FOUND),
+                np.int32(confident), np.zeros(4, np.float32))
+
+    def detect(self, image, view_index):
+        import tensorflow as tf
+
+        out = tf.py_function(self._lookup, [image, view_index],
+                             [tf.float32, tf.float32, tf.int32, tf.int32, tf.int32, tf.float32])
+        for tensor, shape in zip(out, ([24, 2], [24], [], [], [], [4])):
+            tensor.set_shape(shape)
+        return Stage1Result(*out)
 
 
-def scoring_models(labels_csv):
+def scoring_models(labels_csv, batch_size: int = 64):
+    """A predictor over the scoring module with the stage-1 double and an untrained tiny grader."""
     import keras
 
-    from tfmssass.models.grader import CornerGrader
-    from tfmssass.scorers import ScoringModels
+    from tfmssass.core.geometry import CropSpec
+    from tfmssass.serving.module import ScoringModule
+    from tfmssass.serving.predictors import ModulePredictor
 
     keras.utils.set_random_seed(0)
     grader = CornerGrader("tiny", 64)
-    return ScoringModels(LabelledPoints(labels_csv), grader, input_size=64, extent=2.8, patch_depth_px=48,
-                         clahe=True, clahe_clip=2.0, point_threshold=0.3)
+    stage1 = LabelledPoints(labels_csv)
+    metadata = {"note": "PHANTOM-TRAINED test doubles", "phantom_trained": True,
+                "keypoints": {"confidence_threshold": 0.3}, "grader": {"extent": 2.8}}
+    module = ScoringModule(stage1, grader, CropSpec(size=64, depth_px=48), 0.3, metadata)
+    predictor = ModulePredictor(module, batch_size)
+    predictor.stage1 = stage1  # tests reach the double's table through the predictor
+    return predictor
 
 
 def settings(**overrides):
-    from tfmssass.scorers import Settings
+    from tfmssass.scoring.records import Settings
 
     return Settings(models="test doubles", phantom=True, **overrides)
 
 
 if __name__ == "__main__":  # python score_doubles.py PHANTOMS OUT [--resume]
-    from tfmssass.score import run_scoring
+    from tfmssass.scoring.run import run_scoring
 
     phantoms, out = Path(sys.argv[1]), Path(sys.argv[2])
-    counts = run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), batch_size=8,
+    counts = run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv", 8), settings(), batch_size=8,
                          resume="--resume" in sys.argv, progress=False, lookahead=1)
     print(counts)

@@ -1,5 +1,6 @@
 """Export for TF Serving: the TF-only pipeline pieces, the SavedModel's signatures and its parity
-with the Python pipeline, and the serving clients (REST and gRPC) against stand-in servers."""
+with the in-memory scoring module (batched across radiographs), and the predictors for TF Serving
+(REST and gRPC) against stand-in servers."""
 
 from __future__ import annotations
 
@@ -21,22 +22,26 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tfmssass import geometry
-from tfmssass.bridge import consistent_grades
 from tfmssass.cli import main
-from tfmssass.config import grader_config, keypoint_config
-from tfmssass.data.cache import encode_png16
-from tfmssass.detector import KeypointDetector
-from tfmssass.export import OUTPUT_NAMES, build_metadata, export_models
+from tfmssass.core import geometry
+from tfmssass.core.config import grader_config, keypoint_config
 from tfmssass.io import read_radiograph
-from tfmssass.models.heatmaps import VIEW_SLICES
-from tfmssass.pipeline import cranial_directions, grade_corners, level_patch, strongest_region
-from tfmssass.scorers import ScoringModels, Scorer, Settings
-from tfmssass.serving import RestBackend, ServingError, ServingUnavailable
-from tfmssass.synthetic import synthesize
-from tfmssass.train_grader import build_model as build_grader
-from tfmssass.train_keypoints import build_model as build_hrnet
-
+from tfmssass.io.images import encode_png16
+from tfmssass.serving.export import export_module
+from tfmssass.serving.module import OUTPUT_NAMES, ScoringModule, build_metadata
+from tfmssass.serving.predictors import (
+    ModulePredictor,
+    RestPredictor,
+    SavedModelPredictor,
+    ServingError,
+    ServingUnavailable,
+)
+from tfmssass.stages.grader.crops import cranial_directions, level_patch
+from tfmssass.stages.grader.grades import consistent_grades, grade_corners
+from tfmssass.stages.grader.model import build_grader
+from tfmssass.stages.keypoints.detect import KeypointDetector, strongest_region
+from tfmssass.stages.keypoints.model import build_hrnet
+from tfmssass.synth.phantoms import synthesize
 
 # ---- the TF pieces against their references -------------------------------------------------------
 
@@ -112,11 +117,11 @@ def _tiny_models():
 def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
     model, kp, grader, gr = _tiny_models()
-    path = export_models(model, kp, grader, gr, base / "saved_models" / "tiny" / "1",
-                         build_metadata(kp, gr, {}, {}, phantom=True))
+    module = ScoringModule.from_models(model, kp, grader, gr, build_metadata(kp, gr, {}, {}, phantom=True))
+    path = export_module(module, base / "saved_models" / "tiny" / "1")
     phantoms = base / "ph"
-    synthesize(phantoms, patients=1, visits=1, seed=21, workers=2, progress=False)
-    return {"path": path, "models": (model, kp, grader, gr), "phantoms": phantoms,
+    synthesize(phantoms, patients=2, visits=1, seed=21, workers=2, progress=False)
+    return {"path": path, "models": (model, kp, grader, gr), "module": module, "phantoms": phantoms,
             "loaded": tf.saved_model.load(str(path))}
 
 
@@ -128,7 +133,7 @@ def test_export_layout_and_metadata(exported):
     assert meta["classes"]["3"] == "total bony bridge" and len(meta["corners"]["lumbar"]) == 12
     assert meta["grader"]["clahe"] is True and meta["keypoints"]["input_size"] == [128, 96]
     with pytest.raises(ValueError, match="numeric version"):
-        export_models(*exported["models"][:4], path.parent / "latest", {})
+        export_module(exported["module"], path.parent / "latest")
 
 
 def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
@@ -150,49 +155,37 @@ def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
     assert "Result for output key grades" in ran.stdout and "Result for output key view" in ran.stdout
 
 
-def _python_pipeline(models, image):
-    """What ``tfmssass score`` computes for one image with the Keras models."""
-    model, kp, grader, gr = models
-    detector = KeypointDetector(model, kp.input_size, kp.cache_long_side, kp.confidence_threshold, kp.min_points)
-    scoring = ScoringModels(detector, grader, gr.input_size, gr.extent, gr.patch_depth_px, gr.clahe,
-                            gr.clahe_clip, kp.confidence_threshold)
-    scorer = Scorer(scoring, Settings(models="t", phantom=False), Path("."))
-    det = detector.detect(image)
-    span = VIEW_SLICES[det.view]
-    conf = det.confidence[span]
-    level_conf = np.minimum(conf[0::2], conf[1::2])
-    crops, cut = (t.numpy() for t in scorer._crops(image, det.points[span], level_conf >= kp.confidence_threshold))
-    probs = np.asarray(grader(crops[..., None], training=False))
-    grades, _, review = scorer._grade(probs, level_conf, cut)
-    return det, probs, grades, review, cut
-
-
-def test_saved_model_matches_the_python_pipeline(exported):
-    loaded = exported["loaded"]
+def test_batched_scoring_path_matches_the_saved_model(exported):
+    """Scoring with run folders grades the crops of several radiographs in one grader batch; the
+    SavedModel (and so TF Serving) runs one radiograph at a time. Both must give the same answer."""
     files = sorted(exported["phantoms"].glob("*/*/*.dcm"))
-    assert len(files) == 2
-    for path in files:
-        image = read_radiograph(path).image
-        det, probs, grades, review, cut = _python_pipeline(exported["models"], image)
-        assert det.found and cut.any()  # the chain really ran to the grader
-        out = loaded.signatures["image_tensor"](images=tf.constant(image[None, :, :, None]))
-        assert out["view"].numpy()[0].decode() == det.view
-        assert np.nanmax(np.abs(out["keypoints"].numpy()[0] - det.points)) <= 0.5
-        np.testing.assert_array_equal(np.isnan(out["keypoints"].numpy()[0]), np.isnan(det.points))
-        np.testing.assert_array_equal(out["grades"].numpy()[0], grades)
+    assert len(files) == 4
+    images = [read_radiograph(path).image for path in files]
+    batched = ModulePredictor(exported["module"], batch_size=40).predict(images, [None] * len(images))
+    model, kp, _, _ = exported["models"]
+    detector = KeypointDetector.from_config(model, kp)
+    saved = SavedModelPredictor(exported["path"])
+    for image, ours in zip(images, batched):
+        theirs = saved.predict([image], [None])[0]
+        assert ours["view"] == theirs["view"] and ours["spine_found"] and theirs["spine_found"]
+        cut = ours["grades"][0::2] >= 0
+        assert cut.any()  # the chain really ran to the grader
+        assert np.nanmax(np.abs(ours["keypoints"] - theirs["keypoints"])) <= 0.5
+        np.testing.assert_array_equal(np.isnan(ours["keypoints"]), np.isnan(theirs["keypoints"]))
+        np.testing.assert_array_equal(ours["grades"], theirs["grades"])
         graded = np.repeat(cut, 2)
-        assert np.abs(out["grade_probabilities"].numpy()[0][graded] - probs[graded]).max() <= 1e-4
-        np.testing.assert_array_equal(out["review"].numpy()[0], review)
+        assert np.abs(ours["grade_probabilities"][graded] - theirs["grade_probabilities"][graded]).max() <= 1e-4
+        np.testing.assert_array_equal(ours["review"], theirs["review"])
+        assert ours["model_note"] == theirs["model_note"] and ours["model_note"].startswith("PHANTOM-TRAINED")
+        # the detector that training and evaluation use finds the same points
+        assert np.nanmax(np.abs(detector.detect(image).points - ours["keypoints"])) <= 0.5
 
-        # the PNG signature decodes what a client sends: a 16-bit PNG of the display image
-        quantised = np.rint(image * 65535) / 65535
-        det_q, probs_q, grades_q, _, cut_q = _python_pipeline(exported["models"], quantised.astype(np.float32))
-        served = loaded.signatures["serving_default"](images=tf.constant([encode_png16(image)]))
-        np.testing.assert_array_equal(served["grades"].numpy()[0], grades_q)
-        assert np.nanmax(np.abs(served["keypoints"].numpy()[0] - det_q.points)) <= 0.5
-        assert np.abs(served["grade_probabilities"].numpy()[0][np.repeat(cut_q, 2)]
-                      - probs_q[np.repeat(cut_q, 2)]).max() <= 1e-4
-        assert served["model_note"].numpy()[0].decode().startswith("PHANTOM-TRAINED")
+    # the PNG signature decodes what a client sends: a 16-bit PNG of the display image
+    quantised = np.rint(images[0] * 65535).astype(np.float32) / 65535
+    ours = ModulePredictor(exported["module"]).predict([quantised], [None])[0]
+    served = exported["loaded"].signatures["serving_default"](images=tf.constant([encode_png16(images[0])]))
+    np.testing.assert_array_equal(served["grades"].numpy()[0], ours["grades"])
+    assert np.nanmax(np.abs(served["keypoints"].numpy()[0] - ours["keypoints"])) <= 0.5
 
 
 def test_stage_signatures_alone(exported):
@@ -210,8 +203,9 @@ def test_stage_signatures_alone(exported):
 @pytest.mark.slow
 def test_paper_size_presets_export_and_load(tmp_path):
     kp, gr = keypoint_config("paper"), grader_config("paper")
-    path = export_models(build_hrnet(kp), kp, build_grader(gr), gr, tmp_path / "paper" / "1",
-                         build_metadata(kp, gr, {}, {}, phantom=False))
+    module = ScoringModule.from_models(build_hrnet(kp), kp, build_grader(gr), gr,
+                                       build_metadata(kp, gr, {}, {}, phantom=False))
+    path = export_module(module, tmp_path / "paper" / "1")
     loaded = tf.saved_model.load(str(path))
     out = loaded.signatures["image_tensor"](images=tf.zeros([1, 600, 500, 1]))
     assert out["grade_probabilities"].shape == (1, 12, 4) and out["keypoints"].shape == (1, 24, 2)
@@ -276,22 +270,22 @@ def stand_in(exported):
 
 def test_rest_client_retries_transient_errors_and_reports_refusals(exported, stand_in):
     image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
-    client = RestBackend(stand_in.url, "tiny", retries=4, backoff=0.01)
+    client = RestPredictor(stand_in.url, "tiny", retries=4, backoff=0.01)
     stand_in.failures[:] = [503, 502]
     before = stand_in.requests
-    out = client.predict(image)
+    out = client.predict([image], [None])[0]
     assert stand_in.requests - before == 3 and out["grades"].shape == (12,) and out["view"] in ("cervical", "lumbar")
 
     stand_in.failures[:] = [400]
     with pytest.raises(ServingError, match=r"HTTP 400\): stand-in failure 400"):
-        client.predict(image)
+        client.predict([image], [None])[0]
     with pytest.raises(ServingError, match="HTTP 404"):
-        RestBackend(stand_in.url, "other", retries=2, backoff=0.01).predict(image)
+        RestPredictor(stand_in.url, "other", retries=2, backoff=0.01).predict([image], [None])[0]
     stand_in.failures[:] = [500] * 3
     with pytest.raises(ServingUnavailable, match="3 tries"):
-        RestBackend(stand_in.url, "tiny", retries=3, backoff=0.01).predict(image)
+        RestPredictor(stand_in.url, "tiny", retries=3, backoff=0.01).predict([image], [None])[0]
     with pytest.raises(ServingUnavailable):
-        RestBackend("http://127.0.0.1:9", "tiny", retries=2, backoff=0.01).predict(image)  # nobody listens
+        RestPredictor("http://127.0.0.1:9", "tiny", retries=2, backoff=0.01).predict([image], [None])[0]  # nobody listens
 
 
 def test_grpc_client_against_a_stand_in_prediction_service(exported):
@@ -299,7 +293,7 @@ def test_grpc_client_against_a_stand_in_prediction_service(exported):
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from tfmssass.serving import GrpcBackend
+    from tfmssass.serving.predictors import GrpcPredictor
 
     fn = exported["loaded"].signatures["serving_default"]
 
@@ -319,11 +313,11 @@ def test_grpc_client_against_a_stand_in_prediction_service(exported):
     server.start()
     try:
         image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
-        out = GrpcBackend(f"127.0.0.1:{port}", "tiny", retries=2, backoff=0.01).predict(image)
+        out = GrpcPredictor(f"127.0.0.1:{port}", "tiny", retries=2, backoff=0.01).predict([image], [None])[0]
         expected = fn(images=tf.constant([encode_png16(image)]))
         np.testing.assert_array_equal(out["grades"], expected["grades"].numpy()[0])
         with pytest.raises(ServingError, match="NOT_FOUND"):
-            GrpcBackend(f"127.0.0.1:{port}", "other", retries=2, backoff=0.01).predict(image)
+            GrpcPredictor(f"127.0.0.1:{port}", "other", retries=2, backoff=0.01).predict([image], [None])[0]
     finally:
         server.stop(0)
 
@@ -340,7 +334,7 @@ def test_score_through_the_server_equals_scoring_the_exported_model(exported, st
     assert remote.exit_code == 0, remote.output
     a = pd.read_csv(tmp_path / "local" / "corners.csv")
     b = pd.read_csv(tmp_path / "remote" / "corners.csv")
-    assert len(a) == 24 and a["grade"].notna().any()
+    assert len(a) == 48 and a["grade"].notna().any()  # 2 phantoms x 2 views x 12 corners
     np.testing.assert_array_equal(a["grade"].fillna(-1), b["grade"].fillna(-1))
     assert np.nanmax(np.abs(a[["p0", "p1", "p2", "p3"]].to_numpy() - b[["p0", "p1", "p2", "p3"]].to_numpy())) <= 1e-3
     assert b["models"].str.contains("PHANTOM-TRAINED").all()  # the served model says it is a demo

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tfmssass import anatomy
-from tfmssass.geometry import corner_frames, cranial_directions, disk_angle, level_frame
+from tfmssass.core import anatomy
+from tfmssass.core.geometry import corner_frames, cranial_directions, disk_angle, level_frame
 
 
 def test_disk_angle():

@@ -10,18 +10,27 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tfmssass import anatomy
-from tfmssass.augment import canonical_matrix, clahe
-from tfmssass.bridge import consistent_grades
 from tfmssass.cli import main
-from tfmssass.data.corners import (
-    CornerAugment, balanced_epoch, corner_dataset, corner_samples, extract_patches,
-)
-from tfmssass.geometry import level_frame
-from tfmssass.grading_metrics import per_grade_table, quadratic_weighted_kappa, read_confusion_csv, summary
+from tfmssass.core import anatomy
+from tfmssass.core.geometry import CropSpec, level_frame
 from tfmssass.io.labels import load_labels
-from tfmssass.models.grader import CornerGrader
-from tfmssass.synthetic import Case, make_case, synthesize
+from tfmssass.ops.image import canonical_matrix, clahe
+from tfmssass.stages.grader.data import (
+    CornerAugment,
+    balanced_epoch,
+    corner_dataset,
+    corner_samples,
+    extract_patches,
+)
+from tfmssass.stages.grader.grades import consistent_grades
+from tfmssass.stages.grader.metrics import (
+    per_grade_table,
+    quadratic_weighted_kappa,
+    read_confusion_csv,
+    summary,
+)
+from tfmssass.stages.grader.model import CornerGrader
+from tfmssass.synth.phantoms import Case, make_case, synthesize
 
 PAPER_CM = np.array([[2250, 295, 54, 19], [502, 2169, 75, 46], [96, 147, 700, 153], [25, 58, 96, 2641]])
 
@@ -56,7 +65,7 @@ def test_clahe_batched_channel_and_in_a_graph(radiograph):
                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.uint8)])
     got = graph(crops[..., None]).numpy()[..., 0]
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
-    from tfmssass.augment import clahe as imported  # the documented import path
+    from tfmssass.ops.image import clahe as imported
 
     assert imported is clahe
 
@@ -105,7 +114,7 @@ def test_augmentation_keeps_the_graded_corner_in_place(tmp_path):
                          "grade": 2 if sup else 1, "own": (mark == "sup") == sup})
     samples = pd.DataFrame(rows)
     idx = np.repeat(np.arange(4), 8)
-    x, y = next(iter(corner_dataset(samples, idx, 64, 32, augment=CornerAugment(), use_clahe=False, seed=9)))
+    x, y = next(iter(corner_dataset(samples, idx, CropSpec(size=64, clahe=False), 32, augment=CornerAugment(), seed=9)))
     for crop, label, i in zip(x.numpy()[..., 0], y.numpy(), idx):
         ys, xs = np.nonzero(crop > 0.5)
         assert len(xs) and xs.mean() > 40, "mark not on the anterior (right) side"
@@ -132,9 +141,8 @@ def test_phantom_crops_show_the_spur_on_the_graded_side(tmp_path):
     partner = samples.groupby("patch_path")["grade"].transform(lambda g: g.iloc[::-1].to_numpy())
     chosen = samples[(samples["grade"] == 2) & (partner <= 1)].reset_index(drop=True)
     assert errors == [] and len(chosen) >= 3
-    x, _ = next(iter(corner_dataset(chosen, np.arange(len(chosen)), 96, len(chosen),
-                                    augment=CornerAugment(enabled=False), use_clahe=False,
-                                    drop_remainder=False)))
+    x, _ = next(iter(corner_dataset(chosen, np.arange(len(chosen)), CropSpec(size=96, clahe=False), len(chosen),
+                                    augment=CornerAugment(enabled=False), drop_remainder=False)))
     wins = 0
     for crop in x.numpy()[..., 0]:
         near = crop[38:48, 80:92].mean()  # disk gap just below the graded corner, anterior
@@ -170,6 +178,14 @@ def test_qwk_agrees_with_sklearn():
     cm = np.zeros((4, 4), int)
     np.add.at(cm, (actual, predicted), 1)
     assert quadratic_weighted_kappa(cm) == pytest.approx(cohen_kappa_score(actual, predicted, weights="quadratic"))
+    assert np.isnan(quadratic_weighted_kappa(np.zeros((4, 4), int)))  # nothing graded
+    assert np.isnan(quadratic_weighted_kappa(np.diag([7, 0, 0, 0])))  # one grade on both sides: undefined
+    # by hand: actual (0, 0, 1, 3), predicted (0, 1, 1, 2); weights (i - j)^2 / 9
+    # observed 1/9 + 1/9 = 2/9 per 4 corners; expected from the margins (2, 1, 0, 1) x (1, 2, 1, 0)
+    by_hand = np.zeros((4, 4), int)
+    np.add.at(by_hand, ([0, 0, 1, 3], [0, 1, 1, 2]), 1)
+    expected = sum(a * p * (i - j) ** 2 / 9 for i, a in enumerate([2, 1, 0, 1]) for j, p in enumerate([1, 2, 1, 0])) / 4
+    assert quadratic_weighted_kappa(by_hand) == pytest.approx(1 - (2 / 9) / expected)
 
 
 def test_confusion_matrix_cli(tmp_path):

@@ -8,21 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfmssass import anatomy
-from tfmssass.augment import apply_matrix, region_matrix, warp
-from tfmssass.config import keypoint_config
+from tfmssass.core import anatomy
+from tfmssass.core.config import keypoint_config
 from tfmssass.data.cache import build_cache
-from tfmssass.data.keypoints import KeypointAugment, keypoint_dataset, point_table
-from tfmssass.detector import Detection, KeypointDetector
-from tfmssass.evaluate_keypoints import point_records, summarise
 from tfmssass.io.labels import load_labels
-from tfmssass.models.heatmaps import (
-    WeightedHeatmapLoss, gaussian_heatmaps, heatmap_to_input, input_to_heatmap,
+from tfmssass.ops.image import apply_matrix, region_matrix, warp
+from tfmssass.stages.keypoints.data import KeypointAugment, keypoint_dataset, point_table
+from tfmssass.stages.keypoints.detect import Detection, KeypointDetector, decode_heatmaps
+from tfmssass.stages.keypoints.evaluate import point_records, summarise
+from tfmssass.stages.keypoints.heatmaps import (
+    WeightedHeatmapLoss,
+    gaussian_heatmaps,
+    heatmap_to_input,
+    input_to_heatmap,
 )
-from tfmssass.models.hrnet import HRNet
-from tfmssass.pipeline import decode_heatmaps
-from tfmssass.synthetic import synthesize
-from tfmssass.train_keypoints import train_keypoints
+from tfmssass.stages.keypoints.model import HRNet
+from tfmssass.stages.keypoints.train import train_keypoints
+from tfmssass.synth.phantoms import synthesize
 
 
 def decode(heatmaps):

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tfmssass import anatomy
 from tfmssass.cli import main
+from tfmssass.core import anatomy
 from tfmssass.io.coco import CocoError, coco_to_labels, write_coco
 from tfmssass.io.labels import LabelError, load_labels, read_labels, validate_labels, write_labels
-from tfmssass.split import split_patients
+from tfmssass.io.split import split_patients
 
 
 def make_table(n_patients=3, rng=None) -> pd.DataFrame:

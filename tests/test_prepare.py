@@ -13,20 +13,33 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
-from tfmssass import anatomy
 from tfmssass.cli import main
+from tfmssass.core import anatomy
 from tfmssass.data.cache import build_cache
-from tfmssass.data.corners import corner_samples, extract_patches
-from tfmssass.data.keypoints import KeypointAugment, keypoint_dataset, point_table, prepared_keypoint_dataset
-from tfmssass.data.records import (CORNER_SPEC, CORNERS, RADIOGRAPH_SPEC, RADIOGRAPHS, decode_png16,
-                                   read_records, shard_files)
+from tfmssass.data.records import (
+    CORNER_SPEC,
+    CORNERS,
+    RADIOGRAPH_SPEC,
+    RADIOGRAPHS,
+    PrepareError,
+    decode_png16,
+    load_index,
+    read_records,
+    shard_files,
+)
 from tfmssass.io.labels import load_labels
-from tfmssass.prepare import PrepareError, load_index, prepare
-from tfmssass.synthetic import synthesize
-
-import tensorflow as tf
+from tfmssass.stages.grader.data import corner_samples, extract_patches
+from tfmssass.stages.keypoints.data import (
+    KeypointAugment,
+    keypoint_dataset,
+    point_table,
+    prepared_keypoint_dataset,
+)
+from tfmssass.stages.prepare import prepare
+from tfmssass.synth.phantoms import synthesize
 
 LONG_SIDE, DEPTH = 512, 48  # the tiny presets' working sizes
 

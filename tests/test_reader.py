@@ -7,11 +7,15 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from dicom_factory import SC, make_dataset, phantom_pixels, transcode_with_gdcm, with_voi_lut
 from pydicom.uid import (
-    ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
 )
 
-from dicom_factory import SC, make_dataset, phantom_pixels, transcode_with_gdcm, with_voi_lut
 from tfmssass.cli import main
 from tfmssass.io import RadiographError, image_size, read_radiograph
 

@@ -17,14 +17,14 @@ import pandas as pd
 import pydicom
 import pytest
 from click.testing import CliRunner
-
 from dicom_factory import make_dataset, phantom_pixels
 from score_doubles import scoring_models, settings
-from tfmssass import anatomy
+
 from tfmssass.cli import main
-from tfmssass.score import choose_radiographs, run_scoring
-from tfmssass.synthetic import synthesize
-from tfmssass.totals import progression, segment_total, visit_totals
+from tfmssass.core import anatomy
+from tfmssass.scoring.run import choose_radiographs, run_scoring
+from tfmssass.scoring.totals import progression, segment_total, visit_totals
+from tfmssass.synth.phantoms import synthesize
 
 OUTPUT_CSVS = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv")
 
@@ -187,7 +187,7 @@ def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
 
 def test_missing_points_are_blank_corners_never_zero(phantoms, tmp_path):
     models = scoring_models(phantoms / "labels.csv")
-    for det in models.detector.table.values():  # the detector loses the lowest lumbar/cervical level
+    for det in models.stage1.table.values():  # the detector loses the lowest lumbar/cervical level
         det.confidence[[10, 11, 22, 23]] = 0.05
     run_scoring(phantoms, tmp_path / "out", models, settings(), progress=False)
     corners = pd.read_csv(tmp_path / "out" / "corners.csv")
@@ -229,7 +229,7 @@ def test_killed_run_resumes_to_the_same_outputs(phantoms, tmp_path):
 
 
 def test_pseudonymised_outputs_hold_no_original_id(phantoms, tmp_path):
-    from tfmssass.score import salt_id
+    from tfmssass.scoring.run import salt_id
 
     salt = "a salt kept elsewhere"
     out = tmp_path / "out"
@@ -283,9 +283,9 @@ def test_report_renders_in_headless_chromium(phantoms, tmp_path):
 # ---- the command line with real (untrained, tiny) run folders ----------------------------------------
 
 def _tiny_runs(tmp_path: Path) -> tuple[Path, Path]:
-    from tfmssass.config import grader_config, keypoint_config
-    from tfmssass.train_grader import build_model as build_grader
-    from tfmssass.train_keypoints import build_model as build_hrnet
+    from tfmssass.core.config import grader_config, keypoint_config
+    from tfmssass.stages.grader.model import build_grader
+    from tfmssass.stages.keypoints.model import build_hrnet
 
     runs = []
     for stage, config, build in (("keypoints", keypoint_config("tiny"), build_hrnet),

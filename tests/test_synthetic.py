@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tfmssass import anatomy
 from tfmssass.cli import main
+from tfmssass.core import anatomy
 from tfmssass.io import read_radiograph
 from tfmssass.io.labels import load_labels
-from tfmssass.synthetic import Case, make_case, patient_course, synthesize
+from tfmssass.synth.phantoms import Case, make_case, patient_course, synthesize
 
 
 @pytest.fixture(scope="module")

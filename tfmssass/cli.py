@@ -32,7 +32,7 @@ def main():
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def inspect(files):
     """Print one JSON object per FILE: its metadata, or why it cannot be read."""
-    from .io import RadiographError, read_radiograph
+    from tfmssass.io import RadiographError, read_radiograph
 
     failed = 0
     for path in files:
@@ -55,8 +55,8 @@ def convert(source, target, bits):
     """Write SOURCE's display-ready grey image (bone bright) as a PNG at TARGET."""
     import cv2
 
-    from .atomic import write_bytes
-    from .io import RadiographError, read_radiograph
+    from tfmssass.core.atomic import write_bytes
+    from tfmssass.io import RadiographError, read_radiograph
 
     try:
         radiograph = read_radiograph(source)
@@ -87,7 +87,7 @@ def synth(out, patients, visits, seed, difficulty, views, workers, resume):
 
     Synthetic radiographs, not patients: they exist to test and demonstrate the pipeline.
     """
-    from .synthetic import synthesize
+    from tfmssass.synth.phantoms import synthesize
 
     try:
         frame = synthesize(out, patients, visits, seed=seed, difficulty=difficulty,
@@ -108,7 +108,7 @@ def labels():
 @click.option("--no-images", is_flag=True, help="Do not open the images (skip size checks).")
 def labels_check(csv, no_images):
     """Report every problem in CSV, one line each; exit 1 if there are errors."""
-    from .io.labels import LabelError, read_labels, validate_labels
+    from tfmssass.io.labels import LabelError, read_labels, validate_labels
 
     try:
         frame = read_labels(csv)
@@ -119,7 +119,7 @@ def labels_check(csv, no_images):
         click.echo(f"error: {csv}: {line}")
     for line in report.warnings:
         click.echo(f"warning: {csv}: {line}")
-    from . import anatomy
+    from tfmssass.core import anatomy
 
     graded = int(frame[list(anatomy.ALL_CORNERS)].notna().sum().sum())
     click.echo(f"{csv}: {len(frame)} radiographs, {frame['patient_id'].nunique()} patients, "
@@ -134,8 +134,8 @@ def labels_check(csv, no_images):
 @click.option("--seed", default=0, show_default=True, type=int)
 def labels_split(csv, out, val_fraction, seed):
     """Patient-level train/validation split, stratified by each patient's highest grade."""
-    from .io.labels import LabelError, read_labels
-    from .split import split_patients, write_split
+    from tfmssass.io.labels import LabelError, read_labels
+    from tfmssass.io.split import split_patients, write_split
 
     try:
         frame = read_labels(csv)
@@ -152,8 +152,8 @@ def labels_split(csv, out, val_fraction, seed):
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True)
 def labels_to_coco_cmd(csv, out):
     """Export labels as COCO keypoints (for correcting points in CVAT or Label Studio)."""
-    from .io.coco import write_coco
-    from .io.labels import LabelError, read_labels
+    from tfmssass.io.coco import write_coco
+    from tfmssass.io.labels import LabelError, read_labels
 
     try:
         frame = read_labels(csv)
@@ -172,8 +172,8 @@ def labels_from_coco(coco_json, out, images_root):
     """Import COCO keypoints (CVAT / Label Studio export) as labels.csv."""
     from pathlib import Path
 
-    from .io.coco import CocoError, coco_to_labels
-    from .io.labels import validate_labels, write_labels
+    from tfmssass.io.coco import CocoError, coco_to_labels
+    from tfmssass.io.labels import validate_labels, write_labels
 
     try:
         frame = coco_to_labels(coco_json, images_root=images_root, labels_dir=Path(out).parent)
@@ -201,8 +201,9 @@ def labels_from_coco(coco_json, out, images_root):
 @click.option("--workers", type=click.IntRange(1), default=None, help="Decoding processes (default: all cores).")
 def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers):
     """Decode every labelled radiograph once into TFRecord shards for 'train --data'. Rerun to resume."""
-    from .io.labels import LabelError
-    from .prepare import PrepareError, prepare as run_prepare
+    from tfmssass.data.records import PrepareError
+    from tfmssass.io.labels import LabelError
+    from tfmssass.stages.prepare import prepare as run_prepare
 
     try:
         index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers)
@@ -244,9 +245,9 @@ def _run_training(train_fn, source, out, config, **kwargs) -> None:
     """Run a trainer; its known failures become one line (a lost worker included: resume hint)."""
     import tensorflow as tf
 
-    from .io.labels import LabelError
-    from .prepare import PrepareError
-    from .train import RunFolderError
+    from tfmssass.data.records import PrepareError
+    from tfmssass.io.labels import LabelError
+    from tfmssass.stages.runs import RunFolderError
 
     try:
         run = train_fn(source, out, config, **kwargs)
@@ -281,8 +282,8 @@ def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, l
                         steps_per_epoch, init, mixed_precision, strategy):
     """Stage 1: HRNet disk-point detector. Run the same command again to resume."""
     source = _training_source(labels_csv, data_dir)
-    from .config import keypoint_config
-    from .train_keypoints import train_keypoints
+    from tfmssass.core.config import keypoint_config
+    from tfmssass.stages.keypoints.train import train_keypoints
 
     config = keypoint_config(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch)
@@ -315,8 +316,8 @@ def train_grader_cmd(labels_csv, data_dir, out, preset, backbone, epochs, batch_
                      val_fraction, init, keypoints_run, mixed_precision, strategy):
     """Stage 2: corner grader on canonical crops (labelled or --keypoints points). Rerun to resume."""
     source = _training_source(labels_csv, data_dir)
-    from .config import grader_config
-    from .train_grader import train_grader
+    from tfmssass.core.config import grader_config
+    from tfmssass.stages.grader.train import train_grader
 
     config = grader_config(preset, backbone=backbone, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, per_class=per_class, seed=seed,
@@ -337,8 +338,8 @@ def evaluate(ctx, cm_csv, out):
     if not cm_csv or not out:
         click.echo(ctx.get_help())
         sys.exit(2)
-    from .evaluate_grader import write_confusion_report
-    from .grading_metrics import markdown, read_confusion_csv
+    from tfmssass.stages.grader.evaluate import write_confusion_report
+    from tfmssass.stages.grader.metrics import markdown, read_confusion_csv
 
     try:
         cm = read_confusion_csv(cm_csv)
@@ -357,10 +358,10 @@ def evaluate(ctx, cm_csv, out):
               help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
 def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
     """Confusion matrix, per-grade table, QWK, per level/view, ROC curves."""
-    from .evaluate_grader import evaluate_grader
-    from .grading_metrics import markdown
-    from .io.labels import LabelError
-    from .train import RunFolderError
+    from tfmssass.io.labels import LabelError
+    from tfmssass.stages.grader.evaluate import evaluate_grader
+    from tfmssass.stages.grader.metrics import markdown
+    from tfmssass.stages.runs import RunFolderError
 
     try:
         report = evaluate_grader(run_dir, labels_csv, out, keypoints_run)
@@ -383,8 +384,8 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
 def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
     """Visit-level agreement with reference scores: ICC(2,1)/ICC(3,1) with 95% CI for total and
     change, MAE, Bland-Altman, smallest detectable change, progression sensitivity/specificity/kappa."""
-    from .agreement import evaluate_agreement, markdown
-    from .io.labels import LabelError
+    from tfmssass.io.labels import LabelError
+    from tfmssass.stats.agreement import evaluate_agreement, markdown
 
     try:
         result = evaluate_agreement(scores_csv, labels_csv, out, impute)
@@ -406,9 +407,9 @@ def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
               help="How many worst radiographs to draw.")
 def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
     """Point errors (px, mm where calibrated, % diagonal), PCK, view accuracy, failures."""
-    from .evaluate_keypoints import evaluate_keypoints
-    from .io.labels import LabelError
-    from .train import RunFolderError
+    from tfmssass.io.labels import LabelError
+    from tfmssass.stages.keypoints.evaluate import evaluate_keypoints
+    from tfmssass.stages.runs import RunFolderError
 
     try:
         summary = evaluate_keypoints(run_dir, labels_csv, out, flip_test=flip_test, worst=worst)
@@ -464,9 +465,9 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     """
     from pathlib import Path
 
-    from .score import run_scoring, salt_id
-    from .scorers import Settings, load_models
-    from .serving import ServingUnavailable
+    from tfmssass.scoring.records import Settings
+    from tfmssass.scoring.run import run_scoring, salt_id
+    from tfmssass.serving.predictors import ServingUnavailable, open_predictor
 
     if pseudonymize:
         if bool(salt) == bool(salt_file):
@@ -479,7 +480,9 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     else:
         salt = None
     try:
-        models, text, phantom = load_models(model_dir, keypoints_run, grader_run, server, grpc_target, model_name)
+        predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, server, grpc_target,
+                                                  model_name, batch_size=batch_size,
+                                                  review_threshold=review_threshold)
     except ValueError as exc:
         _fail(str(exc), 2)
     except ServingUnavailable as exc:
@@ -489,7 +492,7 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     if phantom:
         click.echo(f"note: {settings.models_note}", err=True)
     try:
-        counts = run_scoring(directory, out, models, settings, meta_csv=meta_csv, batch_size=batch_size,
+        counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
                              resume=resume, progress=not quiet, salt=salt)
     except ValueError as exc:
         _fail(str(exc), 2)
@@ -514,8 +517,8 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
               help="saved_models/<name>/<version>: a new numeric version folder (TF Serving layout).")
 def export(keypoints_run, grader_run, out):
     """Export both stages as one SavedModel for TF Serving (plus metadata.json)."""
-    from .export import export_runs
-    from .train import RunFolderError
+    from tfmssass.serving.export import export_runs
+    from tfmssass.stages.runs import RunFolderError
 
     try:
         path = export_runs(keypoints_run, grader_run, out)

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..atomic import write_bytes
-from ..io import RadiographError, read_radiograph
-from ..io.labels import resolve_image
+from tfmssass.core.atomic import write_bytes
+from tfmssass.io import RadiographError, read_radiograph
+from tfmssass.io.images import encode_png16
+from tfmssass.io.labels import resolve_image
 
 DEFAULT_LONG_SIDE = 1024
 
@@ -31,14 +32,6 @@ def shrink_to_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, 
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return small, size[0] / width, size[1] / height
-
-
-def encode_png16(image: np.ndarray) -> bytes:
-    """A float image in [0, 1] as 16-bit grey PNG bytes (what the pipelines read back)."""
-    ok, png = cv2.imencode(".png", np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return png.tobytes()
 
 
 def calibrated_spacing_mm(radiograph) -> float:

@@ -13,6 +13,7 @@ Two kinds of record, one file family each, so that each stage reads only what it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,32 @@ def read_records(data_dir, kind: str, split: str, grade: int | None = None, *, r
     if repeat:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return _no_auto_shard(records)
+
+
+FORMAT_VERSION = 1
+
+
+INDEX = "index.json"
+
+
+class PrepareError(Exception):
+    pass
+
+
+def load_index(data_dir) -> dict:
+    """A prepared folder's index; a clear error for a folder that is not (or not yet) one."""
+    path = Path(data_dir) / INDEX
+    if not path.is_file():
+        raise PrepareError(f"{data_dir}: not a prepared data folder (no {INDEX}; run 'tfmssass prepare')")
+    index = json.loads(path.read_text())
+    if index.get("settings", {}).get("format") != FORMAT_VERSION:
+        raise PrepareError(f"{data_dir}: prepared by another version of tfmssass; prepare it again")
+    return index
+
+
+def grade_counts(index: dict, split: str) -> dict[int, int]:
+    return {int(g): int(n) for g, n in index["splits"][split]["grades"].items()}
+
+
+def load_png16(path):
+    return decode_png16(tf.io.read_file(path))

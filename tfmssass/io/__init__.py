@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .radiograph import Radiograph, RadiographError
+from tfmssass.io.radiograph import Radiograph, RadiographError
 
 __all__ = ["Radiograph", "RadiographError", "read_radiograph", "sniff_format", "image_size"]
 
 
 def sniff_format(path: str | Path) -> str:
     """'DICOM', 'PNG', 'JPEG', 'TIFF' by the file's first bytes; 'DICOM?' for a possible raw data set."""
-    from .images import sniff_image_format
+    from tfmssass.io.images import sniff_image_format
 
     path = Path(path)
     if not path.is_file():
@@ -32,10 +32,10 @@ def read_radiograph(path: str | Path) -> Radiograph:
     """Read any supported input; raise :class:`RadiographError` (one line) when it cannot be used."""
     fmt = sniff_format(path)
     if fmt.startswith("DICOM"):
-        from .dicom import read_dicom
+        from tfmssass.io.dicom import read_dicom
 
         return read_dicom(path)
-    from .images import read_image
+    from tfmssass.io.images import read_image
 
     return read_image(path, fmt)
 
@@ -44,7 +44,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of a radiograph, reading only the header where the format allows."""
     fmt = sniff_format(path)
     if fmt.startswith("DICOM"):
-        from .dicom import read_dataset
+        from tfmssass.io.dicom import read_dataset
 
         ds = read_dataset(path, stop_before_pixels=True)
         if "Rows" not in ds or "Columns" not in ds:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import anatomy
-from ..atomic import write_text
-from .labels import empty_labels, resolve_image
+from tfmssass.core import anatomy
+from tfmssass.core.atomic import write_text
+from tfmssass.io.labels import empty_labels, resolve_image
 
 CATEGORY_NAMES = {"cervical": "cervical_spine", "lumbar": "lumbar_spine"}
 _PATIENT_DATE = re.compile(r"(?:^|/)([^/]+)/(\d{4}-\d{2}-\d{2})/[^/]+$")
@@ -38,7 +38,7 @@ def _skeleton(view: str) -> list[list[int]]:
 
 def labels_to_coco(frame: pd.DataFrame) -> dict:
     """Convert a label table (with ``attrs['source']`` for relative paths) to a COCO dict."""
-    from . import image_size
+    from tfmssass.io import image_size
 
     categories = [
         {
@@ -196,8 +196,8 @@ def coco_to_labels(path: str | Path, images_root: str | Path | None = None,
 
 
 def _from_dicom_header(path: Path, patient, date):
-    from . import RadiographError
-    from .dicom import dataset_metadata, read_dataset
+    from tfmssass.io import RadiographError
+    from tfmssass.io.dicom import dataset_metadata, read_dataset
 
     try:
         meta = dataset_metadata(read_dataset(path, stop_before_pixels=True))

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .radiograph import Radiograph, RadiographError
+from tfmssass.io.radiograph import Radiograph, RadiographError
 
 #: Magic numbers by which non-DICOM image files are recognised (content, not extension).
 IMAGE_SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -68,3 +68,11 @@ def read_image(path: str | Path, fmt: str) -> Radiograph:
         "spacing_source": None,
     }
     return Radiograph(str(path), image, meta, warnings)
+
+
+def encode_png16(image: np.ndarray) -> bytes:
+    """A float image in [0, 1] as 16-bit grey PNG bytes (what the pipelines read back)."""
+    ok, png = cv2.imencode(".png", np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return png.tobytes()

@@ -1,4 +1,4 @@
-"""``labels.csv``: one row per radiograph with key points and per-corner grades (ARCHITECTURE.md).
+"""``labels.csv``: one row per radiograph with key points and per-corner grades (docs/architecture.md).
 
 Reading never turns a blank grade into 0: blank means "not gradable" and stays missing (pandas
 ``Int64`` NA). Validation collects every problem with its CSV line instead of stopping at the first.
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import anatomy
-from ..atomic import atomic_path
+from tfmssass.core import anatomy
+from tfmssass.core.atomic import atomic_path
 
 ID_COLUMNS = ("image", "patient_id", "visit_date", "view")
 LABEL_COLUMNS = ID_COLUMNS + anatomy.ALL_KEYPOINT_COLUMNS + anatomy.ALL_CORNERS
@@ -106,7 +106,7 @@ def resolve_image(frame: pd.DataFrame, row) -> Path:
 
 def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelReport:
     """Every problem a trainer would trip over, each as 'line N: reason' (warnings separately)."""
-    from . import RadiographError, image_size
+    from tfmssass.io import RadiographError, image_size
 
     report = LabelReport()
     seen: dict[str, int] = {}

@@ -1,0 +1,108 @@
+"""Training configurations and named presets: the one place defaults live."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from tfmssass.core.geometry import DEFAULT_EXTENT, CropSpec
+
+
+@dataclass(frozen=True)
+class KeypointConfig:
+    """Stage 1 (HRNet disk points). ``paper`` is Koo et al.: HRNet-W32, 256×192, Adam 1e-3, batch 32."""
+
+    preset: str = "small"
+    backbone: str = "w16"
+    input_size: tuple[int, int] = (256, 192)  # height, width
+    sigma: float = 3.0  # Gaussian target, heatmap pixels (wider = learnt sooner from scratch)
+    foreground_weight: float = 100.0  # see WeightedHeatmapLoss
+    epochs: int = 60
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.2
+    seed: int = 0
+    cache_long_side: int = 1024
+    confidence_threshold: float = 0.3
+    min_points: int = 8
+    steps_per_epoch: int | None = 100  # None: one pass over the training radiographs
+    val_point_images: int = 24  # radiographs the per-epoch detector error is measured on
+    augment: dict = field(default_factory=dict)  # overrides of KeypointAugment
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["input_size"] = list(self.input_size)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "KeypointConfig":
+        data = dict(data)
+        data["input_size"] = tuple(data["input_size"])
+        return cls(**data)
+
+
+KEYPOINT_PRESETS: dict[str, KeypointConfig] = {
+    "paper": KeypointConfig(preset="paper", backbone="w32", epochs=140, batch_size=32,
+                            steps_per_epoch=None),
+    "small": KeypointConfig(epochs=30),
+    "tiny": KeypointConfig(preset="tiny", backbone="w8", input_size=(128, 96), sigma=1.5, epochs=2,
+                           batch_size=4, cache_long_side=512, steps_per_epoch=2),
+}
+
+
+def keypoint_config(preset: str = "small", **overrides) -> KeypointConfig:
+    if preset not in KEYPOINT_PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (expected {', '.join(KEYPOINT_PRESETS)})")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(KEYPOINT_PRESETS[preset], **overrides)
+
+
+@dataclass(frozen=True)
+class GraderConfig:
+    """Stage 2 (corner grader).
+
+    ``paper`` is Koo et al.: ResNet152 at 224, Adam 1e-6, batch 3, grades down-sampled each epoch
+    to the rarest grade's count, best epoch kept. ``small`` trains fast on a CPU: a small residual
+    network at 128 px, Adam 1e-3, batch 32.
+    """
+
+    preset: str = "small"
+    backbone: str = "tiny"
+    input_size: int = 128
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    per_class: int | None = None  # samples per grade and epoch; default: the rarest grade's count
+    val_fraction: float = 0.2
+    seed: int = 0
+    clahe: bool = True
+    clahe_clip: float = 2.0
+    extent: float = DEFAULT_EXTENT  # crop side in centre→anterior distances
+    patch_depth_px: int = 96  # centre→anterior distance in patch pixels (resolution kept)
+    augment: dict = field(default_factory=dict)  # overrides of CornerAugment
+
+    @property
+    def crop(self) -> CropSpec:
+        return CropSpec(self.input_size, self.extent, self.clahe, self.clahe_clip, self.patch_depth_px)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GraderConfig":
+        return cls(**data)
+
+
+GRADER_PRESETS: dict[str, GraderConfig] = {
+    "paper": GraderConfig(preset="paper", backbone="resnet152", input_size=224, epochs=10000,
+                          batch_size=3, learning_rate=1e-6),
+    "small": GraderConfig(),
+    "tiny": GraderConfig(preset="tiny", backbone="tiny", input_size=64, epochs=2, batch_size=8,
+                         patch_depth_px=48),
+}
+
+
+def grader_config(preset: str = "small", **overrides) -> GraderConfig:
+    if preset not in GRADER_PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (expected {', '.join(GRADER_PRESETS)})")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(GRADER_PRESETS[preset], **overrides)

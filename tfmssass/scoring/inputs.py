@@ -1,0 +1,106 @@
+"""What ``tfmssass score`` reads: finding the files in a folder, telling radiographs from other
+DICOM objects, and naming each radiograph's patient and visit.
+
+DICOM files are recognised by content, whatever their name. Patient and visit come from the DICOM
+header (PatientID, StudyDate); for PNG/JPEG/TIFF, and DICOM files without them, from a sidecar CSV
+(``--meta``: columns file, patient_id, visit_date, optional view) or from the folder names
+``<patient>/<YYYY-MM-DD>/<file>``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from tfmssass.io import RadiographError, sniff_format
+
+#: Files with these endings are never radiographs (labels, notes, our own outputs); they are
+#: passed over silently instead of being reported as "not DICOM".
+TEXT_SUFFIXES = {".csv", ".json", ".txt", ".md", ".html", ".htm", ".xml", ".log", ".py", ".yaml",
+                 ".yml", ".pdf"}
+#: Projection radiography (and secondary captures of it); other modalities are skipped.
+RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "OT", "SC"}
+#: ViewPosition values that are not lateral: such radiographs are reported, not graded.
+FRONTAL_VIEWS = {"AP", "PA"}
+
+
+class Skipped(RadiographError):
+    """An input that is deliberately not scored (not a radiograph, a frontal view): reported, not
+    a failure."""
+
+
+def discover(root) -> tuple[list[Path], int]:
+    """Every candidate file under ``root`` (sorted, hidden entries and text files left out),
+    and how many text files were passed over."""
+    root = Path(root)
+    if root.is_file():
+        return [root], 0
+    found, passed_over = [], 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            if Path(name).suffix.lower() in TEXT_SUFFIXES:
+                passed_over += 1
+                continue
+            found.append(Path(folder) / name)
+    return found, passed_over
+
+
+def check_dicom_header(path) -> None:
+    """Raise :class:`Skipped` for DICOM objects that are not lateral radiographs."""
+    from tfmssass.io.dicom import read_dataset
+
+    ds = read_dataset(path, stop_before_pixels=True)
+    if "Rows" not in ds:
+        kind = ds.SOPClassUID.name if "SOPClassUID" in ds else "no Rows/Columns"
+        raise Skipped(path, f"skipped: not an image ({kind})")
+    modality = str(ds.get("Modality", "")).upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        raise Skipped(path, f"skipped: not a radiograph (modality {modality})")
+    position = str(ds.get("ViewPosition", "")).upper()
+    if position in FRONTAL_VIEWS:
+        raise Skipped(path, f"skipped: {position} view; mSASSS is scored on lateral radiographs")
+
+
+def _iso_date(text) -> str | None:
+    try:
+        return _dt.date.fromisoformat(str(text).strip()).isoformat()
+    except ValueError:
+        return None
+
+
+def read_meta_table(csv) -> dict[str, dict]:
+    """The sidecar table, keyed by the file's path as written (relative to the scored folder)."""
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    missing = {"file", "patient_id", "visit_date"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{csv}: missing column(s) {', '.join(sorted(missing))}")
+    return {Path(row["file"]).as_posix(): dict(row) for _, row in table.iterrows()}
+
+
+def identify(path: Path, root: Path, meta: dict, sidecar: dict | None = None) -> dict:
+    """patient_id, visit_date and (if given) view of one radiograph; raise when unknown."""
+    relative = path.relative_to(root).as_posix() if path != root else path.name
+    entry = (sidecar or {}).get(relative) or {}
+    patient = entry.get("patient_id") or meta.get("patient_id")
+    date = _iso_date(entry.get("visit_date", "")) or meta.get("study_date")
+    view = entry.get("view") or None
+    parts = Path(relative).parts
+    if (not patient or not date) and len(parts) >= 3 and _iso_date(parts[-2]):
+        patient, date = patient or parts[-3], date or _iso_date(parts[-2])
+    if not patient:
+        raise RadiographError(path, "no patient id (no PatientID, --meta row or <patient>/<date>/ folder)")
+    if not date:
+        raise RadiographError(path, "no visit date (no StudyDate, --meta row or <patient>/<YYYY-MM-DD>/ folder)")
+    if view and view not in ("cervical", "lumbar"):
+        raise RadiographError(path, f"--meta view {view!r} is not cervical or lumbar")
+    return {"patient_id": str(patient), "visit_date": date, "view": view}
+
+
+def is_dicom(path) -> bool:
+    return sniff_format(path).startswith("DICOM")

@@ -1,0 +1,144 @@
+"""One radiograph's record: a predictor's outputs (:mod:`tfmssass.serving.predictors`) become
+points, per-corner grades with probabilities and review flags, and an overlay picture.
+
+A record is the unit a scoring run writes and resumes from (``OUT/.work/records/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tfmssass.core import anatomy
+from tfmssass.core.anatomy import VIEW_SLICES
+from tfmssass.core.atomic import write_bytes
+from tfmssass.core.geometry import DEFAULT_EXTENT, cranial_directions
+from tfmssass.io import RadiographError
+from tfmssass.scoring.overlay import draw_overlay, shrink_for_overlay
+from tfmssass.stages.runs import PHANTOM_WARNING
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes the results; a resumed run must use the same."""
+
+    models: str  # what scored (run folders or model name), written into every output
+    phantom: bool  # whether the models were trained on phantoms only
+    view: str | None = None
+    impute: str = "mean"
+    review_threshold: float = 0.6  # grade probability below this → review
+    point_review: float = 0.5  # key-point confidence below this → review
+    salt_id: str | None = None  # a hash of the pseudonymisation salt (the salt itself is never written)
+
+    @property
+    def models_note(self) -> str:
+        return f"{PHANTOM_WARNING} ({self.models})" if self.phantom else self.models
+
+
+@dataclass
+class Item:
+    """One input file on its way through the pipeline."""
+
+    path: Path
+    file: str  # as written to the outputs (relative path, or a pseudonym)
+    key: str | None = None
+    error: RadiographError | None = None
+    done: bool = False
+    ident: dict = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+
+def base_record(item: Item) -> dict:
+    return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": "scored",
+            "reason": "", "levels": {}, "corners": []}
+
+
+def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
+    """Per level of the view: the lower confidence of its two points."""
+    conf = confidence[VIEW_SLICES[view]]
+    return np.minimum(conf[0::2], conf[1::2])
+
+
+def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarray) -> None:
+    """The view's 6 levels into the record: both points, their confidence, whether they were cut."""
+    points = points[VIEW_SLICES[view]]
+    for j, level in enumerate(anatomy.LEVELS[view]):
+        record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
+                                   "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
+
+
+def _fill_corners(record: dict, probabilities, grades, confidence, review, point_threshold: float) -> None:
+    """Corner rows from the pipeline's outputs; corners of levels not cut stay blank, never 0."""
+    levels = anatomy.LEVELS[record["view"]]
+    corners = []
+    for k, name in enumerate(anatomy.CORNERS[record["view"]]):
+        info = record["levels"][levels[k // 2]]
+        if not info["cut"]:
+            why = ("points not confident" if info["point_confidence"] < point_threshold
+                   else "no neighbouring level or disk too small")
+            corners.append({"level": levels[k // 2], "corner": name, "grade": None, "p": None, "confidence": None,
+                            "review": True, "why": why})
+            continue
+        corners.append({"level": levels[k // 2], "corner": name, "grade": int(grades[k]),
+                        "p": [round(float(v), 4) for v in probabilities[k]],
+                        "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""})
+    record["corners"] = corners
+    graded = [c["grade"] for c in corners if c["grade"] is not None]
+    record["score"], record["corners_graded"] = int(sum(graded)), len(graded)
+
+
+def _write_overlay(record: dict, overlay_state, out: Path, settings: Settings, extent: float) -> str:
+    small, scale = overlay_state
+    names = anatomy.LEVELS[record["view"]]
+    cut = [lv for lv in names if record["levels"][lv]["cut"]]
+    centres = np.array([record["levels"][lv]["c"] if lv in cut else [np.nan, np.nan] for lv in names])
+    ups = dict(zip(names, cranial_directions(centres)))
+    levels = [{"level": lv, **record["levels"][lv], "up": ups[lv], "inf_corner": anatomy.level_corners(lv)[0],
+               "sup_corner": anatomy.level_corners(lv)[1]} for lv in cut]
+    corners = {c["corner"]: c for c in record["corners"]}
+    review = sum(c["review"] for c in record["corners"])
+    caption = [f"{record['file']}  |  {record['view']}  |  subtotal {record['score']} of 36 "
+               f"({record['corners_graded']}/12 corners graded)  |  {review} to review"]
+    if settings.phantom:
+        caption.append(PHANTOM_WARNING)
+    picture = draw_overlay(small, scale, levels, corners, caption, extent)
+    name = f"overlays/{record['file'].replace('/', '__')}.png"
+    ok, encoded = cv2.imencode(".png", picture)
+    write_bytes(out / name, encoded.tobytes())
+    return name
+
+
+class RecordMaker:
+    """A predictor's outputs for one radiograph → its record, with the overlay drawn.
+
+    The same for every model source: run folders, an exported model, TF Serving.
+    """
+
+    def __init__(self, metadata: dict, settings: Settings, out: Path):
+        self.settings, self.out = settings, out
+        self.point_threshold = float(metadata.get("keypoints", {}).get("confidence_threshold", 0.3))
+        self.extent = float(metadata.get("grader", {}).get("extent", DEFAULT_EXTENT))
+
+    def make(self, item: Item, out: dict) -> dict:
+        record = base_record(item)
+        record["view"] = out["view"]
+        if self.settings.view and out["view"] != self.settings.view:
+            record.update(status="failed", reason=f"the model reads a {out['view']} view, not {self.settings.view} "
+                                                   "(--view cannot be forced with an exported model)")
+            return record
+        level_conf = _level_confidence(out["view"], out["keypoint_confidence"])
+        if not out["spine_found"]:
+            view_conf = out["keypoint_confidence"][VIEW_SLICES[out["view"]]]
+            confident = int((view_conf >= self.point_threshold).sum())
+            record.update(status="failed", reason=f"spine not found: {confident} of 12 {out['view']} points confident")
+            return record
+        cut = out["grades"][0::2] >= 0
+        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut)
+        _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
+                      self.point_threshold)
+        record["overlay"] = _write_overlay(record, shrink_for_overlay(item.image), self.out, self.settings,
+                                           self.extent)
+        return record

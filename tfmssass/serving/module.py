@@ -1,0 +1,205 @@
+"""Both trained stages as one ``tf.Module``: the functions that scoring runs in memory and that the
+exported SavedModel serves, so a run folder, an exported model and TF Serving compute the same.
+
+Per radiograph, :meth:`ScoringModule.read` runs stage 1 (coarse-to-fine detection) and cuts the
+canonical corner crops; :meth:`ScoringModule.grade` runs stage 2 on any batch of crops (several
+radiographs' crops at once when scoring a folder); :meth:`ScoringModule.finish` applies the bridge
+rule and the review flags. The SavedModel's signatures chain the same three functions.
+
+Signatures (inputs):
+
+- ``serving_default``: ``images`` = a batch of encoded PNG strings (8- or 16-bit grey display
+  images, bone bright; REST sends them as ``{"b64": ...}``).
+- ``image_tensor``: ``images`` = float32 [B, H, W, 1] in [0, 1], any H and W.
+- ``keypoints``: stage 1 alone on float32 [B, H, W, 1]; ``grader``: stage 2 alone on canonical
+  corner crops float32 [N, S, S, 1] (already CLAHE-processed if the grader uses it).
+
+Outputs of the whole pipeline (:data:`OUTPUT_NAMES`): ``keypoints`` [B, 24, 2] (original pixels,
+NaN outside the view or when the spine is not found), ``keypoint_confidence`` [B, 24], ``view`` [B]
+(string), ``spine_found`` [B], ``grade_probabilities`` [B, 12, 4], ``grades`` [B, 12] (-1 = not
+graded), ``corner_confidence`` [B, 12], ``review`` [B, 12], and ``model_note`` [B] (says so when
+the weights are phantom-trained, so a TF Serving client learns it too).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from tfmssass import __version__
+from tfmssass.core import anatomy
+from tfmssass.core.config import GraderConfig, KeypointConfig
+from tfmssass.stages.grader.crops import corner_crops
+from tfmssass.stages.grader.grades import grade_corners
+from tfmssass.stages.keypoints.detect import FOUND, Stage1
+from tfmssass.stages.runs import (
+    PHANTOM_WARNING,
+    load_grader,
+    load_keypoints,
+    read_config,
+    trained_on_phantoms,
+)
+
+OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grades",
+                "corner_confidence", "review", "model_note")
+
+#: Thresholds of the review flags (the exported model's defaults; ``score`` may set others).
+REVIEW_THRESHOLD = 0.6  # grade probability below this → review
+POINT_REVIEW = 0.5  # key-point confidence below this → review
+
+
+class Reading(NamedTuple):
+    """Stage 1 and the crops of one radiograph (:meth:`ScoringModule.read`)."""
+
+    points: object  # [24, 2] original pixels
+    confidence: object  # [24]
+    view: object  # int32 index into anatomy.VIEWS
+    found: object  # bool
+    crops: object  # [12, S, S] inf, sup per level; zeros for levels not cut
+    cut: object  # [6] levels cut (and graded)
+    level_confidence: object  # [6] lower confidence of each level's two points
+
+
+class ScoringModule(tf.Module):
+    """Stage 1, the crops, stage 2 and the grading rules as traced functions.
+
+    ``stage1`` is a :class:`~tfmssass.stages.keypoints.detect.Stage1` (or anything with its
+    ``detect``), ``grader`` the Keras corner grader; ``point_threshold`` is the key-point
+    confidence below which a level is not graded at all.
+    """
+
+    def __init__(self, stage1, grader, crop, point_threshold: float, metadata: dict,
+                 review_threshold: float = REVIEW_THRESHOLD, point_review: float = POINT_REVIEW):
+        super().__init__(name="tfmssass")
+        self.stage1, self.crop, self.point_threshold = stage1, crop, float(point_threshold)
+        self._metadata = json.dumps(metadata)  # a string: tf.Module would wrap a dict for tracking
+        self.review_threshold, self.point_review = review_threshold, point_review
+        keypoint_model = getattr(stage1, "model", None)
+        # each weight once in the SavedModel (keras' ExportArchive stored every weight twice)
+        self.model_variables = [w.value for w in (keypoint_model.weights if keypoint_model else [])
+                                + grader.weights]
+        size = crop.size
+        self.grade = tf.function(lambda crops: {"grade_probabilities": tf.cast(grader(crops, training=False),
+                                                                                 tf.float32)},
+                                 input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],
+                                 autograph=False)
+        self.read = tf.function(self._read, autograph=False, input_signature=[
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)])
+        self.finish = tf.function(self._finish, autograph=False, input_signature=[
+            tf.TensorSpec([None, 12, 4], tf.float32), tf.TensorSpec([None, 6], tf.float32),
+            tf.TensorSpec([None, 6], tf.bool)])
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads(self._metadata)
+
+    @classmethod
+    def from_models(cls, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, metadata: dict,
+                    **thresholds) -> "ScoringModule":
+        stage1 = Stage1(keypoint_model, kp.input_size, kp.cache_long_side, kp.confidence_threshold,
+                        kp.min_points)
+        return cls(stage1, grader, gr.crop, kp.confidence_threshold, metadata, **thresholds)
+
+    @classmethod
+    def from_runs(cls, keypoints_run, grader_run, **thresholds) -> "ScoringModule":
+        """Both stages from their training run folders (best epochs)."""
+        keypoint_model, kp = load_keypoints(keypoints_run)
+        grader, gr = load_grader(grader_run)
+        kp_run, gr_run = read_config(keypoints_run), read_config(grader_run)
+        phantom = trained_on_phantoms(kp_run) and trained_on_phantoms(gr_run)
+        return cls.from_models(keypoint_model, kp, grader, gr, build_metadata(kp, gr, kp_run, gr_run, phantom),
+                               **thresholds)
+
+    def _read(self, image, view_hint):
+        det = self.stage1.detect(image, view_hint)
+        span = det.view * 12 + tf.range(12)
+        view_conf = tf.gather(det.confidence, span)
+        level_conf = tf.minimum(view_conf[0::2], view_conf[1::2])
+        found = tf.equal(det.reason, FOUND)
+        crops, cut = corner_crops(image, tf.gather(det.points, span), (level_conf >= self.point_threshold) & found,
+                                  self.crop)
+        return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf)
+
+    def _finish(self, probabilities, level_confidence, cut):
+        grades, confidence, review = grade_corners(probabilities, level_confidence, cut, self.review_threshold,
+                                                   self.point_review)
+        return {"grades": grades, "corner_confidence": confidence, "review": review}
+
+    def outputs(self, reading: Reading, probabilities) -> dict:
+        """The named outputs of a batch from its readings and its grade probabilities [B, 12, 4]."""
+        finished = self.finish(probabilities, reading.level_confidence, reading.cut)
+        return {"keypoints": reading.points, "keypoint_confidence": reading.confidence,
+                "view": tf.gather(tf.constant(anatomy.VIEWS), reading.view), "spine_found": reading.found,
+                "grade_probabilities": probabilities, **finished,
+                "model_note": tf.fill(tf.shape(reading.found), self.metadata["note"])}
+
+    def _reading_signature(self):
+        s = self.crop.size
+        return Reading(tf.TensorSpec([24, 2], tf.float32), tf.TensorSpec([24], tf.float32),
+                       tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool), tf.TensorSpec([12, s, s], tf.float32),
+                       tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.float32))
+
+    def run(self, images, decode_png: bool) -> dict:
+        """The whole pipeline on a batch: PNG strings [B] or float images [B, H, W, 1]."""
+        def one(x):
+            image = (tf.cast(tf.io.decode_png(x, channels=1, dtype=tf.uint16), tf.float32) / 65535.0
+                     if decode_png else x)
+            return self.read(image[:, :, 0], tf.constant(-1))
+
+        reading = tf.map_fn(one, images, fn_output_signature=self._reading_signature())
+        s = self.crop.size
+        probabilities = self.grade(tf.reshape(reading.crops, [-1, s, s, 1]))["grade_probabilities"]
+        return self.outputs(reading, tf.reshape(probabilities, [-1, 12, 4]))
+
+    def keypoints_only(self, images) -> dict:
+        def one(x):
+            det = self.stage1.detect(x[:, :, 0], tf.constant(-1))
+            return det.points, det.confidence, det.view, tf.equal(det.reason, FOUND)
+
+        points, confidence, view, found = tf.map_fn(one, images, fn_output_signature=(
+            tf.TensorSpec([24, 2], tf.float32), tf.TensorSpec([24], tf.float32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.bool)))
+        return {"keypoints": points, "keypoint_confidence": confidence,
+                "view": tf.gather(tf.constant(anatomy.VIEWS), view), "spine_found": found}
+
+    def signatures(self) -> dict:
+        """The SavedModel's signature functions, all calling this module's traced functions."""
+        images = tf.TensorSpec([None, None, None, 1], tf.float32, name="images")
+        return {
+            "serving_default": tf.function(lambda images: self.run(images, decode_png=True), autograph=False,
+                                           input_signature=[tf.TensorSpec([None], tf.string, name="images")]),
+            "image_tensor": tf.function(lambda images: self.run(images, decode_png=False), autograph=False,
+                                        input_signature=[images]),
+            "keypoints": tf.function(self.keypoints_only, autograph=False, input_signature=[images]),
+            "grader": self.grade,
+        }
+
+
+def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict, grader_config: dict,
+                   phantom: bool) -> dict:
+    """What the model is, written beside the SavedModel (``metadata.json``) and kept in memory."""
+    return {
+        "package": "tfmssass", "version": __version__,
+        "phantom_trained": phantom,
+        "note": PHANTOM_WARNING if phantom else "",
+        "classes": {str(k): v for k, v in anatomy.GRADES.items()},
+        "views": list(anatomy.VIEWS), "levels": anatomy.LEVELS, "corners": anatomy.CORNERS,
+        "point_names": list(anatomy.POINT_NAMES),
+        "inputs": {
+            "serving_default": "images: string [B], encoded PNG, 8- or 16-bit grey display image (bone bright)",
+            "image_tensor": "images: float32 [B, H, W, 1] in [0, 1]",
+            "keypoints": "images: float32 [B, H, W, 1] in [0, 1]",
+            "grader": f"crops: float32 [N, {gr.input_size}, {gr.input_size}, 1], canonical corner crops"
+                      + (" after CLAHE" if gr.clahe else ""),
+        },
+        "outputs": list(OUTPUT_NAMES),
+        "grades_missing_value": -1,
+        "keypoints": {"preset": kp.preset, "backbone": kp.backbone, "input_size": list(kp.input_size),
+                      "confidence_threshold": kp.confidence_threshold,
+                      "training_data": keypoints_config.get("training_data")},
+        "grader": {"preset": gr.preset, "backbone": gr.backbone, "input_size": gr.input_size,
+                   "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
+                   "training_data": grader_config.get("training_data")},
+    }

@@ -1,0 +1,112 @@
+"""Stage-2 corner grader: one canonical corner crop → probabilities of mSASSS grades 0–3.
+
+A 4-class softmax, as in the paper, rather than an ordinal head: it is what the paper evaluated,
+keeps per-grade probabilities for review flags and ROC curves, and needs no threshold tuning.
+Ordinality is measured instead, by quadratic weighted kappa. Backbones come from
+``keras.applications`` (no weights are downloaded: ``--init`` loads a local file), or ``tiny``, a
+small residual network for CPUs, phantoms and tests. The grey crop in [0, 1] is turned into what
+each backbone expects inside the model, so serving needs no preprocessing.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from tfmssass.core.config import GraderConfig
+
+BACKBONES = {
+    "resnet50": ("ResNet50", "caffe"), "resnet101": ("ResNet101", "caffe"),
+    "resnet152": ("ResNet152", "caffe"), "resnet50v2": ("ResNet50V2", "tf"),
+    "resnet101v2": ("ResNet101V2", "tf"), "resnet152v2": ("ResNet152V2", "tf"),
+    "efficientnetv2b0": ("EfficientNetV2B0", "raw"), "efficientnetv2s": ("EfficientNetV2S", "raw"),
+    "efficientnetv2m": ("EfficientNetV2M", "raw"), "tiny": (None, "unit"),
+}
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def _to_backbone_input(x, mode: str):
+    """Grey [0, 1] → the input convention of the backbone's ImageNet training."""
+    if mode == "unit":
+        return x
+    rgb = ops.concatenate([x, x, x], axis=-1) * 255.0
+    if mode == "caffe":  # BGR, mean-subtracted (ResNet v1)
+        return rgb - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=rgb.dtype)
+    if mode == "tf":  # [-1, 1] (ResNet v2)
+        return rgb / 127.5 - 1.0
+    return rgb  # EfficientNetV2 rescales inside
+
+
+#: BatchNorm momentum of the small network. Keras's 0.99 leaves the moving statistics near their
+#: initial values for the first few hundred steps, so inference-mode grades lag far behind training.
+_BN = dict(momentum=0.9)
+
+
+def _tiny_backbone(x):
+    def block(x, filters, stride):
+        shortcut = x
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+        y = layers.BatchNormalization(**_BN)(y)
+        y = layers.ReLU()(y)
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+        y = layers.BatchNormalization(**_BN)(y)
+        if stride != 1 or shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+            shortcut = layers.BatchNormalization(**_BN)(shortcut)
+        return layers.ReLU()(layers.Add()([y, shortcut]))
+
+    x = layers.Conv2D(24, 5, strides=2, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization(**_BN)(x))
+    for filters in (32, 64, 128, 192):
+        x = block(x, filters, 2)
+        x = block(x, filters, 1)
+    return layers.GlobalAveragePooling2D()(x)
+
+
+@keras.saving.register_keras_serializable(package="tfmssass")
+class CornerGrader(keras.Model):
+    """Crop [B, S, S, 1] in [0, 1] → grade probabilities [B, 4]."""
+
+    def __init__(self, backbone="tiny", input_size=128, num_classes=4, dropout=0.2, **kwargs):
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r} (expected {', '.join(BACKBONES)})")
+        app_name, mode = BACKBONES[backbone]
+        inputs = keras.Input((input_size, input_size, 1), name="crop")
+        x = _to_backbone_input(inputs, mode)
+        if app_name is None:
+            features = _tiny_backbone(x)
+        else:
+            app = getattr(keras.applications, app_name)
+            kwargs_app = dict(include_top=False, weights=None, input_shape=(input_size, input_size, 3),
+                              pooling="avg")
+            if mode == "raw":
+                kwargs_app["include_preprocessing"] = True
+            net = app(**kwargs_app)
+            net.name = "backbone"
+            features = net(x)
+        features = layers.Dropout(dropout)(features)
+        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="grades")(features)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone_name, self.input_size = backbone, input_size
+        self.num_classes, self.dropout = num_classes, dropout
+
+    def load_backbone_weights(self, path: str) -> None:
+        """ImageNet (or any) weights for the backbone from a local file, e.g. a keras.applications
+        ``..._notop.h5``; nothing is downloaded."""
+        if self.backbone_name == "tiny":
+            self.load_weights(path, skip_mismatch=True)
+        else:
+            self.get_layer("backbone").load_weights(path)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "backbone": self.backbone_name,
+                "input_size": self.input_size, "num_classes": self.num_classes, "dropout": self.dropout}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_grader(config: GraderConfig) -> CornerGrader:
+    """The network a training configuration asks for."""
+    return CornerGrader(config.backbone, config.input_size)

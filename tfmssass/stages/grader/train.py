@@ -1,0 +1,155 @@
+"""Stage 2 training: labels.csv → run folder with a trained corner grader (``tfmssass train grader``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from tfmssass.core.config import GraderConfig
+from tfmssass.data.records import grade_counts, load_index
+from tfmssass.stages.grader import metrics as grading_metrics
+from tfmssass.stages.grader.data import (
+    CornerAugment,
+    balanced_steps,
+    balanced_training_dataset,
+    corner_dataset,
+    corner_samples,
+    extract_patches,
+    predicted_points,
+    prepared_balanced_dataset,
+    prepared_validation_dataset,
+)
+from tfmssass.stages.grader.model import build_grader
+from tfmssass.stages.runs import record_skipped, start_run
+from tfmssass.stages.training import (
+    WorkerRole,
+    choose_strategy,
+    fit_run,
+    resumed_epoch,
+    set_precision,
+    worker_role,
+)
+
+#: Best epoch by balanced accuracy on the (naturally skewed) validation corners: plain accuracy
+#: would favour a grader that calls everything 0.
+MONITOR = "val_balanced_accuracy"
+
+
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(grade probabilities [N, 4], true grades [N]) over a dataset of (crop, grade) batches."""
+    probs, grades = [np.zeros((0, 4), np.float32)], [np.zeros(0, np.int64)]
+    for x, y in dataset:
+        probs.append(np.asarray(model(x, training=False), np.float32))
+        grades.append(np.asarray(y))
+    return np.concatenate(probs), np.concatenate(grades)
+
+
+def samples_dataset(config: GraderConfig, samples: pd.DataFrame, batch_size: int = 64):
+    """Corner samples (a table) as crops made exactly as in validation."""
+    return corner_dataset(samples, np.arange(len(samples)), config.crop, batch_size, CornerAugment(enabled=False),
+                          seed=config.seed, drop_remainder=False)
+
+
+def predict_samples(model, config: GraderConfig, samples: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
+    """Grade probabilities [N, 4] of corner samples, crops made exactly as in validation."""
+    if samples.empty:
+        return np.zeros((0, 4), np.float32)
+    return predict_dataset(model, samples_dataset(config, samples, batch_size))[0]
+
+
+class GradingMetricsCallback(keras.callbacks.Callback):
+    """After each epoch, grade every validation corner: balanced and exact accuracy, QWK."""
+
+    def __init__(self, val_ds):
+        super().__init__()
+        self.val_ds = val_ds
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs, grades = predict_dataset(self.model, self.val_ds)
+        cm = grading_metrics.confusion_matrix(grades, probs.argmax(axis=1))
+        stats = grading_metrics.summary(cm)
+        table = grading_metrics.per_grade_table(cm)
+        if logs is not None:
+            logs[MONITOR] = stats["balanced_accuracy"]
+            logs["val_exact_accuracy"] = stats["exact_accuracy"]
+            logs["val_qwk"] = stats["quadratic_weighted_kappa"]
+            logs["val_grade2_sensitivity"] = float(table.loc[2, "sensitivity"])
+
+
+def _labelled_inputs(run, frame, split, config: GraderConfig, keypoints_run, first_epoch: int, verbose: int):
+    """Cut level patches from the labels' radiographs (cached), then balanced training windows."""
+    points_from = predicted_points(keypoints_run, frame) if keypoints_run else None
+    patches, errors = extract_patches(frame, run / "patches", config.patch_depth_px, points_from,
+                                      progress=verbose > 0)
+    record_skipped(run, errors)
+    samples = corner_samples(patches)
+    side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
+    train_samples = samples[side == "train"].reset_index(drop=True)
+    val_samples = samples[side == "val"].reset_index(drop=True)
+    if train_samples.empty or val_samples.empty:
+        raise ValueError("need graded corners of at least two patients (one for validation)")
+    counts = train_samples["grade"].value_counts().sort_index().to_dict()
+    train_ds, steps = balanced_training_dataset(
+        train_samples, first_epoch, config.epochs, config.crop, config.batch_size, config.per_class, config.seed,
+        CornerAugment(**config.augment))
+    return train_ds, steps, samples_dataset(config, val_samples), counts
+
+
+def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: int, role: WorkerRole):
+    train_counts, val_counts = grade_counts(index, "train"), grade_counts(index, "val")
+    if not any(train_counts.values()) or not any(val_counts.values()):
+        raise ValueError(f"{data_dir}: need graded corners of at least two patients (one for validation)")
+    steps = balanced_steps(train_counts, config.batch_size, config.per_class)
+    train_ds = prepared_balanced_dataset(
+        data_dir, train_counts, first_epoch, config.crop, config.batch_size, config.seed,
+        CornerAugment(**config.augment), role, steps_per_epoch=steps)
+    val_ds = prepared_validation_dataset(data_dir, val_counts, config.crop, 64, seed=config.seed)
+    return train_ds, steps, val_ds, {g: n for g, n in train_counts.items() if n}
+
+
+def train_grader(source, out, config: GraderConfig, init: str | None = None,
+                 mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
+                 extra_callbacks=(), keypoints_run=None) -> Path:
+    """Train the grader from ``source``: a labels.csv or a folder made by ``tfmssass prepare``.
+
+    Crops come from the labelled points, or with ``keypoints_run`` (labels only) from a stage-1
+    run's predictions, so the grader learns on the points it will be given.
+    """
+    chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
+    role = worker_role(chosen)
+    index = None
+    if Path(source).is_dir():
+        if keypoints_run:
+            raise ValueError("--keypoints needs --labels: prepared data holds crops at the labelled points")
+        index = load_index(source)
+        settings = index["settings"]  # the prepared folder fixes the patch scale and the split
+        config = replace(config, patch_depth_px=settings["patch_depth_px"], val_fraction=settings["val_fraction"])
+    run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
+                                  config.val_fraction, config.seed,
+                                  keypoints_run=str(Path(keypoints_run).resolve()) if keypoints_run else None)
+    if split is None:
+        return run
+    first_epoch = resumed_epoch(run, role)  # continue the balanced windows where they stopped
+    if index is None:
+        train_ds, steps, val_ds, counts = _labelled_inputs(run, frame, split, config, keypoints_run,
+                                                           first_epoch, verbose)
+    else:
+        train_ds, steps, val_ds, counts = _prepared_inputs(source, index, config, first_epoch, role)
+    if role.chief:
+        print("training corners per grade: " + ", ".join(f"{g}: {n}" for g, n in sorted(counts.items())))
+
+    set_precision(mixed_precision)
+    with chosen.scope():
+        model = build_grader(config)
+        if init:
+            model.load_backbone_weights(init)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "max",
+            metric_callbacks=[GradingMetricsCallback(val_ds)], extra_callbacks=extra_callbacks,
+            verbose=verbose, role=role, strategy=chosen)
+    return run

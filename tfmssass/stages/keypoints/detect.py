@@ -1,0 +1,195 @@
+"""Stage-1 inference, coarse to fine (the paper's Figure 1a/b).
+
+Pass 1 sees the whole radiograph. There the 12 points of a view lie so close together that their
+peaks merge, so pass 1 does not trust single points. It sums the view's heatmaps and keeps the
+region that carries most of the response mass: a stray response, say to a burned-in side marker,
+cannot win against a whole spine. Which set of 12 responds more tells the view. The region's box
+plus a margin is the spine region. Pass 2 sees that region at the model's input size, finds
+every point, and maps it back to original pixels. A radiograph with too few confident points in
+pass 2 is reported as "spine not found", not guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfmssass.core import anatomy
+from tfmssass.ops.image import apply_matrix, invert_matrix, region_matrix, shrink_to_long_side, warp
+from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
+
+#: Detection outcome codes (``Stage1Result.reason``).
+FOUND, NO_RESPONSE, TOO_FEW_POINTS = 0, 1, 2
+
+
+def decode_heatmaps(heatmaps):
+    """[h, w, K] → (points [K, 2] in heatmap coordinates, peak values [K]).
+
+    Arg-max, then a quarter pixel towards the larger neighbour in x and in y, as in HRNet.
+    """
+    hm = tf.convert_to_tensor(heatmaps, tf.float32)
+    width = tf.shape(hm)[1]
+    height = tf.shape(hm)[0]
+    flat = tf.reshape(tf.transpose(hm, [2, 0, 1]), [tf.shape(hm)[2], -1])
+    index = tf.argmax(flat, axis=1, output_type=tf.int32)
+    peak = tf.reduce_max(flat, axis=1)
+    y, x = index // width, index % width
+
+    def value(yy, xx):
+        yy, xx = tf.clip_by_value(yy, 0, height - 1), tf.clip_by_value(xx, 0, width - 1)
+        return tf.gather(flat, yy * width + xx, batch_dims=1)
+
+    inside_x = (x > 0) & (x < width - 1)
+    inside_y = (y > 0) & (y < height - 1)
+    dx = tf.where(inside_x, tf.sign(value(y, x + 1) - value(y, x - 1)) * 0.25, 0.0)
+    dy = tf.where(inside_y, tf.sign(value(y + 1, x) - value(y - 1, x)) * 0.25, 0.0)
+    points = tf.stack([tf.cast(x, tf.float32) + dx, tf.cast(y, tf.float32) + dy], axis=-1)
+    return points, peak
+
+
+def strongest_region(summed):
+    """Box [x0, y0, x1, y1] (heatmap px edges) of the 8-connected region ≥ 20% of the peak that
+    carries the most response mass: a stray response cannot outweigh a whole spine."""
+    summed = tf.convert_to_tensor(summed, tf.float32)
+    height, width = tf.shape(summed)[0], tf.shape(summed)[1]
+    mask = summed >= 0.2 * tf.reduce_max(summed)
+    ids = tf.reshape(tf.range(1, height * width + 1, dtype=tf.float32), [height, width])
+    labels = tf.where(mask, ids, 0.0)
+
+    def grow(labels, _):
+        spread = tf.nn.max_pool2d(labels[None, :, :, None], 3, 1, "SAME")[0, :, :, 0]
+        spread = tf.where(mask, spread, 0.0)
+        return spread, tf.reduce_any(tf.not_equal(spread, labels))
+
+    labels, _ = tf.while_loop(lambda _, changed: changed, grow, (labels, tf.constant(True)))
+    segment = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    mass = tf.math.unsorted_segment_sum(tf.reshape(summed, [-1]), segment, height * width + 1)
+    best = tf.cast(tf.argmax(mass[1:], output_type=tf.int32) + 1, tf.float32)
+    ys, xs = tf.unstack(tf.cast(tf.where(tf.equal(labels, best)), tf.float32), axis=1)
+    return tf.stack([tf.reduce_min(xs) - 0.5, tf.reduce_min(ys) - 0.5,
+                     tf.reduce_max(xs) + 0.5, tf.reduce_max(ys) + 0.5])
+
+
+class Stage1Result(NamedTuple):
+    """What one radiograph's detection gives, as tensors."""
+
+    points: object  # [24, 2] original pixels, NaN outside the view or when not found
+    confidence: object  # [24] heatmap peaks (fine pass; coarse pass when nothing responded)
+    view: object  # int32: 0 cervical, 1 lumbar
+    reason: object  # FOUND, NO_RESPONSE or TOO_FEW_POINTS
+    confident: object  # confident points of the view
+    region: object  # [4] the fine-pass box in original pixels
+
+
+class Stage1:
+    """Coarse-to-fine detection in TF ops: the graph that scoring and the SavedModel run."""
+
+    def __init__(self, model, input_size=(256, 192), long_side: int = 1024, threshold: float = 0.3,
+                 min_points: int = 8, margin: float = 0.2, flip_test: bool = False):
+        self.model, self.input_size, self.long_side = model, tuple(int(v) for v in input_size), long_side
+        self.threshold, self.min_points, self.margin, self.flip_test = threshold, min_points, margin, flip_test
+        # one traced forward pass, called by both passes (and every exported signature)
+        self.forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), autograph=False,
+                                   input_signature=[tf.TensorSpec([None, *self.input_size, 1], tf.float32)])
+
+    def heatmaps(self, image, box):
+        """Heatmaps [h, w, 24] of ``box`` fitted into the model input, and the image→input matrix."""
+        matrix = region_matrix(box, self.input_size)
+        x = warp(image, matrix, self.input_size)[None, :, :, None]
+        out = self.forward(x)
+        if self.flip_test:
+            # A lateral view has no left/right point pairs: the flipped heatmaps only mirror back.
+            flipped = self.forward(x[:, :, ::-1])
+            out = (out + flipped[:, :, ::-1]) / 2.0
+        return out[0], matrix
+
+    def detect(self, image, view_index):
+        """``image`` [H, W] in [0, 1]; ``view_index`` 0 cervical, 1 lumbar, -1 let the model tell.
+
+        Returns a :class:`Stage1Result`: points [24, 2] in original pixels (NaN outside the view),
+        confidence [24], view index, outcome code, confident point count and the fine-pass box.
+        """
+        small, scale = shrink_to_long_side(image, self.long_side)
+        height = tf.cast(tf.shape(small)[0], tf.float32)
+        width = tf.cast(tf.shape(small)[1], tf.float32)
+        whole = tf.stack([-0.5, -0.5, width - 0.5, height - 0.5])
+        coarse, matrix = self.heatmaps(small, whole)
+        _, conf1 = decode_heatmaps(coarse)
+        by_view = tf.reduce_mean(tf.reshape(conf1, [2, 12]), axis=1)
+        view = tf.where(view_index >= 0, tf.cast(view_index, tf.int32),
+                        tf.argmax(by_view, output_type=tf.int32))
+        span = view * 12 + tf.range(12)
+        summed = tf.reduce_sum(tf.maximum(tf.gather(coarse, span, axis=2), 0.0), axis=2)
+        responded = tf.reduce_max(summed) > 1e-3
+        edges = heatmap_to_input(tf.reshape(strongest_region(summed), [2, 2]))
+        rough = tf.reshape(apply_matrix(invert_matrix(matrix), edges), [-1])
+        rough = tf.where(responded, rough, whole)  # nothing responded: look at everything, then give up
+        lo, hi = rough[:2], rough[2:]
+        size = tf.maximum(hi - lo, tf.maximum(height, width) / 8.0)  # never zoom in absurdly
+        centre = (lo + hi) / 2.0
+        half = size * (0.5 + self.margin)
+        box = tf.concat([centre - half, centre + half], axis=0)
+        fine, fine_matrix = self.heatmaps(small, box)
+        points, conf2 = decode_heatmaps(fine)
+        back = apply_matrix(invert_matrix(fine_matrix), heatmap_to_input(points))
+        confident = tf.reduce_sum(tf.cast(tf.gather(conf2, span) >= self.threshold, tf.int32))
+        found = responded & (confident >= self.min_points)
+        in_view = tf.reduce_any(tf.equal(tf.range(24)[:, None], span[None, :]), axis=1)
+        original = (back + 0.5) / scale - 0.5
+        points = tf.where(in_view[:, None] & found, original, float("nan"))
+        region = tf.reshape((tf.reshape(box, [2, 2]) + 0.5) / scale - 0.5, [-1])
+        reason = tf.where(responded, tf.where(found, FOUND, TOO_FEW_POINTS), NO_RESPONSE)
+        confidence = tf.where(responded, conf2, conf1)
+        return Stage1Result(points, confidence, view, reason, confident, region)
+
+
+@dataclass
+class Detection:
+    """Points [24, 2] in original pixels (NaN for the other view), confidence [24], view."""
+
+    points: np.ndarray
+    confidence: np.ndarray
+    view: str | None
+    found: bool
+    reason: str = ""
+    region: np.ndarray | None = None  # fine-pass box in original pixels
+    low_confidence: np.ndarray = field(default_factory=lambda: np.zeros(24, bool))
+
+
+class KeypointDetector:
+    """Stage-1 inference on one radiograph; the work is :class:`Stage1`, the
+    same TF code the exported SavedModel runs."""
+
+    def __init__(self, model, input_size=(256, 192), long_side: int = 1024,
+                 confidence_threshold: float = 0.3, min_points: int = 8, margin: float = 0.2,
+                 flip_test: bool = False):
+        self.model, self.input_size, self.long_side = model, tuple(input_size), long_side
+        self.threshold, self.min_points = confidence_threshold, min_points
+        self.stage1 = Stage1(model, input_size, long_side, confidence_threshold, min_points, margin, flip_test)
+        self._detect = tf.function(self.stage1.detect, input_signature=[
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)], autograph=False)
+
+    @classmethod
+    def from_config(cls, model, config, flip_test: bool = False) -> "KeypointDetector":
+        """The detector a stage-1 training configuration (``KeypointConfig``) describes."""
+        return cls(model, config.input_size, config.cache_long_side, config.confidence_threshold,
+                   config.min_points, flip_test=flip_test)
+
+    def detect(self, image: np.ndarray, view: str | None = None) -> Detection:
+        """``image`` is the display image [H, W] in [0, 1]; ``view`` forces the view if known."""
+        hint = -1 if view is None else anatomy.VIEWS.index(view)
+        points, confidence, view_index, reason, confident, region = (
+            t.numpy() for t in self._detect(tf.convert_to_tensor(image, tf.float32), tf.constant(hint)))
+        view = anatomy.VIEWS[int(view_index)]
+        if int(reason) == NO_RESPONSE:
+            return Detection(points, confidence, view, False, "spine not found: no response")
+        if int(reason) != 0:
+            return Detection(points, confidence, view, False,
+                             f"spine not found: {int(confident)} of 12 {view} points confident")
+        low = np.zeros(24, bool)
+        span = anatomy.VIEW_SLICES[view]
+        low[span] = confidence[span] < self.threshold
+        return Detection(points, confidence, view, True, "", region.astype(np.float32), low)

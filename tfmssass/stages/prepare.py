@@ -1,0 +1,229 @@
+"""``tfmssass prepare``: decode every labelled radiograph once into TFRecord shards for training.
+
+Radiographs are split by patient (as a training run would) and cut into units of ``per_shard``
+radiographs. Each unit is decoded in parallel and written as one radiograph shard plus one corner
+shard per grade (:mod:`tfmssass.data.records`); a unit's marker in ``.work/`` is written last, so
+a rerun skips every complete unit and redoes only the one a kill interrupted. When all units are
+there, ``index.json`` (counts per split, view and grade; the shard files with their record counts),
+``patients.csv``, ``radiographs.csv``, ``split.csv`` and ``errors.csv`` are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from tfmssass.core import anatomy
+from tfmssass.core.atomic import keep_settings, write_text
+from tfmssass.core.system import usable_cpus
+from tfmssass.data.cache import calibrated_spacing_mm, shrink_to_long_side
+from tfmssass.data.records import (
+    CORNERS,
+    FORMAT_VERSION,
+    INDEX,
+    RADIOGRAPHS,
+    PrepareError,
+    corner_example,
+    radiograph_example,
+)
+from tfmssass.io import RadiographError, read_radiograph
+from tfmssass.io.images import encode_png16
+from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.io.split import split_patients, write_split
+from tfmssass.stages.grader.crops import level_patch
+from tfmssass.stages.grader.data import croppable_levels, level_points, patch_points
+from tfmssass.stages.keypoints.data import row_points
+
+
+def _grades(row) -> list[int]:
+    """The 24 corner grades in :data:`anatomy.ALL_CORNERS` order, -1 where blank."""
+    return [-1 if pd.isna(row.get(c)) else int(row.get(c)) for c in anatomy.ALL_CORNERS]
+
+
+def prepare_one(task: dict) -> dict:
+    """Decode one radiograph into its records (runs in a worker process).
+
+    Returns {"row", "radiograph": bytes, "corners": [(grade, bytes)], "error": None} or, for a
+    file that cannot be used, {"row", "error": "file: reason"}.
+    """
+    row, path = task["row"], Path(task["path"])
+    ids = {k: row[k] for k in ("image", "patient_id", "visit_date", "view")}
+    try:
+        radiograph = read_radiograph(path)
+    except RadiographError as exc:
+        return {"row": task["index"], "error": str(exc)}
+    image = radiograph.image
+    small, sx, sy = shrink_to_long_side(image, task["long_side"])
+    points, weights = row_points(row, sx, sy)
+    record = radiograph_example(encode_png16(small), points, weights, _grades(row), (sx, sy),
+                                (radiograph.height, radiograph.width), calibrated_spacing_mm(radiograph), ids)
+    corners = []
+    depth_px = task["patch_depth_px"]
+    for level, c, a, up, depth in croppable_levels(row["view"], level_points(row)):
+        graded = [(name, sup, row.get(name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
+                  if not pd.isna(row.get(name))]
+        if not graded:
+            continue  # not gradable: never a 0, never trained on
+        patch, _, _ = level_patch(image, tf.constant(c, tf.float32), float(depth), depth_px)
+        png = encode_png16(patch.numpy())
+        p = patch_points(c, a, up, depth, depth_px)
+        for name, sup, grade in graded:
+            corners.append((int(grade), corner_example(png, (p["cx"], p["cy"]), (p["ax"], p["ay"]),
+                                                       (p["upx"], p["upy"]), sup, int(grade), name,
+                                                       level, ids)))
+    return {"row": task["index"], "radiograph": record, "corners": corners, "error": None}
+
+
+def _labels_digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _settings(labels_csv: Path, long_side: int, patch_depth_px: int, val_fraction: float, seed: int,
+              per_shard: int) -> dict:
+    return {"format": FORMAT_VERSION, "labels": str(labels_csv.resolve()),
+            "labels_sha1": _labels_digest(labels_csv), "long_side": long_side,
+            "patch_depth_px": patch_depth_px, "val_fraction": val_fraction, "seed": seed,
+            "per_shard": per_shard}
+
+
+def _open_folder(out: Path, settings: dict) -> None:
+    """One folder, one preparation: a rerun with other labels or settings is refused."""
+    if not keep_settings(out / "settings.json", settings):
+        raise PrepareError(f"{out}: holds data prepared from other labels or settings; use a new --out folder")
+
+
+def _write_records(target: Path, records: list[bytes]) -> None:
+    """A whole shard to a temporary file, renamed on success: a shard that exists is complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
+        for record in records:
+            writer.write(record)
+    os.replace(tmp, target)
+
+
+def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: pd.DataFrame) -> dict:
+    """A unit's shards (radiographs, then corners per grade), then its marker."""
+    good = [r for r in results if r["error"] is None]
+    files = {}
+    shard = f"{RADIOGRAPHS}/{split}-{number}.tfrecord"
+    if good:
+        _write_records(out / shard, [r["radiograph"] for r in good])
+        files[shard] = len(good)
+    for grade in range(4):
+        records = [b for r in good for g, b in r["corners"] if g == grade]
+        if records:
+            name = f"{CORNERS}/{split}-g{grade}-{number}.tfrecord"
+            _write_records(out / name, records)
+            files[name] = len(records)
+    rows = []
+    for r in good:
+        row = frame.loc[r["row"]]
+        counts = [sum(1 for g, _ in r["corners"] if g == grade) for grade in range(4)]
+        rows.append({"image": row["image"], "patient_id": row["patient_id"], "visit_date": row["visit_date"],
+                     "view": row["view"], "split": split, "shard": shard,
+                     **{f"grade_{g}": n for g, n in enumerate(counts)}})
+    marker = {"files": files, "radiographs": rows, "errors": [r["error"] for r in results if r["error"]]}
+    write_text(_marker(out, split, number), json.dumps(marker) + "\n")
+    return marker
+
+
+def _marker(out: Path, split: str, number: str) -> Path:
+    return out / ".work" / f"{split}-{number}.json"
+
+
+def _units(frame: pd.DataFrame, split: pd.DataFrame, per_shard: int) -> list[tuple[str, str, list]]:
+    """(split, unit number, label-row indices): each split's rows in label order, per_shard at a time."""
+    side = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
+    units = []
+    for name in ("train", "val"):
+        rows = list(frame.index[side == name])
+        for k in range(0, len(rows), per_shard):
+            units.append((name, f"{k // per_shard:05d}", rows[k:k + per_shard]))
+    return units
+
+
+def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) -> dict:
+    table = pd.DataFrame([r for m in markers for r in m["radiographs"]],
+                         columns=["image", "patient_id", "visit_date", "view", "split", "shard",
+                                  "grade_0", "grade_1", "grade_2", "grade_3"])
+    grade_cols = [f"grade_{g}" for g in range(4)]
+    splits = {}
+    for name in ("train", "val"):
+        part = table[table["split"] == name]
+        splits[name] = {
+            "radiographs": int(len(part)), "patients": int(part["patient_id"].nunique()),
+            "views": {v: int((part["view"] == v).sum()) for v in anatomy.VIEWS},
+            "grades": {str(g): int(part[f"grade_{g}"].sum()) for g in range(4)},
+        }
+    patients = table.groupby(["patient_id", "split"], sort=True).agg(
+        radiographs=("image", "size"), **{c: (c, "sum") for c in grade_cols}).reset_index()
+    patients["corners"] = patients[grade_cols].sum(axis=1)
+    errors = [line for m in markers for line in m["errors"]]
+    index = {
+        "settings": settings, "splits": splits,
+        "files": {name: n for m in markers for name, n in m["files"].items()},
+        "training_data": {"radiographs": int(len(table)), "patients": int(table["patient_id"].nunique()),
+                          "views": {str(k): int(v) for k, v in table["view"].value_counts().sort_index().items()},
+                          "phantom": phantom},
+        "errors": len(errors),
+    }
+    write_text(out / "radiographs.csv", table.to_csv(index=False))
+    write_text(out / "patients.csv", patients[["patient_id", "split", "radiographs", "corners", *grade_cols]]
+               .to_csv(index=False))
+    write_text(out / "errors.csv", pd.DataFrame({"error": errors}).to_csv(index=False))
+    write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
+    return index
+
+
+def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, val_fraction: float = 0.2,
+            seed: int = 0, per_shard: int = 64, workers: int | None = None, progress: bool = True) -> dict:
+    """Prepare (or finish preparing) ``out`` from ``labels_csv``; returns the index."""
+    labels_csv, out = Path(labels_csv), Path(out)
+    frame, _ = load_labels(labels_csv, check_images=False)
+    settings = _settings(labels_csv, long_side, patch_depth_px, val_fraction, seed, per_shard)
+    _open_folder(out, settings)
+    split = split_patients(frame, val_fraction, seed)
+    write_split(split, out / "split.csv")
+    units = _units(frame, split, per_shard)
+    markers, pending = [], []
+    for unit in units:
+        marker = _marker(out, *unit[:2])
+        if marker.is_file():
+            markers.append(json.loads(marker.read_text()))
+        else:
+            pending.append(unit)
+    workers = workers or usable_cpus()
+    todo = sum(len(rows) for _, _, rows in pending)
+    bar = tqdm(total=todo, desc="preparing radiographs", unit="image", disable=not progress or not todo)
+    if markers:
+        bar.write(f"{out}: {len(markers)} of {len(units)} shard units already complete, skipped")
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 1 and todo > 1 else None)
+    try:
+        for side, number, rows in pending:
+            tasks = [{"index": i, "row": frame.loc[i].to_dict(), "path": str(resolve_image(frame, frame.loc[i])),
+                      "long_side": long_side, "patch_depth_px": patch_depth_px} for i in rows]
+            results = []
+            for result in (pool.map(prepare_one, tasks) if pool else map(prepare_one, tasks)):
+                if result["error"]:
+                    bar.write(f"skipped: {result['error']}")
+                results.append(result)
+                bar.update(1)
+            markers.append(_write_unit(out, side, number, results, frame))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    phantom = (labels_csv.parent / "synth.json").is_file()
+    return _summarise(out, settings, markers, phantom)
+
+

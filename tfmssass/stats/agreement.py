@@ -1,0 +1,198 @@
+"""How a scoring run agrees with reader (or phantom) scores at visit level, as trials report it.
+
+- ICC(2,1) (two-way random effects, absolute agreement) and ICC(3,1) (two-way mixed, consistency)
+  with 95% confidence intervals (Shrout & Fleiss 1979; McGraw & Wong 1996), for the total mSASSS
+  and for the change between consecutive visits.
+- Mean absolute error, and a Bland–Altman analysis: bias (scoring − reference) and 95% limits of
+  agreement, bias ± 1.96 SD of the differences.
+- Smallest detectable change, 1.96 × SD(difference between the two change scores) / √2, the
+  method used for mSASSS (Bruynesteyn et al. 2005), with the two "readers" being the scoring run and
+  the reference.
+- Progression (Δ ≥ 2) by the scoring run against the reference: sensitivity, specificity and
+  Cohen's κ.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
+
+from tfmssass.core import anatomy
+from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.io.labels import load_labels
+from tfmssass.scoring.totals import PROGRESSION_DELTA, progression, visit_totals
+
+
+def icc(ratings: np.ndarray, alpha: float = 0.05) -> dict:
+    """ICC(2,1) and ICC(3,1) with (1 - alpha) confidence intervals for ratings [n targets, k raters]."""
+    x = np.asarray(ratings, float)
+    n, k = x.shape
+    if n < 2 or k < 2:
+        raise ValueError("ICC needs at least 2 targets and 2 raters")
+    grand = x.mean()
+    ss_rows = k * ((x.mean(axis=1) - grand) ** 2).sum()
+    ss_cols = n * ((x.mean(axis=0) - grand) ** 2).sum()
+    ss_err = ((x - grand) ** 2).sum() - ss_rows - ss_cols
+    msr, msc = ss_rows / (n - 1), ss_cols / (k - 1)
+    mse = ss_err / ((n - 1) * (k - 1))
+    q = 1 - alpha / 2
+    out = {"n": n, "raters": k}
+
+    icc3 = (msr - mse) / (msr + (k - 1) * mse) if msr + (k - 1) * mse > 0 else float("nan")
+    if mse > 0:
+        f_obs = msr / mse
+        f_l = f_obs / stats.f.ppf(q, n - 1, (n - 1) * (k - 1))
+        f_u = f_obs * stats.f.ppf(q, (n - 1) * (k - 1), n - 1)
+        out["icc3_1"] = (icc3, (f_l - 1) / (f_l + k - 1), (f_u - 1) / (f_u + k - 1))
+    else:  # no residual variance: no interval
+        out["icc3_1"] = (icc3, float("nan"), float("nan"))
+
+    denominator = msr + (k - 1) * mse + k * (msc - mse) / n
+    icc2 = (msr - mse) / denominator if denominator > 0 else float("nan")
+    if mse > 0 and 0 < icc2 < 1:
+        a = k * icc2 / (n * (1 - icc2))
+        b = 1 + k * icc2 * (n - 1) / (n * (1 - icc2))
+        v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / ((n - 1) * (k - 1)))
+        f_star = stats.f.ppf(q, n - 1, v)
+        f_2star = stats.f.ppf(q, v, n - 1)
+        lower = n * (msr - f_star * mse) / (f_star * (k * msc + (k * n - k - n) * mse) + n * msr)
+        upper = n * (f_2star * msr - mse) / (k * msc + (k * n - k - n) * mse + n * f_2star * msr)
+        out["icc2_1"] = (icc2, lower, upper)
+    else:  # no interval from this formula (ICC ≤ 0 or exact agreement)
+        out["icc2_1"] = (icc2, float("nan"), float("nan"))
+    return out
+
+
+def bland_altman(scored: np.ndarray, reference: np.ndarray) -> dict:
+    diff = np.asarray(scored, float) - np.asarray(reference, float)
+    bias = float(diff.mean())
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd,
+            "mae": float(np.abs(diff).mean())}
+
+
+def reference_visits(labels: pd.DataFrame, impute: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Visit totals and corner table from a labels.csv frame (the same missing-corner rule as score)."""
+    rows = []
+    for _, r in labels.iterrows():
+        for corner in anatomy.CORNERS[r["view"]]:
+            grade = r.get(corner)
+            rows.append({"patient_id": str(r["patient_id"]), "visit_date": r["visit_date"], "view": r["view"],
+                         "corner": corner, "grade": float(grade) if pd.notna(grade) else np.nan})
+    corners = pd.DataFrame(rows)
+    return visit_totals(corners, impute), corners
+
+
+def _changes(visits: pd.DataFrame) -> pd.DataFrame:
+    return progression(visits)[["patient_id", "from_date", "to_date", "delta"]]
+
+
+def agreement(scores: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """Both frames have patient_id, visit_date, msasss (blank = incomplete visit)."""
+    key = ["patient_id", "visit_date"]
+    s = scores[key + ["msasss"]].astype({"patient_id": str})
+    r = reference[key + ["msasss"]].astype({"patient_id": str})
+    both = s.merge(r, on=key, suffixes=("_scored", "_reference"), how="outer", indicator=True)
+    paired = both.dropna(subset=["msasss_scored", "msasss_reference"])
+    result = {"visits_reference": int(r["msasss"].notna().sum()), "visits_scored": int(s["msasss"].notna().sum()),
+              "visits_paired": int(len(paired)),
+              "visits_unmatched": int((both["_merge"] != "both").sum())}
+    if len(paired) >= 2:
+        x = paired[["msasss_scored", "msasss_reference"]].to_numpy(float)
+        result["total"] = {**icc(x), **bland_altman(x[:, 0], x[:, 1])}
+    ch = _changes(s).merge(_changes(r), on=["patient_id", "from_date", "to_date"],
+                           suffixes=("_scored", "_reference")).dropna()
+    result["intervals_paired"] = int(len(ch))
+    if len(ch) >= 2:
+        x = ch[["delta_scored", "delta_reference"]].to_numpy(float)
+        ba = bland_altman(x[:, 0], x[:, 1])
+        result["change"] = {**icc(x), **ba, "sdc": 1.96 * ba["sd"] / math.sqrt(2)}
+        prog_s, prog_r = x[:, 0] >= PROGRESSION_DELTA, x[:, 1] >= PROGRESSION_DELTA
+        tp, fn = int((prog_s & prog_r).sum()), int((~prog_s & prog_r).sum())
+        tn, fp = int((~prog_s & ~prog_r).sum()), int((prog_s & ~prog_r).sum())
+        result["progression"] = {
+            "threshold": PROGRESSION_DELTA, "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+            "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+            "kappa": cohen_kappa_score(prog_s, prog_r) if len(set(prog_s) | set(prog_r)) > 1 else math.nan}
+    return result, paired, ch
+
+
+def bland_altman_plot(pairs: np.ndarray, stats_: dict, title: str, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    mean = pairs.mean(axis=1)
+    diff = pairs[:, 0] - pairs[:, 1]
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    ax.scatter(mean, diff, s=14, alpha=0.7)
+    for value, style, label in ((stats_["bias"], "-", "bias"), (stats_["loa_low"], "--", "-1.96 SD"),
+                                (stats_["loa_high"], "--", "+1.96 SD")):
+        ax.axhline(value, color="tab:red", linestyle=style, linewidth=1)
+        ax.annotate(f"{label} {value:+.2f}", (1.0, value), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("mean of scoring and reference")
+    ax.set_ylabel("scoring − reference")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"visits paired: {result['visits_paired']} (reference {result['visits_reference']}, scored "
+             f"{result['visits_scored']}, unmatched rows {result['visits_unmatched']}); intervals paired: "
+             f"{result['intervals_paired']}", "",
+             "| measure | ICC(2,1) [95% CI] | ICC(3,1) [95% CI] | MAE | bias | limits of agreement |",
+             "| --- | --- | --- | ---: | ---: | --- |"]
+    for name in ("total", "change"):
+        if name in result:
+            r = result[name]
+            i2, i3 = r["icc2_1"], r["icc3_1"]
+            lines.append(f"| {name} mSASSS (n={r['n']}) | {i2[0]:.3f} [{i2[1]:.3f}, {i2[2]:.3f}] | "
+                         f"{i3[0]:.3f} [{i3[1]:.3f}, {i3[2]:.3f}] | {r['mae']:.2f} | {r['bias']:+.2f} | "
+                         f"{r['loa_low']:+.2f} to {r['loa_high']:+.2f} |")
+    if "change" in result:
+        p = result["progression"]
+        lines += ["", f"smallest detectable change: {result['change']['sdc']:.2f} mSASSS units", "",
+                  f"progression (Δ ≥ {p['threshold']:g}): sensitivity {p['sensitivity']:.3f}, specificity "
+                  f"{p['specificity']:.3f}, Cohen's κ {p['kappa']:.3f} (TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, "
+                  f"FP {p['fp']})"]
+    return "\n".join(lines)
+
+
+def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dict:
+    """Write agreement.json, agreement.md, pairs CSVs and Bland–Altman plots into ``out``."""
+    import json
+
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
+    missing = {"patient_id", "visit_date", "msasss"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"{scores_csv}: not a visits.csv (missing {', '.join(sorted(missing))})")
+    labels, _ = load_labels(labels_csv, check_images=False)
+    reference, _ = reference_visits(labels, impute)
+    result, paired, changes = agreement(scores, reference)
+    if "total" in result:
+        bland_altman_plot(paired[["msasss_scored", "msasss_reference"]].to_numpy(float), result["total"],
+                          "total mSASSS per visit", out / "bland_altman_total.png")
+    if "change" in result:
+        bland_altman_plot(changes[["delta_scored", "delta_reference"]].to_numpy(float), result["change"],
+                          "change in mSASSS between visits", out / "bland_altman_change.png")
+    for frame, name in ((paired.drop(columns="_merge"), "visit_pairs.csv"), (changes, "change_pairs.csv")):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    write_text(out / "agreement.json", json.dumps(result, indent=1, default=float) + "\n")
+    write_text(out / "agreement.md", markdown(result) + "\n")
+    return result
