@@ -41,7 +41,6 @@ from tfmssass.stages.grader.grades import consistent_grades, grade_corners
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.keypoints.detect import KeypointDetector, strongest_region
 from tfmssass.stages.keypoints.model import build_hrnet
-from tfmssass.synth.phantoms import synthesize
 
 # ---- the TF pieces against their references -------------------------------------------------------
 
@@ -114,14 +113,16 @@ def _tiny_models():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, phantoms):
     base = tmp_path_factory.mktemp("export")
     model, kp, grader, gr = _tiny_models()
     module = ScoringModule.from_models(model, kp, grader, gr, build_metadata(kp, gr, {}, {}, phantom=True))
     path = export_module(module, base / "saved_models" / "tiny" / "1")
-    phantoms = base / "ph"
-    synthesize(phantoms, patients=2, visits=1, seed=21, workers=2, progress=False)
-    return {"path": path, "models": (model, kp, grader, gr), "module": module, "phantoms": phantoms,
+    first_visits = base / "ph"  # two patients' first visits, both views: 4 radiographs
+    for patient in ("PH0001", "PH0002"):
+        visit = sorted((phantoms / patient).iterdir())[0]
+        shutil.copytree(visit, first_visits / patient / visit.name)
+    return {"path": path, "models": (model, kp, grader, gr), "module": module, "phantoms": first_visits,
             "loaded": tf.saved_model.load(str(path))}
 
 
@@ -307,7 +308,9 @@ def test_grpc_client_against_a_stand_in_prediction_service(exported):
                 reply.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
             return reply
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    # a radiograph's 16-bit PNG is over gRPC's default 4 MB (TF Serving takes large messages)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

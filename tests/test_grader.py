@@ -65,9 +65,6 @@ def test_clahe_batched_channel_and_in_a_graph(radiograph):
                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.uint8)])
     got = graph(crops[..., None]).numpy()[..., 0]
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
-    from tfmssass.ops.image import clahe as imported
-
-    assert imported is clahe
 
 
 def test_balanced_windows_cover_every_sample():
@@ -213,6 +210,7 @@ def test_bridge_rule_gives_one_answer_per_disk():
     assert all((i == 3) == (s == 3) for i, s in zip(inf, sup))
 
 
+@pytest.mark.slow
 def test_grader_training_lowers_the_loss():
     keras.utils.set_random_seed(1)
     model = CornerGrader("tiny", 64)
@@ -226,17 +224,22 @@ def test_grader_training_lowers_the_loss():
     assert losses[-1] < 0.6 * losses[0]
 
 
-def test_grader_config_round_trip_and_resnet152_builds(tmp_path):
+def test_grader_config_round_trip(tmp_path):
     tiny = CornerGrader("tiny", 64)
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype("float32")
     tiny.save(tmp_path / "g.keras")
     np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), tiny(x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_resnet152_paper_size_builds_and_runs():
     paper = CornerGrader("resnet152", 224)
     out = np.asarray(paper(np.zeros((1, 224, 224, 1), "float32")))
     assert out.shape == (1, 4) and abs(out.sum() - 1) < 1e-4
     assert 58e6 < paper.count_params() < 59e6
 
 
+@pytest.mark.slow
 def test_cli_train_and_evaluate_grader(tmp_path):
     synthesize(tmp_path / "ph", patients=4, visits=1, seed=5, workers=2, progress=False)
     runner = CliRunner()

@@ -24,18 +24,10 @@ from tfmssass.stages.keypoints.heatmaps import (
 )
 from tfmssass.stages.keypoints.model import HRNet
 from tfmssass.stages.keypoints.train import train_keypoints
-from tfmssass.synth.phantoms import synthesize
 
 
 def decode(heatmaps):
     return tuple(t.numpy() for t in decode_heatmaps(heatmaps))
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kp_phantoms")
-    synthesize(out, patients=3, visits=1, seed=7, workers=2, progress=False)
-    return out
 
 
 def test_hrnet_tiny_shapes_and_config_round_trip(tmp_path):
@@ -50,6 +42,7 @@ def test_hrnet_tiny_shapes_and_config_round_trip(tmp_path):
     np.testing.assert_allclose(loaded(x), y, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hrnet_w32_paper_size_builds_and_runs():
     model = HRNet.from_preset("w32")
     assert 28.0e6 < model.count_params() < 29.2e6  # HRNet-W32 pose is about 28.5M
@@ -93,10 +86,14 @@ def test_affine_moves_image_and_points_together(flip, angle):
     np.testing.assert_allclose(centroid, apply_matrix(matrix, [252.5, 402.5]).numpy(), atol=0.3)
 
 
-def test_pipeline_targets_follow_the_augmented_image(phantoms):
-    """In every augmented sample the decoded target sits on the disk: darker than the bodies."""
+def test_pipeline_targets_follow_the_augmented_image(phantoms, tmp_path):
+    """In the augmented samples the decoded targets sit on the disks: darker than the bodies.
+
+    Checked per disk centre against the points halfway to its neighbours; a bridged disk is
+    bone and need not be darker, so most centres, not all, must be (targets that missed the
+    image's movement would be right about half the time)."""
     frame, _ = load_labels(phantoms / "labels.csv", check_images=False)
-    cache, errors = build_cache(frame, phantoms / "cache", long_side=512, progress=False)
+    cache, errors = build_cache(frame, tmp_path / "cache", long_side=512, progress=False)
     assert errors == [] and len(cache) == len(frame)
     points, weights = point_table(frame, cache)
     ds = keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6, sigma=1.5, seed=3)
@@ -106,6 +103,7 @@ def test_pipeline_targets_follow_the_augmented_image(phantoms):
                                           sigma=1.5, seed=3)))
     np.testing.assert_array_equal(x.numpy(), again.numpy())  # stateless: reproducible
     y = y.numpy()
+    darker = []
     for b in range(6):
         view = "cervical" if y[b, ..., :12].max() > y[b, ..., 12:24].max() else "lumbar"
         other = slice(12, 24) if view == "cervical" else slice(0, 12)
@@ -118,7 +116,8 @@ def test_pipeline_targets_follow_the_augmented_image(phantoms):
         for k in range(1, len(centres) - 1):  # each centre darker than halfway to its neighbours
             c, up, down = centres[k], centres[k - 1], centres[k + 1]
             sample = lambda p: img[int(round(p[1])), int(round(p[0]))]
-            assert sample(c) < max(sample((c + up) / 2), sample((c + down) / 2))
+            darker.append(sample(c) < max(sample((c + up) / 2), sample((c + down) / 2)))
+    assert len(darker) >= 20 and np.mean(darker) >= 0.85, darker
 
 
 def _pooling_model(input_size):
@@ -158,9 +157,10 @@ def test_detector_coarse_to_fine_maps_back_to_original_pixels(flip_test):
     assert not empty.found and "spine not found" in empty.reason
 
 
-def test_training_lowers_the_loss(phantoms):
+@pytest.mark.slow
+def test_training_lowers_the_loss(phantoms, tmp_path):
     frame, _ = load_labels(phantoms / "labels.csv", check_images=False)
-    cache, _ = build_cache(frame, phantoms / "cache", long_side=512, progress=False)
+    cache, _ = build_cache(frame, tmp_path / "cache", long_side=512, progress=False)
     points, weights = point_table(frame, cache)
     x, y = next(iter(keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6, 1.5,
                                       KeypointAugment(enabled=False), repeat=False)))
@@ -177,6 +177,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt  # as if the process was killed after the epoch-1 backup
 
 
+@pytest.mark.slow
 def test_training_resumes_after_interruption(phantoms, tmp_path):
     config = keypoint_config("tiny", epochs=3, steps_per_epoch=1, batch_size=2)
     run = tmp_path / "run"
@@ -193,6 +194,7 @@ def test_training_resumes_after_interruption(phantoms, tmp_path):
         train_keypoints(phantoms / "labels.csv", run, keypoint_config("tiny", epochs=4), verbose=0)
 
 
+@pytest.mark.slow
 def test_mixed_precision_training_keeps_float32_outputs(phantoms, tmp_path):
     config = keypoint_config("tiny", epochs=1, steps_per_epoch=1, batch_size=2)
     try:
@@ -236,6 +238,7 @@ def test_evaluation_numbers_match_hand_computation():
     assert stats["points_calibrated"] == 0 and math.isnan(stats["median_error_mm"])
 
 
+@pytest.mark.slow
 def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
     from click.testing import CliRunner
 
@@ -251,8 +254,12 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
                                   "--worst", "2"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["radiographs"] == 6 and 0.0 <= summary["overall"]["failure_rate"] <= 1.0
-    assert (tmp_path / "ev" / "points.csv").exists() and (tmp_path / "ev" / "levels.csv").exists()
+    points = pd.read_csv(tmp_path / "ev" / "points.csv")
+    labels = pd.read_csv(phantoms / "labels.csv")
+    labelled = sum(labels[f"{level}_{p}x"].notna().sum() for level in anatomy.ALL_LEVELS for p in "ca")
+    assert summary["radiographs"] == len(labels) == 12 and len(points) == labelled
+    assert summary["overall"]["failure_rate"] == pytest.approx(points["failed"].mean())
+    assert (tmp_path / "ev" / "levels.csv").exists()
     result = runner.invoke(main, ["train", "keypoints", "--labels", str(phantoms / "labels.csv"),
                                   "--out", str(tmp_path / "run2"), "--preset", "tiny", "--epochs", "1",
                                   "--steps-per-epoch", "1", "--lr", "1e-9",

@@ -24,7 +24,6 @@ from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.scoring.run import choose_radiographs, run_scoring
 from tfmssass.scoring.totals import progression, segment_total, visit_totals
-from tfmssass.synth.phantoms import synthesize
 
 OUTPUT_CSVS = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv")
 
@@ -109,13 +108,6 @@ def test_the_better_of_two_radiographs_is_used():
 
 # ---- whole runs with stand-in stages ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    out = tmp_path_factory.mktemp("score") / "ph"
-    synthesize(out, patients=2, visits=2, seed=11, workers=2, progress=False)
-    return out
-
-
 def _mixed_folder(phantoms: Path, target: Path) -> dict[str, str]:
     """The phantoms plus inputs that must not be scored; returns {file: expected reason fragment}."""
     shutil.copytree(phantoms, target)
@@ -199,6 +191,7 @@ def test_missing_points_are_blank_corners_never_zero(phantoms, tmp_path):
     assert (visits["imputed"] == 4).all() and visits["complete"].all()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_outputs(phantoms, tmp_path):
     helper = Path(__file__).with_name("score_doubles.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helper.parent), os.environ.get("PYTHONPATH", "")])}

@@ -10,15 +10,14 @@ from click.testing import CliRunner
 from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.io import read_radiograph
-from tfmssass.io.labels import load_labels
+from tfmssass.io.labels import load_labels, read_labels
 from tfmssass.synth.phantoms import Case, make_case, patient_course, synthesize
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    out = tmp_path_factory.mktemp("phantoms")
-    frame = synthesize(out, patients=3, visits=2, seed=11, workers=2, progress=False)
-    return out, frame
+def generated(phantoms):
+    """The shared set (conftest: 3 patients, 2 visits, seed 11) and its label table."""
+    return phantoms, read_labels(phantoms / "labels.csv")
 
 
 def digest(folder):
@@ -26,8 +25,8 @@ def digest(folder):
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def test_layout_and_labels_validate(phantoms):
-    out, frame = phantoms
+def test_layout_and_labels_validate(generated):
+    out, frame = generated
     assert len(frame) == 3 * 2 * 2
     assert (out / "labels.csv").is_file() and (out / "synth.json").is_file()
     labels, warnings = load_labels(out / "labels.csv", check_images=True)  # sizes from the DICOMs
@@ -37,8 +36,8 @@ def test_layout_and_labels_validate(phantoms):
         assert parts == [row["patient_id"], row["visit_date"], f"{row['view']}.dcm"]
 
 
-def test_same_seed_is_byte_identical_whatever_the_workers(phantoms, tmp_path):
-    out, _ = phantoms
+def test_same_seed_is_byte_identical_whatever_the_workers(generated, tmp_path):
+    out, _ = generated
     again = tmp_path / "again"
     synthesize(again, patients=3, visits=2, seed=11, workers=1, progress=False)
     assert digest(again) == digest(out)
@@ -47,8 +46,8 @@ def test_same_seed_is_byte_identical_whatever_the_workers(phantoms, tmp_path):
     assert digest(other)["labels.csv"] != digest(out)["labels.csv"]
 
 
-def test_resume_skips_existing_files_and_refuses_other_settings(phantoms, tmp_path):
-    out, _ = phantoms
+def test_resume_skips_existing_files_and_refuses_other_settings(generated, tmp_path):
+    out, _ = generated
     part = tmp_path / "part"
     synthesize(part, patients=3, visits=2, seed=11, workers=1, progress=False)
     victim = next(part.rglob("lumbar.dcm"))
@@ -80,8 +79,8 @@ def test_grades_are_cohort_like_monotone_and_bridged_in_pairs():
     assert share[2] > 0.03  # enough syndesmophytes to learn from
 
 
-def test_labels_monotone_between_visits_and_points_inside(phantoms):
-    out, _ = phantoms
+def test_labels_monotone_between_visits_and_points_inside(generated):
+    out, _ = generated
     labels, _ = load_labels(out / "labels.csv", check_images=False)
     for (_, view), group in labels.groupby(["patient_id", "view"]):
         group = group.sort_values("visit_date")
@@ -95,9 +94,9 @@ def test_labels_monotone_between_visits_and_points_inside(phantoms):
             assert 0 <= row[col] < limit
 
 
-def test_dicom_reads_back_to_the_rendered_image(phantoms):
+def test_dicom_reads_back_to_the_rendered_image(generated):
     """MONOCHROME1 and MONOCHROME2 files alike show bone bright after the reader's pipeline."""
-    out, frame = phantoms
+    out, frame = generated
     seen = set()
     for _, row in frame.iterrows():
         if row["photometric"] in seen:

@@ -205,6 +205,9 @@ def write_labels(frame: pd.DataFrame, path: str | Path) -> None:
             out[col] = pd.NA
     for corner in anatomy.ALL_CORNERS:
         out[corner] = pd.to_numeric(out[corner], errors="coerce").astype("Int64")
+    # points to 0.01 px; extra columns (e.g. a phantom's pixel spacing) keep their precision
+    points = list(anatomy.ALL_KEYPOINT_COLUMNS)
+    out[points] = out[points].apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{float(v):.2f}"))
     columns = list(LABEL_COLUMNS) + [c for c in out.columns if c not in LABEL_COLUMNS]
     with atomic_path(path) as tmp:
-        out[columns].to_csv(tmp, index=False, float_format="%.2f", lineterminator="\n")
+        out[columns].to_csv(tmp, index=False, lineterminator="\n")

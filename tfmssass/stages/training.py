@@ -150,7 +150,8 @@ def fit_run(run: Path, model: keras.Model, train_ds, steps_per_epoch: int, epoch
             keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
         ]
     callbacks += list(extra_callbacks)
-    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    # the datasets shuffle themselves (per worker, seeded): Keras must not try to
+    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                         validation_data=val_ds, validation_steps=validation_steps,
                         callbacks=callbacks, verbose=verbose if role.chief else 0)
     tmp = own / f".{LAST}.{os.getpid()}.weights.h5"  # Keras insists on the suffix
