@@ -1,5 +1,6 @@
 """Stage 2: CLAHE parity, balanced windows, label-true augmentation, grader, paper's tables."""
 
+import json
 import math
 
 import cv2
@@ -17,7 +18,6 @@ from tfmssass.io.labels import load_labels
 from tfmssass.ops.image import canonical_matrix, clahe
 from tfmssass.stages.grader.data import (
     CornerAugment,
-    balanced_epoch,
     corner_dataset,
     corner_samples,
     extract_patches,
@@ -65,24 +65,6 @@ def test_clahe_batched_channel_and_in_a_graph(radiograph):
                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.uint8)])
     got = graph(crops[..., None]).numpy()[..., 0]
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
-
-
-def test_balanced_windows_cover_every_sample():
-    grades = np.array([0] * 23 + [1] * 11 + [2] * 5 + [3] * 8)
-    n = 5  # the rarest grade's count
-    seen = {g: set() for g in range(4)}
-    for epoch in range(math.ceil(23 / n)):
-        picked = balanced_epoch(grades, epoch, seed=4)
-        counts = np.bincount(grades[picked], minlength=4)
-        assert list(counts) == [n] * 4
-        for i in picked:
-            seen[grades[i]].add(int(i))
-        if epoch + 1 == math.ceil(11 / n):
-            assert seen[1] == set(np.flatnonzero(grades == 1))
-    for g in range(4):
-        assert seen[g] == set(np.flatnonzero(grades == g))  # after ceil(23/5) = 5 epochs: all used
-    assert not np.array_equal(balanced_epoch(grades, 0, seed=4), balanced_epoch(grades, 1, seed=4))
-    assert np.bincount(grades[balanced_epoch(grades, 0, per_class=3)], minlength=4).tolist() == [3] * 4
 
 
 def _marked_level(mark: str, angle_deg=25.0, facing=-1):
@@ -240,17 +222,20 @@ def test_resnet152_paper_size_builds_and_runs():
 
 
 @pytest.mark.slow
-def test_cli_train_and_evaluate_grader(tmp_path):
-    synthesize(tmp_path / "ph", patients=4, visits=1, seed=5, workers=2, progress=False)
+def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "grader", "--labels", str(tmp_path / "ph" / "labels.csv"),
+    result = runner.invoke(main, ["train", "grader", "--labels", str(phantoms / "labels.csv"),
                                   "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "1"])
     assert result.exit_code == 0, result.output
+    # --labels trains from records prepared into the run folder, at the preset's patch scale
+    index = json.loads((tmp_path / "run" / "data" / "index.json").read_text())
+    assert index["settings"]["patch_depth_px"] == 48 and index["settings"]["corners_from"] == "labels"
+    labels = pd.read_csv(phantoms / "labels.csv")
+    graded = sum(labels.loc[labels.view == v, list(anatomy.CORNERS[v])].notna().sum().sum() for v in anatomy.VIEWS)
+    assert sum(n for split in index["splits"].values() for n in split["grades"].values()) == graded
     result = runner.invoke(main, ["evaluate", "grader", "--model", str(tmp_path / "run"),
-                                  "--labels", str(tmp_path / "ph" / "labels.csv"), "--out", str(tmp_path / "ev")])
+                                  "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
     corners = pd.read_csv(tmp_path / "ev" / "corners.csv")
-    labels = pd.read_csv(tmp_path / "ph" / "labels.csv")
-    graded = sum(labels.loc[labels.view == v, list(anatomy.CORNERS[v])].notna().sum().sum() for v in anatomy.VIEWS)
     assert len(corners) == graded  # every graded corner, and no blank one turned into a 0
     assert (tmp_path / "ev" / "roc.png").exists()

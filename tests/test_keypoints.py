@@ -10,10 +10,8 @@ import pytest
 
 from tfmssass.core import anatomy
 from tfmssass.core.config import keypoint_config
-from tfmssass.data.cache import build_cache
-from tfmssass.io.labels import load_labels
 from tfmssass.ops.image import apply_matrix, region_matrix, warp
-from tfmssass.stages.keypoints.data import KeypointAugment, keypoint_dataset, point_table
+from tfmssass.stages.keypoints.data import KeypointAugment, prepared_keypoint_dataset
 from tfmssass.stages.keypoints.detect import Detection, KeypointDetector, decode_heatmaps
 from tfmssass.stages.keypoints.evaluate import point_records, summarise
 from tfmssass.stages.keypoints.heatmaps import (
@@ -24,6 +22,7 @@ from tfmssass.stages.keypoints.heatmaps import (
 )
 from tfmssass.stages.keypoints.model import HRNet
 from tfmssass.stages.keypoints.train import train_keypoints
+from tfmssass.stages.prepare import prepare
 
 
 def decode(heatmaps):
@@ -86,21 +85,24 @@ def test_affine_moves_image_and_points_together(flip, angle):
     np.testing.assert_allclose(centroid, apply_matrix(matrix, [252.5, 402.5]).numpy(), atol=0.3)
 
 
-def test_pipeline_targets_follow_the_augmented_image(phantoms, tmp_path):
+@pytest.fixture(scope="module")
+def prepared(phantoms, tmp_path_factory):
+    """The shared phantoms prepared at the tiny preset's working size (long side 512)."""
+    data = tmp_path_factory.mktemp("kp") / "data"
+    prepare(phantoms / "labels.csv", data, long_side=512, patch_depth_px=48, workers=2, progress=False)
+    return data
+
+
+def test_pipeline_targets_follow_the_augmented_image(prepared):
     """In the augmented samples the decoded targets sit on the disks: darker than the bodies.
 
     Checked per disk centre against the points halfway to its neighbours; a bridged disk is
     bone and need not be darker, so most centres, not all, must be (targets that missed the
     image's movement would be right about half the time)."""
-    frame, _ = load_labels(phantoms / "labels.csv", check_images=False)
-    cache, errors = build_cache(frame, tmp_path / "cache", long_side=512, progress=False)
-    assert errors == [] and len(cache) == len(frame)
-    points, weights = point_table(frame, cache)
-    ds = keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6, sigma=1.5, seed=3)
+    ds = prepared_keypoint_dataset(prepared, "train", (128, 96), 6, sigma=1.5, seed=3)
     x, y = next(iter(ds))
     assert tuple(x.shape) == (6, 128, 96, 1) and tuple(y.shape) == (6, 32, 24, 48)
-    again, _ = next(iter(keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6,
-                                          sigma=1.5, seed=3)))
+    again, _ = next(iter(prepared_keypoint_dataset(prepared, "train", (128, 96), 6, sigma=1.5, seed=3)))
     np.testing.assert_array_equal(x.numpy(), again.numpy())  # stateless: reproducible
     y = y.numpy()
     darker = []
@@ -158,12 +160,9 @@ def test_detector_coarse_to_fine_maps_back_to_original_pixels(flip_test):
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss(phantoms, tmp_path):
-    frame, _ = load_labels(phantoms / "labels.csv", check_images=False)
-    cache, _ = build_cache(frame, tmp_path / "cache", long_side=512, progress=False)
-    points, weights = point_table(frame, cache)
-    x, y = next(iter(keypoint_dataset(cache["cache_path"], points, weights, (128, 96), 6, 1.5,
-                                      KeypointAugment(enabled=False), repeat=False)))
+def test_training_lowers_the_loss(prepared):
+    x, y = next(iter(prepared_keypoint_dataset(prepared, "train", (128, 96), 6, 1.5,
+                                               KeypointAugment(enabled=False), repeat=False)))
     keras.utils.set_random_seed(0)
     model = HRNet.from_preset("w8", input_size=(128, 96))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=WeightedHeatmapLoss())
@@ -249,6 +248,8 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
                                   "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "1",
                                   "--steps-per-epoch", "1"])
     assert result.exit_code == 0, result.output
+    data = tmp_path / "run" / "data"  # --labels trains from records prepared into the run folder
+    assert json.loads((data / "index.json").read_text())["settings"]["long_side"] == 512
     result = runner.invoke(main, ["evaluate", "keypoints", "--model", str(tmp_path / "run"),
                                   "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev"),
                                   "--worst", "2"])

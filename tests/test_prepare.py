@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy
-from tfmssass.data.cache import build_cache
+from tfmssass.core.geometry import CropSpec
 from tfmssass.data.records import (
     CORNER_SPEC,
     CORNERS,
@@ -30,13 +30,14 @@ from tfmssass.data.records import (
     read_records,
     shard_files,
 )
-from tfmssass.io.labels import load_labels
-from tfmssass.stages.grader.data import corner_samples, extract_patches
-from tfmssass.stages.keypoints.data import (
-    KeypointAugment,
-    keypoint_dataset,
-    point_table,
-    prepared_keypoint_dataset,
+from tfmssass.io import read_radiograph
+from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.ops.image import shrink_to_long_side
+from tfmssass.stages.grader.data import (
+    CornerAugment,
+    corner_samples,
+    extract_patches,
+    prepared_balanced_dataset,
 )
 from tfmssass.stages.prepare import prepare
 from tfmssass.synth.phantoms import synthesize
@@ -103,8 +104,6 @@ def test_index_counts_match_the_labels(labels, prepared):
 def test_radiograph_records_hold_the_labelled_points_grades_and_image(labels, prepared):
     frame, _ = load_labels(labels, check_images=False)
     frame = frame[frame["image"] != "broken.dcm"]
-    cache, _ = build_cache(frame, prepared.parent / "cache", LONG_SIDE, progress=False)
-    cached = dict(zip(frame.loc[cache["row"], "image"], cache["cache_path"]))
     seen = 0
     for path in shard_files(prepared, RADIOGRAPHS, "train") + shard_files(prepared, RADIOGRAPHS, "val"):
         for r in _parse(path, RADIOGRAPH_SPEC):
@@ -113,8 +112,9 @@ def test_radiograph_records_hold_the_labelled_points_grades_and_image(labels, pr
             height, width = r["size"].numpy()
             image = decode_png16(r["image_png"]).numpy()
             assert max(image.shape) == LONG_SIDE and abs(image.shape[0] / image.shape[1] - height / width) < 0.01
-            # the same pixels as the labels path's decode-once cache
-            np.testing.assert_array_equal(image, decode_png16(tf.io.read_file(cached[row["image"]])).numpy())
+            # the display image shrunk as inference shrinks it, stored in 16 bits
+            small, _ = shrink_to_long_side(read_radiograph(resolve_image(frame, row)).image, LONG_SIDE)
+            np.testing.assert_array_equal(image, np.rint(np.clip(small.numpy(), 0, 1) * 65535) / 65535)
             sx, sy = r["scale"].numpy()
             points = r["points"].numpy().reshape(24, 2)
             offset = 0 if row["view"] == "cervical" else 12
@@ -150,17 +150,45 @@ def test_corner_records_equal_the_labelled_crops(labels, prepared):
                                       decode_png16(tf.io.read_file(sample["patch_path"])).numpy())
 
 
-def test_prepared_batches_equal_the_labelled_batches(labels, prepared):
+def test_corners_can_be_cut_at_other_points(labels, tmp_path):
+    """Corner patches at given points (a stage-1 run's predictions in ``train grader --keypoints``)
+    are the patches cut there, not at the labelled points."""
     frame, _ = load_labels(labels, check_images=False)
-    split = dict(pd.read_csv(prepared / "split.csv")[["patient_id", "split"]].values)
-    val = frame[(frame["image"] != "broken.dcm") & (frame["patient_id"].map(split) == "val")]
-    cache, _ = build_cache(val, prepared.parent / "cache", LONG_SIDE, progress=False)
-    points, weights = point_table(val, cache)
-    args = ((128, 96), 8, 1.5, KeypointAugment(enabled=False))
-    x1, y1 = next(iter(keypoint_dataset(cache["cache_path"], points, weights, *args, repeat=False)))
-    x2, y2 = next(iter(prepared_keypoint_dataset(prepared, "val", *args, repeat=False)))
-    np.testing.assert_allclose(x1.numpy(), x2.numpy(), atol=1e-6)
-    np.testing.assert_allclose(y1.numpy(), y2.numpy(), atol=1e-5)
+    readable = frame[frame["image"] != "broken.dcm"]
+    moved = {}
+    for i, row in readable.iterrows():
+        points = {}
+        for level in anatomy.LEVELS[row["view"]]:
+            cx, cy, ax, ay = (row[c] for c in anatomy.keypoint_columns(level))
+            points[level] = (cx + 6.0, cy - 4.0, ax + 6.0, ay - 4.0)
+        moved[i] = points
+    data = tmp_path / "data"
+    index = prepare(labels, data, LONG_SIDE, DEPTH, per_shard=50, workers=1, progress=False, corner_points=moved,
+                    corners_from="shifted")
+    assert index["settings"]["corners_from"] == "shifted"
+    there = corner_samples(extract_patches(readable, tmp_path / "there", DEPTH, points_from=moved,
+                                           progress=False)[0]).set_index(["image", "corner"])
+    labelled = corner_samples(extract_patches(readable, tmp_path / "labelled", DEPTH, progress=False)[0]
+                              ).set_index(["image", "corner"])
+    records = [r for path in sorted((data / CORNERS).glob("*.tfrecord")) for r in _parse(path, CORNER_SPEC)]
+    assert len(records) == len(there)
+    for r in records[::7]:
+        key = (_text(r["image"]), _text(r["corner"]))
+        patch = decode_png16(r["patch_png"]).numpy()
+        np.testing.assert_array_equal(patch, decode_png16(tf.io.read_file(there.loc[key, "patch_path"])).numpy())
+        assert not np.array_equal(patch, decode_png16(tf.io.read_file(labelled.loc[key, "patch_path"])).numpy())
+
+
+def test_training_stream_draws_the_grades_equally(prepared):
+    counts = {int(g): n for g, n in load_index(prepared)["splits"]["train"]["grades"].items()}
+    present = [g for g, n in counts.items() if n]
+    assert len(present) >= 3 and max(counts.values()) >= 4 * min(n for n in counts.values() if n)  # skewed
+    stream = prepared_balanced_dataset(prepared, counts, 0, CropSpec(size=32, depth_px=DEPTH), 40, seed=1,
+                                       augment=CornerAugment(enabled=False))
+    grades = np.concatenate([y.numpy() for _, y in stream.take(12)])
+    shares = np.bincount(grades, minlength=4)[present] / len(grades)
+    # 480 draws: a share's standard error is about 0.02 around 1 / (grades present)
+    assert np.abs(shares - 1 / len(present)).max() < 0.08, shares
 
 
 def test_each_worker_reads_its_own_share(prepared):

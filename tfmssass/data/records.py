@@ -145,7 +145,7 @@ def read_records(data_dir, kind: str, split: str, grade: int | None = None, *, r
     return _no_auto_shard(records)
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: radiographs shrunk with TF's area resize, as inference does
 
 
 INDEX = "index.json"

@@ -34,6 +34,13 @@ class Radiograph:
     def width(self) -> int:
         return int(self.image.shape[1])
 
+    @property
+    def calibrated_spacing_mm(self) -> float:
+        """Pixel spacing in mm where the file calibrates it at the patient; NaN otherwise (never the
+        detector pitch)."""
+        spacing = self.meta.get("pixel_spacing_mm")
+        return float(spacing[0]) if spacing and self.meta.get("spacing_calibrated") else float("nan")
+
     def to_uint(self, bits: int = 8) -> np.ndarray:
         """The display image as uint8 (bits=8) or uint16 (bits=16), full range."""
         if bits not in (8, 16):

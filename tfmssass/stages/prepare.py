@@ -24,7 +24,6 @@ from tqdm import tqdm
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import keep_settings, write_text
 from tfmssass.core.system import usable_cpus
-from tfmssass.data.cache import calibrated_spacing_mm, shrink_to_long_side
 from tfmssass.data.records import (
     CORNERS,
     FORMAT_VERSION,
@@ -38,6 +37,7 @@ from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
 from tfmssass.io.labels import load_labels, resolve_image
 from tfmssass.io.split import split_patients, write_split
+from tfmssass.ops.image import shrink_to_long_side
 from tfmssass.stages.grader.crops import level_patch
 from tfmssass.stages.grader.data import croppable_levels, level_points, patch_points
 from tfmssass.stages.keypoints.data import row_points
@@ -61,13 +61,15 @@ def prepare_one(task: dict) -> dict:
     except RadiographError as exc:
         return {"row": task["index"], "error": str(exc)}
     image = radiograph.image
-    small, sx, sy = shrink_to_long_side(image, task["long_side"])
+    small, scale = shrink_to_long_side(image, task["long_side"])  # as inference shrinks it
+    sx, sy = (float(v) for v in scale.numpy())
     points, weights = row_points(row, sx, sy)
-    record = radiograph_example(encode_png16(small), points, weights, _grades(row), (sx, sy),
-                                (radiograph.height, radiograph.width), calibrated_spacing_mm(radiograph), ids)
+    record = radiograph_example(encode_png16(small.numpy()), points, weights, _grades(row), (sx, sy),
+                                (radiograph.height, radiograph.width), radiograph.calibrated_spacing_mm, ids)
     corners = []
     depth_px = task["patch_depth_px"]
-    for level, c, a, up, depth in croppable_levels(row["view"], level_points(row)):
+    level_points_used = level_points(row) if task.get("points") is None else task["points"]
+    for level, c, a, up, depth in croppable_levels(row["view"], level_points_used):
         graded = [(name, sup, row.get(name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
                   if not pd.isna(row.get(name))]
         if not graded:
@@ -87,11 +89,11 @@ def _labels_digest(path: Path) -> str:
 
 
 def _settings(labels_csv: Path, long_side: int, patch_depth_px: int, val_fraction: float, seed: int,
-              per_shard: int) -> dict:
+              per_shard: int, corners_from: str) -> dict:
     return {"format": FORMAT_VERSION, "labels": str(labels_csv.resolve()),
             "labels_sha1": _labels_digest(labels_csv), "long_side": long_side,
             "patch_depth_px": patch_depth_px, "val_fraction": val_fraction, "seed": seed,
-            "per_shard": per_shard}
+            "per_shard": per_shard, "corners_from": corners_from}
 
 
 def _open_folder(out: Path, settings: dict) -> None:
@@ -185,11 +187,16 @@ def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) ->
 
 
 def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, val_fraction: float = 0.2,
-            seed: int = 0, per_shard: int = 64, workers: int | None = None, progress: bool = True) -> dict:
-    """Prepare (or finish preparing) ``out`` from ``labels_csv``; returns the index."""
+            seed: int = 0, per_shard: int = 64, workers: int | None = None, progress: bool = True,
+            corner_points: dict | None = None, corners_from: str = "labels") -> dict:
+    """Prepare (or finish preparing) ``out`` from ``labels_csv``; returns the index.
+
+    Corner patches are cut at the labelled points, or at ``corner_points`` ({label row: {level:
+    (cx, cy, ax, ay)}}, e.g. a stage-1 run's predictions; ``corners_from`` names their source).
+    """
     labels_csv, out = Path(labels_csv), Path(out)
     frame, _ = load_labels(labels_csv, check_images=False)
-    settings = _settings(labels_csv, long_side, patch_depth_px, val_fraction, seed, per_shard)
+    settings = _settings(labels_csv, long_side, patch_depth_px, val_fraction, seed, per_shard, corners_from)
     _open_folder(out, settings)
     split = split_patients(frame, val_fraction, seed)
     write_split(split, out / "split.csv")
@@ -211,7 +218,8 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
     try:
         for side, number, rows in pending:
             tasks = [{"index": i, "row": frame.loc[i].to_dict(), "path": str(resolve_image(frame, frame.loc[i])),
-                      "long_side": long_side, "patch_depth_px": patch_depth_px} for i in rows]
+                      "long_side": long_side, "patch_depth_px": patch_depth_px,
+                      "points": None if corner_points is None else corner_points.get(i, {})} for i in rows]
             results = []
             for result in (pool.map(prepare_one, tasks) if pool else map(prepare_one, tasks)):
                 if result["error"]:
@@ -227,3 +235,14 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
     return _summarise(out, settings, markers, phantom)
 
 
+def prepare_for_run(run: Path, labels_csv, long_side: int, patch_depth_px: int, val_fraction: float, seed: int,
+                    progress: bool = True, corner_points: dict | None = None,
+                    corners_from: str = "labels") -> tuple[Path, dict]:
+    """A ``--labels`` training run's data: its labels prepared into ``RUN/data`` (resumable, like
+    any prepared folder), so every run trains from records. Returns (data folder, index); the
+    radiographs that could not be read are listed in ``RUN/skipped.csv`` too."""
+    data = Path(run) / "data"
+    index = prepare(labels_csv, data, long_side, patch_depth_px, val_fraction, seed, progress=progress,
+                    corner_points=corner_points, corners_from=corners_from)
+    write_text(Path(run) / "skipped.csv", (data / "errors.csv").read_text())
+    return data, index

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tfmssass.core.atomic import atomic_path, keep_settings
+from tfmssass.core.atomic import keep_settings
 from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.records import load_index
 from tfmssass.io.labels import load_labels
@@ -87,15 +87,6 @@ def start_run(source, out, stage: str, config: dict, init, mixed_precision: bool
         split = split_patients(frame, val_fraction, seed)
     write_split(split, run / "split.csv")
     return run, frame, split
-
-
-def record_skipped(run: Path, errors: list[str]) -> None:
-    """Inputs that could not be used: one line each on the terminal and in ``skipped.csv``."""
-    for line in errors:
-        print(f"skipped: {line}")
-    if errors:
-        with atomic_path(run / "skipped.csv") as tmp:
-            pd.DataFrame({"error": errors}).to_csv(tmp, index=False)
 
 
 def read_config(run_dir: str | Path) -> dict:

@@ -1,4 +1,4 @@
-"""Stage-2 training data: one corner per sample, in canonical orientation, class-balanced by epoch.
+"""Stage-2 data: one corner per sample, in canonical orientation; training streams balanced by grade.
 
 Each disk level is cut once from the full-resolution radiograph into an axis-aligned patch, scaled
 so that the centre→anterior distance is ``patch_depth_px``. The patch holds enough room around the
@@ -6,10 +6,14 @@ canonical crop to rotate, shift and jitter the key points. A sample is (patch, c
 corner uses the level crop, the ``_sup`` corner the same crop flipped vertically, so both show the
 graded corner top-right and the label is true by construction. No horizontal flip is ever applied
 after canonicalisation: it would move the anterior corner to the back.
+
+Training reads prepared records (:func:`prepared_balanced_dataset`); evaluation cuts the patches
+of a label file directly (:func:`extract_patches`, :func:`corner_dataset`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,6 @@ from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
 from tfmssass.core.geometry import CropJitter, CropSpec, cranial_directions
-from tfmssass.data.cache import cache_key
 from tfmssass.data.records import CORNERS, load_png16, parse_corner, read_records
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
@@ -103,6 +106,14 @@ def predicted_points(keypoints_run, frame: pd.DataFrame) -> dict:
     return found
 
 
+def _file_key(path: Path, depth_px: int) -> str:
+    """Names a cut patch after its source's path, size and modification time and the patch scale,
+    so a changed file is cut again."""
+    stat = path.stat()
+    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{depth_px}"
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
 def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_from=None,
                     progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Cut every level with both points and a neighbour into a patch; one index row per level.
@@ -121,7 +132,7 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
         image = None
         for level, c, a, up, depth in croppable_levels(view, pts):
             try:
-                key = f"{cache_key(path, depth_px)}_{level}"
+                key = f"{_file_key(path, depth_px)}_{level}"
             except FileNotFoundError:
                 errors.append(f"{path}: no such file")
                 break
@@ -156,26 +167,6 @@ def corner_samples(patches: pd.DataFrame) -> pd.DataFrame:
             out.append({**p.to_dict(), "corner": p[f"{side}_corner"], "sup": side == "sup",
                         "grade": int(grade)})
     return pd.DataFrame(out)
-
-
-def balanced_epoch(grades: np.ndarray, epoch: int, per_class: int | None = None, seed: int = 0) -> np.ndarray:
-    """Sample indices for one epoch: for each grade, the next window of N from its shuffled list.
-
-    N is ``per_class`` or the rarest grade's count. Each grade's list is shuffled once (seeded) and
-    the window moves N further every epoch, wrapping around, so after ceil(n_grade / N) epochs
-    every sample of every grade has been seen (the paper's 0–300, 301–600, …).
-    """
-    grades = np.asarray(grades)
-    present = [g for g in range(4) if np.any(grades == g)]
-    counts = {g: int(np.sum(grades == g)) for g in present}
-    n = per_class or min(counts.values())
-    chosen = []
-    for g in present:
-        order = np.random.default_rng([seed, g]).permutation(np.flatnonzero(grades == g))
-        start = (epoch * n) % counts[g]
-        chosen.append(order[(start + np.arange(n)) % counts[g]])
-    picked = np.concatenate(chosen)
-    return np.random.default_rng([seed, 1000 + epoch]).permutation(picked)
 
 
 def draw_augmentation(augment: CornerAugment, seed) -> tuple[object, CropJitter, IntensityJitter]:
@@ -229,21 +220,10 @@ def corner_dataset(samples: pd.DataFrame, indices: np.ndarray, spec: CropSpec, b
     return crop_batches(loaded, spec, batch_size, augment, seed, counter_offset, drop_remainder)
 
 
-def balanced_training_dataset(samples: pd.DataFrame, first_epoch: int, epochs: int, spec: CropSpec,
-                              batch_size: int, per_class: int | None, seed: int, augment: CornerAugment):
-    """All remaining epochs' balanced windows in one stream; returns (dataset, steps per epoch)."""
-    grades = samples["grade"].to_numpy()
-    per_epoch = [balanced_epoch(grades, e, per_class, seed) for e in range(first_epoch, epochs)]
-    steps = max(1, len(per_epoch[0]) // batch_size) if per_epoch else 1
-    flat = np.concatenate([idx[: steps * batch_size] for idx in per_epoch]) if per_epoch else np.zeros(0, int)
-    ds = corner_dataset(samples, flat, spec, batch_size, augment, seed=seed,
-                        counter_offset=first_epoch * steps * batch_size)
-    return ds, steps
-
-
 def balanced_steps(grade_counts: dict, batch_size: int, per_class: int | None) -> int:
     """Steps per epoch of a balanced stream: every present grade ``per_class`` times (default: the
-    rarest grade's count), as :func:`balanced_epoch` draws them."""
+    rarest grade's count): the paper's rule, each epoch as many samples of every grade as the
+    rarest grade has."""
     present = [n for n in grade_counts.values() if n > 0]
     n = per_class or min(present)
     return max(1, n * len(present) // batch_size)
@@ -253,9 +233,9 @@ def prepared_balanced_dataset(data_dir, grade_counts: dict, first_epoch: int, sp
                               seed: int, augment: CornerAugment = CornerAugment(), role: WorkerRole = WorkerRole(),
                               steps_per_epoch: int = 1) -> tf.data.Dataset:
     """Training corners from a prepared folder: each grade's shards are an endless shuffled
-    stream, and the grades are drawn with equal probability, so an epoch is class-balanced as in
-    :func:`balanced_epoch` while every corner of a grade comes round before any repeats (up to
-    the shuffle buffer). A resumed run starts its streams from a seed of its first epoch."""
+    stream, and the grades are drawn with equal probability, so an epoch is class-balanced while
+    every corner of a grade comes round before any repeats (up to the shuffle buffer). A resumed
+    run starts its streams from a seed of its first epoch."""
     present = [g for g, n in sorted(grade_counts.items()) if n > 0]
     run_seed = seed + 1000 * first_epoch
     streams = [read_records(data_dir, CORNERS, "train", int(g), repeat=True, seed=run_seed + int(g),

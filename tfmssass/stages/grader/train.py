@@ -1,4 +1,9 @@
-"""Stage 2 training: labels.csv → run folder with a trained corner grader (``tfmssass train grader``)."""
+"""Stage 2 training: labelled radiographs → run folder with a trained corner grader (``tfmssass train grader``).
+
+Every run trains from prepared TFRecord shards, each grade an endless stream drawn with equal
+probability (:func:`tfmssass.stages.grader.data.prepared_balanced_dataset`): ``--data`` names a
+prepared folder; ``--labels`` prepares into ``RUN/data`` first.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,20 @@ import keras
 import numpy as np
 import pandas as pd
 
-from tfmssass.core.config import GraderConfig
+from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.records import grade_counts, load_index
 from tfmssass.stages.grader import metrics as grading_metrics
 from tfmssass.stages.grader.data import (
     CornerAugment,
     balanced_steps,
-    balanced_training_dataset,
     corner_dataset,
-    corner_samples,
-    extract_patches,
     predicted_points,
     prepared_balanced_dataset,
     prepared_validation_dataset,
 )
 from tfmssass.stages.grader.model import build_grader
-from tfmssass.stages.runs import record_skipped, start_run
+from tfmssass.stages.prepare import prepare_for_run
+from tfmssass.stages.runs import start_run
 from tfmssass.stages.training import (
     WorkerRole,
     choose_strategy,
@@ -80,25 +83,6 @@ class GradingMetricsCallback(keras.callbacks.Callback):
             logs["val_grade2_sensitivity"] = float(table.loc[2, "sensitivity"])
 
 
-def _labelled_inputs(run, frame, split, config: GraderConfig, keypoints_run, first_epoch: int, verbose: int):
-    """Cut level patches from the labels' radiographs (cached), then balanced training windows."""
-    points_from = predicted_points(keypoints_run, frame) if keypoints_run else None
-    patches, errors = extract_patches(frame, run / "patches", config.patch_depth_px, points_from,
-                                      progress=verbose > 0)
-    record_skipped(run, errors)
-    samples = corner_samples(patches)
-    side = samples["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
-    train_samples = samples[side == "train"].reset_index(drop=True)
-    val_samples = samples[side == "val"].reset_index(drop=True)
-    if train_samples.empty or val_samples.empty:
-        raise ValueError("need graded corners of at least two patients (one for validation)")
-    counts = train_samples["grade"].value_counts().sort_index().to_dict()
-    train_ds, steps = balanced_training_dataset(
-        train_samples, first_epoch, config.epochs, config.crop, config.batch_size, config.per_class, config.seed,
-        CornerAugment(**config.augment))
-    return train_ds, steps, samples_dataset(config, val_samples), counts
-
-
 def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: int, role: WorkerRole):
     train_counts, val_counts = grade_counts(index, "train"), grade_counts(index, "val")
     if not any(train_counts.values()) or not any(val_counts.values()):
@@ -114,31 +98,33 @@ def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: i
 def train_grader(source, out, config: GraderConfig, init: str | None = None,
                  mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
                  extra_callbacks=(), keypoints_run=None) -> Path:
-    """Train the grader from ``source``: a labels.csv or a folder made by ``tfmssass prepare``.
+    """Train the grader from ``source``: a labels.csv (prepared into the run folder first) or a
+    folder made by ``tfmssass prepare``.
 
     Crops come from the labelled points, or with ``keypoints_run`` (labels only) from a stage-1
     run's predictions, so the grader learns on the points it will be given.
     """
     chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
     role = worker_role(chosen)
-    index = None
     if Path(source).is_dir():
         if keypoints_run:
             raise ValueError("--keypoints needs --labels: prepared data holds crops at the labelled points")
-        index = load_index(source)
-        settings = index["settings"]  # the prepared folder fixes the patch scale and the split
+        settings = load_index(source)["settings"]  # the prepared folder fixes the patch scale and the split
         config = replace(config, patch_depth_px=settings["patch_depth_px"], val_fraction=settings["val_fraction"])
+    keypoints_run = str(Path(keypoints_run).resolve()) if keypoints_run else None
     run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
-                                  config.val_fraction, config.seed,
-                                  keypoints_run=str(Path(keypoints_run).resolve()) if keypoints_run else None)
+                                  config.val_fraction, config.seed, keypoints_run=keypoints_run)
     if split is None:
         return run
-    first_epoch = resumed_epoch(run, role)  # continue the balanced windows where they stopped
-    if index is None:
-        train_ds, steps, val_ds, counts = _labelled_inputs(run, frame, split, config, keypoints_run,
-                                                           first_epoch, verbose)
+    if Path(source).is_dir():
+        data, index = Path(source), load_index(source)
     else:
-        train_ds, steps, val_ds, counts = _prepared_inputs(source, index, config, first_epoch, role)
+        points = predicted_points(keypoints_run, frame) if keypoints_run else None
+        data, index = prepare_for_run(run, source, KeypointConfig().cache_long_side, config.patch_depth_px,
+                                      config.val_fraction, config.seed, progress=verbose > 0,
+                                      corner_points=points, corners_from=keypoints_run or "labels")
+    first_epoch = resumed_epoch(run, role)  # a resumed run reseeds its grade streams from here
+    train_ds, steps, val_ds, counts = _prepared_inputs(data, index, config, first_epoch, role)
     if role.chief:
         print("training corners per grade: " + ", ".join(f"{g}: {n}" for g, n in sorted(counts.items())))
 

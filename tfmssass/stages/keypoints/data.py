@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
-from tfmssass.data.records import RADIOGRAPHS, load_png16, parse_radiograph, read_records
+from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, read_records
 from tfmssass.ops.image import (
     IntensityJitter,
     apply_matrix,
@@ -69,14 +69,6 @@ def row_points(row, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndar
     return points, weights
 
 
-def point_table(frame: pd.DataFrame, cache: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`row_points` for every cached radiograph: points [N, 24, 2], weights [N, 24]."""
-    pairs = [row_points(frame.loc[c["row"]], c["scale_x"], c["scale_y"]) for _, c in cache.iterrows()]
-    if not pairs:
-        return np.zeros((0, 24, 2), np.float32), np.zeros((0, 24), np.float32)
-    return np.stack([p for p, _ in pairs]), np.stack([w for _, w in pairs])
-
-
 def spine_box(points, margin):
     """Box (x0, y0, x1, y1) around the finite points, widened by ``margin`` × size on each side."""
     finite = tf.reduce_all(tf.math.is_finite(points), axis=-1)
@@ -85,8 +77,6 @@ def spine_box(points, margin):
     size = tf.maximum(hi - lo, 8.0)
     pad = size * margin
     return tf.concat([lo - pad, hi + pad], axis=0)
-
-
 
 
 @dataclass(frozen=True)
@@ -158,17 +148,6 @@ def augmented_batches(radiographs: tf.data.Dataset, input_size, batch_size: int,
     ds = radiographs.enumerate().map(lambda i, e: fn(i, *e), num_parallel_calls=tf.data.AUTOTUNE,
                                      deterministic=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
-def keypoint_dataset(paths, points, weights, input_size, batch_size: int, sigma: float = 2.0,
-                     augment: KeypointAugment = KeypointAugment(), seed: int = 0,
-                     repeat: bool = True) -> tf.data.Dataset:
-    """Batches of (image [B, H, W, 1], packed targets [B, H/4, W/4, 48]) from cached PNG files."""
-    base = tf.data.Dataset.from_tensor_slices((list(paths), points, weights))
-    if repeat:
-        base = base.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
-    base = base.map(lambda path, p, w: (load_png16(path), p, w), num_parallel_calls=tf.data.AUTOTUNE)
-    return augmented_batches(base, input_size, batch_size, sigma, augment, seed, drop_remainder=repeat)
 
 
 def prepared_keypoint_dataset(data_dir, split: str, input_size, batch_size: int, sigma: float = 2.0,

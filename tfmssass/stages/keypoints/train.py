@@ -1,4 +1,8 @@
-"""Stage 1 training: labels.csv → run folder with a trained HRNet (``tfmssass train keypoints``)."""
+"""Stage 1 training: labelled radiographs → run folder with a trained HRNet (``tfmssass train keypoints``).
+
+Every run trains from prepared TFRecord shards: ``--data`` names a prepared folder; ``--labels``
+prepares into ``RUN/data`` first (:func:`tfmssass.stages.prepare.prepare_for_run`).
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,23 @@ import keras
 import numpy as np
 
 from tfmssass.core.anatomy import VIEW_SLICES
-from tfmssass.core.config import KeypointConfig
-from tfmssass.data.cache import build_cache
+from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.records import (
     RADIOGRAPHS,
     load_index,
-    load_png16,
     parse_radiograph,
     parse_radiograph_ids,
     read_records,
 )
 from tfmssass.stages.keypoints.data import (
     KeypointAugment,
-    keypoint_dataset,
-    point_table,
     prepared_keypoint_dataset,
 )
 from tfmssass.stages.keypoints.detect import KeypointDetector
 from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
-from tfmssass.stages.runs import record_skipped, start_run
+from tfmssass.stages.prepare import prepare_for_run
+from tfmssass.stages.runs import start_run
 from tfmssass.stages.training import WorkerRole, choose_strategy, fit_run, set_precision, worker_role
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
@@ -64,42 +65,19 @@ class PointErrorCallback(keras.callbacks.Callback):
             logs[MONITOR] = median_error_percent(detector, self.images, self.points, self.views)
 
 
-def _labelled_inputs(run, frame, split, config: KeypointConfig, verbose: int):
-    """Training and validation inputs from labels.csv, through the decode-once PNG cache."""
-    cache, errors = build_cache(frame, run / "cache", config.cache_long_side, progress=verbose > 0)
-    record_skipped(run, errors)
-    sides = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
-    cache["split"] = cache["row"].map(sides)
-    points, weights = point_table(frame, cache)
-    train = (cache["split"] == "train").to_numpy()
-    val = ~train
-    if train.sum() == 0 or val.sum() == 0:
-        raise ValueError("need radiographs of at least two patients (one for validation)")
-
-    def dataset(chosen, augment, repeat):
-        return keypoint_dataset(cache["cache_path"][chosen], points[chosen], weights[chosen],
-                                config.input_size, config.batch_size, config.sigma, augment,
-                                seed=config.seed, repeat=repeat)
-
-    picked = np.flatnonzero(val)[: config.val_point_images]
-    val_images = [load_png16(cache["cache_path"].iloc[i]).numpy() for i in picked]
-    val_views = [frame.loc[cache["row"].iloc[i], "view"] for i in picked]
-    return (dataset(train, KeypointAugment(**config.augment), True),
-            dataset(val, KeypointAugment(enabled=False), False), int(train.sum()),
-            (val_images, points[picked], val_views))
-
-
 def _prepared_inputs(data_dir, index: dict, config: KeypointConfig, role: WorkerRole):
-    """The same inputs from a prepared folder: this worker's share of the training shards, and
-    the whole validation set on every worker."""
+    """Training and validation inputs from a prepared folder: this worker's share of the training
+    shards, and the whole validation set on every worker."""
     counts = index["splits"]
     if counts["train"]["radiographs"] == 0 or counts["val"]["radiographs"] == 0:
         raise ValueError(f"{data_dir}: need radiographs of at least two patients (one for validation)")
     train_ds = prepared_keypoint_dataset(data_dir, "train", config.input_size, config.batch_size,
                                          config.sigma, KeypointAugment(**config.augment), config.seed,
                                          workers=role.count, worker_index=role.index)
+    # every validation radiograph once per epoch: one pass, repeated, read for a known number of steps
+    # (a TFRecord stream's length is unknown to Keras, which otherwise probes for its end each epoch)
     val_ds = prepared_keypoint_dataset(data_dir, "val", config.input_size, config.batch_size, config.sigma,
-                                       KeypointAugment(enabled=False), config.seed, repeat=False)
+                                       KeypointAugment(enabled=False), config.seed, repeat=False).repeat()
     val_images, val_points, val_views = [], [], []
     records = read_records(data_dir, RADIOGRAPHS, "val", repeat=False).take(config.val_point_images)
     for serialized in records:
@@ -113,22 +91,23 @@ def _prepared_inputs(data_dir, index: dict, config: KeypointConfig, role: Worker
 def train_keypoints(source, out, config: KeypointConfig, init: str | None = None,
                     mixed_precision: bool = False, strategy: str = "auto", verbose: int = 1,
                     extra_callbacks=()) -> Path:
-    """Train stage 1 from ``source``: a labels.csv or a folder made by ``tfmssass prepare``."""
+    """Train stage 1 from ``source``: a labels.csv (prepared into the run folder first) or a folder
+    made by ``tfmssass prepare``."""
     chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
     role = worker_role(chosen)
-    index = None
     if Path(source).is_dir():
-        index = load_index(source)
-        settings = index["settings"]  # the prepared folder fixes the working size and the split
+        settings = load_index(source)["settings"]  # the prepared folder fixes the working size and the split
         config = replace(config, cache_long_side=settings["long_side"], val_fraction=settings["val_fraction"])
-    run, frame, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
-                                  config.val_fraction, config.seed)
+    run, _, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
+                              config.val_fraction, config.seed)
     if split is None:
         return run
-    if index is None:
-        train_ds, val_ds, n_train, val_points = _labelled_inputs(run, frame, split, config, verbose)
+    if Path(source).is_dir():
+        data, index = Path(source), load_index(source)
     else:
-        train_ds, val_ds, n_train, val_points = _prepared_inputs(source, index, config, role)
+        data, index = prepare_for_run(run, source, config.cache_long_side, GraderConfig().patch_depth_px,
+                                      config.val_fraction, config.seed, progress=verbose > 0)
+    train_ds, val_ds, n_train, val_points = _prepared_inputs(data, index, config, role)
 
     set_precision(mixed_precision)
     with chosen.scope():
@@ -139,6 +118,7 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
                       loss=WeightedHeatmapLoss(config.foreground_weight))
     steps = config.steps_per_epoch or max(1, n_train // config.batch_size)
     callback = PointErrorCallback(config, *val_points)
-    fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "min", val_ds=val_ds,
+    val_steps = math.ceil(index["splits"]["val"]["radiographs"] / config.batch_size)
+    fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "min", val_ds=val_ds, validation_steps=val_steps,
             metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose, role=role, strategy=chosen)
     return run
