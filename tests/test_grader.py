@@ -211,6 +211,13 @@ def test_grader_config_round_trip(tmp_path):
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype("float32")
     tiny.save(tmp_path / "g.keras")
     np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), tiny(x), atol=1e-5)
+    # the dtype policy travels with the config: a mixed-precision grader stays one when reloaded
+    mixed = CornerGrader("tiny", 64, dtype="mixed_float16")
+    assert keras.config.dtype_policy().name == "float32"  # building under it left the global policy alone
+    again = CornerGrader.from_config(mixed.get_config())
+    assert mixed.get_config()["dtype"] == "mixed_float16"
+    assert {layer.dtype_policy.name for layer in again.layers if layer.name not in ("crop", "grades")} == {"mixed_float16"}
+    assert again.get_layer("grades").dtype_policy.name == "float32"  # outputs stay float32
 
 
 @pytest.mark.slow

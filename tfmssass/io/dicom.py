@@ -143,6 +143,15 @@ def _voi_lut(values: np.ndarray, item: pydicom.Dataset) -> np.ndarray:
 
 
 def _voi(stored: np.ndarray, values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """The VOI step onto [0, 1]: the VOI LUT sequence, else the first window, else automatic contrast.
+
+    Not pydicom's ``apply_voi_lut``, for two reasons found on this module's tests (pydicom 3.0):
+    an 8-bit VOI LUT whose LUT Data has VR US (one entry per value) is read as packed bytes, so
+    stored 857 with first mapped 500 gives 46 instead of the table's 88
+    (``test_voi_lut_sequence_is_applied``); and its windows return values in the stored range, so
+    mapping them to [0, 1] would re-derive that range from BitsStored, PixelRepresentation and the
+    rescale.
+    """
     seq = ds.get("VOILUTSequence")
     if seq:
         return _voi_lut(values, seq[0]), "voi_lut"

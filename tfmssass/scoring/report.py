@@ -36,9 +36,9 @@ def _cell(value) -> str:
 
 
 def _table(frame: pd.DataFrame, columns: list[str]) -> str:
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_cell(row[c]) for c in columns) + "</tr>" for _, row in frame.iterrows())
-    return f"<table><tr>{head}</tr>{body}</table>"
+    """A plain table by pandas (escaped; blanks as a dash). The corner tables below are written by
+    hand: they mark single rows and cells (review, grade colour), which ``to_html`` cannot."""
+    return frame[columns].to_html(index=False, na_rep="\u2013", float_format="{:g}".format, border=0)
 
 
 def progression_svg(visits: pd.DataFrame, width: int = 360, height: int = 180) -> str:
@@ -136,8 +136,7 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
 
     parts.append(f"<h2>Inputs not scored ({len(problems)})</h2>")
     if problems:
-        parts.append("<table><tr><th>file</th><th>reason</th></tr>" + "".join(
-            f"<tr><td>{escape(r['file'])}</td><td>{escape(r['reason'])}</td></tr>" for r in problems) + "</table>")
+        parts.append(_table(pd.DataFrame(problems), ["file", "reason"]))
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -14,6 +14,7 @@ import keras
 from keras import layers, ops
 
 from tfmssass.core.config import GraderConfig
+from tfmssass.stages.dtype import base_config, dtype_policy
 
 BACKBONES = {
     "resnet50": ("ResNet50", "caffe"), "resnet101": ("ResNet101", "caffe"),
@@ -67,28 +68,29 @@ def _tiny_backbone(x):
 class CornerGrader(keras.Model):
     """Crop [B, S, S, 1] in [0, 1] → grade probabilities [B, 4]."""
 
-    def __init__(self, backbone="tiny", input_size=128, num_classes=4, dropout=0.2, **kwargs):
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r} (expected {', '.join(BACKBONES)})")
-        app_name, mode = BACKBONES[backbone]
-        inputs = keras.Input((input_size, input_size, 1), name="crop")
-        x = _to_backbone_input(inputs, mode)
-        if app_name is None:
-            features = _tiny_backbone(x)
-        else:
-            app = getattr(keras.applications, app_name)
-            kwargs_app = dict(include_top=False, weights=None, input_shape=(input_size, input_size, 3),
-                              pooling="avg")
-            if mode == "raw":
-                kwargs_app["include_preprocessing"] = True
-            net = app(**kwargs_app)
-            net.name = "backbone"
-            features = net(x)
-        features = layers.Dropout(dropout)(features)
-        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="grades")(features)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.backbone_name, self.input_size = backbone, input_size
-        self.num_classes, self.dropout = num_classes, dropout
+    def __init__(self, backbone="tiny", input_size=128, num_classes=4, dropout=0.2, dtype=None, **kwargs):
+        with dtype_policy(dtype):  # layers take the policy in force when made
+            if backbone not in BACKBONES:
+                raise ValueError(f"unknown backbone {backbone!r} (expected {', '.join(BACKBONES)})")
+            app_name, mode = BACKBONES[backbone]
+            inputs = keras.Input((input_size, input_size, 1), name="crop")
+            x = _to_backbone_input(inputs, mode)
+            if app_name is None:
+                features = _tiny_backbone(x)
+            else:
+                app = getattr(keras.applications, app_name)
+                kwargs_app = dict(include_top=False, weights=None, input_shape=(input_size, input_size, 3),
+                                  pooling="avg")
+                if mode == "raw":
+                    kwargs_app["include_preprocessing"] = True
+                net = app(**kwargs_app)
+                net.name = "backbone"
+                features = net(x)
+            features = layers.Dropout(dropout)(features)
+            outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="grades")(features)
+            super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+            self.backbone_name, self.input_size = backbone, input_size
+            self.num_classes, self.dropout = num_classes, dropout
 
     def load_backbone_weights(self, path: str) -> None:
         """ImageNet (or any) weights for the backbone from a local file, e.g. a keras.applications
@@ -99,7 +101,7 @@ class CornerGrader(keras.Model):
             self.get_layer("backbone").load_weights(path)
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "backbone": self.backbone_name,
+        return {**base_config(self), "backbone": self.backbone_name,
                 "input_size": self.input_size, "num_classes": self.num_classes, "dropout": self.dropout}
 
     @classmethod

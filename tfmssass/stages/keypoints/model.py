@@ -14,16 +14,8 @@ from keras import layers
 
 from tfmssass.core.anatomy import NUM_POINTS
 from tfmssass.core.config import KeypointConfig
-
-#: Named sizes. ``w32`` is the paper's network (about 28.5M parameters); ``w16``/``w8`` are small
-#: versions for phantoms and tests (narrower, fewer modules and blocks, lighter stem).
-PRESETS: dict[str, dict] = {
-    "w48": dict(width=48, stage_modules=(1, 4, 3), blocks=4, stem_width=64, stem_blocks=4),
-    "w32": dict(width=32, stage_modules=(1, 4, 3), blocks=4, stem_width=64, stem_blocks=4),
-    "w16": dict(width=16, stage_modules=(1, 2, 2), blocks=2, stem_width=32, stem_blocks=2),
-    "w8": dict(width=8, stage_modules=(1, 1, 1), blocks=1, stem_width=16, stem_blocks=1),
-}
-PAPER_INPUT = (256, 192)  # height, width
+from tfmssass.stages.dtype import base_config, dtype_policy
+from tfmssass.stages.keypoints.presets import HRNET_PRESETS, PAPER_INPUT
 
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
@@ -80,36 +72,37 @@ class HRNet(keras.Model):
     """HRNet key-point network: grey image [B, H, W, 1] → heatmaps [B, H/4, W/4, num_points]."""
 
     def __init__(self, width=32, num_points=24, input_size=PAPER_INPUT, stage_modules=(1, 4, 3),
-                 blocks=4, stem_width=64, stem_blocks=4, **kwargs):
-        height, wide = input_size
-        if height % 32 or wide % 32:
-            raise ValueError("HRNet input height and width must be multiples of 32")
-        inputs = keras.Input(shape=(height, wide, 1), name="image")
-        x = _conv_bn(inputs, stem_width, 3, strides=2, name="stem1")
-        x = _conv_bn(x, stem_width, 3, strides=2, name="stem2")
-        for _ in range(stem_blocks):
-            x = _bottleneck(x, stem_width)
-        widths = [width]
-        branches = [_conv_bn(x, width, 3)]
-        previous = x
-        for stage, modules in enumerate(stage_modules, start=2):
-            # transition: a new branch at half the resolution of the last one
-            widths = [width * 2**i for i in range(stage)]
-            source = previous if stage == 2 else branches[-1]
-            branches = branches + [_conv_bn(source, widths[-1], 3, strides=2)]
-            for module in range(modules):
-                branches = [_repeat_blocks(b, w, blocks) for b, w in zip(branches, widths)]
-                last = stage == 1 + len(stage_modules) and module == modules - 1
-                branches = _fuse(branches, widths, multi_scale_output=not last)
-        heatmaps = layers.Conv2D(num_points, 1, name="heatmaps", dtype="float32")(branches[0])
-        super().__init__(inputs=inputs, outputs=heatmaps, **kwargs)
-        self.width, self.num_points, self.input_size = width, num_points, (height, wide)
-        self.stage_modules, self.blocks = tuple(stage_modules), blocks
-        self.stem_width, self.stem_blocks = stem_width, stem_blocks
+                 blocks=4, stem_width=64, stem_blocks=4, dtype=None, **kwargs):
+        with dtype_policy(dtype):  # layers take the policy in force when made
+            height, wide = input_size
+            if height % 32 or wide % 32:
+                raise ValueError("HRNet input height and width must be multiples of 32")
+            inputs = keras.Input(shape=(height, wide, 1), name="image")
+            x = _conv_bn(inputs, stem_width, 3, strides=2, name="stem1")
+            x = _conv_bn(x, stem_width, 3, strides=2, name="stem2")
+            for _ in range(stem_blocks):
+                x = _bottleneck(x, stem_width)
+            widths = [width]
+            branches = [_conv_bn(x, width, 3)]
+            previous = x
+            for stage, modules in enumerate(stage_modules, start=2):
+                # transition: a new branch at half the resolution of the last one
+                widths = [width * 2**i for i in range(stage)]
+                source = previous if stage == 2 else branches[-1]
+                branches = branches + [_conv_bn(source, widths[-1], 3, strides=2)]
+                for module in range(modules):
+                    branches = [_repeat_blocks(b, w, blocks) for b, w in zip(branches, widths)]
+                    last = stage == 1 + len(stage_modules) and module == modules - 1
+                    branches = _fuse(branches, widths, multi_scale_output=not last)
+            heatmaps = layers.Conv2D(num_points, 1, name="heatmaps", dtype="float32")(branches[0])
+            super().__init__(inputs=inputs, outputs=heatmaps, **kwargs)
+            self.width, self.num_points, self.input_size = width, num_points, (height, wide)
+            self.stage_modules, self.blocks = tuple(stage_modules), blocks
+            self.stem_width, self.stem_blocks = stem_width, stem_blocks
 
     def get_config(self):
         return {
-            "name": self.name, "trainable": self.trainable, "width": self.width,
+            **base_config(self), "width": self.width,
             "num_points": self.num_points, "input_size": list(self.input_size),
             "stage_modules": list(self.stage_modules), "blocks": self.blocks,
             "stem_width": self.stem_width, "stem_blocks": self.stem_blocks,
@@ -121,9 +114,9 @@ class HRNet(keras.Model):
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "HRNet":
-        if preset not in PRESETS:
-            raise ValueError(f"unknown HRNet preset {preset!r} (expected {', '.join(PRESETS)})")
-        return cls(**{**PRESETS[preset], **overrides})
+        if preset not in HRNET_PRESETS:
+            raise ValueError(f"unknown HRNet preset {preset!r} (expected {', '.join(HRNET_PRESETS)})")
+        return cls(**{**HRNET_PRESETS[preset], **overrides})
 
 
 def _repeat_blocks(x, width, blocks):
