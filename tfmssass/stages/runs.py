@@ -3,6 +3,8 @@
 A run folder holds ``config.json`` and ``split.csv`` (what was trained on what),
 ``best.weights.h5`` (best epoch by the validation metric), ``log.csv`` and ``tensorboard/``;
 ``done`` marks a finished run (see :mod:`tfmssass.stages.training` for the fit loop and resume).
+A ``--labels`` run also holds its prepared records in ``data/`` and the unreadable radiographs in
+``skipped.csv``.
 Scoring, export and evaluation load models only through here.
 """
 
@@ -23,9 +25,11 @@ from tfmssass.stages.keypoints.detect import KeypointDetector
 from tfmssass.stages.keypoints.model import HRNet, build_hrnet
 
 BEST = "best.weights.h5"
-
-
 LAST = "last.weights.h5"
+
+#: Said by every output of models that learnt from phantoms only.
+PHANTOM_WARNING = ("PHANTOM-TRAINED DEMO MODELS: trained on synthetic phantoms only; "
+                   "not for clinical or research use")
 
 
 class RunFolderError(Exception):
@@ -94,10 +98,6 @@ def read_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: not a training run folder (no config.json)")
     return json.loads(path.read_text())
-
-
-PHANTOM_WARNING = ("PHANTOM-TRAINED DEMO MODELS: trained on synthetic phantoms only; "
-                   "not for clinical or research use")
 
 
 def load_keypoints(run_dir) -> tuple[HRNet, KeypointConfig]:
