@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 from tfmssass.core.geometry import DEFAULT_EXTENT, CropSpec
 
+#: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
+REVIEW_THRESHOLD = 0.6  # grade probability below this → review
+POINT_REVIEW = 0.5  # key-point confidence below this → review
+
 
 @dataclass(frozen=True)
 class KeypointConfig:

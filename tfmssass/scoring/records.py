@@ -15,6 +15,7 @@ import numpy as np
 from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
+from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD
 from tfmssass.core.geometry import DEFAULT_EXTENT, cranial_directions
 from tfmssass.io import RadiographError
 from tfmssass.scoring.overlay import draw_overlay, shrink_for_overlay
@@ -29,8 +30,8 @@ class Settings:
     phantom: bool  # whether the models were trained on phantoms only
     view: str | None = None
     impute: str = "mean"
-    review_threshold: float = 0.6  # grade probability below this → review
-    point_review: float = 0.5  # key-point confidence below this → review
+    review_threshold: float = REVIEW_THRESHOLD
+    point_review: float = POINT_REVIEW
     salt_id: str | None = None  # a hash of the pseudonymisation salt (the salt itself is never written)
 
     @property

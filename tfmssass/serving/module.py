@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tfmssass import __version__
 from tfmssass.core import anatomy
-from tfmssass.core.config import GraderConfig, KeypointConfig
+from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD, GraderConfig, KeypointConfig
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import grade_corners
 from tfmssass.stages.keypoints.detect import FOUND, Stage1
@@ -44,10 +44,6 @@ from tfmssass.stages.runs import (
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grades",
                 "corner_confidence", "review", "model_note")
-
-#: Thresholds of the review flags (the exported model's defaults; ``score`` may set others).
-REVIEW_THRESHOLD = 0.6  # grade probability below this → review
-POINT_REVIEW = 0.5  # key-point confidence below this → review
 
 
 class Reading(NamedTuple):
