@@ -2,7 +2,8 @@
 # Trains and exports the shipped phantom demo model from nothing on a 2-core CPU machine.
 # Usage: bench/train_demo.sh WORKDIR [OUT]   (OUT default: saved_models/phantom-demo/1)
 # Seeds, sizes, presets and epochs are fixed here. The held-out checks in bench/ use other seeds.
-# Both stages train at the same time: the grader learns on the labelled points, so it does not
+# The radiographs are decoded once (prepare); both stages then train at the same time from the
+# shards: the grader learns on the labelled points, so it does not
 # wait for stage 1.
 set -euo pipefail
 work=${1:?usage: bench/train_demo.sh WORKDIR [OUT]}
@@ -10,10 +11,12 @@ out=${2:-saved_models/phantom-demo/1}
 mkdir -p "$work"
 start=$(date +%s)
 tfmssass synth "$work/train_ph" --patients 120 --visits 2 --seed 100 --difficulty realistic --resume
-tfmssass train keypoints --labels "$work/train_ph/labels.csv" --out "$work/keypoints" --preset small --epochs 20 \
+# decode once for both stages (each --labels run would prepare its own copy)
+tfmssass prepare --labels "$work/train_ph/labels.csv" --out "$work/data"
+tfmssass train keypoints --data "$work/data" --out "$work/keypoints" --preset small --epochs 20 \
   > "$work/keypoints.log" 2>&1 &
 keypoints=$!
-tfmssass train grader --labels "$work/train_ph/labels.csv" --out "$work/grader" --preset small --epochs 60 \
+tfmssass train grader --data "$work/data" --out "$work/grader" --preset small --epochs 60 \
   > "$work/grader.log" 2>&1 &
 grader=$!
 wait $keypoints
