@@ -1,4 +1,4 @@
-"""Stage 2: CLAHE parity, balanced windows, label-true augmentation, grader, paper's tables."""
+"""Stage 2: CLAHE parity, label-true augmentation, grader, paper's tables."""
 
 import json
 import math

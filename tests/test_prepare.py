@@ -78,7 +78,7 @@ def test_index_counts_match_the_labels(labels, prepared):
     split = dict(pd.read_csv(prepared / "split.csv")[["patient_id", "split"]].values)
     readable = frame[frame["image"] != "broken.dcm"]
     index = load_index(prepared)
-    # Corners the labels path would train on (croppable, graded) are exactly the prepared ones.
+    # Corners evaluation cuts from the labels (croppable, graded) are exactly the prepared ones.
     patches, _ = extract_patches(readable, prepared.parent / "patches", DEPTH, progress=False)
     samples = corner_samples(patches)
     for name in ("train", "val"):

@@ -25,7 +25,7 @@ class KeypointConfig:
     learning_rate: float = 1e-3
     val_fraction: float = 0.2
     seed: int = 0
-    cache_long_side: int = 1024
+    cache_long_side: int = 1024  # working size: the long side radiographs are prepared and detected at
     confidence_threshold: float = 0.3
     min_points: int = 8
     steps_per_epoch: int | None = 100  # None: one pass over the training radiographs
