@@ -71,6 +71,7 @@ class ScoringModule(tf.Module):
         super().__init__(name="tfmssass")
         self.stage1, self.crop, self.point_threshold = stage1, crop, float(point_threshold)
         self._metadata = json.dumps(metadata)  # a string: tf.Module would wrap a dict for tracking
+        self._note = str(metadata.get("note", ""))  # every output carries it
         self.review_threshold, self.point_review = review_threshold, point_review
         keypoint_model = getattr(stage1, "model", None)
         # each weight once in the SavedModel (keras' ExportArchive stored every weight twice)
@@ -129,7 +130,7 @@ class ScoringModule(tf.Module):
         return {"keypoints": reading.points, "keypoint_confidence": reading.confidence,
                 "view": tf.gather(tf.constant(anatomy.VIEWS), reading.view), "spine_found": reading.found,
                 "grade_probabilities": probabilities, **finished,
-                "model_note": tf.fill(tf.shape(reading.found), self.metadata["note"])}
+                "model_note": tf.fill(tf.shape(reading.found), self._note)}
 
     def _reading_signature(self):
         s = self.crop.size

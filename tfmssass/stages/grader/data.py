@@ -70,7 +70,7 @@ def croppable_levels(view: str, points: dict):
 
 
 def patch_origin(centre, depth: float, depth_px: int) -> tuple[np.ndarray, float]:
-    """Where a level's patch begins (original px) and its scale, as :func:`pipeline.level_patch`."""
+    """Where a level's patch begins (original px) and its scale, as :func:`tfmssass.stages.grader.crops.level_patch`."""
     factor = depth_px / depth
     side = int(round(PATCH_EXTENT * depth_px))
     return np.asarray(centre, float) - side / (2.0 * factor), factor
@@ -90,7 +90,6 @@ def predicted_points(keypoints_run, frame: pd.DataFrame) -> dict:
     The labelled view is passed to the detector; a radiograph whose spine is not found gets no
     points, so its corners are left out rather than graded on a guess.
     """
-
     detector = load_detector(keypoints_run)
     found = {}
     for index, row in tqdm(list(frame.iterrows()), desc="stage-1 points", unit="radiograph"):
@@ -205,7 +204,7 @@ def crop_batches(samples: tf.data.Dataset, spec: CropSpec, batch_size: int, augm
 
 
 def corner_dataset(samples: pd.DataFrame, indices: np.ndarray, spec: CropSpec, batch_size: int,
-                   augment: CornerAugment = CornerAugment(), seed: int = 0, counter_offset: int = 0,
+                   augment: CornerAugment = CornerAugment(), seed: int = 0,
                    drop_remainder: bool = True) -> tf.data.Dataset:
     """Batches of (crop [B, S, S, 1] in [0, 1], grade [B]) for the given sample indices, in order."""
     pick = samples.iloc[np.asarray(indices)]
@@ -217,7 +216,7 @@ def corner_dataset(samples: pd.DataFrame, indices: np.ndarray, spec: CropSpec, b
     )
     loaded = tf.data.Dataset.from_tensor_slices(tensors).map(
         lambda path, *rest: (load_png16(path), *rest), num_parallel_calls=tf.data.AUTOTUNE)
-    return crop_batches(loaded, spec, batch_size, augment, seed, counter_offset, drop_remainder)
+    return crop_batches(loaded, spec, batch_size, augment, seed, 0, drop_remainder)
 
 
 def balanced_steps(grade_counts: dict, batch_size: int, per_class: int | None) -> int:

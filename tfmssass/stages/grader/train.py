@@ -106,18 +106,19 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     """
     chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
     role = worker_role(chosen)
-    if Path(source).is_dir():
+    index = load_index(source) if Path(source).is_dir() else None
+    if index is not None:
         if keypoints_run:
             raise ValueError("--keypoints needs --labels: prepared data holds crops at the labelled points")
-        settings = load_index(source)["settings"]  # the prepared folder fixes the patch scale and the split
+        settings = index["settings"]  # the prepared folder fixes the patch scale and the split
         config = replace(config, patch_depth_px=settings["patch_depth_px"], val_fraction=settings["val_fraction"])
     keypoints_run = str(Path(keypoints_run).resolve()) if keypoints_run else None
     run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
                                   config.val_fraction, config.seed, keypoints_run=keypoints_run)
     if split is None:
         return run
-    if Path(source).is_dir():
-        data, index = Path(source), load_index(source)
+    if index is not None:
+        data = Path(source)
     else:
         points = predicted_points(keypoints_run, frame) if keypoints_run else None
         data, index = prepare_for_run(run, source, KeypointConfig().cache_long_side, config.patch_depth_px,

@@ -95,15 +95,16 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     made by ``tfmssass prepare``."""
     chosen = choose_strategy(strategy)  # first: a multi-worker strategy must precede other TF work
     role = worker_role(chosen)
-    if Path(source).is_dir():
-        settings = load_index(source)["settings"]  # the prepared folder fixes the working size and the split
+    index = load_index(source) if Path(source).is_dir() else None
+    if index is not None:
+        settings = index["settings"]  # the prepared folder fixes the working size and the split
         config = replace(config, cache_long_side=settings["long_side"], val_fraction=settings["val_fraction"])
     run, _, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
                               config.val_fraction, config.seed)
     if split is None:
         return run
-    if Path(source).is_dir():
-        data, index = Path(source), load_index(source)
+    if index is not None:
+        data = Path(source)
     else:
         data, index = prepare_for_run(run, source, config.cache_long_side, GraderConfig().patch_depth_px,
                                       config.val_fraction, config.seed, progress=verbose > 0)
