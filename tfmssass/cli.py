@@ -508,6 +508,124 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     sys.exit(1 if counts["failed"] else 0)
 
 
+class _ServeByDefault(click.Group):
+    """``review SOURCE …`` serves; ``review export SOURCE …`` exports (a first word that is not a
+    subcommand is the SOURCE of ``serve``)."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_ServeByDefault)
+def review():
+    """Reader workstation in the browser: `review SOURCE --reader NAME`, then `review export`."""
+
+
+def _open_review(source, labels_csv=None, images=None, predictor=None, note="", crop=None):
+    """The worklist and database of SOURCE; the label file and images folder are remembered there."""
+    from tfmssass.io.labels import LabelError
+    from tfmssass.review.store import DATABASE, ReviewStore, StoreError
+    from tfmssass.review.worklist import SourceError, open_worklist
+
+    if not Path(source).is_dir():
+        _fail(f"{source}: not a folder", 2)
+    try:
+        store = ReviewStore(Path(source) / DATABASE)
+        labels_csv = str(Path(labels_csv).resolve()) if labels_csv else store.setting("labels")
+        images = str(Path(images).resolve()) if images else store.setting("images")
+        worklist = open_worklist(source, labels_csv, images, predictor, note, crop)
+        store.keep_setting("labels", labels_csv)
+        store.keep_setting("images", images)
+    except (SourceError, StoreError, LabelError) as exc:
+        _fail(str(exc), 2)
+    for line in worklist.skipped:
+        click.echo(f"warning: {line}", err=True)
+    return worklist, store
+
+
+@review.command("serve")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--reader", required=True, help="Your name or initials: your readings are kept apart from others'.")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Pre-fill a folder of radiographs from this label file.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Pre-fill a folder of radiographs with this exported model's reading.")
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Pre-fill with training runs (with --grader), instead of --model.")
+@click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Where a scored folder's radiographs are (needed when it was pseudonymised).")
+@click.option("--order", type=click.Choice(["known", "blinded"]), default="known", show_default=True,
+              help="known: each patient's visits in time order; blinded: a seeded random order, dates hidden.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the blinded order.")
+@click.option("--adjudicate", is_flag=True, help="Show only where the two readers disagree; record your decisions.")
+@click.option("--tolerance", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="Points of two readers farther apart than this (pixels) disagree.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback shows radiographs to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: any free port.")
+def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_run, images, order, seed, adjudicate,
+                 tolerance, host, port):
+    """Serve the review page for SOURCE (a scored folder or a folder of radiographs) and print its
+    address, token included. Every change is saved at once in SOURCE/review.sqlite."""
+    from tfmssass.review.server import serve
+    from tfmssass.review.session import ReviewSession
+
+    predictor, note, crop = None, "", None
+    if model_dir or keypoints_run or grader_run:
+        from tfmssass.core.geometry import CropSpec
+        from tfmssass.scoring.records import Settings
+        from tfmssass.serving.predictors import open_predictor
+
+        try:
+            predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, None, None, None)
+        except ValueError as exc:
+            _fail(str(exc), 2)
+        note = f"pre-filled by {Settings(models=text, phantom=phantom).models_note}"
+        grader = predictor.metadata.get("grader", {})
+        crop = CropSpec(size=int(grader.get("input_size", 128)), extent=float(grader.get("extent", CropSpec.extent)),
+                        clahe=bool(grader.get("clahe", True)), depth_px=int(grader.get("patch_depth_px", 96)))
+    worklist, store = _open_review(source, labels_csv, images, predictor, note, crop)
+    try:
+        session = ReviewSession(worklist, store, reader, order, seed, adjudicate, tolerance)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine and has the token "
+                   "can see these radiographs", err=True)
+    click.echo(f"{source}: {len(session.films)} radiographs for {reader} ({worklist.note}); "
+               "open this address (Ctrl+C stops):", err=True)
+    try:
+        serve(session, host, port, announce=lambda url: click.echo(url))
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port} ({exc.strerror})", 2)
+
+
+@review.command("export")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--reader", default=None, help="Export this reader's readings.")
+@click.option("--adjudicated", is_flag=True, help="Export what the readers agree on plus the adjudicator's decisions.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="labels.csv to write.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Where a scored folder's radiographs are (as for review).")
+def review_export(source, reader, adjudicated, out, images):
+    """Write a reader's (or the adjudicated) readings of SOURCE as a label file for train."""
+    from tfmssass.review.export import export_labels
+
+    if bool(reader) == adjudicated:
+        _fail("give exactly one of --reader NAME and --adjudicated", 2)
+    worklist, store = _open_review(source, images=images)
+    try:
+        rows, warnings = export_labels(worklist, store, out, reader)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    for line in warnings:
+        click.echo(f"warning: {out}: {line}", err=True)
+    click.echo(f"{out}: {rows} radiographs ({reader or 'adjudicated'}); check with 'tfmssass labels check {out}'")
+
+
 @main.command()
 @click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), required=True,
               help="Stage-1 training run folder.")

@@ -20,7 +20,7 @@ from tfmssass.io import RadiographError, sniff_format
 #: Files with these endings are never radiographs (labels, notes, our own outputs); they are
 #: passed over silently instead of being reported as "not DICOM".
 TEXT_SUFFIXES = {".csv", ".json", ".txt", ".md", ".html", ".htm", ".xml", ".log", ".py", ".yaml",
-                 ".yml", ".pdf"}
+                 ".yml", ".pdf", ".sqlite", ".sqlite-wal", ".sqlite-shm"}
 #: Projection radiography (and secondary captures of it); other modalities are skipped.
 RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "OT", "SC"}
 #: ViewPosition values that are not lateral: such radiographs are reported, not graded.

@@ -115,10 +115,11 @@ def _write_overlay(record: dict, overlay_state, out: Path, settings: Settings, e
 class RecordMaker:
     """A predictor's outputs for one radiograph → its record, with the overlay drawn.
 
-    The same for every model source: run folders, an exported model, TF Serving.
+    The same for every model source: run folders, an exported model, TF Serving. Without ``out``
+    no overlay is drawn (the review server keeps the record only).
     """
 
-    def __init__(self, metadata: dict, settings: Settings, out: Path):
+    def __init__(self, metadata: dict, settings: Settings, out: Path | None):
         self.settings, self.out = settings, out
         self.point_threshold = float(metadata.get("keypoints", {}).get("confidence_threshold", 0.3))
         self.extent = float(metadata.get("grader", {}).get("extent", DEFAULT_EXTENT))
@@ -140,6 +141,7 @@ class RecordMaker:
         _fill_levels(record, out["view"], out["keypoints"], level_conf, cut)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
                       self.point_threshold)
-        record["overlay"] = _write_overlay(record, shrink_for_overlay(item.image), self.out, self.settings,
-                                           self.extent)
+        if self.out is not None:
+            record["overlay"] = _write_overlay(record, shrink_for_overlay(item.image), self.out, self.settings,
+                                               self.extent)
         return record

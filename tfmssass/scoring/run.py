@@ -76,6 +76,13 @@ def _prepare_work(out: Path, settings: Settings, resume: bool) -> tuple[Path, di
     return records, done
 
 
+def _write_source(out: Path, root: Path, metadata: dict, pseudonymised: bool) -> None:
+    """Where the radiographs were and how the grader cuts its crops, for ``tfmssass review``.
+    A pseudonymised run does not keep the folder (its path may name patients)."""
+    source = {"root": None if pseudonymised else str(root.resolve()), "grader": metadata.get("grader", {})}
+    write_text(out / ".work" / "source.json", json.dumps(source, indent=1, sort_keys=True))
+
+
 def _file_key(item: Item) -> str:
     """Record name of an input that is not scored: unique per file (empty files share content)."""
     return f"{item.key or 'unread'}-{hashlib.sha1(item.file.encode()).hexdigest()[:12]}"
@@ -115,6 +122,7 @@ def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=No
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records, done = _prepare_work(out, settings, resume)
+    _write_source(out, root, predictor.metadata, pseudonymised=salt is not None)
     sidecar = read_meta_table(meta_csv) if meta_csv else None
     files, passed_over = discover(root)
     maker = RecordMaker(predictor.metadata, settings, out)

@@ -1,0 +1,129 @@
+"""The review page's web server (Starlette on uvicorn): one page, its two assets, and a small JSON API.
+
+Every request needs the session's token (``?token=`` or the ``X-Token`` header), as Jupyter does;
+without it the answer is 403. Films are named by their place in the session, never by a path, and
+the assets are a fixed list served from the package, so no request can name a file on disk.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import socket
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from tfmssass.io import RadiographError
+from tfmssass.review.session import ReviewSession
+
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token is in the page's address
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+}
+
+
+def _asset(name: str) -> bytes:
+    return (resources.files("tfmssass.review") / "static" / name).read_bytes()
+
+
+class _TokenGate(BaseHTTPMiddleware):
+    def __init__(self, app, token: str):
+        super().__init__(app)
+        self.token = token.encode()
+
+    async def dispatch(self, request: Request, call_next):
+        # the page's own requests carry the token in a cookie named after the port (cookies are
+        # shared between the ports of one host, so two review servers must not overwrite each other's)
+        cookie = f"tfmssass-review-{request.url.port}"
+        given = (request.query_params.get("token") or request.headers.get("x-token")
+                 or request.cookies.get(cookie) or "")
+        if not hmac.compare_digest(given.encode(), self.token):
+            return PlainTextResponse("403: this page needs the token printed by 'tfmssass review'\n", 403)
+        response = await call_next(request)
+        response.headers.update(_HEADERS)
+        if request.url.path == "/":
+            response.set_cookie(cookie, self.token.decode(), httponly=True, samesite="strict")
+        return response
+
+
+def build_app(session: ReviewSession, token: str) -> Starlette:
+    def film_index(request: Request) -> int:
+        index = request.path_params["index"]
+        if not 0 <= index < len(session.films):
+            raise IndexError(index)
+        return index
+
+    def page(request: Request):
+        return Response(_asset("index.html"), media_type="text/html; charset=utf-8")
+
+    def asset(request: Request):
+        name = request.path_params["name"]
+        if name not in ASSETS:
+            return PlainTextResponse("not found\n", 404)
+        return Response(_asset(name), media_type=ASSETS[name])
+
+    def summary(request: Request):
+        return JSONResponse(session.summary())
+
+    def detail(request: Request):
+        return JSONResponse(session.detail(film_index(request)))
+
+    async def change(request: Request):
+        index = film_index(request)
+        try:
+            body = await request.json()
+            saved = session.change(index, str(body["field"]), body["value"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, 422)
+        return JSONResponse({"saved": saved, "open": len(session.open_fields(session.films[index]))})
+
+    def image(request: Request):
+        film = session.films[film_index(request)]
+        if request.query_params.get("size", "preview") == "full":
+            return Response(session.pictures.full(film.path), media_type="image/png")
+        return Response(session.pictures.preview(film.path), media_type="image/jpeg")
+
+    def crop(request: Request):
+        picture = session.crops(film_index(request), request.path_params["corner"])
+        if picture is None:
+            return PlainTextResponse("this corner cannot be cut at these points\n", 404)
+        return Response(picture, media_type="image/png")
+
+    async def errors(request: Request, exc: Exception):
+        if isinstance(exc, IndexError):
+            return JSONResponse({"error": "no such radiograph in this session"}, 404)
+        return JSONResponse({"error": exc.reason}, 422)
+
+    routes = [
+        Route("/", page), Route("/static/{name}", asset), Route("/api/session", summary),
+        Route("/api/films/{index:int}", detail), Route("/api/films/{index:int}", change, methods=["POST"]),
+        Route("/api/films/{index:int}/image", image), Route("/api/films/{index:int}/crop/{corner}", crop),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_TokenGate, token=token)],
+                     exception_handlers={IndexError: errors, RadiographError: errors})
+
+
+def serve(session: ReviewSession, host: str = "127.0.0.1", port: int = 0, announce=print) -> None:
+    """Serve until interrupted; ``announce`` gets the address to open, token included, once bound."""
+    import uvicorn
+
+    token = secrets.token_urlsafe(24)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(64)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    announce(f"http://{shown}:{sock.getsockname()[1]}/?token={token}")
+    config = uvicorn.Config(build_app(session, token), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
