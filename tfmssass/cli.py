@@ -274,8 +274,9 @@ def _run_training(train_fn, source, out, config, **kwargs) -> None:
 @click.option("--seed", type=int, default=None)
 @click.option("--val-fraction", type=float, default=None)
 @click.option("--steps-per-epoch", type=click.IntRange(1), default=None)
-@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Start from these weights (.weights.h5, same network); nothing is downloaded.")
+@click.option("--init", type=click.Path(exists=True), default=None,
+              help="Fine-tune an earlier keypoints run folder (same preset), or start from a .weights.h5 "
+                   "file; nothing is downloaded.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
 @_STRATEGY_OPTION
 def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, learning_rate, seed, val_fraction,
@@ -306,8 +307,9 @@ def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, l
               help="Samples per grade and epoch (default: the rarest grade's count).")
 @click.option("--seed", type=int, default=None)
 @click.option("--val-fraction", type=float, default=None)
-@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Backbone weights from a local file (e.g. ImageNet notop .h5); nothing is downloaded.")
+@click.option("--init", type=click.Path(exists=True), default=None,
+              help="Fine-tune an earlier grader run folder (same preset and backbone), or backbone weights "
+                   "from a local file (e.g. ImageNet notop .h5); nothing is downloaded.")
 @click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
               help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
@@ -375,7 +377,7 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
 
 @evaluate.command("agreement")
 @click.option("--scores", "scores_csv", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="visits.csv of a scoring run.")
+              help="visits.csv of a scoring run, or a second reader's labels.csv (e.g. from 'review export').")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True,
               help="labels.csv with the reference (reader or phantom) corner grades.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)

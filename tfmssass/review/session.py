@@ -140,11 +140,15 @@ class ReviewSession:
         return points + corners
 
     # ---- what the page shows ----------------------------------------------------------------------
+    def shown_name(self, index: int) -> str:
+        """A film's name on the page; blinded reading hides it (paths often hold the visit date)."""
+        return f"film {index + 1}" if self.order == "blinded" else self.films[index].key
+
     def summary(self) -> dict:
         rows = []
         for i, film in enumerate(self.films):
             left = self.open_fields(film) if film.reading is not None or self.adjudicate else None
-            rows.append({"index": i, "film": film.key, "patient_id": film.patient_id,
+            rows.append({"index": i, "film": self.shown_name(i), "patient_id": film.patient_id,
                          "visit_date": None if self.order == "blinded" else film.visit_date,
                          "view": film.view, "open": None if left is None else len(left)})
         known = [r["open"] for r in rows if r["open"] is not None]
@@ -170,7 +174,7 @@ class ReviewSession:
                     and (self.reading_of(f, self.reader) if f.reading is not None else {}).get("view", f.view) == view]
         if self.order == "known":
             siblings.sort(key=lambda i: self.films[i].visit_date or "")
-        detail = {"index": index, "film": film.key, "patient_id": film.patient_id,
+        detail = {"index": index, "film": self.shown_name(index), "patient_id": film.patient_id,
                   "visit_date": None if self.order == "blinded" else film.visit_date,
                   "width": width, "height": height, "reading": reading, "start": self.start(film),
                   "model": film.model, "open": self.open_fields(film, reading), "visits": siblings}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tfmssass.core.atomic import keep_settings
@@ -98,6 +99,28 @@ def read_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: not a training run folder (no config.json)")
     return json.loads(path.read_text())
+
+
+#: The settings that shape a stage's network: a run can only start from a run that agrees on them.
+NETWORK_FIELDS = {"keypoints": ("backbone", "input_size"), "grader": ("backbone", "input_size")}
+
+
+def initial_weights(init, stage: str, config: dict) -> tuple[str | None, bool]:
+    """What ``--init`` names: a weights file (returned as is), or an earlier run folder of the same
+    stage and network, whose best weights are returned to fine-tune from; and whether it was a run."""
+    if init is None or not Path(init).is_dir():
+        return init, False
+    earlier = read_config(init)
+    if earlier.get("stage") != stage:
+        raise RunFolderError(f"{init}: a {earlier.get('stage')} run; --init needs a {stage} run")
+    differ = [f"{k} {earlier[stage].get(k)} here, {config.get(k)} asked"
+              for k in NETWORK_FIELDS[stage] if list(np.atleast_1d(earlier[stage].get(k))) != list(np.atleast_1d(config.get(k)))]
+    if differ:
+        raise RunFolderError(f"{init}: another network ({'; '.join(differ)}): give the same --preset/--backbone")
+    best = Path(init) / BEST
+    if not best.is_file():
+        raise RunFolderError(f"{init}: no {BEST} yet (train it first)")
+    return str(best.resolve()), True
 
 
 def load_keypoints(run_dir) -> tuple[HRNet, KeypointConfig]:

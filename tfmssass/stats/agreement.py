@@ -123,6 +123,18 @@ def agreement(scores: pd.DataFrame, reference: pd.DataFrame) -> dict:
     return result, paired, ch
 
 
+def corner_agreement(first: pd.DataFrame, second: pd.DataFrame) -> dict:
+    """Corner by corner, between two readers: exact agreement and quadratic weighted κ over the
+    corners both graded."""
+    key = ["patient_id", "visit_date", "view", "corner"]
+    both = first.merge(second, on=key, suffixes=("_1", "_2")).dropna(subset=["grade_1", "grade_2"])
+    a, b = both["grade_1"].astype(int), both["grade_2"].astype(int)
+    return {"graded_by_both": int(len(both)), "differing": int((a != b).sum()),
+            "exact_agreement": float((a == b).mean()) if len(both) else float("nan"),
+            "quadratic_weighted_kappa": float(cohen_kappa_score(a, b, weights="quadratic", labels=[0, 1, 2, 3]))
+            if len(both) and len(set(a) | set(b)) > 1 else float("nan")}
+
+
 def bland_altman_plot(pairs: np.ndarray, stats_: dict, title: str, path) -> None:
     import matplotlib
 
@@ -161,6 +173,10 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} mSASSS (n={r['n']}) | {i2[0]:.3f} [{i2[1]:.3f}, {i2[2]:.3f}] | "
                          f"{i3[0]:.3f} [{i3[1]:.3f}, {i3[2]:.3f}] | {r['mae']:.2f} | {r['bias']:+.2f} | "
                          f"{r['loa_low']:+.2f} to {r['loa_high']:+.2f} |")
+    if "corners" in result:
+        c = result["corners"]
+        lines += ["", f"corners graded by both: {c['graded_by_both']}; exact agreement {c['exact_agreement']:.3f}, "
+                      f"quadratic weighted κ {c['quadratic_weighted_kappa']:.3f} ({c['differing']} differ)"]
     if "change" in result:
         p = result["progression"]
         lines += ["", f"smallest detectable change: {result['change']['sdc']:.2f} mSASSS units", "",
@@ -178,12 +194,18 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dic
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
+    labels, _ = load_labels(labels_csv, check_images=False)
+    reference, reference_corners = reference_visits(labels, impute)
+    corner_result = None
+    if "image" in scores.columns:  # a second reader's label file (e.g. two 'review export's)
+        scores, reader_corners = reference_visits(load_labels(scores_csv, check_images=False)[0], impute)
+        corner_result = corner_agreement(reader_corners, reference_corners)
     missing = {"patient_id", "visit_date", "msasss"} - set(scores.columns)
     if missing:
-        raise ValueError(f"{scores_csv}: not a visits.csv (missing {', '.join(sorted(missing))})")
-    labels, _ = load_labels(labels_csv, check_images=False)
-    reference, _ = reference_visits(labels, impute)
+        raise ValueError(f"{scores_csv}: neither a visits.csv nor a labels.csv (missing {', '.join(sorted(missing))})")
     result, paired, changes = agreement(scores, reference)
+    if corner_result is not None:
+        result["corners"] = corner_result
     if "total" in result:
         bland_altman_plot(paired[["msasss_scored", "msasss_reference"]].to_numpy(float), result["total"],
                           "total mSASSS per visit", out / "bland_altman_total.png")

@@ -283,31 +283,40 @@ function takeFrom(tag) {
   if (v !== undefined) decide(v);
 }
 
+// Keys act one after another: a key pressed while a change is being saved waits for it, so fast
+// typing grades corner after corner instead of the same corner twice.
+let queue = Promise.resolve();
+const later = (action) => { queue = queue.then(action).catch((error) => status(error.message, true)); };
+
+function keyAction(e) {
+  const k = e.key, step = e.shiftKey ? 10 : 1;
+  if (/^[0-3]$/.test(k)) return () => state.field && !isPoint(state.field) && decide(Number(k));
+  if (k === "x") return () => state.field && !isPoint(state.field) && decide(NG);
+  if (k === "s") return () => state.field && isPoint(state.field) && decide(NV);
+  if (k === "Enter") return () => state.film.reading[state.field] !== undefined && decide(state.film.reading[state.field]);
+  if (k === "j") return () => select(1);
+  if (k === "k") return () => select(-1);
+  if (k === "n" || k === "PageDown") return () => openFilm(Math.min(state.index + 1, state.summary.films.length - 1));
+  if (k === "p" || k === "PageUp") return () => openFilm(Math.max(state.index - 1, 0));
+  if (k === "c" || k === "l") return () => save("view", k === "c" ? "cervical" : "lumbar").then(() => advance("view"));
+  if (k === "a" || k === "b") return () => takeFrom(k);
+  const arrows = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+  if (k in arrows) return () => move(...arrows[k]);
+  if (k === "w") return () => { state.preset = (state.preset + 1) % PRESETS.length; state.wl = PRESETS[state.preset]; applyBox(); };
+  if (k === "r") return () => { state.box = [-0.5, -0.5, state.film.width, state.film.height]; draw(); };
+  if (k === "+" || k === "=") return () => zoom(0.8);
+  if (k === "-") return () => zoom(1.25);
+  if (k === "f") return () => loadFull();
+  if (k === "?") return () => { $("help").open = !$("help").open; };
+  return null;
+}
+
 document.addEventListener("keydown", (e) => {
   if (!state.film || e.ctrlKey || e.metaKey || e.altKey) return;
-  const f = state.field, k = e.key, step = e.shiftKey ? 10 : 1;
-  if (/^[0-3]$/.test(k) && f && !isPoint(f)) decide(Number(k));
-  else if (k === "x" && f && !isPoint(f)) decide(NG);
-  else if (k === "s" && f && isPoint(f)) decide(NV);
-  else if (k === "Enter" && f && state.film.reading[f] !== undefined) decide(state.film.reading[f]);
-  else if (k === "j") select(1);
-  else if (k === "k") select(-1);
-  else if (k === "n" || k === "PageDown") openFilm(Math.min(state.index + 1, state.summary.films.length - 1));
-  else if (k === "p" || k === "PageUp") openFilm(Math.max(state.index - 1, 0));
-  else if (k === "c" || k === "l") save("view", k === "c" ? "cervical" : "lumbar").then(() => advance("view"));
-  else if (k === "a" || k === "b") takeFrom(k);
-  else if (k === "ArrowLeft") move(-step, 0);
-  else if (k === "ArrowRight") move(step, 0);
-  else if (k === "ArrowUp") move(0, -step);
-  else if (k === "ArrowDown") move(0, step);
-  else if (k === "w") { state.preset = (state.preset + 1) % PRESETS.length; state.wl = PRESETS[state.preset]; applyBox(); }
-  else if (k === "r") { state.box = [-0.5, -0.5, state.film.width, state.film.height]; draw(); }
-  else if (k === "+" || k === "=") zoom(0.8);
-  else if (k === "-") zoom(1.25);
-  else if (k === "f") loadFull();
-  else if (k === "?") $("help").open = !$("help").open;
-  else return;
+  const action = keyAction(e);
+  if (!action) return;
   e.preventDefault();
+  later(action);
 });
 
 // ---- mouse: place and drag points, pan, zoom, window/level -------------------------------------------
@@ -327,7 +336,8 @@ $("svg").addEventListener("wheel", (e) => {
 $("svg").addEventListener("mousedown", (e) => {
   const target = e.target.dataset && e.target.dataset.field;
   state.drag = { x: e.clientX, y: e.clientY, box: state.box.slice(), wl: state.wl.slice(), button: e.button,
-                 field: target || null, moved: false };
+                 field: target || null, moved: false, grab: imagePoint(e),
+                 start: target ? state.film.reading[target].slice() : null };
   if (target) { state.field = target; draw(); }
 });
 window.addEventListener("mousemove", (e) => {
@@ -336,7 +346,11 @@ window.addEventListener("mousemove", (e) => {
   const dx = e.clientX - d.x, dy = e.clientY - d.y;
   if (Math.abs(dx) + Math.abs(dy) > 3) d.moved = true;
   if (!d.moved) return;
-  if (d.field) { state.film.reading[d.field] = imagePoint(e); drawMarks(); }
+  if (d.field) {  // the point follows the mouse from where it was grabbed (no jump to the cursor)
+    const [x, y] = imagePoint(e);
+    state.film.reading[d.field] = [d.start[0] + x - d.grab[0], d.start[1] + y - d.grab[1]];
+    drawMarks();
+  }
   else if (d.button === 2 || e.shiftKey) {
     state.wl = [Math.min(1, Math.max(0, d.wl[0] - dy / 500)), Math.min(2, Math.max(0.02, d.wl[1] + dx / 500))];
     applyBox();

@@ -27,7 +27,7 @@ from tfmssass.stages.grader.data import (
 )
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import start_run
+from tfmssass.stages.runs import initial_weights, start_run
 from tfmssass.stages.training import (
     WorkerRole,
     choose_strategy,
@@ -113,6 +113,7 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
         settings = index["settings"]  # the prepared folder fixes the patch scale and the split
         config = replace(config, patch_depth_px=settings["patch_depth_px"], val_fraction=settings["val_fraction"])
     keypoints_run = str(Path(keypoints_run).resolve()) if keypoints_run else None
+    init, from_run = initial_weights(init, "grader", config.to_dict())
     run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
                                   config.val_fraction, config.seed, keypoints_run=keypoints_run)
     if split is None:
@@ -132,7 +133,9 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     set_precision(mixed_precision)
     with chosen.scope():
         model = build_grader(config)
-        if init:
+        if init and from_run:  # fine-tune a whole earlier grader
+            model.load_weights(init)
+        elif init:
             model.load_backbone_weights(init)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -30,7 +30,7 @@ from tfmssass.stages.keypoints.detect import KeypointDetector
 from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import start_run
+from tfmssass.stages.runs import initial_weights, start_run
 from tfmssass.stages.training import WorkerRole, choose_strategy, fit_run, set_precision, worker_role
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
@@ -99,6 +99,7 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     if index is not None:
         settings = index["settings"]  # the prepared folder fixes the working size and the split
         config = replace(config, cache_long_side=settings["long_side"], val_fraction=settings["val_fraction"])
+    init, from_run = initial_weights(init, "keypoints", config.to_dict())
     run, _, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
                               config.val_fraction, config.seed)
     if split is None:
@@ -114,7 +115,7 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     with chosen.scope():
         model = build_hrnet(config)
         if init:
-            model.load_weights(init, skip_mismatch=True)
+            model.load_weights(init, skip_mismatch=not from_run)  # an earlier run: every weight fits
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=WeightedHeatmapLoss(config.foreground_weight))
     steps = config.steps_per_epoch or max(1, n_train // config.batch_size)

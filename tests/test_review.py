@@ -1,0 +1,427 @@
+"""tfmssass review: a real server, a real database and (where Chromium is installed) a real browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from review_helpers import CHROMIUM, api, base, browser_page, call, review_server
+
+from tfmssass.core import anatomy
+from tfmssass.io.labels import load_labels, write_labels
+from tfmssass.review.session import disagreements
+from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
+from tfmssass.review.worklist import open_worklist, reading_from_record
+from tfmssass.scoring.run import load_records
+
+needs_browser = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (.ci/run installs it)")
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tfmssass.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def scored_template(phantoms, tmp_path_factory) -> Path:
+    """The phantoms scored by the shipped demo model (the folder a trial team would review)."""
+    out = tmp_path_factory.mktemp("review") / "scored"
+    result = _cli("score", phantoms, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture
+def scored(scored_template, tmp_path) -> Path:
+    """A fresh copy per test (each test starts with an empty review database)."""
+    return Path(shutil.copytree(scored_template, tmp_path / "scored"))
+
+
+def _model_readings(scored: Path) -> dict[str, dict]:
+    return {r["file"]: reading_from_record(r)[0] for r in load_records(scored) if r["status"] == "scored"}
+
+
+# ---- security -------------------------------------------------------------------------------------
+
+def test_token_is_required_and_no_path_reaches_a_file(scored):
+    (scored / "secret.txt").write_text("not for the browser")
+    with review_server(scored, "--reader", "A") as (url, _):
+        root, token = base(url)
+        assert root.startswith("http://127.0.0.1:")
+        assert call(f"{root}/")[0] == 403
+        assert call(f"{root}/api/session")[0] == 403
+        assert call(f"{root}/api/films/0/image", token="wrong-token")[0] == 403
+        assert call(f"{root}/?token={token}")[0] == 200
+        assert call(f"{root}/api/films/0/image?token={token}")[0] == 200
+        for path in ["/static/../review.sqlite", "/static/..%2F..%2Fsecret.txt", "/static/%2e%2e%2fsecret.txt",
+                     "/static//etc/passwd", "/static/%2Fetc%2Fpasswd", "/api/films/99/image", "/api/films/-1/image",
+                     "/api/films/..%2F..%2Fsecret.txt/image", "/api/films/0/crop/..%2F..%2Fsecret.txt",
+                     "/../secret.txt", "/%2e%2e/secret.txt", "/secret.txt", "/review.sqlite"]:
+            status, body = call(root + path, token=token)
+            assert 400 <= status < 500, (path, status)
+            assert b"not for the browser" not in body and b"SQLite" not in body and b"root:" not in body
+
+
+def test_a_link_out_of_the_folder_is_not_served(phantoms, tmp_path):
+    folder = tmp_path / "films"
+    folder.mkdir()
+    shutil.copy(phantoms / "PH0001" / sorted(os.listdir(phantoms / "PH0001"))[0] / "cervical.dcm", folder / "in.dcm")
+    outside = tmp_path / "outside.dcm"
+    shutil.copy(folder / "in.dcm", outside)
+    (folder / "link.dcm").symlink_to(outside)
+    worklist = open_worklist(folder)
+    assert [f.key for f in worklist.films] == ["in.dcm"]
+    assert any(line.startswith("link.dcm: outside") for line in worklist.skipped)
+
+
+# ---- the browser ----------------------------------------------------------------------------------
+
+@needs_browser
+def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_path):
+    model = _model_readings(scored)
+    with review_server(scored, "--reader", "A") as (url, _), browser_page() as (page, errors):
+        root, token = base(url)
+        page.goto(url)
+        page.wait_for_selector("#status:has-text('ready')")
+        first = api(root, token, "films/0")
+        film, corner = first["film"], anatomy.CORNERS[first["reading"]["view"]][3]
+        new_grade = (model[film][corner] + 2) % 4
+        # drag the anterior point of the third level 12 image pixels to the right
+        level = anatomy.LEVELS[first["reading"]["view"]][2]
+        x, y = model[film][f"{level}_a"]
+        box = page.evaluate("([x, y]) => { const m = document.getElementById('svg').getScreenCTM();"
+                            " return [m.a * x + m.e, m.d * y + m.f, m.a]; }", [x, y])
+        page.mouse.move(box[0], box[1])
+        page.mouse.down()
+        page.mouse.move(box[0] + 6 * box[2], box[1], steps=4)
+        page.mouse.move(box[0] + 12 * box[2], box[1], steps=4)
+        page.mouse.up()
+        page.wait_for_selector(f"#status:has-text('saved {level}_a')")
+        page.click(f"#corners tr[data-field='{corner}'] td:first-child")  # select a corner …
+        page.keyboard.press(str(new_grade))  # … and grade it by keyboard
+        page.wait_for_selector(f"#status:has-text('saved {corner} = {new_grade}')")
+        page.screenshot(path=str(tmp_path / "review.png"))
+        page.reload()
+        page.wait_for_selector("#status:has-text('ready')")
+        row = page.inner_text(f"#corners tr[data-field='{corner}']")
+        assert row.split("\t")[1].strip() == str(new_grade)  # persisted, as shown after a reload
+        assert errors == []
+        moved = api(root, token, "films/0")["reading"][f"{level}_a"]
+    assert math.isclose(moved[0], x + 12, abs_tol=1.0) and math.isclose(moved[1], y, abs_tol=1.0)
+    print(f"screenshot: {tmp_path / 'review.png'}")
+
+    out = tmp_path / "export" / "labels.csv"
+    result = _cli("review", "export", scored, "--reader", "A", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert _cli("labels", "check", out).returncode == 0
+    frame, _ = load_labels(out)
+    changed = []
+    for _, row in frame.iterrows():
+        key = os.path.relpath((out.parent / row["image"]).resolve(), json.loads(
+            (scored / ".work" / "source.json").read_text())["root"])
+        reading = model[key]
+        for name in anatomy.CORNERS[row["view"]]:
+            if (None if pd.isna(row[name]) else int(row[name])) != reading.get(name):
+                changed.append((key, name))
+        for lv in anatomy.LEVELS[row["view"]]:
+            for p, (cx, cy) in (("c", anatomy.keypoint_columns(lv)[:2]), ("a", anatomy.keypoint_columns(lv)[2:])):
+                want = reading.get(f"{lv}_{p}")
+                got = None if pd.isna(row[cx]) else [row[cx], row[cy]]
+                if (want is None) != (got is None) or (want and math.dist(want, got) > 0.01):
+                    changed.append((key, f"{lv}_{p}"))
+    assert sorted(changed) == sorted([(film, corner), (film, f"{level}_a")])
+
+
+@needs_browser
+def test_guided_labelling_from_scratch_puts_points_where_clicked(phantoms, tmp_path):
+    labels, _ = load_labels(phantoms / "labels.csv", check_images=False)
+    truth = labels.iloc[0]
+    folder = tmp_path / "films" / "PH0001" / truth["visit_date"]
+    folder.mkdir(parents=True)
+    shutil.copy(phantoms / truth["image"], folder / "film.dcm")
+    view = truth["view"]
+    clicks = []
+    with review_server(tmp_path / "films", "--reader", "A") as (url, _), browser_page() as (page, errors):
+        page.goto(url)
+        page.wait_for_selector("#status:has-text('ready')")
+        assert "Set the view" in page.inner_text("#prompt")
+        page.keyboard.press("c" if view == "cervical" else "l")
+        for level in anatomy.LEVELS[view]:
+            cx, cy, ax, ay = (float(truth[c]) for c in anatomy.keypoint_columns(level))
+            for name, (x, y) in ((f"{level} centre", (cx, cy)), (f"{level} anterior", (ax, ay))):
+                page.wait_for_selector(f"#prompt:has-text('Click: {name}')")
+                # zoom in on the point as a reader would, then click on it
+                page.evaluate("([x, y]) => { window.reviewState.box = [x - 60, y - 40, 120, 80]; draw(); }", [x, y])
+                sx, sy = page.evaluate("([x, y]) => { const m = document.getElementById('svg').getScreenCTM();"
+                                       " return [m.a * x + m.e, m.d * y + m.f]; }", [x, y])
+                page.mouse.click(sx, sy)
+                clicks.append((level, name.split()[-1], x, y))
+                page.wait_for_selector(f"#status:has-text('saved {level}_{'c' if 'centre' in name else 'a'}')")
+        page.wait_for_selector(f"#prompt:has-text('{anatomy.CORNERS[view][0]}: grade')")
+        for _ in anatomy.CORNERS[view]:
+            page.keyboard.press("1")
+        page.wait_for_selector("#prompt:has-text('this radiograph is done')")
+        page.screenshot(path=str(tmp_path / "labelling.png"))
+        assert errors == []
+    out = tmp_path / "labels.csv"
+    assert _cli("review", "export", tmp_path / "films", "--reader", "A", "--out", out).returncode == 0
+    frame, _ = load_labels(out)
+    row = frame.iloc[0]
+    for level, kind, x, y in clicks:
+        cx, cy, ax, ay = anatomy.keypoint_columns(level)
+        got = (row[cx], row[cy]) if kind == "centre" else (row[ax], row[ay])
+        assert math.dist(got, (x, y)) <= 1.0, (level, kind, got, (x, y))
+    assert all(row[c] == 1 for c in anatomy.CORNERS[view])
+
+
+# ---- storage: two readers at once, a killed server -------------------------------------------------
+
+def test_two_readers_at_once_and_a_killed_server_lose_nothing(scored):
+    acknowledged = {"A": {}, "B": {}}
+    with review_server(scored, "--reader", "A") as (url_a, proc_a), review_server(scored, "--reader", "B") as (url_b, _):
+        servers = {"A": base(url_a), "B": base(url_b)}
+        films = api(*servers["A"], "session")["films"]
+
+        def work(reader, stop_at=None):
+            root, token = servers[reader]
+            for i in range(40):
+                film = i % len(films)
+                try:
+                    detail = api(root, token, f"films/{film}")
+                    corner = anatomy.CORNERS[detail["reading"]["view"]][(i // len(films)) % 12]
+                    value = NOT_GRADABLE if i % 7 == 0 else (i + (reader == "B")) % 4
+                    status, body = call(f"{root}/api/films/{film}", {"field": corner, "value": value}, token)
+                except OSError:  # the killed server
+                    return
+                if status != 200:
+                    return
+                acknowledged[reader][(detail["film"], corner)] = value
+                if stop_at is not None and i == stop_at:
+                    os.kill(proc_a.pid, signal.SIGKILL)  # mid-session, right after an acknowledged change
+
+        threads = [threading.Thread(target=work, args=("A", 25)), threading.Thread(target=work, args=("B",))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        proc_a.wait(10)
+        assert proc_a.returncode == -signal.SIGKILL
+    assert len(acknowledged["A"]) == 26 and len(acknowledged["B"]) == 40
+    with review_server(scored, "--reader", "A") as (url, _):  # restarted: everything acknowledged is there
+        root, token = base(url)
+        for reader, changes in acknowledged.items():
+            for (film_key, corner), value in changes.items():
+                index = next(f["index"] for f in api(root, token, "session")["films"] if f["film"] == film_key)
+                if reader == "A":
+                    assert api(root, token, f"films/{index}")["reading"][corner] == value
+    store = ReviewStore(scored / "review.sqlite")
+    for reader, changes in acknowledged.items():
+        values = store.values(reader)
+        for (film_key, corner), value in changes.items():
+            assert values[film_key][corner] == value
+    assert len(store.audit()) >= sum(len(c) for c in acknowledged.values())
+
+
+def test_changes_are_checked_before_they_are_saved(scored):
+    with review_server(scored, "--reader", "A") as (url, _):
+        root, token = base(url)
+        detail = api(root, token, "films/0")
+        view = detail["reading"]["view"]
+        point = anatomy.point_names(view)[0]
+        for field, value in [("C2_inf" if view == "lumbar" else "L1_inf", 7), (anatomy.CORNERS[view][0], 4),
+                             (anatomy.CORNERS[view][0], True), (point, [detail["width"] + 5, 10]),
+                             (point, "here"), ("image", "x.dcm"), ("view", "frontal")]:
+            status, body = call(f"{root}/api/films/0", {"field": field, "value": value}, token)
+            if field != "C2_inf" and field != "L1_inf":
+                assert status == 422, (field, value, body)
+        status, _ = call(f"{root}/api/films/0", {"field": point, "value": NOT_VISIBLE}, token)
+        assert status == 200
+        assert api(root, token, "films/0")["reading"][point] == NOT_VISIBLE
+
+
+# ---- reading protocols ----------------------------------------------------------------------------
+
+def test_blinded_order_hides_dates_and_shuffles(scored):
+    with review_server(scored, "--reader", "A") as (url, _):
+        known = api(*base(url), "session")["films"]
+    with review_server(scored, "--reader", "B", "--order", "blinded") as (url, _):
+        root, token = base(url)
+        blinded = api(root, token, "session")["films"]
+        details = [call(f"{root}/api/films/{i}", token=token)[1].decode() for i in range(len(blinded))]
+    dates = {f["visit_date"] for f in known}
+    assert all(f["visit_date"] is None for f in blinded)
+    assert not any(date in text for date in dates for text in details)
+    assert [f["film"] for f in blinded] == [f"film {i + 1}" for i in range(len(known))]  # paths hold dates
+    shown = lambda films: [(f["patient_id"], f["view"]) for f in films]  # noqa: E731
+    assert sorted(shown(blinded)) == sorted(shown(known)) and shown(blinded) != shown(known)
+    assert shown(known) == sorted(shown(known), key=lambda t: t[0])  # known: a patient's visits together
+    for patient in {f["patient_id"] for f in known}:
+        dates = [f["visit_date"] for f in known if f["patient_id"] == patient]
+        assert dates == sorted(dates)  # … in time order
+
+
+# ---- two readers and an adjudicator ---------------------------------------------------------------
+
+def _labelled_folder(phantoms, tmp_path) -> tuple[Path, Path]:
+    """The phantom folder with its labels, pre-filling both readers."""
+    folder = Path(shutil.copytree(phantoms, tmp_path / "films"))
+    return folder, folder / "labels.csv"
+
+
+def test_disagreements_rule():
+    a = {"view": "cervical", "C2-C3_c": [100.0, 100.0], "C2-C3_a": [150.0, 100.0], "C2_inf": 1, "C3_sup": 0,
+         "C3_inf": 2}
+    b = {"view": "cervical", "C2-C3_c": [108.0, 100.0], "C2-C3_a": [150.0, 111.0], "C2_inf": 1, "C3_sup": NOT_GRADABLE,
+         "C4_sup": 0, "C3-C4_c": NOT_VISIBLE}
+    assert set(disagreements(a, b, 10.0)) == {"C2-C3_a", "C3_sup", "C3_inf", "C4_sup", "C3-C4_c"}
+    assert disagreements(a, {**a, "view": "lumbar"}) == {"view": ("cervical", "lumbar")}
+
+
+def test_adjudication_shows_exactly_the_disagreements_and_its_export(phantoms, tmp_path):
+    folder, labels_csv = _labelled_folder(phantoms, tmp_path)
+    worklist = open_worklist(folder, labels_csv)
+    films = {f.key: f for f in worklist.films}
+    store = ReviewStore(folder / "review.sqlite")
+    store.keep_setting("labels", str(labels_csv))
+    for reader in ("A", "B"):
+        store.register(reader, "reader")
+    keys = sorted(films)
+    one, two = films[keys[0]], films[keys[3]]
+    c1, c2 = anatomy.CORNERS[one.view], anatomy.CORNERS[two.view]
+    p1 = anatomy.point_names(one.view)
+    start = one.reading
+    # A and B: the same change (agreement), a different grade, not gradable vs a grade, a point 25 px
+    # apart, a point 4 px apart (within tolerance)
+    store.set("A", one.key, c1[0], 3)
+    store.set("B", one.key, c1[0], 3)
+    store.set("A", one.key, c1[1], (start[c1[1]] + 1) % 4)
+    store.set("B", two.key, c2[5], NOT_GRADABLE)
+    store.set("A", one.key, p1[2], [start[p1[2]][0] + 25, start[p1[2]][1]])
+    store.set("B", one.key, p1[4], [start[p1[4]][0] + 4, start[p1[4]][1]])
+    store.close()
+    expected = {one.key: {c1[1], p1[2]}, two.key: {c2[5]}}
+    with review_server(folder, "--reader", "J", "--adjudicate") as (url, _):
+        root, token = base(url)
+        shown = api(root, token, "session")["films"]
+        assert {f["film"] for f in shown} == set(expected)
+        for f in shown:
+            detail = api(root, token, f"films/{f['index']}")
+            assert set(detail["differences"]) == expected[f["film"]]
+            assert set(detail["readers"]) == {"A", "B"}
+        index = next(f["index"] for f in shown if f["film"] == one.key)
+        assert call(f"{root}/api/films/{index}", {"field": c1[1], "value": 2}, token)[0] == 200
+    out = tmp_path / "adjudicated.csv"
+    result = _cli("review", "export", folder, "--adjudicated", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "2 disagreements not adjudicated" in result.stderr
+    frame = pd.read_csv(out)
+    row = frame[frame["image"].str.endswith(one.key)].iloc[0]
+    assert row[c1[0]] == 3 and row[c1[1]] == 2  # agreed change, adjudicated decision
+    x_column = lambda point: f"{point[:-2]}_{point[-1]}x"  # noqa: E731  'C3-C4_c' → 'C3-C4_cx'
+    assert pd.isna(row[x_column(p1[2])])  # undecided point: blank, not a guess
+    x = row[x_column(p1[4])]
+    assert math.isclose(x, start[p1[4]][0] + 2, abs_tol=0.01)  # within tolerance: the mean
+    other = frame[frame["image"].str.endswith(two.key)].iloc[0]
+    assert pd.isna(other[c2[5]])
+
+
+def test_reader_agreement_from_two_exports(phantoms, tmp_path):
+    folder, labels_csv = _labelled_folder(phantoms, tmp_path)
+    worklist = open_worklist(folder, labels_csv)
+    store = ReviewStore(folder / "review.sqlite")
+    store.keep_setting("labels", str(labels_csv))
+    for reader in ("A", "B"):
+        store.register(reader, "reader")
+    film = worklist.films[0]
+    store.set("B", film.key, anatomy.CORNERS[film.view][0], 3)
+    store.close()
+    for reader in ("A", "B"):
+        assert _cli("review", "export", folder, "--reader", reader, "--out", tmp_path / f"{reader}.csv").returncode == 0
+    result = _cli("evaluate", "agreement", "--scores", tmp_path / "A.csv", "--labels", tmp_path / "B.csv",
+                  "--out", tmp_path / "agreement")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "agreement" / "agreement.json").read_text())
+    assert summary["visits_paired"] == 6
+    corners = summary["corners"]
+    assert corners["graded_by_both"] > 100 and corners["exact_agreement"] < 1.0
+    assert corners["differing"] == 1
+
+
+def test_pseudonymised_folder_stays_pseudonymised(phantoms, tmp_path):
+    out = tmp_path / "scored"
+    salt = tmp_path / "salt"
+    salt.write_text("a-long-enough-salt")
+    assert _cli("score", phantoms, "--out", out, "--pseudonymize", "--salt-file", salt, "--quiet").returncode == 0
+    result = _cli("review", "export", out, "--reader", "A", "--out", tmp_path / "x.csv")
+    assert result.returncode == 2 and "--images" in result.stderr
+    with review_server(out, "--reader", "A", "--images", phantoms) as (url, _):
+        root, token = base(url)
+        text = call(f"{root}/api/session", token=token)[1].decode()
+        detail = call(f"{root}/api/films/0", token=token)[1].decode()
+        assert call(f"{root}/api/films/0/image", token=token)[0] == 200
+    for secret in ("PH000", "cervical.dcm", "lumbar.dcm", str(phantoms)):
+        assert secret not in text and secret not in detail
+    assert _cli("review", "export", out, "--reader", "A", "--out", tmp_path / "p.csv").returncode == 0
+    exported = (tmp_path / "p.csv").read_text()
+    assert "PH000" not in exported and ".dcm" not in exported
+
+
+# ---- retraining from corrections ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_both_stages_fine_tune_from_a_reviewed_export(phantoms, tmp_path):
+    folder, labels_csv = _labelled_folder(phantoms, tmp_path)
+    store = ReviewStore(folder / "review.sqlite")
+    store.keep_setting("labels", str(labels_csv))
+    store.register("A", "reader")
+    film = open_worklist(folder, labels_csv).films[0]
+    store.set("A", film.key, anatomy.CORNERS[film.view][2], 2)
+    store.close()
+    export = tmp_path / "reviewed.csv"
+    assert _cli("review", "export", folder, "--reader", "A", "--out", export).returncode == 0
+    common = {"keypoints": ["--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "1"],
+              "grader": ["--preset", "tiny", "--epochs", "1", "--per-class", "4"]}
+    for stage in ("keypoints", "grader"):
+        first = _cli("train", stage, "--labels", labels_csv, "--out", tmp_path / f"{stage}0", *common[stage])
+        assert first.returncode == 0, first.stderr[-1500:]
+        tuned = _cli("train", stage, "--labels", export, "--out", tmp_path / f"{stage}1", "--init",
+                     tmp_path / f"{stage}0", *common[stage])
+        assert tuned.returncode == 0, tuned.stderr[-1500:]
+        config = json.loads((tmp_path / f"{stage}1" / "config.json").read_text())
+        assert config["init"] == str((tmp_path / f"{stage}0" / "best.weights.h5").resolve())
+    wrong = _cli("train", "grader", "--labels", export, "--out", tmp_path / "bad", "--init", tmp_path / "keypoints0",
+                 *common["grader"])
+    assert wrong.returncode == 1 and "needs a grader run" in wrong.stderr
+
+
+def test_export_of_an_unknown_reader_fails_cleanly(scored, tmp_path):
+    result = _cli("review", "export", scored, "--reader", "Z", "--out", tmp_path / "z.csv")
+    assert result.returncode == 2 and "no reader 'Z'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "z.csv").exists()
+
+
+def test_labels_written_back_keep_their_format(phantoms, tmp_path):
+    # a round trip through the review of a labelled folder changes nothing a reader did not change
+    folder, labels_csv = _labelled_folder(phantoms, tmp_path)
+    store = ReviewStore(folder / "review.sqlite")
+    store.keep_setting("labels", str(labels_csv))
+    store.register("A", "reader")
+    store.close()
+    out = folder / "again.csv"
+    assert _cli("review", "export", folder, "--reader", "A", "--out", out).returncode == 0
+    before, _ = load_labels(labels_csv)
+    after, _ = load_labels(out)
+    columns = list(anatomy.ALL_KEYPOINT_COLUMNS) + list(anatomy.ALL_CORNERS)
+    before = before.sort_values("image").reset_index(drop=True)
+    after = after.sort_values("image").reset_index(drop=True)
+    assert list(after["image"]) == list(before["image"])
+    pd.testing.assert_frame_equal(after[columns], before[columns], check_dtype=False, atol=0.01)
+    write_labels(after, tmp_path / "rewritten.csv")  # the export is an ordinary label file
