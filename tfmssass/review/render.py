@@ -79,15 +79,30 @@ class Pictures:
         key = ("crops", str(path), view, points.tobytes(), spec)
         return self._pictures.get(key, lambda: self._cut(path, view, points, spec))
 
+    def _cutter(self, spec: CropSpec):
+        """The grader's crop function as a traced graph: it runs without holding Python's lock, so
+        a change being saved does not wait behind a crop being cut."""
+        def make():
+            import tensorflow as tf  # only when a crop is asked for: the page opens without it
+
+            from tfmssass.stages.grader.crops import corner_crops
+
+            return tf.function(lambda image, points, level_ok: corner_crops(image, points, level_ok, spec),
+                               input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                                tf.TensorSpec([12, 2], tf.float32), tf.TensorSpec([6], tf.bool)])
+
+        return self._pictures.get(("cutter", spec), make)
+
+    def warm(self, spec: CropSpec) -> None:
+        """Trace and run the crop graph once now (seconds: tracing, then graph optimisation on the
+        first run), so the first corner a reader opens does not wait."""
+        points = np.array([[40.0 + 10 * (j % 2), 20.0 + 12 * (j // 2)] for j in range(12)], np.float32)
+        self._cutter(spec)(np.zeros((128, 128), np.float32), points, np.ones(6, bool))
+
     def _cut(self, path: Path, view: str, points: np.ndarray, spec: CropSpec) -> dict[str, bytes | None]:
-        import tensorflow as tf  # only when a crop is asked for: the page opens without it
-
-        from tfmssass.stages.grader.crops import corner_crops
-
         finite = np.all(np.isfinite(points), axis=1)
         level_ok = finite[0::2] & finite[1::2]
-        crops, cut = corner_crops(tf.constant(self.radiograph(path).image), np.nan_to_num(points),
-                                  tf.constant(level_ok), spec)
+        crops, cut = self._cutter(spec)(self.radiograph(path).image, np.nan_to_num(points), level_ok)
         crops, cut = crops.numpy(), cut.numpy()
         out = {}
         for k, corner in enumerate(anatomy.CORNERS[view]):

@@ -32,6 +32,12 @@ _HEADERS = {
 }
 
 
+#: Pictures the browser may keep (in memory or its private cache): a film's pixels do not change,
+#: and a crop's address names the points it was cut at. Without it every redraw asks again, and
+#: the browser's six connections fill with picture requests while a change waits to be saved.
+_KEEP = {"Cache-Control": "private, max-age=3600"}
+
+
 def _asset(name: str) -> bytes:
     return (resources.files("tfmssass.review") / "static" / name).read_bytes()
 
@@ -50,7 +56,8 @@ class _TokenGate(BaseHTTPMiddleware):
         if not hmac.compare_digest(given.encode(), self.token):
             return PlainTextResponse("403: this page needs the token printed by 'tfmssass review'\n", 403)
         response = await call_next(request)
-        response.headers.update(_HEADERS)
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
         if request.url.path == "/":
             response.set_cookie(cookie, self.token.decode(), httponly=True, samesite="strict")
         return response
@@ -90,14 +97,15 @@ def build_app(session: ReviewSession, token: str) -> Starlette:
     def image(request: Request):
         film = session.films[film_index(request)]
         if request.query_params.get("size", "preview") == "full":
-            return Response(session.pictures.full(film.path), media_type="image/png")
-        return Response(session.pictures.preview(film.path), media_type="image/jpeg")
+            return Response(session.pictures.full(film.path), media_type="image/png", headers=_KEEP)
+        return Response(session.pictures.preview(film.path), media_type="image/jpeg", headers=_KEEP)
 
     def crop(request: Request):
+        # the page asks with ?v=<crop version>, so a kept crop is never one of other points
         picture = session.crops(film_index(request), request.path_params["corner"])
         if picture is None:
             return PlainTextResponse("this corner cannot be cut at these points\n", 404)
-        return Response(picture, media_type="image/png")
+        return Response(picture, media_type="image/png", headers=_KEEP if "v" in request.query_params else None)
 
     async def errors(request: Request, exc: Exception):
         if isinstance(exc, IndexError):
@@ -124,6 +132,9 @@ def serve(session: ReviewSession, host: str = "127.0.0.1", port: int = 0, announ
     sock.bind((host, port))
     sock.listen(64)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    # trace the crop graph before the address is shown: traced in the background it would hold
+    # Python's lock for seconds while the reader's first changes wait to be saved
+    session.pictures.warm(session.worklist.crop)
     announce(f"http://{shown}:{sock.getsockname()[1]}/?token={token}")
     config = uvicorn.Config(build_app(session, token), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])

@@ -9,6 +9,8 @@ values. In adjudication the starting reading is what the two readers agree on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -64,6 +66,14 @@ def agreed(a: dict, b: dict, tolerance_px: float = POINT_TOLERANCE_PX) -> dict:
         va, vb = a[name], b[name]
         out[name] = [round((va[0] + vb[0]) / 2, 2), round((va[1] + vb[1]) / 2, 2)] if _is_point(va) else va
     return out
+
+
+def crop_version(reading: dict) -> str:
+    """Changes whenever the crops would: with the view or any point. The page puts it in the crop
+    addresses, so a browser may keep crops until a point moves."""
+    view = reading.get("view")
+    points = [reading.get(n) for n in point_fields(view)] if view in anatomy.VIEWS else []
+    return hashlib.sha1(json.dumps([view, points]).encode()).hexdigest()[:12]
 
 
 class ReviewSession:
@@ -170,14 +180,19 @@ class ReviewSession:
         reading = self.current(film)
         height, width = self.size(film)
         view = reading.get("view")
-        siblings = [i for i, f in enumerate(self.films) if f.patient_id == film.patient_id
-                    and (self.reading_of(f, self.reader) if f.reading is not None else {}).get("view", f.view) == view]
+        siblings = []  # the patient's films of this view: (index, the version of their crops)
+        for i, other in enumerate(self.films):
+            if other.patient_id == film.patient_id:
+                seen = self.current(other) if other.reading is not None else {"view": other.view}
+                if seen.get("view") == view:
+                    siblings.append({"index": i, "crops": crop_version(seen)})
         if self.order == "known":
-            siblings.sort(key=lambda i: self.films[i].visit_date or "")
+            siblings.sort(key=lambda s: self.films[s["index"]].visit_date or "")
         detail = {"index": index, "film": self.shown_name(index), "patient_id": film.patient_id,
                   "visit_date": None if self.order == "blinded" else film.visit_date,
                   "width": width, "height": height, "reading": reading, "start": self.start(film),
-                  "model": film.model, "open": self.open_fields(film, reading), "visits": siblings}
+                  "model": film.model, "open": self.open_fields(film, reading), "visits": siblings,
+                  "crops": crop_version(reading)}
         if self.adjudicate:
             detail["readers"] = {r: self.reading_of(film, r) for r in self.pair}
             detail["differences"] = list(self.differences(film))

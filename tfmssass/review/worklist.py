@@ -133,6 +133,9 @@ def _scored(source: Path, images: Path | None) -> Worklist:
         if path is None or not path.is_file():
             skipped.append(f"{record['file']}: radiograph not found under {root}")
             continue
+        if not within(path, [root]):
+            skipped.append(f"{record['file']}: outside {root} (a link out?)")
+            continue
         reading, model = reading_from_record(record)
         films.append(Film(record["file"], path, record["patient_id"], record["visit_date"], record.get("view"),
                           reading, model))
