@@ -203,6 +203,10 @@ function drawPrompt() {
   else if (isPoint(f)) text = Array.isArray(film.reading[f]) ? `${pointName(f)}: drag, arrows, or Enter to keep` :
     `Click: ${pointName(f)} (s: not visible)`;
   else text = `${f}: grade 0–3, x not gradable, Enter keeps ${fmt(film.reading[f])}`;
+  if (film.readers && f && film.differences.includes(f)) {
+    const [a, b] = state.summary.pair.map((r) => fmt(film.readers[r][f]));
+    text = `A says ${a}, B says ${b}: a or b takes one · ` + text;
+  }
   if (film.open.length === 0) text += " · this radiograph is done (n: next)";
   $("prompt").textContent = text;
 }
