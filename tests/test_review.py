@@ -109,8 +109,11 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
         page.goto(url)
         page.wait_for_selector("#status:has-text('ready')")
         first = api(root, token, "films/0")
-        film, corner = first["film"], anatomy.CORNERS[first["reading"]["view"]][3]
-        new_grade = (model[film][corner] + 2) % 4
+        film, corners = first["film"], anatomy.CORNERS[first["reading"]["view"]]
+        # a corner to grade 3 (a bridge) whose partner across the disk is not 3: the page must say so
+        k = next(k for k in range(12) if model[film].get(corners[k]) not in (3, None)
+                 and model[film].get(corners[k ^ 1]) != 3)
+        corner, new_grade = corners[k], 3
         # drag the anterior point of the third level 12 image pixels to the right
         level = anatomy.LEVELS[first["reading"]["view"]][2]
         x, y = model[film][f"{level}_a"]
@@ -125,6 +128,7 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
         page.click(f"#corners tr[data-field='{corner}'] td:first-child")  # select a corner …
         page.keyboard.press(str(new_grade))  # … and grade it by keyboard
         page.wait_for_selector(f"#status:has-text('saved {corner} = {new_grade}')")
+        assert f"a bridge spans {anatomy.CORNER_LEVEL[corner]}" in page.inner_text("#status")
         page.screenshot(path=str(tmp_path / "review.png"))
         page.reload()
         page.wait_for_selector("#status:has-text('ready')")

@@ -30,6 +30,12 @@ const fmt = (v) => v === undefined || v === null ? "–" : v === NG ? "NG" : v =
 const view = () => state.film && state.film.reading.view;
 const fields = () => view() ? state.summary.views[view()].points.concat(state.summary.views[view()].corners) : [];
 const isPoint = (f) => /_[ca]$/.test(f);
+const levels = () => state.summary.views[view()].points.filter((n) => n.endsWith("_c")).map((n) => n.slice(0, -2));
+// The disk level that owns a corner: X_inf belongs to X-Y, Y_sup to X-Y.
+function levelOf(corner) {
+  const [vertebra, side] = corner.split("_");
+  return levels().find((l) => side === "inf" ? l.startsWith(vertebra + "-") : l.endsWith("-" + vertebra));
+}
 const pointName = (f) => f.replace(/_c$/, " centre").replace(/_a$/, " anterior");
 
 // ---- loading ----------------------------------------------------------------------------------------
@@ -125,13 +131,11 @@ function drawMarks() {
                          `point ${kind}${name === state.field ? " selected" : ""}`, name));
     if (kind === "c") g.appendChild(text(v[0] - 9 * r, v[1] + r, name.slice(0, -2), 11 * px));
   }
-  const levels = state.summary.views[view()].points.filter((n) => n.endsWith("_c")).map((n) => n.slice(0, -2));
   for (const corner of state.summary.views[view()].corners) {  // the grade beside its corner
-    const [vertebra, side] = corner.split("_");
-    const level = levels.find((l) => side === "inf" ? l.startsWith(vertebra + "-") : l.endsWith("-" + vertebra));
-    const a = reading[level + "_a"], c = reading[level + "_c"];
+    const level = levelOf(corner), a = reading[level + "_a"], c = reading[level + "_c"];
     if (!Array.isArray(a) || !Array.isArray(c)) continue;
-    const depth = Math.hypot(a[0] - c[0], a[1] - c[1]), up = side === "inf" ? -1 : 1, grade = reading[corner];
+    const up = corner.endsWith("_inf") ? -1 : 1, grade = reading[corner];
+    const depth = Math.hypot(a[0] - c[0], a[1] - c[1]);
     g.appendChild(text(a[0] + 0.5 * depth * Math.sign(a[0] - c[0]) - 4 * px, a[1] + up * 0.45 * depth + 4 * px,
                        grade === undefined ? "?" : grade === NG ? "NG" : String(grade), 14 * px));
   }
@@ -214,6 +218,18 @@ function drawPrompt() {
 function draw() { applyBox(); drawMarks(); drawPanel(); drawPrompt(); }
 
 // ---- changes ----------------------------------------------------------------------------------------
+// Grade 3 is a bridge across the disk: it belongs to both corners of the level. The page says so
+// when the other corner differs, and leaves the decision to the reader.
+function bridgeNote(field, value) {
+  if (isPoint(field) || field === "view" || !view()) return "";
+  const level = levelOf(field);
+  if (!level) return "";
+  const [upper, lower] = level.split("-"), other = field.endsWith("_inf") ? `${lower}_sup` : `${upper}_inf`;
+  const there = state.film.reading[other];
+  return (value === 3) !== (there === 3) && there !== undefined
+    ? ` · note: a bridge spans ${level}, grading both corners 3, and ${other} is ${fmt(there)}` : "";
+}
+
 async function save(field, value) {
   const t0 = state.keyTime || performance.now();  // from the key press, when a key started it
   state.keyTime = null;
@@ -224,7 +240,7 @@ async function save(field, value) {
     state.film.reading[field] = value;
     drawMarks();
     drawPanel();
-    status(`saved ${field} = ${fmt(value)} at ${result.saved.slice(11, 23)}`);
+    status(`saved ${field} = ${fmt(value)} at ${result.saved.slice(11, 23)}` + bridgeNote(field, value));
     return true;
   } catch (error) {
     status(`NOT saved: ${field}: ${error.message}`, true);
