@@ -18,6 +18,7 @@ from review_helpers import CHROMIUM, api, base, browser_page, call, review_serve
 
 from tfmssass.core import anatomy
 from tfmssass.io.labels import load_labels, write_labels
+from tfmssass.review.export import export_labels
 from tfmssass.review.session import ReviewSession, disagreements
 from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
 from tfmssass.review.worklist import open_worklist, reading_from_record
@@ -431,3 +432,26 @@ def test_labels_written_back_keep_their_format(phantoms, tmp_path):
     assert list(after["image"]) == list(before["image"])
     pd.testing.assert_frame_equal(after[columns], before[columns], check_dtype=False, atol=0.01)
     write_labels(after, tmp_path / "rewritten.csv")  # the export is an ordinary label file
+
+
+def test_a_model_prefills_a_folder_once_and_the_export_keeps_it(phantoms, tmp_path):
+    from tfmssass.serving.predictors import open_predictor
+
+    folder = tmp_path / "films"
+    shutil.copytree(phantoms / "PH0001", folder / "PH0001")
+    predictor, text, _ = open_predictor(None, None, None, None, None, None)
+    worklist = open_worklist(folder, predictor=predictor, note=f"pre-filled by {text}")
+    assert all(f.reading is None for f in worklist.films)  # nothing is predicted before it is asked for
+    store = ReviewStore(folder / "review.sqlite")
+    session = ReviewSession(worklist, store, "A")
+    detail = session.detail(0)
+    film = session.films[0]
+    assert detail["reading"]["view"] == film.path.stem  # the phantoms are named by their view
+    graded = [c for c in anatomy.CORNERS[film.path.stem] if c in detail["reading"]]
+    assert len(graded) >= 10 and all(detail["reading"][c] in (0, 1, 2, 3) for c in graded)
+    assert store.prefill(film.key)["reading"] == detail["reading"]  # kept: the model runs once a film
+    store.set("A", film.key, graded[0], "not gradable")
+    rows, _ = export_labels(open_worklist(folder), store, tmp_path / "a.csv", "A")  # no model needed now
+    assert rows == 1
+    row = pd.read_csv(tmp_path / "a.csv").iloc[0]
+    assert pd.isna(row[graded[0]]) and row[graded[1]] == detail["reading"][graded[1]]

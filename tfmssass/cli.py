@@ -525,7 +525,7 @@ def review():
     """Reader workstation in the browser: `review SOURCE --reader NAME`, then `review export`."""
 
 
-def _open_review(source, labels_csv=None, images=None, predictor=None, note="", crop=None):
+def _open_review(source, labels_csv=None, images=None, predictor=None, note=""):
     """The worklist and database of SOURCE; the label file and images folder are remembered there."""
     from tfmssass.io.labels import LabelError
     from tfmssass.review.store import DATABASE, ReviewStore, StoreError
@@ -537,7 +537,7 @@ def _open_review(source, labels_csv=None, images=None, predictor=None, note="", 
         store = ReviewStore(Path(source) / DATABASE)
         labels_csv = str(Path(labels_csv).resolve()) if labels_csv else store.setting("labels")
         images = str(Path(images).resolve()) if images else store.setting("images")
-        worklist = open_worklist(source, labels_csv, images, predictor, note, crop)
+        worklist = open_worklist(source, labels_csv, images, predictor, note)
         store.keep_setting("labels", labels_csv)
         store.keep_setting("images", images)
     except (SourceError, StoreError, LabelError) as exc:
@@ -575,9 +575,8 @@ def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_ru
     from tfmssass.review.server import serve
     from tfmssass.review.session import ReviewSession
 
-    predictor, note, crop = None, "", None
+    predictor, note = None, ""
     if model_dir or keypoints_run or grader_run:
-        from tfmssass.core.geometry import CropSpec
         from tfmssass.scoring.records import Settings
         from tfmssass.serving.predictors import open_predictor
 
@@ -586,10 +585,7 @@ def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_ru
         except ValueError as exc:
             _fail(str(exc), 2)
         note = f"pre-filled by {Settings(models=text, phantom=phantom).models_note}"
-        grader = predictor.metadata.get("grader", {})
-        crop = CropSpec(size=int(grader.get("input_size", 128)), extent=float(grader.get("extent", CropSpec.extent)),
-                        clahe=bool(grader.get("clahe", True)), depth_px=int(grader.get("patch_depth_px", 96)))
-    worklist, store = _open_review(source, labels_csv, images, predictor, note, crop)
+    worklist, store = _open_review(source, labels_csv, images, predictor, note)
     try:
         session = ReviewSession(worklist, store, reader, order, seed, adjudicate, tolerance)
     except ValueError as exc:

@@ -109,6 +109,14 @@ def within(path: Path, roots: list[Path]) -> bool:
     return any(real.is_relative_to(Path(os.path.realpath(root))) for root in roots)
 
 
+def grader_crop(grader: dict) -> CropSpec:
+    """The crops a grader sees, from its metadata (``metadata.json``'s ``grader``); defaults where
+    it does not say."""
+    return CropSpec(size=int(grader.get("input_size", CropSpec.size)), extent=float(grader.get("extent", CropSpec.extent)),
+                    clahe=bool(grader.get("clahe", CropSpec.clahe)),
+                    depth_px=int(grader.get("patch_depth_px", CropSpec.depth_px)))
+
+
 # ---- a scored folder ------------------------------------------------------------------------------
 
 def _scored(source: Path, images: Path | None) -> Worklist:
@@ -139,10 +147,7 @@ def _scored(source: Path, images: Path | None) -> Worklist:
         reading, model = reading_from_record(record)
         films.append(Film(record["file"], path, record["patient_id"], record["visit_date"], record.get("view"),
                           reading, model))
-    grader = info.get("grader", {})
-    crop = CropSpec(size=int(grader.get("input_size", 128)), extent=float(grader.get("extent", CropSpec.extent)),
-                    clahe=bool(grader.get("clahe", True)), depth_px=int(grader.get("patch_depth_px", 96)))
-    return Worklist(films, [source, root], crop, f"pre-filled by {settings.models_note}", True, pseudonymised,
+    return Worklist(films, [source, root], grader_crop(info.get("grader", {})), f"pre-filled by {settings.models_note}", True, pseudonymised,
                     skipped)
 
 
@@ -196,8 +201,7 @@ def _folder(source: Path, labels_csv: Path | None, predictor, note: str) -> Work
     return Worklist(films, roots, CropSpec(), note, False, skipped=skipped, predictor=predictor)
 
 
-def open_worklist(source, labels_csv=None, images=None, predictor=None, note: str = "",
-                  crop: CropSpec | None = None) -> Worklist:
+def open_worklist(source, labels_csv=None, images=None, predictor=None, note: str = "") -> Worklist:
     """The films of SOURCE with the readings they start from (see the module's docstring)."""
     source = Path(source).resolve()
     if not source.is_dir():
@@ -209,8 +213,8 @@ def open_worklist(source, labels_csv=None, images=None, predictor=None, note: st
         worklist = _scored(source, images)
     else:
         worklist = _folder(source, Path(labels_csv) if labels_csv else None, predictor, note)
-        if crop is not None:
-            worklist.crop = crop
+        if predictor is not None:
+            worklist.crop = grader_crop(predictor.metadata.get("grader", {}))
     if not worklist.films:
         raise SourceError(f"{source}: no radiographs to review" + (
             f" ({'; '.join(worklist.skipped[:3])})" if worklist.skipped else ""))
