@@ -78,7 +78,8 @@ def test_token_is_required_and_no_path_reaches_a_file(scored):
         view = detail["reading"]["view"]
         point = anatomy.point_names(view)[0]
         for field, value in [(anatomy.CORNERS[view][0], 4), (anatomy.CORNERS[view][0], True),
-                             (anatomy.CORNERS[view][0], "2"), (point, [detail["width"] + 5, 10]),
+                             (anatomy.CORNERS[view][0], "2"), (anatomy.CORNERS[view][0], [1, 2]),
+                             (point, [detail["width"] + 5, 10]),
                              (point, [float("nan"), 3]), (point, "here"), ("image", "x.dcm"), ("view", "frontal")]:
             status, body = call(f"{root}/api/films/0", {"field": field, "value": value}, token)
             assert status == 422, (field, value, body)
@@ -210,7 +211,8 @@ def test_guided_labelling_from_scratch_puts_points_where_clicked(phantoms, tmp_p
 @pytest.mark.slow
 def test_two_readers_at_once_and_a_killed_server_lose_nothing(scored):
     acknowledged = {"A": {}, "B": {}}
-    with review_server(scored, "--reader", "A") as (url_a, proc_a), review_server(scored, "--reader", "B") as (url_b, _):
+    with (review_server(scored, "--reader", "A") as (url_a, proc_a),
+          review_server(scored, "--reader", "B") as (url_b, _)):
         servers = {"A": base(url_a), "B": base(url_b)}
         films = api(*servers["A"], "session")["films"]
 

@@ -67,8 +67,10 @@ class Pictures:
         return self._pictures.get(("preview", str(path)), make)
 
     def full(self, path: Path) -> bytes:
-        return self._pictures.get(("full", str(path)),
-                                  lambda: _encode(self.radiograph(path).to_uint(8), ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1)))
+        def make():
+            return _encode(self.radiograph(path).to_uint(8), ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1))
+
+        return self._pictures.get(("full", str(path)), make)
 
     def crops(self, path: Path, view: str, reading: dict, spec: CropSpec) -> dict[str, bytes | None]:
         """Corner → PNG of its canonical crop at the reading's points (None where the level cannot be

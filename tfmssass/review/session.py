@@ -208,7 +208,8 @@ class ReviewSession:
             if value not in anatomy.VIEWS:
                 raise ChangeError(f"view must be one of {', '.join(anatomy.VIEWS)}")
         elif field in anatomy.ALL_CORNERS:
-            if value != NOT_GRADABLE and (isinstance(value, bool) or value not in anatomy.GRADES):
+            is_grade = isinstance(value, int) and not isinstance(value, bool) and value in anatomy.GRADES
+            if value != NOT_GRADABLE and not is_grade:
                 raise ChangeError(f"{field}: a grade is 0, 1, 2, 3 or {NOT_GRADABLE!r}")
         elif field in anatomy.POINT_NAMES:
             if value != NOT_VISIBLE:

@@ -112,7 +112,8 @@ def within(path: Path, roots: list[Path]) -> bool:
 def grader_crop(grader: dict) -> CropSpec:
     """The crops a grader sees, from its metadata (``metadata.json``'s ``grader``); defaults where
     it does not say."""
-    return CropSpec(size=int(grader.get("input_size", CropSpec.size)), extent=float(grader.get("extent", CropSpec.extent)),
+    return CropSpec(size=int(grader.get("input_size", CropSpec.size)),
+                    extent=float(grader.get("extent", CropSpec.extent)),
                     clahe=bool(grader.get("clahe", CropSpec.clahe)),
                     depth_px=int(grader.get("patch_depth_px", CropSpec.depth_px)))
 
@@ -147,8 +148,8 @@ def _scored(source: Path, images: Path | None) -> Worklist:
         reading, model = reading_from_record(record)
         films.append(Film(record["file"], path, record["patient_id"], record["visit_date"], record.get("view"),
                           reading, model))
-    return Worklist(films, [source, root], grader_crop(info.get("grader", {})), f"pre-filled by {settings.models_note}", True, pseudonymised,
-                    skipped)
+    return Worklist(films, [source, root], grader_crop(info.get("grader", {})),
+                    f"pre-filled by {settings.models_note}", True, pseudonymised, skipped)
 
 
 # ---- a folder of radiographs ----------------------------------------------------------------------
@@ -192,7 +193,10 @@ def _folder(source: Path, labels_csv: Path | None, predictor, note: str) -> Work
         except (RadiographError, OSError) as exc:
             skipped.append(f"{name}: {getattr(exc, 'reason', exc)}")
             continue
-        reading = reading_from_labels(row) if row is not None else None if predictor is not None else {}
+        if row is not None:
+            reading = reading_from_labels(row)
+        else:  # None: the model reads it when it is first opened; {}: the reader starts from nothing
+            reading = None if predictor is not None else {}
         view = (reading or {}).get("view") or ident.get("view")
         if reading is not None and view and "view" not in reading:
             reading["view"] = view

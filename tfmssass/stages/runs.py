@@ -113,8 +113,8 @@ def initial_weights(init, stage: str, config: dict) -> tuple[str | None, bool]:
     earlier = read_config(init)
     if earlier.get("stage") != stage:
         raise RunFolderError(f"{init}: a {earlier.get('stage')} run; --init needs a {stage} run")
-    differ = [f"{k} {earlier[stage].get(k)} here, {config.get(k)} asked"
-              for k in NETWORK_FIELDS[stage] if list(np.atleast_1d(earlier[stage].get(k))) != list(np.atleast_1d(config.get(k)))]
+    same = lambda k: list(np.atleast_1d(earlier[stage].get(k))) == list(np.atleast_1d(config.get(k)))  # noqa: E731
+    differ = [f"{k} {earlier[stage].get(k)} here, {config.get(k)} asked" for k in NETWORK_FIELDS[stage] if not same(k)]
     if differ:
         raise RunFolderError(f"{init}: another network ({'; '.join(differ)}): give the same --preset/--backbone")
     best = Path(init) / BEST

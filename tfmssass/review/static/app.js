@@ -328,7 +328,9 @@ function keyAction(e) {
   if (k === "a" || k === "b") return () => takeFrom(k);
   const arrows = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
   if (k in arrows) return () => move(...arrows[k]);
-  if (k === "w") return () => { state.preset = (state.preset + 1) % PRESETS.length; state.wl = PRESETS[state.preset]; applyBox(); };
+  if (k === "w") {
+    return () => { state.preset = (state.preset + 1) % PRESETS.length; state.wl = PRESETS[state.preset]; applyBox(); };
+  }
   if (k === "r") return () => { state.box = [-0.5, -0.5, state.film.width, state.film.height]; draw(); };
   if (k === "+" || k === "=") return () => zoom(0.8);
   if (k === "-") return () => zoom(1.25);
@@ -398,5 +400,9 @@ window.addEventListener("mouseup", async (e) => {
 });
 
 window.addEventListener("resize", () => state.film && draw());
-$("img").addEventListener("load", () => { document.body.dataset.shown = `${state.index} ${state.full ? "full" : "preview"}`; });
-loadSummary().then(() => openFilm(0)).then(() => status("ready: every change is saved as you make it")).catch((error) => status(`cannot load the session: ${error.message}`, true));
+$("img").addEventListener("load", () => {  // the tests and the bench wait for this
+  document.body.dataset.shown = `${state.index} ${state.full ? "full" : "preview"}`;
+});
+loadSummary().then(() => openFilm(0))
+  .then(() => status("ready: every change is saved as you make it"))
+  .catch((error) => status(`cannot load the session: ${error.message}`, true));
