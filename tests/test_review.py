@@ -89,6 +89,19 @@ def test_token_is_required_and_no_path_reaches_a_file(scored):
     assert len(ReviewStore(scored / "review.sqlite").audit()) == 1
 
 
+@pytest.mark.slow
+def test_listening_on_every_address_warns_and_still_needs_the_token(scored):
+    with review_server(scored, "--reader", "A", "--host", "0.0.0.0") as (url, proc):
+        root, token = base(url)
+        assert root.startswith("http://127.0.0.1:")
+        assert call(f"{root}/api/session")[0] == 403
+        assert call(f"{root}/api/session", token=token)[0] == 200
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "warning: listening on 0.0.0.0" in err
+    assert token not in err  # the token is printed once, on stdout, never into logs
+
+
 def test_a_link_out_of_the_folder_is_not_served(phantoms, tmp_path):
     folder = tmp_path / "films"
     folder.mkdir()

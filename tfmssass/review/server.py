@@ -22,6 +22,7 @@ from starlette.routing import Route
 from tfmssass.io import RadiographError
 from tfmssass.review.session import ReviewSession
 
+_ANY_V4 = "0.0.0.0"  # listening on every network interface: only with an explicit --host
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -133,7 +134,8 @@ def serve(session: ReviewSession, host: str = "127.0.0.1", port: int = 0, announ
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(64)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    local = {"": "127.0.0.1", _ANY_V4: "127.0.0.1", "::": "[::1]"}  # every address: show this machine's
+    shown = local.get(host) or (f"[{host}]" if ":" in host else host)
     # trace the crop graph before the address is shown: traced in the background it would hold
     # Python's lock for seconds while the reader's first changes wait to be saved
     session.pictures.warm(session.worklist.crop)
