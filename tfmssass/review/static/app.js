@@ -205,7 +205,7 @@ function drawPrompt() {
   if (!view()) text = "Set the view: c cervical, l lumbar";
   else if (!f) text = "Nothing selected";
   else if (isPoint(f)) text = Array.isArray(film.reading[f]) ? `${pointName(f)}: drag, arrows, or Enter to keep` :
-    `Click: ${pointName(f)} (s: not visible)`;
+    `Click: ${pointName(f)} (s: not visible; Enter: mid-view, then arrows)`;
   else text = `${f}: grade 0–3, x not gradable, Enter keeps ${fmt(film.reading[f])}`;
   if (film.readers && f && film.differences.includes(f)) {
     const [a, b] = state.summary.pair.map((r) => fmt(film.readers[r][f]));
@@ -285,6 +285,14 @@ function move(dx, dy) {
   state.moveTimer = setTimeout(() => save(field, state.film.reading[field]).then(refresh), 250);
 }
 
+// Keyboard-only placement: Enter puts a point that is not placed yet in the middle of the view,
+// the arrows move it, and Enter keeps it.
+function placeInView() {
+  const [x, y, w, h] = state.box, film = state.film;
+  const point = [Math.min(Math.max(x + w / 2, 0), film.width - 1), Math.min(Math.max(y + h / 2, 0), film.height - 1)];
+  return save(state.field, point).then(refresh);
+}
+
 function select(step) {
   const order = fields();
   if (!order.length) return;
@@ -319,7 +327,8 @@ function keyAction(e) {
   if (/^[0-3]$/.test(k)) return () => state.field && !isPoint(state.field) && decide(Number(k));
   if (k === "x") return () => state.field && !isPoint(state.field) && decide(NG);
   if (k === "s") return () => state.field && isPoint(state.field) && decide(NV);
-  if (k === "Enter") return () => state.film.reading[state.field] !== undefined && decide(state.film.reading[state.field]);
+  if (k === "Enter") return () => state.film.reading[state.field] !== undefined ? decide(state.film.reading[state.field])
+    : isPoint(state.field) && placeInView();
   if (k === "j") return () => select(1);
   if (k === "k") return () => select(-1);
   if (k === "n" || k === "PageDown") return () => openFilm(Math.min(state.index + 1, state.summary.films.length - 1));
