@@ -165,7 +165,7 @@ class ReviewSession:
         return {"reader": self.reader, "mode": "adjudicate" if self.adjudicate else
                 "review" if self.worklist.scored else "label",
                 "order": self.order, "pair": self.pair, "note": self.worklist.note, "films": rows,
-                "done": sum(1 for n in known if n == 0), "corners_open": sum(known),
+                "done": sum(1 for n in known if n == 0), "items_open": sum(known),
                 "views": {v: {"points": list(point_fields(v)), "corners": list(anatomy.CORNERS[v])}
                           for v in anatomy.VIEWS},
                 "grades": {str(k): v for k, v in anatomy.GRADES.items()}}

@@ -46,7 +46,7 @@ async function loadSummary() {
     ` · order ${s.order}`;
   $("note").textContent = s.note;
   const opened = s.films.filter((f) => f.open !== null).length;
-  $("progress").textContent = `${s.done} of ${s.films.length} radiographs done · ${s.corners_open} items still open` +
+  $("progress").textContent = `${s.done} of ${s.films.length} radiographs done · ${s.items_open} items still open` +
     (opened < s.films.length ? ` (${s.films.length - opened} not opened yet)` : "");
   const nav = $("films");
   nav.textContent = "";
