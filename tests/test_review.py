@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from review_helpers import CHROMIUM, api, base, browser_page, call, review_server
 
+from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.io.labels import load_labels, write_labels
 from tfmssass.review.export import export_labels
@@ -28,7 +30,16 @@ needs_browser = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
+    """A command in its own process (what trains or scores starts TensorFlow afresh, as a user's would)."""
     return subprocess.run([sys.executable, "-m", "tfmssass.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def _command(*args) -> subprocess.CompletedProcess:
+    """A quick command (export, check, agreement) in this process: the same Click entry point."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +166,9 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
     print(f"screenshot: {tmp_path / 'review.png'}")
 
     out = tmp_path / "export" / "labels.csv"
-    result = _cli("review", "export", scored, "--reader", "A", "--out", out)
+    result = _command("review", "export", scored, "--reader", "A", "--out", out)
     assert result.returncode == 0, result.stderr
-    assert _cli("labels", "check", out).returncode == 0
+    assert _command("labels", "check", out).returncode == 0
     frame, _ = load_labels(out)
     changed = []
     for _, row in frame.iterrows():
@@ -213,7 +224,7 @@ def test_guided_labelling_from_scratch_puts_points_where_clicked(phantoms, tmp_p
         page.screenshot(path=str(tmp_path / "labelling.png"))
         assert errors == []
     out = tmp_path / "labels.csv"
-    assert _cli("review", "export", tmp_path / "films", "--reader", "A", "--out", out).returncode == 0
+    assert _command("review", "export", tmp_path / "films", "--reader", "A", "--out", out).returncode == 0
     frame, _ = load_labels(out)
     row = frame.iloc[0]
     for level, kind, x, y in clicks:
@@ -344,7 +355,7 @@ def test_adjudication_shows_exactly_the_disagreements_and_its_export(phantoms, t
         index = next(f["index"] for f in shown if f["film"] == one.key)
         assert call(f"{root}/api/films/{index}", {"field": c1[1], "value": 2}, token)[0] == 200
     out = tmp_path / "adjudicated.csv"
-    result = _cli("review", "export", folder, "--adjudicated", "--out", out)
+    result = _command("review", "export", folder, "--adjudicated", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "2 disagreements not adjudicated" in result.stderr
     frame = pd.read_csv(out)
@@ -369,8 +380,8 @@ def test_reader_agreement_from_two_exports(phantoms, tmp_path):
     store.set("B", film.key, anatomy.CORNERS[film.view][0], 3)
     store.close()
     for reader in ("A", "B"):
-        assert _cli("review", "export", folder, "--reader", reader, "--out", tmp_path / f"{reader}.csv").returncode == 0
-    result = _cli("evaluate", "agreement", "--scores", tmp_path / "A.csv", "--labels", tmp_path / "B.csv",
+        assert _command("review", "export", folder, "--reader", reader, "--out", tmp_path / f"{reader}.csv").returncode == 0
+    result = _command("evaluate", "agreement", "--scores", tmp_path / "A.csv", "--labels", tmp_path / "B.csv",
                   "--out", tmp_path / "agreement")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "agreement" / "agreement.json").read_text())
@@ -386,7 +397,7 @@ def test_pseudonymised_folder_stays_pseudonymised(phantoms, tmp_path):
     salt = tmp_path / "salt"
     salt.write_text("a-long-enough-salt")
     assert _cli("score", phantoms, "--out", out, "--pseudonymize", "--salt-file", salt, "--quiet").returncode == 0
-    result = _cli("review", "export", out, "--reader", "A", "--out", tmp_path / "x.csv")
+    result = _command("review", "export", out, "--reader", "A", "--out", tmp_path / "x.csv")
     assert result.returncode == 2 and "--images" in result.stderr
     with review_server(out, "--reader", "A", "--images", phantoms) as (url, _):
         root, token = base(url)
@@ -395,7 +406,7 @@ def test_pseudonymised_folder_stays_pseudonymised(phantoms, tmp_path):
         assert call(f"{root}/api/films/0/image", token=token)[0] == 200
     for secret in ("PH000", "cervical.dcm", "lumbar.dcm", str(phantoms)):
         assert secret not in text and secret not in detail
-    assert _cli("review", "export", out, "--reader", "A", "--out", tmp_path / "p.csv").returncode == 0
+    assert _command("review", "export", out, "--reader", "A", "--out", tmp_path / "p.csv").returncode == 0
     exported = (tmp_path / "p.csv").read_text()
     assert "PH000" not in exported and ".dcm" not in exported
 
@@ -412,7 +423,7 @@ def test_both_stages_fine_tune_from_a_reviewed_export(phantoms, tmp_path):
     store.set("A", film.key, anatomy.CORNERS[film.view][2], 2)
     store.close()
     export = tmp_path / "reviewed.csv"
-    assert _cli("review", "export", folder, "--reader", "A", "--out", export).returncode == 0
+    assert _command("review", "export", folder, "--reader", "A", "--out", export).returncode == 0
     common = {"keypoints": ["--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "1"],
               "grader": ["--preset", "tiny", "--epochs", "1", "--per-class", "4"]}
     for stage in ("keypoints", "grader"):
@@ -429,7 +440,7 @@ def test_both_stages_fine_tune_from_a_reviewed_export(phantoms, tmp_path):
 
 
 def test_export_of_an_unknown_reader_fails_cleanly(scored, tmp_path):
-    result = _cli("review", "export", scored, "--reader", "Z", "--out", tmp_path / "z.csv")
+    result = _command("review", "export", scored, "--reader", "Z", "--out", tmp_path / "z.csv")
     assert result.returncode == 2 and "no reader 'Z'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "z.csv").exists()
 
@@ -442,7 +453,7 @@ def test_labels_written_back_keep_their_format(phantoms, tmp_path):
     store.register("A", "reader")
     store.close()
     out = folder / "again.csv"
-    assert _cli("review", "export", folder, "--reader", "A", "--out", out).returncode == 0
+    assert _command("review", "export", folder, "--reader", "A", "--out", out).returncode == 0
     before, _ = load_labels(labels_csv)
     after, _ = load_labels(out)
     columns = list(anatomy.ALL_KEYPOINT_COLUMNS) + list(anatomy.ALL_CORNERS)
