@@ -286,6 +286,7 @@ def test_two_readers_at_once_and_a_killed_server_lose_nothing(scored):
 
 # ---- reading protocols ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_blinded_order_hides_dates_and_shuffles(scored, tmp_path):
     known = ReviewSession(open_worklist(scored), ReviewStore(tmp_path / "known.sqlite"), "A").summary()["films"]
     with review_server(scored, "--reader", "B", "--order", "blinded") as (url, _):
@@ -464,6 +465,7 @@ def test_labels_written_back_keep_their_format(phantoms, tmp_path):
     write_labels(after, tmp_path / "rewritten.csv")  # the export is an ordinary label file
 
 
+@pytest.mark.slow
 def test_a_model_prefills_a_folder_once_and_the_export_keeps_it(phantoms, tmp_path):
     from tfmssass.serving.predictors import open_predictor
 
