@@ -23,7 +23,7 @@ from tfmssass.io.labels import load_labels, write_labels
 from tfmssass.review.export import export_labels
 from tfmssass.review.session import ReviewSession, disagreements
 from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
-from tfmssass.review.worklist import open_worklist, reading_from_record
+from tfmssass.review.worklist import SourceError, open_worklist, reading_from_record
 from tfmssass.scoring.run import load_records, run_scoring
 
 needs_browser = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (.ci/run installs it)")
@@ -398,8 +398,8 @@ def test_pseudonymised_folder_stays_pseudonymised(phantoms, tmp_path):
     salt = tmp_path / "salt"
     salt.write_text("a-long-enough-salt")
     assert _cli("score", phantoms, "--out", out, "--pseudonymize", "--salt-file", salt, "--quiet").returncode == 0
-    result = _command("review", "export", out, "--reader", "A", "--out", tmp_path / "x.csv")
-    assert result.returncode == 2 and "--images" in result.stderr
+    with pytest.raises(SourceError, match="pseudonymised.*--images"):
+        open_worklist(out)  # it does not say where its radiographs are
     with review_server(out, "--reader", "A", "--images", phantoms) as (url, _):
         root, token = base(url)
         text = call(f"{root}/api/session", token=token)[1].decode()
@@ -441,6 +441,10 @@ def test_both_stages_fine_tune_from_a_reviewed_export(phantoms, tmp_path):
 
 
 def test_export_of_an_unknown_reader_fails_cleanly(scored, tmp_path):
+    result = _command("review", "export", scored, "--reader", "A", "--out", tmp_path / "a.csv")
+    assert result.returncode == 2 and "nothing reviewed here yet" in result.stderr
+    assert not (scored / "review.sqlite").exists()  # a failed export leaves the folder as it was
+    ReviewStore(scored / "review.sqlite").register("A", "reader")
     result = _command("review", "export", scored, "--reader", "Z", "--out", tmp_path / "z.csv")
     assert result.returncode == 2 and "no reader 'Z'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "z.csv").exists()

@@ -614,6 +614,10 @@ def review_export(source, reader, adjudicated, out, images):
 
     if bool(reader) == adjudicated:
         _fail("give exactly one of --reader NAME and --adjudicated", 2)
+    from tfmssass.review.store import DATABASE
+
+    if not (Path(source) / DATABASE).is_file():
+        _fail(f"{source}: nothing reviewed here yet (no {DATABASE}; start with 'tfmssass review {source}')", 2)
     worklist, store = _open_review(source, images=images)
     try:
         rows, warnings = export_labels(worklist, store, out, reader)
