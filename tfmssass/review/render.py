@@ -51,6 +51,8 @@ class Pictures:
     def __init__(self, radiographs: int = 4, pictures: int = 64):
         self._radiographs = _LRU(radiographs)
         self._pictures = _LRU(pictures)
+        self._cutters = {}  # one traced crop graph per crop setting; never evicted (tracing takes seconds)
+        self._cutters_lock = threading.Lock()
 
     def radiograph(self, path: Path) -> Radiograph:
         return self._radiographs.get(str(path), lambda: read_radiograph(path))
@@ -93,7 +95,10 @@ class Pictures:
                                input_signature=[tf.TensorSpec([None, None], tf.float32),
                                                 tf.TensorSpec([12, 2], tf.float32), tf.TensorSpec([6], tf.bool)])
 
-        return self._pictures.get(("cutter", spec), make)
+        with self._cutters_lock:
+            if spec not in self._cutters:
+                self._cutters[spec] = make()
+            return self._cutters[spec]
 
     def warm(self, spec: CropSpec) -> None:
         """Trace and run the crop graph once now (seconds: tracing, then graph optimisation on the
