@@ -19,7 +19,7 @@ from tfmssass.core import anatomy
 from tfmssass.io import image_size
 from tfmssass.review.render import Pictures
 from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
-from tfmssass.review.worklist import Film, Worklist, ordered, point_fields, reading_from_record, view_fields
+from tfmssass.review.worklist import Film, Worklist, ordered, reading_from_record, view_fields
 
 #: Two readers' points farther apart than this (original pixels) are a disagreement.
 POINT_TOLERANCE_PX = 10.0
@@ -72,7 +72,7 @@ def crop_version(reading: dict) -> str:
     """Changes whenever the crops would: with the view or any point. The page puts it in the crop
     addresses, so a browser may keep crops until a point moves."""
     view = reading.get("view")
-    points = [reading.get(n) for n in point_fields(view)] if view in anatomy.VIEWS else []
+    points = [reading.get(n) for n in anatomy.point_names(view)] if view in anatomy.VIEWS else []
     return hashlib.sha1(json.dumps([view, points]).encode()).hexdigest()[:12]
 
 
@@ -119,7 +119,7 @@ class ReviewSession:
         return {"reading": reading, "model": model}
 
     def reading_of(self, film: Film, reader: str) -> dict:
-        return {**self.start(film), **self.store.values(reader, film.key).get(film.key, {})}
+        return {**self.start(film), **self.store.item_values(reader, film.key)}
 
     def differences(self, film: Film) -> dict[str, tuple]:
         a, b = (self.reading_of(film, r) for r in self.pair)
@@ -130,19 +130,19 @@ class ReviewSession:
         if not self.adjudicate:
             return self.reading_of(film, self.reader)
         a, b = (self.reading_of(film, r) for r in self.pair)
-        return {**agreed(a, b, self.tolerance_px), **self.store.values(self.reader, film.key).get(film.key, {})}
+        return {**agreed(a, b, self.tolerance_px), **self.store.item_values(self.reader, film.key)}
 
     def open_fields(self, film: Film, reading: dict | None = None) -> list[str]:
         """What still needs this reader: points not placed, corners not graded, corners the model
         flagged that the reader has not decided (adjudication: disagreements not decided)."""
         reading = self.current(film) if reading is None else reading
-        own = self.store.values(self.reader, film.key).get(film.key, {})
+        own = self.store.item_values(self.reader, film.key)
         if self.adjudicate:
             return [f for f in self.differences(film) if f not in own]
         view = reading.get("view")
         if view not in anatomy.VIEWS:
             return ["view"]
-        points = [f for f in point_fields(view) if f not in reading]
+        points = [f for f in anatomy.point_names(view) if f not in reading]
         corners = [c for c in anatomy.CORNERS[view]
                    if c not in reading or (film.model.get(c, {}).get("review") and c not in own)]
         corners.sort(key=lambda c: (not film.model.get(c, {}).get("review", False),
@@ -166,7 +166,7 @@ class ReviewSession:
                 "review" if self.worklist.scored else "label",
                 "order": self.order, "pair": self.pair, "note": self.worklist.note, "films": rows,
                 "done": sum(1 for n in known if n == 0), "items_open": sum(known),
-                "views": {v: {"points": list(point_fields(v)), "corners": list(anatomy.CORNERS[v])}
+                "views": {v: {"points": list(anatomy.point_names(v)), "corners": list(anatomy.CORNERS[v])}
                           for v in anatomy.VIEWS},
                 "grades": {str(k): v for k, v in anatomy.GRADES.items()}}
 

@@ -102,6 +102,10 @@ class ReviewStore:
                 out.setdefault(it, {})[field] = json.loads(value)
         return out
 
+    def item_values(self, reader: str, item: str) -> dict:
+        """{field: value} of one reader on one item."""
+        return self.values(reader, item).get(item, {})
+
     def audit(self, item: str | None = None) -> list[dict]:
         query = "SELECT reader, time, item, field, old, new FROM audit"
         args = []

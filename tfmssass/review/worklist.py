@@ -58,12 +58,8 @@ class Worklist:
     predictor: object = None  # pre-fills films of a folder lazily (--model)
 
 
-def point_fields(view: str) -> tuple[str, ...]:
-    return anatomy.point_names(view)
-
-
 def view_fields(view: str) -> tuple[str, ...]:
-    return point_fields(view) + anatomy.CORNERS[view]
+    return anatomy.point_names(view) + anatomy.CORNERS[view]
 
 
 def reading_from_record(record: dict) -> tuple[dict, dict]:
