@@ -11,7 +11,8 @@ import sys
 import urllib.error
 import urllib.request
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: The browser the page and report tests drive (Debian's package; .ci/run installs it).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 

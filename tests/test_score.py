@@ -18,6 +18,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 from dicom_factory import make_dataset, phantom_pixels
+from review_helpers import CHROMIUM
 from score_doubles import scoring_models, settings
 
 from tfmssass.cli import main
@@ -241,11 +242,7 @@ def test_pseudonymised_outputs_hold_no_original_id(phantoms, tmp_path):
     assert visits["patient_id"].nunique() == labels["patient_id"].nunique()
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-@pytest.mark.skipif(not _chromium(), reason="needs Chromium (.ci/run installs it)")
+@pytest.mark.skipif(not CHROMIUM, reason="needs Chromium (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(phantoms, tmp_path):
     out = tmp_path / "out"
     run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
@@ -255,7 +252,7 @@ def test_report_renders_in_headless_chromium(phantoms, tmp_path):
     for src in __import__("re").findall(r'src="([^"]+)"', html):
         assert (out / src).is_file(), src  # every overlay the page shows exists beside it
     result = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
          "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -264,7 +261,7 @@ def test_report_renders_in_headless_chromium(phantoms, tmp_path):
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console  # the page has no scripts: any console message is an error
     shot = tmp_path / "page.png"
-    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1200,2000", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     import cv2
