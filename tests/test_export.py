@@ -36,6 +36,7 @@ from tfmssass.serving.predictors import (
     ServingError,
     ServingUnavailable,
 )
+from tfmssass.stages.grader.calibration import Calibration, calibrate
 from tfmssass.stages.grader.crops import cranial_directions, level_patch
 from tfmssass.stages.grader.grades import consistent_grades, grade_corners
 from tfmssass.stages.grader.model import build_grader
@@ -112,11 +113,16 @@ def _tiny_models():
     return build_hrnet(kp), kp, build_grader(gr), gr
 
 
+#: A calibration far from the identity, so that an export that dropped it would be seen.
+CALIBRATION = Calibration(temperature=1.7, prior=(0.7, 0.15, 0.1, 0.05), trained_prior=(0.25,) * 4, fitted=True)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, phantoms):
     base = tmp_path_factory.mktemp("export")
     model, kp, grader, gr = _tiny_models()
-    module = ScoringModule.from_models(model, kp, grader, gr, build_metadata(kp, gr, {}, {}, phantom=True))
+    metadata = build_metadata(kp, gr, {}, {}, phantom=True, calibration=CALIBRATION)
+    module = ScoringModule.from_models(model, kp, grader, gr, metadata, CALIBRATION)
     path = export_module(module, base / "saved_models" / "tiny" / "1")
     first_visits = base / "ph"  # two patients' first visits, both views: 4 radiographs
     for patient in ("PH0001", "PH0002"):
@@ -133,6 +139,7 @@ def test_export_layout_and_metadata(exported):
     assert meta["phantom_trained"] and "PHANTOM" in meta["note"]
     assert meta["classes"]["3"] == "total bony bridge" and len(meta["corners"]["lumbar"]) == 12
     assert meta["grader"]["clahe"] is True and meta["keypoints"]["input_size"] == [128, 96]
+    assert meta["calibration"]["temperature"] == 1.7 and meta["calibration"]["prior"] == [0.7, 0.15, 0.1, 0.05]
     with pytest.raises(ValueError, match="numeric version"):
         export_module(exported["module"], path.parent / "latest")
 
@@ -198,7 +205,11 @@ def test_stage_signatures_alone(exported):
     assert np.nanmax(np.abs(points["keypoints"].numpy()[0] - det.points)) <= 0.5
     crops = np.random.default_rng(0).random((5, gr.input_size, gr.input_size, 1)).astype(np.float32)
     probs = loaded.signatures["grader"](crops=tf.constant(crops))["grade_probabilities"].numpy()
-    np.testing.assert_allclose(probs, np.asarray(grader(crops, training=False)), atol=1e-5)
+    raw = np.asarray(grader(crops, training=False))
+    np.testing.assert_allclose(probs, calibrate(raw, CALIBRATION), atol=1e-5)  # the calibration is in the graph
+    assert np.abs(probs - raw).max() > 0.01
+    whole = loaded.signatures["image_tensor"](images=tf.constant(image[None, :, :, None]))
+    np.testing.assert_allclose(whole["grade_prior"].numpy()[0], CALIBRATION.prior, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -240,9 +240,23 @@ def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
     labels = pd.read_csv(phantoms / "labels.csv")
     graded = sum(labels.loc[labels.view == v, list(anatomy.CORNERS[v])].notna().sum().sum() for v in anatomy.VIEWS)
     assert sum(n for split in index["splits"].values() for n in split["grades"].values()) == graded
+    # the run is calibrated on its validation corners, under its training cohort's prior
+    calibration = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    val = index["splits"]["val"]["grades"]
+    assert calibration["fitted"] and calibration["validation"]["corners"] == sum(val.values())
+    train = index["splits"]["train"]["grades"]
+    expected = np.array([train.get(str(g), 0) + 1 for g in range(4)], float)
+    np.testing.assert_allclose(calibration["prior"], expected / expected.sum())
+    assert 0.05 < calibration["temperature"] < 20
     result = runner.invoke(main, ["evaluate", "grader", "--model", str(tmp_path / "run"),
                                   "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
+    assert "ECE" in result.output
     corners = pd.read_csv(tmp_path / "ev" / "corners.csv")
     assert len(corners) == graded  # every graded corner, and no blank one turned into a 0
-    assert (tmp_path / "ev" / "roc.png").exists()
+    assert (tmp_path / "ev" / "roc.png").exists() and (tmp_path / "ev" / "calibration.png").exists()
+    # refitting by the command gives the same calibration
+    (tmp_path / "run" / "calibration.json").unlink()
+    assert runner.invoke(main, ["calibrate", "--grader", str(tmp_path / "run")]).exit_code == 0
+    again = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    assert again["temperature"] == pytest.approx(calibration["temperature"], rel=1e-3)

@@ -12,13 +12,17 @@ Signatures (inputs):
   images, bone bright; REST sends them as ``{"b64": ...}``).
 - ``image_tensor``: ``images`` = float32 [B, H, W, 1] in [0, 1], any H and W.
 - ``keypoints``: stage 1 alone on float32 [B, H, W, 1]; ``grader``: stage 2 alone on canonical
-  corner crops float32 [N, S, S, 1] (already CLAHE-processed if the grader uses it).
+  corner crops float32 [N, S, S, 1] (already CLAHE-processed if the grader uses it), answering
+  calibrated probabilities as the whole pipeline does.
 
 Outputs of the whole pipeline (:data:`OUTPUT_NAMES`): ``keypoints`` [B, 24, 2] (original pixels,
 NaN outside the view or when the spine is not found), ``keypoint_confidence`` [B, 24], ``view`` [B]
-(string), ``spine_found`` [B], ``grade_probabilities`` [B, 12, 4], ``grades`` [B, 12] (-1 = not
-graded), ``corner_confidence`` [B, 12], ``review`` [B, 12], and ``model_note`` [B] (says so when
-the weights are phantom-trained, so a TF Serving client learns it too).
+(string), ``spine_found`` [B], ``grade_probabilities`` [B, 12, 4] (calibrated: the run's
+temperature and its training cohort's prior, :mod:`tfmssass.stages.grader.calibration`),
+``grade_prior`` [B, 4] (the prior those probabilities assume, so a client can change it by Bayes'
+rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``review`` [B, 12], and
+``model_note`` [B] (says so when the weights are phantom-trained, so a TF Serving client learns it
+too).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import tensorflow as tf
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD, GraderConfig, KeypointConfig
+from tfmssass.stages.grader.calibration import FLOOR, Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import grade_corners
 from tfmssass.stages.keypoints.detect import FOUND, Stage1
@@ -42,8 +47,8 @@ from tfmssass.stages.runs import (
     trained_on_phantoms,
 )
 
-OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grades",
-                "corner_confidence", "review", "model_note")
+OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
+                "grades", "corner_confidence", "review", "model_note")
 
 
 class Reading(NamedTuple):
@@ -63,11 +68,13 @@ class ScoringModule(tf.Module):
 
     ``stage1`` is a :class:`~tfmssass.stages.keypoints.detect.Stage1` (or anything with its
     ``detect``), ``grader`` the Keras corner grader; ``point_threshold`` is the key-point
-    confidence below which a level is not graded at all.
+    confidence below which a level is not graded at all; ``calibration`` turns the grader's softmax
+    into calibrated cohort probabilities (in the graph, so every signature answers the same).
     """
 
     def __init__(self, stage1, grader, crop, point_threshold: float, metadata: dict,
-                 review_threshold: float = REVIEW_THRESHOLD, point_review: float = POINT_REVIEW):
+                 review_threshold: float = REVIEW_THRESHOLD, point_review: float = POINT_REVIEW,
+                 calibration: Calibration = Calibration()):
         super().__init__(name="tfmssass")
         self.stage1, self.crop, self.point_threshold = stage1, crop, float(point_threshold)
         self._metadata = json.dumps(metadata)  # a string: tf.Module would wrap a dict for tracking
@@ -78,9 +85,14 @@ class ScoringModule(tf.Module):
         self.model_variables = [w.value for w in (keypoint_model.weights if keypoint_model else [])
                                 + grader.weights]
         size = crop.size
-        self.grade = tf.function(lambda crops: {"grade_probabilities": tf.cast(grader(crops, training=False),
-                                                                                 tf.float32)},
-                                 input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],
+        self.prior = tf.constant(calibration.prior, tf.float32)
+        temperature, shift = float(calibration.temperature), tf.constant(calibration.log_shift, tf.float32)
+
+        def calibrated(crops):
+            p = tf.cast(grader(crops, training=False), tf.float32)
+            return {"grade_probabilities": tf.nn.softmax(tf.math.log(tf.maximum(p, FLOOR)) / temperature + shift)}
+
+        self.grade = tf.function(calibrated, input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],
                                  autograph=False)
         self.read = tf.function(self._read, autograph=False, input_signature=[
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)])
@@ -94,20 +106,22 @@ class ScoringModule(tf.Module):
 
     @classmethod
     def from_models(cls, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, metadata: dict,
-                    **thresholds) -> "ScoringModule":
+                    calibration: Calibration = Calibration(), **thresholds) -> "ScoringModule":
         stage1 = Stage1(keypoint_model, kp.input_size, kp.cache_long_side, kp.confidence_threshold,
                         kp.min_points)
-        return cls(stage1, grader, gr.crop, kp.confidence_threshold, metadata, **thresholds)
+        return cls(stage1, grader, gr.crop, kp.confidence_threshold, metadata, calibration=calibration,
+                   **thresholds)
 
     @classmethod
     def from_runs(cls, keypoints_run, grader_run, **thresholds) -> "ScoringModule":
-        """Both stages from their training run folders (best epochs)."""
+        """Both stages from their training run folders (best epochs), with the grader run's calibration."""
         keypoint_model, kp = load_keypoints(keypoints_run)
         grader, gr = load_grader(grader_run)
         kp_run, gr_run = read_config(keypoints_run), read_config(grader_run)
         phantom = trained_on_phantoms(kp_run) and trained_on_phantoms(gr_run)
-        return cls.from_models(keypoint_model, kp, grader, gr, build_metadata(kp, gr, kp_run, gr_run, phantom),
-                               **thresholds)
+        calibration = read_calibration(grader_run)
+        metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration)
+        return cls.from_models(keypoint_model, kp, grader, gr, metadata, calibration, **thresholds)
 
     def _read(self, image, view_hint):
         det = self.stage1.detect(image, view_hint)
@@ -129,7 +143,8 @@ class ScoringModule(tf.Module):
         finished = self.finish(probabilities, reading.level_confidence, reading.cut)
         return {"keypoints": reading.points, "keypoint_confidence": reading.confidence,
                 "view": tf.gather(tf.constant(anatomy.VIEWS), reading.view), "spine_found": reading.found,
-                "grade_probabilities": probabilities, **finished,
+                "grade_probabilities": probabilities,
+                "grade_prior": tf.tile(self.prior[None], [tf.shape(reading.found)[0], 1]), **finished,
                 "model_note": tf.fill(tf.shape(reading.found), self._note)}
 
     def _reading_signature(self):
@@ -175,7 +190,7 @@ class ScoringModule(tf.Module):
 
 
 def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict, grader_config: dict,
-                   phantom: bool) -> dict:
+                   phantom: bool, calibration: Calibration = Calibration()) -> dict:
     """What the model is, written beside the SavedModel (``metadata.json``) and kept in memory."""
     return {
         "package": "tfmssass", "version": __version__,
@@ -199,4 +214,6 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
         "grader": {"preset": gr.preset, "backbone": gr.backbone, "input_size": gr.input_size,
                    "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
                    "training_data": grader_config.get("training_data")},
+        "calibration": {**calibration.to_dict(),
+                        "formula": "softmax(log(max(p, 1e-7)) / temperature + log(prior) - log(trained_prior))"},
     }

@@ -28,7 +28,7 @@ import numpy as np
 from tfmssass.io.images import encode_png16
 
 #: JSON → NumPy types of the outputs (a JSON null in a float output becomes NaN).
-OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probabilities": np.float32,
+OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probabilities": np.float32, "grade_prior": float,
                  "corner_confidence": float, "grades": np.int32, "review": bool, "spine_found": bool,
                  "view": object, "model_note": object}
 

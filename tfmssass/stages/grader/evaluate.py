@@ -10,6 +10,12 @@ import numpy as np
 from tfmssass.core.atomic import atomic_path, write_text
 from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as gm
+from tfmssass.stages.grader.calibration import (
+    calibrate,
+    expected_calibration_error,
+    plot_reliability,
+    read_calibration,
+)
 from tfmssass.stages.grader.data import corner_samples, extract_patches, predicted_points
 from tfmssass.stages.grader.grades import consistent_grades
 from tfmssass.stages.grader.train import predict_samples
@@ -54,7 +60,9 @@ def plot_roc(actual, probabilities, path) -> dict[int, float]:
 
 def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
     """Grade every labelled corner of ``labels_csv`` (crops from labelled points, or from a
-    stage-1 run's predictions) and write tables, per-level/per-view results and ROC curves."""
+    stage-1 run's predictions) and write tables, per-level/per-view results, ROC curves and the
+    reliability diagram (``calibration.png``). Grades are read from the calibrated probabilities,
+    as scoring reads them; the uncalibrated softmax is measured beside them."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +71,9 @@ def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
     points_from = predicted_points(keypoints_run, frame) if keypoints_run else None
     patches, errors = extract_patches(frame, out / "patches", config.patch_depth_px, points_from)
     samples = corner_samples(patches)
-    probs = predict_samples(model, config, samples)
+    raw = predict_samples(model, config, samples)
+    calibration = read_calibration(run_dir)
+    probs = calibrate(raw, calibration)
     samples["predicted"] = probs.argmax(axis=1)
     for g in range(4):
         samples[f"p{g}"] = probs[:, g]
@@ -76,11 +86,18 @@ def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
             samples.loc[inf.index, "consistent"], samples.loc[sup.index, "consistent"] = gi, gs
     with atomic_path(out / "corners.csv") as tmp:
         samples.drop(columns=["patch_path"]).to_csv(tmp, index=False)
-    raw = gm.confusion_matrix(samples["grade"], samples["predicted"])
+    cm = gm.confusion_matrix(samples["grade"], samples["predicted"])
     aucs = plot_roc(samples["grade"], probs, out / "roc.png")
     by_view = {v: gm.summary(gm.confusion_matrix(g["grade"], g["predicted"])) for v, g in samples.groupby("view")}
     by_level = {lv: gm.summary(gm.confusion_matrix(g["grade"], g["predicted"])) for lv, g in samples.groupby("level")}
-    report = write_confusion_report(raw, out, {"auc": aucs, "by_view": by_view, "by_level": by_level,
+    plot_reliability({"grader softmax (balanced training)": (raw, samples["grade"]),
+                      "calibrated, training cohort's prior": (probs, samples["grade"])}, out / "calibration.png")
+    calibrated = {"fitted": calibration.fitted, "temperature": calibration.temperature,
+                  "prior": list(calibration.prior),
+                  "ece_before": expected_calibration_error(raw, samples["grade"]),
+                  "ece_after": expected_calibration_error(probs, samples["grade"]),
+                  "uncalibrated": gm.summary(gm.confusion_matrix(samples["grade"], raw.argmax(axis=1)))}
+    report = write_confusion_report(cm, out, {"auc": aucs, "calibration": calibrated, "by_view": by_view, "by_level": by_level,
                                                "skipped": errors, "run": str(run_dir),
                                                "crops_from": "stage-1 predictions" if keypoints_run else "labelled points"})
     report["bridge_consistent"] = write_confusion_report(

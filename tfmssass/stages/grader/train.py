@@ -17,6 +17,7 @@ import pandas as pd
 from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.records import grade_counts, load_index
 from tfmssass.stages.grader import metrics as grading_metrics
+from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, write_calibration
 from tfmssass.stages.grader.data import (
     CornerAugment,
     balanced_steps,
@@ -27,7 +28,7 @@ from tfmssass.stages.grader.data import (
 )
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import initial_weights, start_run
+from tfmssass.stages.runs import initial_weights, load_grader, read_config, start_run
 from tfmssass.stages.training import (
     WorkerRole,
     choose_strategy,
@@ -116,7 +117,9 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     init, from_run = initial_weights(init, "grader", config.to_dict())
     run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
                                   config.val_fraction, config.seed, keypoints_run=keypoints_run)
-    if split is None:
+    if split is None:  # finished before; a run killed between its last epoch and calibration gets it now
+        if not (run / CALIBRATION).is_file():
+            calibrate_run(run, verbose=verbose)
         return run
     if index is not None:
         data = Path(source)
@@ -142,4 +145,32 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "max",
             metric_callbacks=[GradingMetricsCallback(val_ds)], extra_callbacks=extra_callbacks,
             verbose=verbose, role=role, strategy=chosen)
+    if role.chief:
+        calibrate_run(run, verbose=verbose)
     return run
+
+
+def run_data(run_dir) -> Path:
+    """The prepared folder a grader run trained from (``--data``, or its own ``data/``)."""
+    return Path(read_config(run_dir).get("data") or Path(run_dir) / "data")
+
+
+def calibrate_run(run_dir, verbose: int = 1):
+    """Fit the run's calibration (:mod:`tfmssass.stages.grader.calibration`) on its validation
+    corners with its best weights, and keep it in the run (``calibration.json``)."""
+    model, config = load_grader(run_dir)
+    data = run_data(run_dir)
+    index = load_index(data)
+    val_counts = grade_counts(index, "val")
+    if not any(val_counts.values()):
+        raise ValueError(f"{run_dir}: no validation corners to calibrate on")
+    probs, grades = predict_dataset(model, prepared_validation_dataset(data, val_counts, config.crop, 64,
+                                                                       seed=config.seed))
+    calibration = fit_calibration(probs, grades, grade_counts(index, "train"))
+    write_calibration(run_dir, calibration)
+    if verbose:
+        v = calibration.validation
+        print(f"calibration on {v['corners']} validation corners: temperature {calibration.temperature:.3f}, "
+              f"prior {', '.join(f'{p:.3f}' for p in calibration.prior)}; ECE {v['ece_before']:.3f} before, "
+              f"{v['ece_after']:.3f} after")
+    return calibration

@@ -1,0 +1,217 @@
+"""Grade probabilities a trial can read as probabilities: temperature scaling and the cohort's prior.
+
+The grader trains on balanced epochs (every grade equally often), so its softmax answers as if each
+grade were equally common: it over-calls the rare grades in a cohort where most corners are 0. By
+Bayes' rule the cure is to add log π_cohort − log π_trained to its logits (post-hoc "logit
+adjustment", Menon et al. 2021). Softmax outputs are also over- or under-confident; one temperature
+T, fitted on the run's validation corners after training (Guo et al. 2017), rescales the logits.
+
+    calibrated = softmax(log p / T + log π − log π_trained)
+
+``π`` defaults to the training cohort's grade frequencies (kept in the run as ``calibration.json``);
+scoring may swap it for another prior (:func:`change_prior`), or for the scored cohort's own,
+estimated by EM (:func:`em_prior`, Saerens et al. 2002).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfmssass.core.atomic import write_text
+
+CALIBRATION = "calibration.json"
+UNIFORM = (0.25, 0.25, 0.25, 0.25)
+#: Probabilities are clipped here before the logarithm (a float32 softmax can reach exactly 0).
+FLOOR = 1e-7
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a grader's softmax becomes calibrated cohort probabilities. The identity by default
+    (an uncalibrated run): T = 1 and the prior it was trained under."""
+
+    temperature: float = 1.0
+    prior: tuple = UNIFORM  # applied by default: the training cohort's grade frequencies
+    trained_prior: tuple = UNIFORM  # the prior the network learnt under (balanced epochs: uniform)
+    fitted: bool = False
+    validation: dict = field(default_factory=dict)  # corners, NLL and ECE before/after
+
+    @property
+    def log_shift(self) -> np.ndarray:
+        return np.log(np.asarray(self.prior, float)) - np.log(np.asarray(self.trained_prior, float))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "prior": list(self.prior), "trained_prior": list(self.trained_prior)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        return cls(float(data["temperature"]), tuple(map(float, data["prior"])),
+                   tuple(map(float, data["trained_prior"])), bool(data.get("fitted", True)),
+                   dict(data.get("validation", {})))
+
+
+def read_calibration(run_dir) -> Calibration:
+    """A grader run's calibration; the identity for a run that has none (trained before it existed)."""
+    path = Path(run_dir) / CALIBRATION
+    return Calibration.from_dict(json.loads(path.read_text())) if path.is_file() else Calibration()
+
+
+def write_calibration(run_dir, calibration: Calibration) -> Path:
+    path = Path(run_dir) / CALIBRATION
+    write_text(path, json.dumps(calibration.to_dict(), indent=1) + "\n")
+    return path
+
+
+def frequencies(counts: dict) -> tuple:
+    """Grade frequencies from counts {grade: n}, with one pseudo-count each (a grade never seen in
+    training is rare, not impossible: its log must stay finite)."""
+    n = np.array([counts.get(g, 0) for g in range(4)], float) + 1.0
+    return tuple(float(v) for v in n / n.sum())
+
+
+def balanced_prior(counts: dict) -> tuple:
+    """What balanced epochs teach: the grades present in training, equally often."""
+    present = np.array([counts.get(g, 0) > 0 for g in range(4)], float)
+    present = np.where(present.any(), present, 1.0)
+    mixed = 0.999 * present / present.sum() + 0.001 / 4  # a grade absent from training stays possible
+    return tuple(float(v) for v in mixed)
+
+
+def calibrated_logits(probabilities, temperature: float, log_shift) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0)) / temperature + np.asarray(log_shift)
+
+
+def softmax(logits) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def calibrate(probabilities, calibration: Calibration) -> np.ndarray:
+    """The grader's raw softmax [..., 4] → calibrated probabilities under ``calibration.prior``.
+    (The SavedModel does the same in-graph: :class:`tfmssass.serving.module.ScoringModule`.)"""
+    return softmax(calibrated_logits(probabilities, calibration.temperature, calibration.log_shift))
+
+
+def uncalibrate(probabilities, calibration: Calibration) -> np.ndarray:
+    """The inverse of :func:`calibrate`: the grader's raw softmax back (to measure calibration before)."""
+    logits = (np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0)) - calibration.log_shift)
+    return softmax(logits * calibration.temperature)
+
+
+def change_prior(probabilities, from_prior, to_prior) -> np.ndarray:
+    """Bayes' rule: posteriors under ``from_prior`` → posteriors under ``to_prior`` (rows [..., 4])."""
+    p = np.asarray(probabilities, np.float64) * (np.asarray(to_prior, float) / np.asarray(from_prior, float))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def em_prior(probabilities, from_prior, iterations: int = 200, tolerance: float = 1e-7) -> tuple:
+    """The grade frequencies of the cohort that ``probabilities`` [N, 4] were computed on, by EM
+    (Saerens, Latinne & Decaestecker 2002): re-weight the posteriors to a guessed prior, take their
+    mean as the next guess, until it settles. ``from_prior`` is the prior the posteriors assume."""
+    p = np.asarray(probabilities, np.float64)
+    if len(p) == 0:
+        return tuple(map(float, from_prior))
+    prior = np.asarray(from_prior, float)
+    for _ in range(iterations):
+        nxt = change_prior(p, from_prior, prior).mean(axis=0)
+        nxt = np.maximum(nxt, FLOOR)
+        nxt /= nxt.sum()
+        if np.abs(nxt - prior).max() < tolerance:
+            prior = nxt
+            break
+        prior = nxt
+    return tuple(float(v) for v in prior)
+
+
+def negative_log_likelihood(probabilities, grades) -> float:
+    p = np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0)
+    return float(-np.log(p[np.arange(len(p)), np.asarray(grades, int)]).mean())
+
+
+def fit_temperature(probabilities, grades, log_shift=np.zeros(4)) -> float:
+    """The temperature that minimises the validation NLL of softmax(log p / T + log_shift); searched
+    on log T in [1/20, 20] (a bounded scalar search: the NLL is smooth in log T)."""
+    from scipy.optimize import minimize_scalar
+
+    log_p = np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0))
+    grades = np.asarray(grades, int)
+
+    def nll(log_t):
+        return negative_log_likelihood(softmax(log_p / np.exp(log_t) + log_shift), grades)
+
+    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                             options={"xatol": 1e-5})
+    return float(np.exp(result.x))
+
+
+def reliability(probabilities, grades, bins: int = 15) -> list[dict]:
+    """Top-label reliability: per confidence bin, how many corners, their mean confidence and how
+    often the most probable grade was right."""
+    p = np.asarray(probabilities, np.float64)
+    confidence, predicted = p.max(axis=1), p.argmax(axis=1)
+    correct = predicted == np.asarray(grades, int)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = index == b
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "corners": int(inside.sum()),
+                     "confidence": float(confidence[inside].mean()) if inside.any() else float("nan"),
+                     "accuracy": float(correct[inside].mean()) if inside.any() else float("nan")})
+    return rows
+
+
+def expected_calibration_error(probabilities, grades, bins: int = 15) -> float:
+    """Top-label ECE: the corner-weighted mean gap between confidence and accuracy over the bins."""
+    rows = [r for r in reliability(probabilities, grades, bins) if r["corners"]]
+    total = sum(r["corners"] for r in rows)
+    if not total:
+        return float("nan")
+    return float(sum(r["corners"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / total)
+
+
+def fit_calibration(probabilities, grades, train_counts: dict) -> Calibration:
+    """Calibration of a grader from its raw softmax on validation corners (with their true grades)
+    and its training grade counts: the prior of the training cohort, then the temperature under it."""
+    prior, trained = frequencies(train_counts), balanced_prior(train_counts)
+    shift = np.log(prior) - np.log(trained)
+    temperature = fit_temperature(probabilities, grades, shift)
+    after = calibrate(probabilities, Calibration(temperature, prior, trained))
+    prior_only = calibrate(probabilities, Calibration(1.0, prior, trained))
+    validation = {"corners": int(len(grades)),
+                  "nll_before": negative_log_likelihood(probabilities, grades),
+                  "nll_after": negative_log_likelihood(after, grades),
+                  "ece_before": expected_calibration_error(probabilities, grades),
+                  "ece_prior_only": expected_calibration_error(prior_only, grades),
+                  "ece_after": expected_calibration_error(after, grades)}
+    return Calibration(temperature, prior, trained, True, validation)
+
+
+def plot_reliability(curves: dict[str, tuple], path) -> None:
+    """A reliability diagram: per named set of (probabilities, grades), accuracy against confidence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfmssass.core.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect calibration")
+    for name, (probabilities, grades) in curves.items():
+        rows = [r for r in reliability(probabilities, grades) if r["corners"]]
+        ece = expected_calibration_error(probabilities, grades)
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", ms=3,
+                label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("confidence of the most probable grade")
+    ax.set_ylabel("fraction graded right")
+    ax.set_title("Reliability of corner grade probabilities")
+    ax.legend(loc="upper left", fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
