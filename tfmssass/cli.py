@@ -373,11 +373,15 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
     consistent = report["bridge_consistent"]
     click.echo(f"with bridge consistency: exact accuracy {consistent['exact_accuracy']:.4f}, "
                f"QWK {consistent['quadratic_weighted_kappa']:.4f}")
+    c = report["calibration"]
+    click.echo(f"calibration ({'temperature %.3f' % c['temperature'] if c['fitted'] else 'none: run tfmssass calibrate'}): "
+               f"ECE {c['ece_before']:.3f} before, {c['ece_after']:.3f} after; {Path(out) / 'calibration.png'}")
 
 
 @evaluate.command("agreement")
-@click.option("--scores", "scores_csv", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="visits.csv of a scoring run, or a second reader's labels.csv (e.g. from 'review export').")
+@click.option("--scores", "scores_csv", type=click.Path(exists=True), required=True,
+              help="A scored folder (also compares its visits graded alone and together), its visits.csv, "
+                   "or a second reader's labels.csv (e.g. from 'review export').")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True,
               help="labels.csv with the reference (reader or phantom) corner grades.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
@@ -385,15 +389,16 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
               help="Missing-corner rule for the reference totals (use the scoring run's).")
 def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
     """Visit-level agreement with reference scores: ICC(2,1)/ICC(3,1) with 95% CI for total and
-    change, MAE, Bland-Altman, smallest detectable change, progression sensitivity/specificity/kappa."""
+    change, MAE, Bland-Altman, smallest detectable change, progression sensitivity/specificity/kappa;
+    for a scored folder also new syndesmophytes and calibration, visits alone against together."""
     from tfmssass.io.labels import LabelError
-    from tfmssass.stats.agreement import evaluate_agreement, markdown
+    from tfmssass.stats.agreement import evaluate_agreement
 
     try:
         result = evaluate_agreement(scores_csv, labels_csv, out, impute)
     except (LabelError, ValueError) as exc:
         _fail(str(exc), 2)
-    click.echo(markdown(result))
+    click.echo(result.pop("text"))
     if result["visits_paired"] < 2:
         _fail("fewer than 2 visits with a complete total on both sides: nothing to compare "
               "(pseudonymised scores do not match the labels' patient ids)")
@@ -444,6 +449,15 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
               help="Missing corners: up to 3 per segment get the segment's mean, or none are imputed.")
 @click.option("--review-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Corners whose grade probability is below this are flagged for review.")
+@click.option("--prior", default="data", show_default=True,
+              help="Grade frequencies the probabilities assume: data (the training cohort's), uniform, em "
+                   "(estimated from the scored cohort) or a FILE of four numbers (grades 0-3).")
+@click.option("--longitudinal", type=click.Choice(["monotone", "soft", "off"]), default="monotone",
+              show_default=True, help="Grade each patient's visits together: grades never go down (monotone), "
+                                      "may go down at a cost (soft), or each visit alone (off).")
+@click.option("--decrease-cost", type=click.FloatRange(0, min_open=True), default=None,
+              help="--longitudinal soft: evidence (natural log units) a one-grade decrease must overcome "
+                   "[default: 3.0].")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
               help="Corner crops per grader batch.")
 @click.option("--resume", is_flag=True, help="Keep radiographs already scored into OUT.")
@@ -454,7 +468,8 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
               help="File whose content is the salt for --pseudonymize.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_target, model_name, view, meta_csv,
-          impute, review_threshold, batch_size, resume, pseudonymize, salt, salt_file, quiet):
+          impute, review_threshold, prior, longitudinal, decrease_cost, batch_size, resume, pseudonymize, salt,
+          salt_file, quiet):
     """Score every radiograph under DIRECTORY: corners.csv, images.csv, visits.csv,
     progression.csv, errors.csv, overlays/ and report.html in OUT.
 
@@ -467,9 +482,21 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     """
     from pathlib import Path
 
+    from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
+    from tfmssass.scoring.longitudinal import DECREASE_COST
     from tfmssass.scoring.records import Settings
     from tfmssass.scoring.run import run_scoring, salt_id
     from tfmssass.serving.predictors import ServingUnavailable, open_predictor
+
+    if prior not in PRIOR_CHOICES:
+        try:
+            prior = read_prior_file(prior)
+        except OSError as exc:
+            _fail(f"--prior {prior}: not data, uniform or em, and not a readable file ({exc.strerror})", 2)
+        except ValueError as exc:
+            _fail(str(exc), 2)
+    if decrease_cost is not None and longitudinal != "soft":
+        _fail("--decrease-cost only makes sense with --longitudinal soft", 2)
 
     if pseudonymize:
         if bool(salt) == bool(salt_file):
@@ -489,8 +516,12 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
         _fail(str(exc), 2)
     except ServingUnavailable as exc:
         _fail(str(exc))
+    if prior != "data" and predictor.metadata and "calibration" not in predictor.metadata:
+        _fail(f"--prior {prior if isinstance(prior, str) else 'FILE'}: {text} was exported before calibration and "
+              "does not say what prior its probabilities assume; export it again", 2)
     settings = Settings(models=text, phantom=phantom, view=view, impute=impute,
-                        review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None)
+                        review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None,
+                        prior=prior, longitudinal=longitudinal, decrease_cost=decrease_cost or DECREASE_COST)
     if phantom:
         click.echo(f"note: {settings.models_note}", err=True)
     try:
@@ -626,6 +657,23 @@ def review_export(source, reader, adjudicated, out, images):
     for line in warnings:
         click.echo(f"warning: {out}: {line}", err=True)
     click.echo(f"{out}: {rows} radiographs ({reader or 'adjudicated'}); check with 'tfmssass labels check {out}'")
+
+
+@main.command()
+@click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-2 training run folder.")
+def calibrate(grader_run):
+    """Fit a grader run's temperature and record its training cohort's grade prior, on the run's
+    validation corners (calibration.json). 'train grader' does this itself; this is for runs
+    trained before, or to refit."""
+    from tfmssass.data.records import PrepareError
+    from tfmssass.stages.grader.train import calibrate_run
+    from tfmssass.stages.runs import RunFolderError
+
+    try:
+        calibrate_run(grader_run)
+    except (RunFolderError, PrepareError, ValueError, OSError) as exc:
+        _fail(str(exc), 2)
 
 
 @main.command()

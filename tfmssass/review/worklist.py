@@ -26,7 +26,7 @@ from tfmssass.io import RadiographError
 from tfmssass.io.labels import load_labels, resolve_image
 from tfmssass.scoring.inputs import Skipped, check_dicom_header, discover, identify, is_dicom
 from tfmssass.scoring.records import Settings
-from tfmssass.scoring.run import content_key, load_records
+from tfmssass.scoring.run import content_key, decided_records
 
 
 class SourceError(Exception):
@@ -118,7 +118,7 @@ def grader_crop(grader: dict) -> CropSpec:
 
 def _scored(source: Path, images: Path | None) -> Worklist:
     work = source / ".work"
-    settings = Settings(**json.loads((work / "settings.json").read_text()))
+    settings = Settings.from_dict(json.loads((work / "settings.json").read_text()))
     info = json.loads((work / "source.json").read_text()) if (work / "source.json").is_file() else {}
     pseudonymised = settings.salt_id is not None
     root = Path(images) if images else Path(info["root"]) if info.get("root") else None
@@ -131,7 +131,8 @@ def _scored(source: Path, images: Path | None) -> Worklist:
         files, _ = discover(root)
         by_content = {content_key(p): p for p in files}
     films, skipped = [], []
-    for record in load_records(source):
+    records, _, _ = decided_records(source, settings)  # the grades the tables show (prior, longitudinal)
+    for record in records:
         if record["status"] == "skipped" or not record.get("patient_id"):
             continue
         path = by_content.get(record["key"]) if pseudonymised else root / record["file"]

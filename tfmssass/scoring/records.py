@@ -16,10 +16,14 @@ from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
 from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD
-from tfmssass.core.geometry import DEFAULT_EXTENT, cranial_directions
+from tfmssass.core.geometry import DEFAULT_EXTENT, corner_frames, cranial_directions
 from tfmssass.io import RadiographError
+from tfmssass.scoring.longitudinal import DECREASE_COST
 from tfmssass.scoring.overlay import draw_overlay, shrink_for_overlay
 from tfmssass.stages.runs import PHANTOM_WARNING
+
+#: Side of a corner's picture in ``crops/`` (the report's strips across visits).
+CROP_PX = 96
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,22 @@ class Settings:
     review_threshold: float = REVIEW_THRESHOLD
     point_review: float = POINT_REVIEW
     salt_id: str | None = None  # a hash of the pseudonymisation salt (the salt itself is never written)
+    prior: str | tuple = "data"  # data, uniform, em, or four grade frequencies (tfmssass.scoring.cohort)
+    longitudinal: str = "monotone"  # monotone, soft or off (tfmssass.scoring.longitudinal)
+    decrease_cost: float = DECREASE_COST  # soft: the cost of a grade going down
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Settings":
+        """As written to ``.work/settings.json``; a run scored before longitudinal decoding keeps "off"."""
+        prior = data.get("prior", "data")
+        return cls(**{"longitudinal": "off", **data, "prior": tuple(prior) if isinstance(prior, list) else prior})
+
+    @property
+    def prior_text(self) -> str:
+        if isinstance(self.prior, str):
+            return {"data": "the training cohort's grade frequencies", "uniform": "every grade equally likely",
+                    "em": "the scored cohort's own grade frequencies (EM)"}[self.prior]
+        return "grade frequencies " + ", ".join(f"{p:.3f}" for p in self.prior)
 
     @property
     def models_note(self) -> str:
@@ -71,7 +91,23 @@ def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.nda
                                    "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
 
 
-def _fill_corners(record: dict, probabilities, grades, confidence, review, point_threshold: float) -> None:
+def review_reason(probabilities, grades, k: int, point_confidence: float, review_threshold: float,
+                  point_review: float) -> str:
+    """Why the grading rule flagged graded corner ``k`` of a view's [12, 4] probabilities and [12]
+    grades (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
+    p = np.asarray(probabilities, float)
+    partner = k ^ 1  # the other corner of the same disk
+    p_grade = (p[k, 3] + p[partner, 3]) / 2 if grades[k] == 3 else p[k, int(grades[k])]
+    reasons = []
+    if point_confidence < point_review:
+        reasons.append(f"points not confident ({point_confidence:.2f})")
+    if p_grade < review_threshold:
+        reasons.append(f"doubtful grade (probability {p_grade:.2f})")
+    return "; ".join(reasons) or "the two corners of the disk disagree about a bridge"
+
+
+def _fill_corners(record: dict, probabilities, grades, confidence, review, point_threshold: float,
+                  settings: Settings) -> None:
     """Corner rows from the pipeline's outputs; corners of levels not cut stay blank, never 0."""
     levels = anatomy.LEVELS[record["view"]]
     corners = []
@@ -83,9 +119,13 @@ def _fill_corners(record: dict, probabilities, grades, confidence, review, point
             corners.append({"level": levels[k // 2], "corner": name, "grade": None, "p": None, "confidence": None,
                             "review": True, "why": why})
             continue
-        corners.append({"level": levels[k // 2], "corner": name, "grade": int(grades[k]),
-                        "p": [round(float(v), 4) for v in probabilities[k]],
-                        "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""})
+        corner = {"level": levels[k // 2], "corner": name, "grade": int(grades[k]),
+                  "p": [round(float(v), 4) for v in probabilities[k]],
+                  "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""}
+        if corner["review"]:
+            corner["why"] = review_reason(probabilities, grades, k, info["point_confidence"],
+                                          settings.review_threshold, settings.point_review)
+        corners.append(corner)
     record["corners"] = corners
     graded = [c["grade"] for c in corners if c["grade"] is not None]
     record["score"], record["corners_graded"] = int(sum(graded)), len(graded)
@@ -110,6 +150,22 @@ def _write_overlay(record: dict, overlay_state, out: Path, settings: Settings, e
     ok, encoded = cv2.imencode(".png", picture)
     write_bytes(out / name, encoded.tobytes())
     return name
+
+
+def _write_crops(record: dict, image: np.ndarray, out: Path, extent: float) -> str:
+    """The view's 12 corners side by side, each cut as the grader sees it (graded corner top right),
+    in ``crops/`` for the report's strips across visits; black where a level was not cut."""
+    points = {lv: (*info["c"], *info["a"]) for lv, info in record["levels"].items() if info["cut"]}
+    frames = corner_frames(points, record["view"], (CROP_PX, CROP_PX), extent)
+    grey = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    strip = np.zeros((CROP_PX, CROP_PX * 12), np.uint8)
+    for k, name in enumerate(anatomy.CORNERS[record["view"]]):
+        if name in frames:
+            strip[:, k * CROP_PX:(k + 1) * CROP_PX] = frames[name].warp(grey)
+    path = f"crops/{record['file'].replace('/', '__')}.png"
+    ok, encoded = cv2.imencode(".png", strip)
+    write_bytes(out / path, encoded.tobytes())
+    return path
 
 
 class RecordMaker:
@@ -140,8 +196,11 @@ class RecordMaker:
         cut = out["grades"][0::2] >= 0
         _fill_levels(record, out["view"], out["keypoints"], level_conf, cut)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
-                      self.point_threshold)
+                      self.point_threshold, self.settings)
+        # the prior the probabilities assume: from the model, or (a server of an older export) its training's
+        record["prior"] = [float(v) for v in out["grade_prior"]] if "grade_prior" in out else None
         if self.out is not None:
             record["overlay"] = _write_overlay(record, shrink_for_overlay(item.image), self.out, self.settings,
                                                self.extent)
+            record["crops"] = _write_crops(record, item.image, self.out, self.extent)
         return record

@@ -1,8 +1,9 @@
 """``report.html``: one self-contained page to check a scoring run (no scripts, no network).
 
 Corners that need a human look come first, then per patient the visits with their totals, a
-progression plot (inline SVG), the overlays (PNG files beside the page) and every corner's grade
-with its probabilities; inputs that were not scored close the page.
+progression plot (inline SVG), a strip of crops across the visits for every corner whose grade
+changes, the overlays (PNG files beside the page) and every corner's grade with its probabilities;
+inputs that were not scored close the page.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from html import escape
 import pandas as pd
 
 from tfmssass.core.atomic import write_text
+from tfmssass.scoring.records import CROP_PX
 
 STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222}
@@ -24,6 +26,10 @@ th{background:#eee}
 .g0{color:#2e7d32}.g1{color:#b38f00}.g2{color:#e65100}.g3{color:#c62828;font-weight:bold}
 img.overlay{max-width:480px;border:1px solid #999;margin:4px}
 details{margin:.3em 0}
+.strip{display:flex;gap:6px;align-items:flex-start;margin:4px 0 10px}
+.strip .name{width:6em;font-size:13px;font-weight:bold}
+.crop{width:96px;height:96px;border:1px solid #999;background-repeat:no-repeat}
+figure{margin:0;font-size:12px;text-align:center}
 """
 
 
@@ -79,11 +85,40 @@ def _corner_table(record: dict) -> str:
         cls = "" if c["grade"] is None else f' class="g{c["grade"]}"'
         why = c.get("why") or ""
         rows.append(f"<tr{css}><td>{escape(c['level'])}</td><td>{escape(c['corner'])}</td><td{cls}>{grade}</td>"
-                    + "".join(_cell(v) for v in p) + _cell(c["confidence"])
+                    + _cell(c.get("grade_independent")) + "".join(_cell(v) for v in p) + _cell(c["confidence"])
                     + f"<td>{'yes' if c['review'] else ''} {escape(why)}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("level", "corner", "grade", "p0", "p1", "p2", "p3",
+    head = "".join(f"<th>{h}</th>" for h in ("level", "corner", "grade", "alone", "p0", "p1", "p2", "p3",
                                                "confidence", "review"))
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _changing_corners(records: list[dict]) -> str:
+    """Per corner whose grade changes over the patient's visits (or that the joint decoding
+    changed), its crops side by side in visit order, each with its grade (and its grade alone)."""
+    by_corner: dict[str, list] = {}
+    for r in sorted(records, key=lambda r: r["visit_date"]):
+        for k, c in enumerate(r["corners"]):
+            by_corner.setdefault(c["corner"], []).append((r, k, c))
+    strips = []
+    for corner, course in by_corner.items():
+        grades = [c["grade"] for _, _, c in course if c["grade"] is not None]
+        repaired = any(c.get("grade_independent") != c["grade"] for _, _, c in course)
+        if len(set(grades)) < 2 and not repaired:
+            continue
+        cells = []
+        for r, k, c in course:
+            grade = "&ndash;" if c["grade"] is None else str(c["grade"])
+            alone = c.get("grade_independent")
+            note = f" (alone {alone})" if alone is not None and alone != c["grade"] else ""
+            picture = (f'<div class="crop" role="img" aria-label="{escape(corner)} on {escape(r["visit_date"])}" '
+                       f'style="background-image:url(\'{escape(r["crops"])}\');background-position:-{k * CROP_PX}px 0">'
+                       "</div>" if r.get("crops") else '<div class="crop"></div>')
+            cells.append(f"<figure>{picture}<figcaption>{escape(r['visit_date'])}: "
+                         f'<span class="g{c["grade"]}">{grade}</span>{note}</figcaption></figure>')
+        strips.append(f'<div class="strip"><div class="name">{escape(corner)}</div>{"".join(cells)}</div>')
+    if not strips:
+        return ""
+    return f"<h3>Corners that change ({len(strips)})</h3>" + "".join(strips)
 
 
 def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFrame,
@@ -98,6 +133,13 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
         f"<p>Models: {escape(settings.models)}. {len(scored)} radiographs scored, {len(problems)} inputs "
         f"not scored. Missing corners: {'up to 3 per segment imputed with the mean of the segment' if settings.impute == 'mean' else 'not imputed'}"
         f"; a segment with more missing corners is left blank. Generated {_dt.date.today().isoformat()}.</p>")
+    longitudinal = {"monotone": "graded together: a corner's grade never goes down between visits",
+                    "soft": f"graded together: a corner's grade may go down at a cost of {settings.decrease_cost:g}",
+                    "off": "each graded alone"}[settings.longitudinal]
+    parts.append(f"<p>Grade probabilities are calibrated and assume {escape(settings.prior_text)}. A patient's "
+                 f"visits are {longitudinal}; &ldquo;alone&rdquo; is a corner's grade from its radiograph alone, "
+                 "and a grade the visits changed is flagged for review. p_progressed is the probability that "
+                 "the mSASSS rose by 2 or more.</p>")
 
     review = [(c["confidence"] if c["confidence"] is not None else -1.0, r["file"], r, c)
               for r in scored for c in r["corners"] if c["review"]]
@@ -120,9 +162,10 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
                                  "complete"]))
         pc = changes[changes["patient_id"] == patient]
         if not pc.empty:
-            parts.append(_table(pc, ["from_date", "to_date", "years", "delta", "progressed",
+            parts.append(_table(pc, ["from_date", "to_date", "years", "delta", "progressed", "p_progressed",
                                      "new_syndesmophytes", "new_bridges"]))
         parts.append(progression_svg(pv))
+        parts.append(_changing_corners([r for r in scored if r["patient_id"] == patient and r["file"] not in not_used]))
         for r in (r for r in scored if r["patient_id"] == patient):
             used = not_used.get(r["file"], "")
             parts.append(f"<h3>{escape(r['visit_date'])} &middot; {escape(r['view'])} &middot; "

@@ -26,14 +26,15 @@ from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path, write_text
 from tfmssass.io import RadiographError, read_radiograph
+from tfmssass.scoring.cohort import decide
 from tfmssass.scoring.inputs import Skipped, check_dicom_header, discover, identify, is_dicom, read_meta_table
 from tfmssass.scoring.records import Item, RecordMaker, Settings, base_record
 from tfmssass.scoring.report import write_report
 from tfmssass.scoring.totals import progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
 
-CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "p0", "p1",
-                  "p2", "p3", "confidence", "review"]
+CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "grade_independent",
+                  "p0", "p1", "p2", "p3", "confidence", "review", "review_reason"]
 IMAGE_COLUMNS = ["file", "patient_id", "visit_date", "view", "score", "corners_graded", "status"]
 ERROR_COLUMNS = ["file", "reason"]
 
@@ -77,9 +78,11 @@ def _prepare_work(out: Path, settings: Settings, resume: bool) -> tuple[Path, di
 
 
 def _write_source(out: Path, root: Path, metadata: dict, pseudonymised: bool) -> None:
-    """Where the radiographs were and how the grader cuts its crops, for ``tfmssass review``.
-    A pseudonymised run does not keep the folder (its path may name patients)."""
-    source = {"root": None if pseudonymised else str(root.resolve()), "grader": metadata.get("grader", {})}
+    """Where the radiographs were and how the grader cuts its crops, for ``tfmssass review``, and the
+    model's calibration, for ``evaluate agreement``. A pseudonymised run does not keep the folder
+    (its path may name patients)."""
+    source = {"root": None if pseudonymised else str(root.resolve()), "grader": metadata.get("grader", {}),
+              "calibration": metadata.get("calibration")}
     write_text(out / ".work" / "source.json", json.dumps(source, indent=1, sort_keys=True))
 
 
@@ -187,7 +190,7 @@ def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=No
             for record in _predict(predictor, maker, pending, settings.view):
                 _save_record(records, record)
     bar.close()
-    return write_outputs(out, records, len(files), settings, passed_over)
+    return write_outputs(out, len(files), settings, passed_over)
 
 
 # ---- outputs from records -----------------------------------------------------------------------
@@ -233,11 +236,41 @@ def _write_csv(path: Path, frame: pd.DataFrame, note: str) -> None:
         frame.to_csv(tmp, index=False, encoding="utf-8")
 
 
-def write_outputs(out: Path, records_dir: Path, files: int, settings: Settings, passed_over: int = 0) -> dict:
-
-    records = _load_records(records_dir)
+def decided_records(out, settings: Settings | None = None):
+    """A scoring run's records with the cohort's decisions applied (prior, longitudinal grades), as
+    its tables show them; also which radiographs were not used, and the decoding."""
+    out = Path(out)
+    if settings is None:
+        settings = Settings.from_dict(json.loads((out / ".work" / "settings.json").read_text()))
+    records = load_records(out)
     not_used = choose_radiographs(records)
-    corner_rows, image_rows, error_rows = [], [], []
+    return records, not_used, decide(records, not_used, settings)
+
+
+def corner_table(records: list[dict]) -> pd.DataFrame:
+    """corners.csv's rows: every corner of every scored radiograph."""
+    rows = []
+    for r in records:
+        if r["status"] != "scored":
+            continue
+        for c in r["corners"]:
+            p = c["p"] or [None] * 4
+            rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
+                         "view": r["view"], "level": c["level"], "corner": c["corner"], "grade": c["grade"],
+                         "grade_independent": c.get("grade_independent"), "p0": p[0], "p1": p[1], "p2": p[2],
+                         "p3": p[3], "confidence": c["confidence"], "review": c["review"], "review_reason": c["why"]})
+    return pd.DataFrame(rows, columns=CORNER_COLUMNS)
+
+
+def used_corners(corners: pd.DataFrame, not_used: dict) -> pd.DataFrame:
+    """The corners of the radiographs that count towards the visit totals (grade as float, NaN = blank)."""
+    return corners[~corners["file"].isin(set(not_used))].astype({"grade": "float"})
+
+
+def write_outputs(out: Path, files: int, settings: Settings, passed_over: int = 0) -> dict:
+    """corners.csv, images.csv, visits.csv, progression.csv, errors.csv and report.html from the records."""
+    records, not_used, decoded = decided_records(out, settings)
+    image_rows, error_rows = [], []
     for r in records:
         if r["status"] != "scored":
             error_rows.append({"file": r["file"], "reason": r["reason"]})
@@ -249,23 +282,17 @@ def write_outputs(out: Path, records_dir: Path, files: int, settings: Settings, 
         image_rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
                            "view": r["view"], "score": r["score"], "corners_graded": r["corners_graded"],
                            "status": not_used.get(r["file"], "scored")})
-        for c in r["corners"]:
-            p = c["p"] or [None] * 4
-            corner_rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
-                                "view": r["view"], "level": c["level"], "corner": c["corner"],
-                                "grade": c["grade"], "p0": p[0], "p1": p[1], "p2": p[2], "p3": p[3],
-                                "confidence": c["confidence"], "review": c["review"]})
-    corners = pd.DataFrame(corner_rows, columns=CORNER_COLUMNS)
+    corners = corner_table(records)
     images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
     errors = pd.DataFrame(error_rows, columns=ERROR_COLUMNS)
-    used = corners[~corners["file"].isin(set(not_used))].astype({"grade": "float"})
+    used = used_corners(corners, not_used)
     visits = visit_totals(used, settings.impute)
-    changes = progression(visits, used)
+    changes = progression(visits, used, decoded.chance_of_rise)
     note = settings.models_note
-    _write_csv(out / "corners.csv", corners.astype({"grade": "Int64"}), note)
+    _write_csv(out / "corners.csv", corners.astype({"grade": "Int64", "grade_independent": "Int64"}), note)
     _write_csv(out / "images.csv", images.astype({"score": "Int64"}), note)
     _write_csv(out / "visits.csv", visits.round({"cervical": 2, "lumbar": 2, "msasss": 2}), note)
-    _write_csv(out / "progression.csv", changes.round({"delta": 2}), note)
+    _write_csv(out / "progression.csv", changes.round({"delta": 2, "p_progressed": 4}), note)
     _write_csv(out / "errors.csv", errors, note)
     write_report(out / "report.html", records, visits, changes, not_used, settings)
     failed = sum(r["status"] == "failed" for r in records)

@@ -21,7 +21,7 @@ IMPUTE_CHOICES = ("mean", "none")
 
 VISIT_COLUMNS = ["patient_id", "visit_date", "cervical", "lumbar", "msasss", "corners_graded",
                  "imputed", "complete"]
-PROGRESSION_COLUMNS = ["patient_id", "from_date", "to_date", "years", "delta", "progressed",
+PROGRESSION_COLUMNS = ["patient_id", "from_date", "to_date", "years", "delta", "progressed", "p_progressed",
                        "new_syndesmophytes", "new_bridges"]
 
 
@@ -68,13 +68,14 @@ def _bridged_levels(grades: dict) -> set[str]:
             if all(grades.get(c) == 3 for c in anatomy.level_corners(level))}
 
 
-def progression(visits: pd.DataFrame, corners: pd.DataFrame | None = None) -> pd.DataFrame:
+def progression(visits: pd.DataFrame, corners: pd.DataFrame | None = None, chance=None) -> pd.DataFrame:
     """Between consecutive visits of each patient: interval, Δ mSASSS and new lesions.
 
     ``new_syndesmophytes``: corners graded at both visits that go from < 2 to ≥ 2.
     ``new_bridges``: disk spaces whose two corners are 3 at the later visit and were not both 3 at
     the earlier one. Δ and ``progressed`` are blank when either total is blank; the lesion counts
-    are blank without ``corners`` (visit totals alone).
+    are blank without ``corners`` (visit totals alone). ``p_progressed``: the probability that Δ ≥
+    2, from ``chance(patient, from_date, to_date, delta, threshold)`` (blank without it).
     """
     rows = []
     grade_maps = {key: dict(zip(g["corner"], g["grade"]))
@@ -98,6 +99,8 @@ def progression(visits: pd.DataFrame, corners: pd.DataFrame | None = None) -> pd
                 "patient_id": patient, "from_date": before["visit_date"], "to_date": after["visit_date"],
                 "years": round(days / 365.25, 2), "delta": delta,
                 "progressed": None if delta is None else bool(delta >= PROGRESSION_DELTA),
+                "p_progressed": None if chance is None else chance(patient, before["visit_date"], after["visit_date"],
+                                                                   delta, PROGRESSION_DELTA),
                 "new_syndesmophytes": new_synd, "new_bridges": new_bridges,
             })
     return pd.DataFrame(rows, columns=PROGRESSION_COLUMNS)

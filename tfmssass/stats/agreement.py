@@ -9,7 +9,11 @@
   method used for mSASSS (Bruynesteyn et al. 2005), with the two "readers" being the scoring run and
   the reference.
 - Progression (Δ ≥ 2) by the scoring run against the reference: sensitivity, specificity and
-  Cohen's κ.
+  Cohen's κ; new syndesmophytes (a corner from < 2 to ≥ 2 between consecutive visits, counted over
+  corners both sides graded at both visits): sensitivity and positive predictive value.
+- Given a scored folder rather than its visits.csv, all of it twice, with the patient's visits
+  graded alone (``--longitudinal off``) and together (``monotone``), side by side; and the
+  expected calibration error of the corner probabilities before and after calibration.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from tfmssass.core import anatomy
 from tfmssass.core.atomic import atomic_path, write_text
 from tfmssass.io.labels import load_labels
 from tfmssass.scoring.totals import PROGRESSION_DELTA, progression, visit_totals
+
+#: How a scored folder is compared: its visits graded alone, then together.
+MODES = ("off", "monotone")
 
 
 def icc(ratings: np.ndarray, alpha: float = 0.05) -> dict:
@@ -123,6 +130,105 @@ def agreement(scores: pd.DataFrame, reference: pd.DataFrame) -> dict:
     return result, paired, ch
 
 
+def new_syndesmophytes(scored: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """Corners that go from < 2 to ≥ 2 between consecutive visits of the reference, against the
+    scoring's, over corners both sides graded at both visits: sensitivity and PPV."""
+    key = ["patient_id", "visit_date", "view", "corner"]
+    both = scored[key + ["grade"]].merge(reference[key + ["grade"]], on=key, suffixes=("_s", "_r"))
+    both = both.dropna(subset=["grade_s", "grade_r"]).sort_values("visit_date")
+    tp = fn = fp = 0
+    dates = {p: sorted(v.unique()) for p, v in reference.groupby("patient_id")["visit_date"]}
+    for (patient, view, corner), course in both.groupby(["patient_id", "view", "corner"]):
+        course = course.set_index("visit_date")
+        order = dates.get(patient, [])
+        for before, after in zip(order, order[1:]):
+            if before not in course.index or after not in course.index:
+                continue
+            new_s = course.at[before, "grade_s"] < 2 <= course.at[after, "grade_s"]
+            new_r = course.at[before, "grade_r"] < 2 <= course.at[after, "grade_r"]
+            tp, fn, fp = tp + (new_s and new_r), fn + (new_r and not new_s), fp + (new_s and not new_r)
+    return {"tp": tp, "fn": fn, "fp": fp, "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "ppv": tp / (tp + fp) if tp + fp else float("nan")}
+
+
+def calibration_error(scored_dir, reference: pd.DataFrame) -> dict:
+    """ECE of the scored corners' probabilities against the reference grades, as the model gave
+    them (calibrated) and with the calibration undone (the grader's softmax)."""
+    import json
+
+    from tfmssass.scoring.run import load_records
+    from tfmssass.stages.grader.calibration import Calibration, expected_calibration_error, uncalibrate
+
+    source = json.loads((Path(scored_dir) / ".work" / "source.json").read_text())
+    rows = [{"patient_id": r["patient_id"], "visit_date": r["visit_date"], "view": r["view"], "corner": c["corner"],
+             "p": c["p"]} for r in load_records(scored_dir) if r["status"] == "scored" for c in r["corners"] if c["p"]]
+    key = ["patient_id", "visit_date", "view", "corner"]
+    joined = pd.DataFrame(rows, columns=key + ["p"]).merge(reference[key + ["grade"]], on=key).dropna(subset=["grade"])
+    if joined.empty or not source.get("calibration"):
+        return {}
+    calibration = Calibration.from_dict(source["calibration"])
+    p, grades = np.array(joined["p"].tolist()), joined["grade"].astype(int).to_numpy()
+    return {"corners": int(len(joined)), "temperature": calibration.temperature,
+            "ece_before": expected_calibration_error(uncalibrate(p, calibration), grades),
+            "ece_after": expected_calibration_error(p, grades)}
+
+
+def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corners: pd.DataFrame,
+                           impute: str = "mean") -> dict:
+    """A scored folder against the reference (:func:`reference_visits`) with its visits graded alone
+    and together (:data:`MODES`)."""
+    import json
+    from dataclasses import replace
+
+    from tfmssass.scoring.records import Settings
+    from tfmssass.scoring.run import corner_table, decided_records, used_corners
+
+    settings = Settings.from_dict(json.loads((Path(scored_dir) / ".work" / "settings.json").read_text()))
+    result = {"scored_with": settings.longitudinal}
+    for mode in MODES:
+        records, not_used, _ = decided_records(scored_dir, replace(settings, longitudinal=mode))
+        corners = used_corners(corner_table(records), not_used)
+        result[mode], _, _ = agreement(visit_totals(corners, impute), reference)
+        result[mode]["new_syndesmophytes"] = new_syndesmophytes(corners, reference_corners)
+    result["calibration"] = calibration_error(scored_dir, reference_corners)
+    return result
+
+
+def _cells(result: dict) -> dict[str, str]:
+    """One column of the side-by-side table."""
+    out = {}
+    if "total" in result:
+        t = result["total"]
+        out["visit total ICC(2,1)"] = f"{t['icc2_1'][0]:.3f}"
+        out["visit total bias (limits of agreement)"] = f"{t['bias']:+.2f} ({t['loa_low']:+.2f} to {t['loa_high']:+.2f})"
+    if "change" in result:
+        c, p = result["change"], result["progression"]
+        out["change ICC(2,1) [95% CI]"] = f"{c['icc2_1'][0]:.3f} [{c['icc2_1'][1]:.3f}, {c['icc2_1'][2]:.3f}]"
+        out["change bias (limits of agreement)"] = f"{c['bias']:+.2f} ({c['loa_low']:+.2f} to {c['loa_high']:+.2f})"
+        out["progression Δ ≥ 2: sensitivity / specificity / κ"] = (
+            f"{p['sensitivity']:.3f} / {p['specificity']:.3f} / {p['kappa']:.3f} "
+            f"(TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']})")
+    n = result.get("new_syndesmophytes")
+    if n:
+        out["new syndesmophytes: sensitivity / PPV"] = (f"{n['sensitivity']:.3f} / {n['ppv']:.3f} "
+                                                         f"(TP {n['tp']}, FN {n['fn']}, FP {n['fp']})")
+    return out
+
+
+def longitudinal_markdown(result: dict) -> str:
+    columns = {mode: _cells(result[mode]) for mode in MODES}
+    lines = [f"intervals paired: {result['off']['intervals_paired']}; visits paired: {result['off']['visits_paired']}",
+             "", "| measure | visits alone (off) | visits together (monotone) |", "| --- | --- | --- |"]
+    for name in columns["off"]:
+        lines.append(f"| {name} | {columns['off'].get(name, '')} | {columns['monotone'].get(name, '')} |")
+    c = result.get("calibration")
+    if c:
+        lines += ["", f"corner probabilities ({c['corners']} corners): ECE {c['ece_before']:.3f} before calibration "
+                      f"(the grader's softmax), {c['ece_after']:.3f} after (temperature {c['temperature']:.3f} and "
+                      "the training cohort's prior)"]
+    return "\n".join(lines)
+
+
 def corner_agreement(first: pd.DataFrame, second: pd.DataFrame) -> dict:
     """Corner by corner, between two readers: exact agreement and quadratic weighted κ over the
     corners both graded."""
@@ -187,12 +293,19 @@ def markdown(result: dict) -> str:
 
 
 def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dict:
-    """Write agreement.json, agreement.md, pairs CSVs and Bland–Altman plots into ``out``."""
-    import json
+    """Write agreement.json, agreement.md, pairs CSVs and Bland–Altman plots into ``out``.
 
+    ``scores_csv``: a visits.csv, a second reader's labels.csv, or a scored folder (its visits.csv,
+    and the side-by-side comparison of visits graded alone and together)."""
+    import json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    scored_dir = Path(scores_csv) if Path(scores_csv).is_dir() else None
+    if scored_dir is not None:
+        if not (scored_dir / ".work" / "settings.json").is_file():
+            raise ValueError(f"{scored_dir}: not a folder written by 'tfmssass score'")
+        scores_csv = scored_dir / "visits.csv"
     scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
     labels, _ = load_labels(labels_csv, check_images=False)
     reference, reference_corners = reference_visits(labels, impute)
@@ -215,6 +328,11 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dic
     for frame, name in ((paired.drop(columns="_merge"), "visit_pairs.csv"), (changes, "change_pairs.csv")):
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
+    text = markdown(result)
+    if scored_dir is not None:
+        result["longitudinal"] = longitudinal_agreement(scored_dir, reference, reference_corners, impute)
+        text += "\n\n" + longitudinal_markdown(result["longitudinal"])
     write_text(out / "agreement.json", json.dumps(result, indent=1, default=float) + "\n")
-    write_text(out / "agreement.md", markdown(result) + "\n")
+    write_text(out / "agreement.md", text + "\n")
+    result["text"] = text
     return result

@@ -1,0 +1,67 @@
+"""Rebuild the two training run folders of an exported model from its SavedModel, so that a run
+step that came later (``tfmssass calibrate``) can be done for a model whose run folders are gone.
+
+    python bench/recover_runs.py saved_models/phantom-demo/1 --data PREPARED --out WORKDIR
+
+The SavedModel keeps every weight once, stage 1's then the grader's, in the networks' own order
+(:class:`tfmssass.serving.module.ScoringModule`); the networks are rebuilt from the presets that
+``metadata.json`` names and their weights are copied in. ``--data`` must be the prepared folder of
+the training phantoms (``bench/train_demo.sh`` makes it): the runs point at it for their
+validation corners and their grade counts. Writes WORKDIR/keypoints and WORKDIR/grader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int, nargs=2, default=(20, 60), help="as trained (stage 1, stage 2)")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from tfmssass.core.atomic import write_text
+    from tfmssass.core.config import grader_config, keypoint_config
+    from tfmssass.data.records import load_index
+    from tfmssass.stages.grader.model import build_grader
+    from tfmssass.stages.keypoints.model import build_hrnet
+    from tfmssass.stages.runs import BEST
+
+    meta = json.loads((Path(args.model) / "metadata.json").read_text())
+    kp = keypoint_config(meta["keypoints"]["preset"], epochs=args.epochs[0])
+    gr = grader_config(meta["grader"]["preset"], epochs=args.epochs[1])
+    networks = {"keypoints": (build_hrnet(kp), kp), "grader": (build_grader(gr), gr)}
+    saved = tf.saved_model.load(str(args.model)).model_variables
+    weights = [w for net, _ in networks.values() for w in net.weights]
+    if len(weights) != len(saved) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(weights, saved)):
+        raise SystemExit(f"{args.model}: its weights do not fit the {kp.preset}/{gr.preset} presets")
+    for w, value in zip(weights, saved):
+        w.assign(value.numpy())
+    data = Path(args.data).resolve()
+    index = load_index(data)
+    for stage, (net, config) in networks.items():
+        run = Path(args.out) / stage
+        run.mkdir(parents=True, exist_ok=True)
+        net.save_weights(str(run / BEST))
+        shutil.copyfile(data / "split.csv", run / "split.csv")
+        write_text(run / "config.json", json.dumps(
+            {"stage": stage, "data": str(data), "training_data": index["training_data"], stage: config.to_dict(),
+             "init": None, "mixed_precision": False, "recovered_from": str(Path(args.model).resolve())},
+            indent=1, sort_keys=True))
+        write_text(run / "done", "recovered from the exported model\n")
+        print(f"{run}: {len(net.weights)} weights from {args.model}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Calibration and prior correction of grade probabilities, and the joint decoding of a patient's
+visits: each against a reference computed the slow, obvious way."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfmssass.scoring.longitudinal import (
+    INCREASE_COST,
+    STATES,
+    decode_cohort,
+    disk_evidence,
+    forward_backward,
+    log_transitions,
+    viterbi,
+)
+from tfmssass.stages.grader.calibration import (
+    Calibration,
+    calibrate,
+    change_prior,
+    em_prior,
+    expected_calibration_error,
+    fit_calibration,
+    fit_temperature,
+    softmax,
+    uncalibrate,
+)
+
+# ---- calibration and priors -------------------------------------------------------------------------
+
+
+def test_prior_correction_is_bayes_rule_on_a_two_class_example():
+    # a balanced-trained classifier says 0.8 for class 1; in a cohort where class 1 is 10% of cases,
+    # Bayes: P(1|x) = 0.8*0.1 / (0.8*0.1 + 0.2*0.9) = 0.3077
+    p = np.array([[0.2, 0.8]])
+    np.testing.assert_allclose(change_prior(p, [0.5, 0.5], [0.9, 0.1]), [[0.18 / 0.26, 0.08 / 0.26]])
+    # the same through the calibration's logit shift (T = 1), four grades, two of them impossible
+    cal = Calibration(1.0, (0.9 - 1e-9, 0.1 - 1e-9, 1e-9, 1e-9), (0.25,) * 4)
+    got = calibrate(np.array([[0.2, 0.8, 0.0, 0.0]]), cal)
+    np.testing.assert_allclose(got[0, :2], [0.18 / 0.26, 0.08 / 0.26], atol=1e-6)
+    mild = Calibration(1.4, (0.6, 0.2, 0.15, 0.05), (0.25,) * 4)
+    np.testing.assert_allclose(uncalibrate(calibrate([[0.1, 0.2, 0.3, 0.4]], mild), mild), [[0.1, 0.2, 0.3, 0.4]],
+                               atol=1e-9)
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2.5, (6000, 4))
+    grades = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
+    overconfident = softmax(true_logits * 2.0)  # what a net with temperature 2 would say
+    assert fit_temperature(overconfident, grades) == pytest.approx(2.0, rel=0.06)
+    assert expected_calibration_error(softmax(true_logits), grades) < 0.03
+    assert expected_calibration_error(overconfident, grades) > 0.08
+
+
+def test_fit_calibration_under_a_skewed_cohort_brings_the_error_down():
+    rng = np.random.default_rng(1)
+    prior = np.array([0.7, 0.15, 0.1, 0.05])
+    grades = rng.choice(4, size=5000, p=prior)
+    x = rng.normal(0, 1, (5000, 4)) + 2.2 * np.eye(4)[grades]  # the uniform-prior posterior is softmax(2.2 x)
+    balanced = softmax(2.2 * x * 1.5)  # trained balanced, over-confident by a temperature of 1.5
+    counts = {g: int((grades == g).sum()) for g in range(4)}
+    cal = fit_calibration(balanced, grades, counts)
+    assert cal.temperature == pytest.approx(1.5, rel=0.1)
+    np.testing.assert_allclose(cal.prior, prior, atol=0.02)
+    assert cal.validation["ece_after"] < 0.03 < cal.validation["ece_before"]
+
+
+def test_em_estimates_the_prior_of_the_scored_cohort():
+    rng = np.random.default_rng(2)
+    truth = np.array([0.5, 0.1, 0.3, 0.1])
+    grades = rng.choice(4, size=8000, p=truth)
+    x = rng.normal(0, 1, (8000, 4)) + 1.8 * np.eye(4)[grades]
+    balanced = softmax(1.8 * x)  # the exact posteriors under a uniform prior
+    np.testing.assert_allclose(em_prior(balanced, (0.25,) * 4), truth, atol=0.03)
+
+
+# ---- the decoding against brute force ------------------------------------------------------------------
+
+def _brute(evidence, transitions):
+    best, scores = None, {}
+    for seq in itertools.product(range(len(STATES)), repeat=len(evidence)):
+        s = sum(evidence[t][k] for t, k in enumerate(seq)) + sum(transitions[a, b] for a, b in zip(seq, seq[1:]))
+        scores[seq] = s
+        if best is None or s > scores[best]:
+            best = seq
+    return best, scores
+
+
+def _random_disk(rng, visits):
+    out = []
+    for _ in range(visits):
+        p_inf = rng.dirichlet(np.ones(4) * 0.7) if rng.random() > 0.15 else None
+        p_sup = rng.dirichlet(np.ones(4) * 0.7) if rng.random() > 0.15 else None
+        out.append(disk_evidence(p_inf, p_sup))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("mode", ["monotone", "soft", "off"])
+def test_viterbi_and_posteriors_match_brute_force(mode):
+    rng = np.random.default_rng(3)
+    transitions = log_transitions(mode, decrease_cost=1.3)
+    for visits in (1, 2, 3):
+        for _ in range(6):
+            evidence = _random_disk(rng, visits)
+            best, scores = _brute(evidence, transitions)
+            path = viterbi(evidence, transitions)
+            assert np.isclose(scores[tuple(path)], scores[best])
+            if mode == "monotone":
+                assert (np.diff(STATES[path], axis=0) >= 0).all()
+            weights = {k: np.exp(v) for k, v in scores.items()}
+            total = sum(weights.values())
+            marginals, pairs = forward_backward(evidence, transitions)
+            for t in range(visits):
+                expected = [sum(w for k, w in weights.items() if k[t] == s) / total for s in range(len(STATES))]
+                np.testing.assert_allclose(marginals[t], expected, atol=1e-9)
+            if visits > 1:
+                expected = np.zeros((10, 10))
+                for k, w in weights.items():
+                    expected[k[0], k[1]] += w / total
+                np.testing.assert_allclose(pairs[0], expected, atol=1e-9)
+
+
+def test_one_corner_alone_decodes_as_the_best_non_decreasing_grade_sequence():
+    """Without a partner (the other corner of the disk never graded) the answer is the best
+    non-decreasing sequence of one corner's grades; the partner only adds a rise when it is
+    bridged along (both corners are 3 together)."""
+    rng = np.random.default_rng(4)
+
+    def score(seq, probs):
+        rises = sum(b > a for a, b in zip(seq, seq[1:])) + sum(b == 3 > a for a, b in zip(seq, seq[1:]))
+        return sum(np.log(probs[t][g]) for t, g in enumerate(seq)) - INCREASE_COST * rises
+
+    for _ in range(20):
+        probs = rng.dirichlet(np.ones(4) * 0.6, size=4)
+        evidence = np.array([disk_evidence(p, None) for p in probs])
+        path = STATES[viterbi(evidence, log_transitions("monotone"))][:, 0]
+        best = max((seq for seq in itertools.product(range(4), repeat=4) if list(seq) == sorted(seq)),
+                   key=lambda seq: score(seq, probs))
+        assert score(path, probs) == pytest.approx(score(best, probs))
+
+
+def test_the_bridge_pairing_keeps_both_corners_three_together():
+    # inf says bridge strongly at the second visit; sup leans to 2 there
+    evidence = np.array([disk_evidence([0.8, 0.1, 0.05, 0.05], [0.8, 0.1, 0.05, 0.05]),
+                         disk_evidence([0.02, 0.02, 0.06, 0.9], [0.1, 0.1, 0.45, 0.35])])
+    path = STATES[viterbi(evidence, log_transitions("monotone"))]
+    np.testing.assert_array_equal(path, [[0, 0], [3, 3]])
+    assert all((a == 3) == (b == 3) for a, b in STATES)
+
+
+# ---- patients ------------------------------------------------------------------------------------------
+
+def _patient(probabilities: list, patient="P1", level="L2-L3", view="lumbar", grades=None) -> pd.DataFrame:
+    """One disk over visits: per visit (p_inf, p_sup); the per-visit grade is the arg-max unless given."""
+    from tfmssass.core import anatomy
+
+    inf, sup = anatomy.level_corners(level)
+    rows = []
+    for t, pair in enumerate(probabilities):
+        for k, (name, p) in enumerate(zip((inf, sup), pair)):
+            grade = np.nan if p is None else (grades[t][k] if grades else int(np.argmax(p)))
+            rows.append({"patient_id": patient, "visit_date": f"202{t}-01-01", "view": view, "level": level,
+                         "corner": name, "grade": grade, **{f"p{g}": (np.nan if p is None else p[g])
+                                                            for g in range(4)}})
+    return pd.DataFrame(rows)
+
+
+def test_a_visit_misgraded_alone_is_repaired_by_the_others():
+    ok2, doubt1 = [0.05, 0.15, 0.75, 0.05], [0.15, 0.45, 0.35, 0.05]
+    frame = _patient([(ok2, ok2), (doubt1, ok2), (ok2, ok2)])
+    assert frame["grade"].tolist() == [2, 2, 1, 2, 2, 2]
+    decoded = decode_cohort(frame, "monotone").corners
+    assert decoded["grade_longitudinal"].tolist() == [2, 2, 2, 2, 2, 2]
+    assert decode_cohort(frame, "off").corners["grade_longitudinal"].tolist() == [2, 2, 1, 2, 2, 2]
+
+
+def test_a_true_new_syndesmophyte_with_strong_evidence_is_kept():
+    zero, two = [0.93, 0.04, 0.02, 0.01], [0.03, 0.05, 0.9, 0.02]
+    frame = _patient([(zero, zero), (two, zero), (two, zero)])
+    decoded = decode_cohort(frame, "monotone")
+    assert decoded.corners["grade_longitudinal"].tolist() == [0, 0, 2, 0, 2, 0]
+    chance = decoded.chance_of_rise("P1", "2020-01-01", "2021-01-01", 2.0, 2.0)
+    assert chance > 0.8
+
+
+def test_soft_keeps_a_decrease_only_when_the_evidence_outweighs_its_cost():
+    two, one = [0.01, 0.04, 0.9, 0.05], [0.02, 0.95, 0.02, 0.01]
+    frame = _patient([(two, None), (one, None)])
+    assert decode_cohort(frame, "monotone").corners["grade_longitudinal"].dropna().tolist() in ([1, 1], [2, 2])
+    assert decode_cohort(frame, "soft", decrease_cost=1.0).corners["grade_longitudinal"].dropna().tolist() == [2, 1]
+    assert decode_cohort(frame, "soft", decrease_cost=8.0).corners["grade_longitudinal"].dropna().tolist() != [2, 1]
+
+
+def test_one_visit_patients_and_corners_not_graded_are_left_as_they_were():
+    frame = _patient([([0.4, 0.0, 0.1, 0.5], [0.6, 0.0, 0.0, 0.4])], grades=[(3, 3)])
+    decoded = decode_cohort(frame, "monotone").corners
+    assert decoded["grade_longitudinal"].tolist() == [3, 3]  # the per-visit bridge rule's answer stays
+    gap = _patient([([0.9, 0.1, 0, 0], [0.9, 0.1, 0, 0]), (None, None), ([0.1, 0.1, 0.8, 0], [0.9, 0.1, 0, 0])])
+    out = decode_cohort(gap, "monotone").corners
+    assert out["grade_longitudinal"].isna().tolist() == [False, False, True, True, False, False]
+
+
+def test_chance_of_rise_is_the_probability_under_the_chain():
+    pa, pb = [0.6, 0.3, 0.08, 0.02], [0.2, 0.3, 0.45, 0.05]
+    frame = _patient([(pa, pa), (pb, pb)])
+    decoded = decode_cohort(frame, "off")
+    # independent visits: P(sum at visit 2 - sum at visit 1 >= 2) by enumeration (bridge pairing: both 3 or neither)
+    def disk(p):
+        w = {(a, b): p[a] * p[b] for a, b in STATES}
+        z = sum(w.values())
+        return {k: v / z for k, v in w.items()}
+    d1, d2 = disk(pa), disk(pb)
+    expected = sum(w1 * w2 for s1, w1 in d1.items() for s2, w2 in d2.items() if sum(s2) - sum(s1) >= 2)
+    delta = float(np.nansum(frame["grade"].iloc[2:]) - np.nansum(frame["grade"].iloc[:2]))
+    assert decoded.chance_of_rise("P1", "2020-01-01", "2021-01-01", delta, 2.0) == pytest.approx(expected)
+
+
+# ---- a scoring run's tables ------------------------------------------------------------------------------
+
+ZERO, TWO, DOUBT = [0.92, 0.05, 0.02, 0.01], [0.04, 0.12, 0.8, 0.04], [0.2, 0.42, 0.33, 0.05]
+PRIOR = [0.6, 0.2, 0.12, 0.08]
+
+
+def _record(patient, date, view, changed: dict) -> dict:
+    """A scored radiograph's record as the pipeline writes it: every corner confidently 0 except
+    ``changed`` (corner → probabilities), its grades made by the pipeline's own rule."""
+    from tfmssass.core import anatomy
+    from tfmssass.stages.grader.grades import grade_corners
+
+    names = anatomy.CORNERS[view]
+    p = np.array([changed.get(n, ZERO) for n in names], np.float32)
+    grades, confidence, review = (t.numpy() for t in grade_corners(p, np.full(6, 0.9), np.ones(6, bool), 0.6, 0.5))
+    levels = {lv: {"c": [100.0, 100.0 + 50 * j], "a": [140.0, 100.0 + 50 * j], "point_confidence": 0.9, "cut": True}
+              for j, lv in enumerate(anatomy.LEVELS[view])}
+    corners = [{"level": anatomy.LEVELS[view][k // 2], "corner": n, "grade": int(grades[k]), "p": p[k].tolist(),
+                "confidence": float(confidence[k]), "review": bool(review[k]), "why": ""} for k, n in enumerate(names)]
+    file = f"{patient}/{date}/{view}.dcm"
+    return {"key": f"{patient}{date}{view}", "file": file, "patient_id": patient, "visit_date": date, "view": view,
+            "status": "scored", "reason": "", "levels": levels, "corners": corners,
+            "score": int(grades.sum()), "corners_graded": 12, "prior": PRIOR}
+
+
+def _scored_folder(tmp_path, settings) -> Path:
+    import json
+
+    from tfmssass.scoring.run import write_outputs
+
+    out = tmp_path / f"out_{settings.longitudinal}_{settings.prior}"
+    records = out / ".work" / "records"
+    records.mkdir(parents=True)
+    course = {"P1": [TWO, DOUBT, TWO],  # misgraded alone at the second visit
+              "P2": [DOUBT],  # one visit
+              "P3": [ZERO, TWO, TWO]}  # a true new syndesmophyte
+    for patient, visits in course.items():
+        for t, p in enumerate(visits):
+            for view in ("cervical", "lumbar"):
+                record = _record(patient, f"202{t}-03-01", view, {"L2_inf": p} if view == "lumbar" else {})
+                (records / f"{record['key']}.json").write_text(json.dumps(record))
+    (out / ".work" / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
+    write_outputs(out, 14, settings)
+    return out
+
+
+def test_tables_carry_the_longitudinal_grades_beside_the_grades_alone(tmp_path):
+    from score_doubles import settings
+
+    joint = _scored_folder(tmp_path, settings())
+    alone = _scored_folder(tmp_path, settings(longitudinal="off"))
+    corners = pd.read_csv(joint / "corners.csv", dtype={"patient_id": str})
+    l2 = corners[corners["corner"] == "L2_inf"].set_index(["patient_id", "visit_date"])
+    assert l2.loc[("P1", "2021-03-01"), "grade"] == 2 and l2.loc[("P1", "2021-03-01"), "grade_independent"] == 1
+    assert l2.loc[("P1", "2021-03-01"), "review"]
+    assert "longitudinal: 1 from this radiograph alone, 2" in l2.loc[("P1", "2021-03-01"), "review_reason"]
+    assert l2.loc[("P3", "2021-03-01"), "grade"] == 2 and l2.loc[("P3", "2020-03-01"), "grade"] == 0
+    # visit totals and progression follow the longitudinal grades
+    visits = pd.read_csv(joint / "visits.csv", dtype={"patient_id": str}).set_index(["patient_id", "visit_date"])
+    visits_off = pd.read_csv(alone / "visits.csv", dtype={"patient_id": str}).set_index(["patient_id", "visit_date"])
+    assert visits.loc["P1", "msasss"].tolist() == [2, 2, 2] and visits_off.loc["P1", "msasss"].tolist() == [2, 1, 2]
+    assert visits.loc["P2", "msasss"].tolist() == visits_off.loc["P2", "msasss"].tolist() == [1]  # one visit
+    changes = pd.read_csv(joint / "progression.csv", dtype={"patient_id": str}).set_index(["patient_id", "from_date"])
+    changes_off = pd.read_csv(alone / "progression.csv", dtype={"patient_id": str}).set_index(["patient_id", "from_date"])
+    assert changes.loc[("P3", "2020-03-01"), "progressed"] and changes.loc[("P3", "2020-03-01"), "p_progressed"] > 0.7
+    assert changes.loc[("P3", "2020-03-01"), "new_syndesmophytes"] == 1
+    assert not changes.loc[("P1", "2021-03-01"), "progressed"] and changes.loc[("P1", "2021-03-01"), "p_progressed"] < 0.2
+    assert changes_off.loc[("P1", "2021-03-01"), "new_syndesmophytes"] == 1  # 1 → 2 alone: a false new lesion
+    assert changes.loc[("P1", "2021-03-01"), "new_syndesmophytes"] == 0
+    report = (joint / "report.html").read_text()
+    assert "Corners that change" in report and "(alone 1)" in report
+
+
+def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_path):
+    from score_doubles import settings
+
+    data = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off")) / "corners.csv")
+    uniform = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off", prior="uniform")) / "corners.csv")
+    em = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off", prior="em")) / "corners.csv")
+    cols = ["p0", "p1", "p2", "p3"]
+    np.testing.assert_allclose(uniform[cols].to_numpy(), change_prior(data[cols].to_numpy(), PRIOR, [0.25] * 4),
+                               atol=2e-4)
+    # the doubtful corner: grade 1 under the data prior, but grade 2 is likelier once grade 1 is not favoured
+    doubt = (uniform["patient_id"] == "P2") & (uniform["corner"] == "L2_inf")
+    assert data.loc[doubt, "grade"].item() == 1
+    # this cohort is almost all grade 0: EM moves the prior there and its probabilities towards 0
+    assert em["p0"].mean() > data["p0"].mean()

@@ -1,0 +1,137 @@
+"""What is decided from the whole scored cohort, after every radiograph has its record: the prior of
+grades (``score --prior``) and the joint decoding of each patient's visits (``score
+--longitudinal``).
+
+The records on disk keep what the model said of each radiograph alone; these decisions are made
+again from them whenever the tables are written, so a resumed run and a fresh one agree.
+
+- ``--prior data`` (default): the model's probabilities as they are, under its training cohort's
+  grade frequencies. ``uniform``: as if every grade were equally common (what balanced training
+  assumed). A FILE of four frequencies: a cohort known to be different. ``em``: the scored cohort's
+  own frequencies, estimated from its probabilities (Saerens et al. 2002); for a large cohort
+  (hundreds of radiographs) whose stage of disease differs from the training data.
+- The per-corner grades are then made again by the model's own rule (bridge, review flags), and
+  decoded over visits (:mod:`tfmssass.scoring.longitudinal`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tfmssass.core import anatomy
+from tfmssass.scoring.longitudinal import Decoded, decode_cohort
+from tfmssass.stages.grader.calibration import UNIFORM, change_prior, em_prior
+
+PRIOR_CHOICES = ("data", "uniform", "em")
+
+
+def read_prior_file(path) -> tuple:
+    """Four grade frequencies (grades 0-3) from a text file: numbers separated by commas, spaces or
+    lines (a JSON list works too). They are normalised to sum to 1."""
+    text = open(path, encoding="utf-8").read().replace("[", " ").replace("]", " ")
+    try:
+        values = [float(v) for v in text.replace(",", " ").replace(";", " ").split()]
+    except ValueError:
+        raise ValueError(f"{path}: a prior is four numbers, the frequencies of grades 0-3") from None
+    if len(values) != 4 or min(values) <= 0:
+        raise ValueError(f"{path}: a prior is four positive numbers (grades 0-3), got {len(values)} values")
+    return tuple(v / sum(values) for v in values)
+
+
+def _graded(record: dict) -> list[dict]:
+    return [c for c in record["corners"] if c["p"] is not None]
+
+
+def target_prior(choice, records: list[dict]) -> tuple | None:
+    """The prior the cohort's probabilities should assume (None: keep the model's own)."""
+    if choice == "data":
+        return None
+    if choice == "uniform":
+        return UNIFORM
+    if choice == "em":
+        probabilities, assumed = [], []
+        for r in records:
+            for c in _graded(r):
+                probabilities.append(c["p"])
+                assumed.append(r["prior"])
+        if not probabilities:
+            return None
+        # every record of a run comes from one model, so one assumed prior
+        return em_prior(np.array(probabilities), np.array(assumed[0]))
+    return tuple(choice)
+
+
+def regrade(record: dict, prior: tuple, review_threshold: float, point_review: float) -> None:
+    """The record's corner probabilities under ``prior``, and its grades, confidences and review
+    flags made again by the pipeline's rule (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
+    from tfmssass.scoring.records import review_reason
+    from tfmssass.stages.grader.grades import grade_corners
+
+    levels = anatomy.LEVELS[record["view"]]
+    corners = record["corners"]
+    p = np.array([change_prior(c["p"], record["prior"], prior) if c["p"] is not None else np.full(4, 0.25)
+                  for c in corners], np.float32)
+    point = np.array([record["levels"][lv]["point_confidence"] for lv in levels], np.float32)
+    cut = np.array([record["levels"][lv]["cut"] for lv in levels], bool)
+    grades, confidence, review = (t.numpy() for t in grade_corners(p, point, cut, review_threshold, point_review))
+    for k, c in enumerate(corners):
+        if c["p"] is None:
+            continue
+        c.update(p=[round(float(v), 4) for v in p[k]], grade=int(grades[k]), confidence=round(float(confidence[k]), 4),
+                 review=bool(review[k]))
+        c["why"] = review_reason(p, grades, k, record["levels"][levels[k // 2]]["point_confidence"],
+                                 review_threshold, point_review) if c["review"] else ""
+    record["prior"] = list(prior)
+    record["score"] = int(sum(c["grade"] for c in corners if c["grade"] is not None))
+
+
+def corner_frame(records: list[dict], not_used: dict) -> pd.DataFrame:
+    """The corners of the radiographs used, one row each, with their record and corner dict."""
+    rows = []
+    for r in records:
+        if r["status"] != "scored" or r["file"] in not_used:
+            continue
+        for c in r["corners"]:
+            p = c["p"] or [np.nan] * 4
+            rows.append({"patient_id": r["patient_id"], "visit_date": r["visit_date"], "view": r["view"],
+                         "level": c["level"], "corner": c["corner"],
+                         "grade": np.nan if c["grade"] is None else float(c["grade"]),
+                         "p0": p[0], "p1": p[1], "p2": p[2], "p3": p[3], "record": r, "entry": c})
+    return pd.DataFrame(rows, columns=["patient_id", "visit_date", "view", "level", "corner", "grade",
+                                       "p0", "p1", "p2", "p3", "record", "entry"])
+
+
+def decide(records: list[dict], not_used: dict, settings) -> Decoded:
+    """Apply ``settings.prior`` and ``settings.longitudinal`` to the scored records in place.
+
+    Every graded corner gets ``grade_independent`` (its grade from its radiograph alone); ``grade``
+    becomes the longitudinal grade of the radiographs used. A corner whose grade the joint decoding
+    changed is flagged for review, with the reason. Returns the decoding (change distributions).
+    """
+    scored = [r for r in records if r["status"] == "scored"]
+    prior = target_prior(settings.prior, [r for r in scored if r["file"] not in not_used])
+    for r in scored:
+        if prior is not None and r.get("prior") is not None:
+            regrade(r, prior, settings.review_threshold, settings.point_review)
+        for c in r["corners"]:
+            c["grade_independent"] = c["grade"]
+    frame = corner_frame(scored, not_used)
+    decoded = decode_cohort(frame.drop(columns=["record", "entry"]), settings.longitudinal, settings.decrease_cost)
+    out = decoded.corners
+    for row, grade, chance, joint in zip(frame.itertuples(), out["grade_longitudinal"], out["p_longitudinal"],
+                                         out["decoded"]):
+        c = row.entry
+        if c["grade"] is None or not joint:
+            continue
+        point = row.record["levels"][c["level"]]["point_confidence"]
+        c["confidence"] = round(min(float(point), float(chance)), 4)
+        if int(grade) != c["grade"]:
+            c["grade"] = int(grade)
+            c["review"] = True
+            reason = (f"longitudinal: {c['grade_independent']} from this radiograph alone, {int(grade)} "
+                      "with the patient's other visits")
+            c["why"] = f"{c['why']}; {reason}" if c["why"] else reason
+    for r in scored:
+        r["score"] = int(sum(c["grade"] for c in r["corners"] if c["grade"] is not None))
+    return decoded
