@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -248,8 +249,6 @@ def _record(patient, date, view, changed: dict) -> dict:
 
 
 def _scored_folder(tmp_path, settings) -> Path:
-    import json
-
     from tfmssass.scoring.run import write_outputs
 
     out = tmp_path / f"out_{settings.longitudinal}_{settings.prior}"
@@ -264,6 +263,8 @@ def _scored_folder(tmp_path, settings) -> Path:
                 record = _record(patient, f"202{t}-03-01", view, {"L2_inf": p} if view == "lumbar" else {})
                 (records / f"{record['key']}.json").write_text(json.dumps(record))
     (out / ".work" / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
+    calibration = Calibration(1.3, tuple(PRIOR), (0.25,) * 4, True).to_dict()
+    (out / ".work" / "source.json").write_text(json.dumps({"root": None, "calibration": calibration}))
     write_outputs(out, 14, settings)
     return out
 
@@ -309,3 +310,32 @@ def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_
     assert data.loc[doubt, "grade"].item() == 1
     # this cohort is almost all grade 0: EM moves the prior there and its probabilities towards 0
     assert em["p0"].mean() > data["p0"].mean()
+
+
+def test_evaluate_agreement_puts_visits_alone_and_together_side_by_side(tmp_path):
+    from click.testing import CliRunner
+    from score_doubles import settings
+
+    from tfmssass.cli import main
+    from tfmssass.core import anatomy
+
+    scored = _scored_folder(tmp_path, settings())
+    truth = {"P1": [2, 2, 2], "P2": [1], "P3": [0, 2, 2]}  # L2_inf; every other corner 0
+    rows = []
+    for patient, course in truth.items():
+        for t, grade in enumerate(course):
+            for view in anatomy.VIEWS:
+                grades = {c: (grade if c == "L2_inf" else 0) for c in anatomy.CORNERS[view]}
+                rows.append({"image": f"{patient}/{t}/{view}.dcm", "patient_id": patient,
+                             "visit_date": f"202{t}-03-01", "view": view, **grades})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    result = CliRunner().invoke(main, ["evaluate", "agreement", "--scores", str(scored), "--labels",
+                                       str(tmp_path / "labels.csv"), "--out", str(tmp_path / "ag")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ag" / "agreement.json").read_text())["longitudinal"]
+    alone, together = report["off"]["new_syndesmophytes"], report["monotone"]["new_syndesmophytes"]
+    assert (alone["tp"], alone["fp"], alone["fn"]) == (1, 1, 0)  # P1's 1 → 2 alone is a false new lesion
+    assert (together["tp"], together["fp"], together["fn"]) == (1, 0, 0)
+    assert report["monotone"]["change"]["mae"] < report["off"]["change"]["mae"]
+    assert report["calibration"]["corners"] == 24 * 7 and 0 <= report["calibration"]["ece_after"] <= 1
+    assert "visits together (monotone)" in result.output and "new syndesmophytes" in result.output
