@@ -114,7 +114,7 @@ def _tiny_models():
 
 
 #: A calibration far from the identity, so that an export that dropped it would be seen.
-CALIBRATION = Calibration(temperature=1.7, prior=(0.7, 0.15, 0.1, 0.05), trained_prior=(0.25,) * 4, fitted=True)
+CALIBRATION = Calibration(temperature=1.7, bias=(0.0, -1.2, -1.8, -2.6), prior=(0.7, 0.15, 0.1, 0.05), fitted=True)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from tfmssass.stages.grader.calibration import (
     em_prior,
     expected_calibration_error,
     fit_calibration,
-    fit_temperature,
+    fit_scaling,
     softmax,
     uncalibrate,
 )
@@ -41,11 +41,11 @@ def test_prior_correction_is_bayes_rule_on_a_two_class_example():
     # Bayes: P(1|x) = 0.8*0.1 / (0.8*0.1 + 0.2*0.9) = 0.3077
     p = np.array([[0.2, 0.8]])
     np.testing.assert_allclose(change_prior(p, [0.5, 0.5], [0.9, 0.1]), [[0.18 / 0.26, 0.08 / 0.26]])
-    # the same through the calibration's logit shift (T = 1), four grades, two of them impossible
-    cal = Calibration(1.0, (0.9 - 1e-9, 0.1 - 1e-9, 1e-9, 1e-9), (0.25,) * 4)
-    got = calibrate(np.array([[0.2, 0.8, 0.0, 0.0]]), cal)
+    # the same as a logit shift log π_cohort − log π_balanced (T = 1), four grades, two of them impossible
+    shift = tuple(np.log([0.9 - 1e-9, 0.1 - 1e-9, 1e-9, 1e-9]) - np.log(0.25))
+    got = calibrate(np.array([[0.2, 0.8, 0.0, 0.0]]), Calibration(1.0, shift))
     np.testing.assert_allclose(got[0, :2], [0.18 / 0.26, 0.08 / 0.26], atol=1e-6)
-    mild = Calibration(1.4, (0.6, 0.2, 0.15, 0.05), (0.25,) * 4)
+    mild = Calibration(1.4, (0.0, -0.5, -0.9, -1.6))
     np.testing.assert_allclose(uncalibrate(calibrate([[0.1, 0.2, 0.3, 0.4]], mild), mild), [[0.1, 0.2, 0.3, 0.4]],
                                atol=1e-9)
 
@@ -55,7 +55,8 @@ def test_temperature_fit_recovers_a_known_temperature():
     true_logits = rng.normal(0, 2.5, (6000, 4))
     grades = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
     overconfident = softmax(true_logits * 2.0)  # what a net with temperature 2 would say
-    assert fit_temperature(overconfident, grades) == pytest.approx(2.0, rel=0.06)
+    temperature, _ = fit_scaling(overconfident, grades)
+    assert temperature == pytest.approx(2.0, rel=0.06)
     assert expected_calibration_error(softmax(true_logits), grades) < 0.03
     assert expected_calibration_error(overconfident, grades) > 0.08
 
@@ -70,6 +71,12 @@ def test_fit_calibration_under_a_skewed_cohort_brings_the_error_down():
     cal = fit_calibration(balanced, grades, counts)
     assert cal.temperature == pytest.approx(1.5, rel=0.1)
     np.testing.assert_allclose(cal.prior, prior, atol=0.02)
+    # the whole Bayes shift log π − log π_balanced is found to be needed
+    assert cal.validation["share_of_bayes_shift"] > 0.9
+    np.testing.assert_allclose(np.array(cal.bias) - cal.bias[0], np.log(prior) - np.log(prior[0]), atol=0.25)
+    # and none of it for a grader that already answers under the cohort's prior
+    natural = softmax(2.2 * x + np.log(prior))
+    assert fit_calibration(natural, grades, counts).validation["share_of_bayes_shift"] < 0.1
     assert cal.validation["ece_after"] < 0.03 < cal.validation["ece_before"]
 
 
@@ -188,7 +195,7 @@ def test_a_true_new_syndesmophyte_with_strong_evidence_is_kept():
     decoded = decode_cohort(frame, "monotone")
     assert decoded.corners["grade_longitudinal"].tolist() == [0, 0, 2, 0, 2, 0]
     chance = decoded.chance_of_rise("P1", "2020-01-01", "2021-01-01", 2.0, 2.0)
-    assert chance > 0.8
+    assert chance > 0.75
 
 
 def test_soft_keeps_a_decrease_only_when_the_evidence_outweighs_its_cost():
@@ -263,7 +270,7 @@ def _scored_folder(tmp_path, settings) -> Path:
                 record = _record(patient, f"202{t}-03-01", view, {"L2_inf": p} if view == "lumbar" else {})
                 (records / f"{record['key']}.json").write_text(json.dumps(record))
     (out / ".work" / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
-    calibration = Calibration(1.3, tuple(PRIOR), (0.25,) * 4, True).to_dict()
+    calibration = Calibration(1.3, (0.0, -0.3, -0.6, -0.9), tuple(PRIOR), True).to_dict()
     (out / ".work" / "source.json").write_text(json.dumps({"root": None, "calibration": calibration}))
     write_outputs(out, 14, settings)
     return out
@@ -289,7 +296,9 @@ def test_tables_carry_the_longitudinal_grades_beside_the_grades_alone(tmp_path):
     changes_off = pd.read_csv(alone / "progression.csv", dtype={"patient_id": str}).set_index(["patient_id", "from_date"])
     assert changes.loc[("P3", "2020-03-01"), "progressed"] and changes.loc[("P3", "2020-03-01"), "p_progressed"] > 0.7
     assert changes.loc[("P3", "2020-03-01"), "new_syndesmophytes"] == 1
-    assert not changes.loc[("P1", "2021-03-01"), "progressed"] and changes.loc[("P1", "2021-03-01"), "p_progressed"] < 0.2
+    # P1 reads the same at every visit but the second: no progression, and less likely together than alone
+    assert not changes.loc[("P1", "2021-03-01"), "progressed"] and changes.loc[("P1", "2021-03-01"), "p_progressed"] < 0.5
+    assert changes.loc[("P1", "2021-03-01"), "p_progressed"] < changes_off.loc[("P1", "2021-03-01"), "p_progressed"]
     assert changes_off.loc[("P1", "2021-03-01"), "new_syndesmophytes"] == 1  # 1 → 2 alone: a false new lesion
     assert changes.loc[("P1", "2021-03-01"), "new_syndesmophytes"] == 0
     report = (joint / "report.html").read_text()

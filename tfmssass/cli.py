@@ -662,17 +662,25 @@ def review_export(source, reader, adjudicated, out, images):
 @main.command()
 @click.option("--grader", "grader_run", type=click.Path(exists=True, file_okay=False), required=True,
               help="Stage-2 training run folder.")
-def calibrate(grader_run):
-    """Fit a grader run's temperature and record its training cohort's grade prior, on the run's
-    validation corners (calibration.json). 'train grader' does this itself; this is for runs
-    trained before, or to refit."""
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Calibrate on these radiographs instead (the run's training patients are left out).")
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --labels: cut the corners at this stage-1 run's predicted points, as scoring does.")
+def calibrate(grader_run, labels_csv, keypoints_run):
+    """Fit a grader run's temperature and record its training cohort's grade prior (calibration.json).
+
+    By default on the run's validation corners ('train grader' does this itself). With --labels
+    and --keypoints, on corners cut where stage 1 puts the points: the confidence scoring earns."""
     from tfmssass.data.records import PrepareError
+    from tfmssass.io.labels import LabelError
     from tfmssass.stages.grader.train import calibrate_run
     from tfmssass.stages.runs import RunFolderError
 
+    if keypoints_run and not labels_csv:
+        _fail("--keypoints needs --labels (the prepared validation corners are cut at the labelled points)", 2)
     try:
-        calibrate_run(grader_run)
-    except (RunFolderError, PrepareError, ValueError, OSError) as exc:
+        calibrate_run(grader_run, labels_csv, keypoints_run)
+    except (RunFolderError, PrepareError, LabelError, ValueError, OSError) as exc:
         _fail(str(exc), 2)
 
 

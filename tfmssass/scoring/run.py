@@ -65,6 +65,7 @@ def _prepare_work(out: Path, settings: Settings, resume: bool) -> tuple[Path, di
     elif work.exists():
         shutil.rmtree(work)
         shutil.rmtree(out / "overlays", ignore_errors=True)
+        shutil.rmtree(out / "crops", ignore_errors=True)
     records.mkdir(parents=True, exist_ok=True)
     write_text(work / "settings.json", wanted)
     done = {}

@@ -215,5 +215,5 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
                    "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
                    "training_data": grader_config.get("training_data")},
         "calibration": {**calibration.to_dict(),
-                        "formula": "softmax(log(max(p, 1e-7)) / temperature + log(prior) - log(trained_prior))"},
+                        "formula": "softmax(log(max(p, 1e-7)) / temperature + bias); assumes prior"},
     }

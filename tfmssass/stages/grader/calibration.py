@@ -1,15 +1,19 @@
-"""Grade probabilities a trial can read as probabilities: temperature scaling and the cohort's prior.
+"""Grade probabilities a trial can read as probabilities: a temperature and the cohort's prior.
 
-The grader trains on balanced epochs (every grade equally often), so its softmax answers as if each
-grade were equally common: it over-calls the rare grades in a cohort where most corners are 0. By
-Bayes' rule the cure is to add log π_cohort − log π_trained to its logits (post-hoc "logit
-adjustment", Menon et al. 2021). Softmax outputs are also over- or under-confident; one temperature
-T, fitted on the run's validation corners after training (Guo et al. 2017), rescales the logits.
+The grader trains on balanced epochs (every grade equally often), so in theory its softmax answers
+as if each grade were equally common, and Bayes' rule would add log π_cohort − log π_balanced to its
+logits (post-hoc "logit adjustment", Menon et al. 2021). Softmax outputs are also over- or
+under-confident; a temperature T rescales the logits (Guo et al. 2017). Both are fitted together
+after training, on the run's validation corners, which come from the training cohort and carry its
+grade frequencies:
 
-    calibrated = softmax(log p / T + log π − log π_trained)
+    calibrated = softmax(log p / T + b),   b = a · (log π − log π_balanced)
 
-``π`` defaults to the training cohort's grade frequencies (kept in the run as ``calibration.json``);
-scoring may swap it for another prior (:func:`change_prior`), or for the scored cohort's own,
+T and the share a ∈ [0, 1] of the Bayes shift minimise the validation NLL. The fit does not assume
+the theory holds: a grader whose best epoch, augmentation or architecture leave it nearer the
+cohort's prior than the balanced one gets a smaller share (bench/RESULTS.md has the demo's). The calibrated probabilities assume the training cohort's
+grade frequencies π (kept in the run as ``calibration.json`` with T and b). Scoring may change that
+prior by Bayes' rule (:func:`change_prior`), to another cohort's or to the scored cohort's own,
 estimated by EM (:func:`em_prior`, Saerens et al. 2002).
 """
 
@@ -32,26 +36,25 @@ FLOOR = 1e-7
 @dataclass(frozen=True)
 class Calibration:
     """How a grader's softmax becomes calibrated cohort probabilities. The identity by default
-    (an uncalibrated run): T = 1 and the prior it was trained under."""
+    (an uncalibrated run, whose probabilities are taken to assume every grade equally common)."""
 
     temperature: float = 1.0
-    prior: tuple = UNIFORM  # applied by default: the training cohort's grade frequencies
-    trained_prior: tuple = UNIFORM  # the prior the network learnt under (balanced epochs: uniform)
+    bias: tuple = (0.0, 0.0, 0.0, 0.0)  # added to the logits after the temperature
+    prior: tuple = UNIFORM  # the grade frequencies the calibrated probabilities assume (the training cohort's)
     fitted: bool = False
-    validation: dict = field(default_factory=dict)  # corners, NLL and ECE before/after
+    validation: dict = field(default_factory=dict)  # corners, NLL and ECE before/after, the Bayes shift
 
     @property
     def log_shift(self) -> np.ndarray:
-        return np.log(np.asarray(self.prior, float)) - np.log(np.asarray(self.trained_prior, float))
+        return np.asarray(self.bias, float)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "prior": list(self.prior), "trained_prior": list(self.trained_prior)}
+        return {**asdict(self), "bias": list(self.bias), "prior": list(self.prior)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
-        return cls(float(data["temperature"]), tuple(map(float, data["prior"])),
-                   tuple(map(float, data["trained_prior"])), bool(data.get("fitted", True)),
-                   dict(data.get("validation", {})))
+        return cls(float(data["temperature"]), tuple(map(float, data["bias"])), tuple(map(float, data["prior"])),
+                   bool(data.get("fitted", True)), dict(data.get("validation", {})))
 
 
 def read_calibration(run_dir) -> Calibration:
@@ -133,20 +136,22 @@ def negative_log_likelihood(probabilities, grades) -> float:
     return float(-np.log(p[np.arange(len(p)), np.asarray(grades, int)]).mean())
 
 
-def fit_temperature(probabilities, grades, log_shift=np.zeros(4)) -> float:
-    """The temperature that minimises the validation NLL of softmax(log p / T + log_shift); searched
-    on log T in [1/20, 20] (a bounded scalar search: the NLL is smooth in log T)."""
-    from scipy.optimize import minimize_scalar
+def fit_scaling(probabilities, grades, shift=np.zeros(4)) -> tuple[float, float]:
+    """(T, a) minimising the NLL of softmax(log p / T + a · shift) over the given corners: T within
+    [1/20, 20], a (how much of the Bayes shift the corners support) within [0, 1]. Two numbers, so
+    a few hundred corners fit them; free per-grade offsets chase a handful of confident errors."""
+    from scipy.optimize import minimize
 
     log_p = np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0))
     grades = np.asarray(grades, int)
+    shift = np.asarray(shift, float)
 
-    def nll(log_t):
-        return negative_log_likelihood(softmax(log_p / np.exp(log_t) + log_shift), grades)
+    def nll(x):
+        return negative_log_likelihood(softmax(log_p / np.exp(x[0]) + x[1] * shift), grades)
 
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
-                             options={"xatol": 1e-5})
-    return float(np.exp(result.x))
+    result = minimize(nll, np.array([0.0, 1.0 if shift.any() else 0.0]), method="L-BFGS-B",
+                      bounds=[(np.log(0.05), np.log(20.0)), (0.0, 1.0)])
+    return float(np.exp(result.x[0])), float(result.x[1])
 
 
 def reliability(probabilities, grades, bins: int = 15) -> list[dict]:
@@ -176,20 +181,21 @@ def expected_calibration_error(probabilities, grades, bins: int = 15) -> float:
 
 
 def fit_calibration(probabilities, grades, train_counts: dict) -> Calibration:
-    """Calibration of a grader from its raw softmax on validation corners (with their true grades)
-    and its training grade counts: the prior of the training cohort, then the temperature under it."""
-    prior, trained = frequencies(train_counts), balanced_prior(train_counts)
-    shift = np.log(prior) - np.log(trained)
-    temperature = fit_temperature(probabilities, grades, shift)
-    after = calibrate(probabilities, Calibration(temperature, prior, trained))
-    prior_only = calibrate(probabilities, Calibration(1.0, prior, trained))
-    validation = {"corners": int(len(grades)),
+    """Calibration of a grader from its raw softmax on corners of the training cohort (with their
+    true grades) and its training grade counts: T, and b = a share of the Bayes shift."""
+    prior = frequencies(train_counts)
+    bayes = np.log(prior) - np.log(balanced_prior(train_counts))
+    temperature, share = fit_scaling(probabilities, grades, bayes)
+    bias = tuple(float(share * v) for v in bayes)
+    after = calibrate(probabilities, Calibration(temperature, bias, prior))
+    bayes_only = calibrate(probabilities, Calibration(1.0, tuple(bayes), prior))
+    validation = {"corners": int(len(grades)), "bayes_shift": [float(v) for v in bayes], "share_of_bayes_shift": share,
                   "nll_before": negative_log_likelihood(probabilities, grades),
                   "nll_after": negative_log_likelihood(after, grades),
                   "ece_before": expected_calibration_error(probabilities, grades),
-                  "ece_prior_only": expected_calibration_error(prior_only, grades),
+                  "ece_bayes_shift_only": expected_calibration_error(bayes_only, grades),
                   "ece_after": expected_calibration_error(after, grades)}
-    return Calibration(temperature, prior, trained, True, validation)
+    return Calibration(temperature, bias, prior, True, validation)
 
 
 def plot_reliability(curves: dict[str, tuple], path) -> None:

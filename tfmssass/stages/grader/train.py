@@ -7,6 +7,7 @@ prepared folder; ``--labels`` prepares into ``RUN/data`` first.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,12 +17,15 @@ import pandas as pd
 
 from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.records import grade_counts, load_index
+from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as grading_metrics
 from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, write_calibration
 from tfmssass.stages.grader.data import (
     CornerAugment,
     balanced_steps,
     corner_dataset,
+    corner_samples,
+    extract_patches,
     predicted_points,
     prepared_balanced_dataset,
     prepared_validation_dataset,
@@ -155,22 +159,44 @@ def run_data(run_dir) -> Path:
     return Path(read_config(run_dir).get("data") or Path(run_dir) / "data")
 
 
-def calibrate_run(run_dir, verbose: int = 1):
-    """Fit the run's calibration (:mod:`tfmssass.stages.grader.calibration`) on its validation
-    corners with its best weights, and keep it in the run (``calibration.json``)."""
+def calibration_corners(run_dir, model, config: GraderConfig, labels_csv=None, keypoints_run=None):
+    """(raw softmax [N, 4], true grades [N]) of the corners a run is calibrated on: its validation
+    corners as prepared (crops at the labelled points); or, with ``labels_csv``, the radiographs of
+    that file whose patients the run did not train on, cut at a stage-1 run's predicted points when
+    ``keypoints_run`` is given (the points scoring will use, so the confidence is the one scoring earns)."""
+    if labels_csv is None:
+        data = run_data(run_dir)
+        val_counts = grade_counts(load_index(data), "val")
+        if not any(val_counts.values()):
+            raise ValueError(f"{run_dir}: no validation corners to calibrate on")
+        return predict_dataset(model, prepared_validation_dataset(data, val_counts, config.crop, 64, seed=config.seed))
+    frame, _ = load_labels(labels_csv, check_images=False)
+    split = pd.read_csv(Path(run_dir) / "split.csv", dtype={"patient_id": str})
+    trained = set(split.loc[split["split"] == "train", "patient_id"])
+    frame = frame[~frame["patient_id"].astype(str).isin(trained)]
+    if frame.empty:
+        raise ValueError(f"{labels_csv}: every patient in it trained the run; calibrate on patients it did not see")
+    points = predicted_points(keypoints_run, frame) if keypoints_run else None
+    with tempfile.TemporaryDirectory(prefix="tfmssass-calibration-") as work:
+        samples = corner_samples(extract_patches(frame, work, config.patch_depth_px, points)[0])
+        if samples.empty:
+            raise ValueError(f"{labels_csv}: no graded corner could be cut")
+        return predict_samples(model, config, samples), samples["grade"].to_numpy()
+
+
+def calibrate_run(run_dir, labels_csv=None, keypoints_run=None, verbose: int = 1):
+    """Fit the run's calibration (:mod:`tfmssass.stages.grader.calibration`) with its best weights
+    on :func:`calibration_corners`, and keep it in the run (``calibration.json``)."""
     model, config = load_grader(run_dir)
-    data = run_data(run_dir)
-    index = load_index(data)
-    val_counts = grade_counts(index, "val")
-    if not any(val_counts.values()):
-        raise ValueError(f"{run_dir}: no validation corners to calibrate on")
-    probs, grades = predict_dataset(model, prepared_validation_dataset(data, val_counts, config.crop, 64,
-                                                                       seed=config.seed))
-    calibration = fit_calibration(probs, grades, grade_counts(index, "train"))
+    probs, grades = calibration_corners(run_dir, model, config, labels_csv, keypoints_run)
+    calibration = fit_calibration(probs, grades, grade_counts(load_index(run_data(run_dir)), "train"))
+    calibration = replace(calibration, validation={
+        **calibration.validation, "corners_from": str(Path(labels_csv).resolve()) if labels_csv else "validation split",
+        "points": "stage-1 run " + str(Path(keypoints_run).resolve()) if keypoints_run else "labelled"})
     write_calibration(run_dir, calibration)
     if verbose:
         v = calibration.validation
-        print(f"calibration on {v['corners']} validation corners: temperature {calibration.temperature:.3f}, "
-              f"prior {', '.join(f'{p:.3f}' for p in calibration.prior)}; ECE {v['ece_before']:.3f} before, "
-              f"{v['ece_after']:.3f} after")
+        print(f"calibration on {v['corners']} corners ({v['corners_from']}, {v['points']} points): temperature "
+              f"{calibration.temperature:.3f}, prior {', '.join(f'{p:.3f}' for p in calibration.prior)}; "
+              f"ECE {v['ece_before']:.3f} before, {v['ece_after']:.3f} after")
     return calibration
