@@ -17,6 +17,7 @@ QWK ≥ 0.90, visit MAE ≤ 2.0, ICC ≥ 0.95, point median ≤ 1% of the diagon
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -95,24 +96,28 @@ def main():
     corners = pd.read_csv(out / "corners.csv")
     truth = [{"file": r["image"], "corner": c, "truth": r[c]} for _, r in labels.iterrows()
              for c in anatomy.CORNERS[r["view"]]]
-    joined = pd.DataFrame(truth).merge(corners[["file", "corner", "grade"]], on=["file", "corner"], how="left")
+    joined = pd.DataFrame(truth).merge(corners[["file", "corner", "grade", "grade_independent"]],
+                                       on=["file", "corner"], how="left")
     graded = joined.dropna(subset=["truth", "grade"])
-    cm = grading_metrics.confusion_matrix(graded["truth"].astype(int), graded["grade"].astype(int))
-    summary = grading_metrics.summary(cm)
-    table = grading_metrics.per_grade_table(cm)
     blank = int((joined["truth"].notna() & joined["grade"].isna()).sum())
-    print("\n| stage 2 (corners graded in both) | value |\n| --- | ---: |")
-    print(f"| corners compared | {len(graded)} (+{blank} labelled but left blank by the model) |")
-    print(f"| exact accuracy | {summary['exact_accuracy']:.3f} |")
-    print(f"| quadratic weighted kappa | {summary['quadratic_weighted_kappa']:.3f} |")
+    print("\n| stage 2 (corners graded in both) | radiograph alone | visits together |\n| --- | ---: | ---: |")
+    print(f"| corners compared | {len(graded)} (+{blank} labelled but left blank by the model) | |")
+    summaries, tables = [], []
+    for column in ("grade_independent", "grade"):
+        cm = grading_metrics.confusion_matrix(graded["truth"].astype(int), graded[column].astype(int))
+        summaries.append(grading_metrics.summary(cm))
+        tables.append(grading_metrics.per_grade_table(cm))
+    for name, key in (("exact accuracy", "exact_accuracy"), ("quadratic weighted kappa", "quadratic_weighted_kappa")):
+        print(f"| {name} | {summaries[0][key]:.3f} | {summaries[1][key]:.3f} |")
     for g in range(4):
-        print(f"| sensitivity grade {g} | {table.loc[g, 'sensitivity']:.3f} |")
+        print(f"| sensitivity grade {g} | {tables[0].loc[g, 'sensitivity']:.3f} | {tables[1].loc[g, 'sensitivity']:.3f} |")
 
     scored_visits = pd.read_csv(out / "visits.csv", dtype={"patient_id": str})
     reference, reference_corners = reference_visits(labels)
     result, _, _ = agreement(scored_visits, reference)
     t = result["total"]
-    print("\n| visits | value |\n| --- | ---: |")
+    mode = json.loads((out / ".work" / "settings.json").read_text())["longitudinal"]
+    print(f"\n| visits (as scored: --longitudinal {mode}) | value |\n| --- | ---: |")
     print(f"| visits compared | {result['visits_paired']} of {result['visits_reference']} |")
     print(f"| total mSASSS MAE | {t['mae']:.2f} |")
     print(f"| ICC(2,1) [95% CI] | {t['icc2_1'][0]:.3f} [{t['icc2_1'][1]:.3f}, {t['icc2_1'][2]:.3f}] |")

@@ -21,5 +21,7 @@ tfmssass train grader --data "$work/data" --out "$work/grader" --preset small --
 grader=$!
 wait $keypoints
 wait $grader
+# calibrate where scoring will cut: at stage-1 points, on the validation patients (the training ones are left out)
+tfmssass calibrate --grader "$work/grader" --labels "$work/train_ph/labels.csv" --keypoints "$work/keypoints"
 tfmssass export --keypoints "$work/keypoints" --grader "$work/grader" --out "$out"
 echo "trained and exported in $(( ($(date +%s) - start) / 60 )) min"

@@ -343,4 +343,24 @@ def test_score_without_a_model_uses_the_demo_and_says_so(tmp_path):
     assert "PHANTOM-TRAINED" in (out / "report.html").read_text()
     corners = pd.read_csv(out / "corners.csv")
     assert len(corners) == 24 and corners["grade"].notna().sum() >= 20  # the demo finds these spines
-    assert len(pd.read_csv(out / "progression.csv")) == 1
+    assert {"grade_independent", "review_reason"} <= set(corners.columns)
+    assert (corners["review_reason"].fillna("") != "").sum() == corners["review"].sum()  # every flag says why
+    progression = pd.read_csv(out / "progression.csv")
+    assert len(progression) == 1 and 0 <= progression["p_progressed"].item() <= 1
+    # the shipped model is calibrated and says so; its grades never go down between these two visits
+    meta = json.loads((REPO / "saved_models" / "phantom-demo" / "1" / "metadata.json").read_text())
+    assert meta["calibration"]["fitted"] and len(meta["calibration"]["prior"]) == 4
+    by_corner = corners.dropna(subset=["grade"]).sort_values("visit_date").groupby("corner")["grade"]
+    assert all(g.is_monotonic_increasing for _, g in by_corner)
+    # a prior other than the training cohort's changes the probabilities by Bayes' rule, not the grading
+    (tmp_path / "prior.txt").write_text("0.25, 0.25, 0.25, 0.25\n")
+    result = CliRunner().invoke(main, ["score", str(folder), "--out", str(tmp_path / "uniform"), "--quiet",
+                                       "--prior", str(tmp_path / "prior.txt"), "--longitudinal", "off"])
+    assert result.exit_code == 0, result.output
+    uniform = pd.read_csv(tmp_path / "uniform" / "corners.csv").dropna(subset=["p0"])
+    cols = ["p0", "p1", "p2", "p3"]
+    alone = corners.dropna(subset=["p0"])
+    expected = alone[cols].to_numpy() / np.array(meta["calibration"]["prior"])
+    np.testing.assert_allclose(uniform[cols].to_numpy(), expected / expected.sum(axis=1, keepdims=True), atol=2e-3)
+    bad = CliRunner().invoke(main, ["score", str(folder), "--out", str(tmp_path / "x"), "--prior", "0.5"])
+    assert bad.exit_code == 2 and "--prior 0.5" in bad.output
