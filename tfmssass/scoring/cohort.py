@@ -49,16 +49,10 @@ def target_prior(choice, records: list[dict]) -> tuple | None:
         return None
     if choice == "uniform":
         return UNIFORM
-    if choice == "em":
-        probabilities, assumed = [], []
-        for r in records:
-            for c in _graded(r):
-                probabilities.append(c["p"])
-                assumed.append(r["prior"])
-        if not probabilities:
-            return None
-        # every record of a run comes from one model, so one assumed prior
-        return em_prior(np.array(probabilities), np.array(assumed[0]))
+    if choice == "em":  # every record of a run comes from one model, so one assumed prior
+        known = [r for r in records if r.get("prior") is not None]
+        probabilities = [c["p"] for r in known for c in _graded(r)]
+        return em_prior(np.array(probabilities), np.array(known[0]["prior"])) if probabilities else None
     return tuple(choice)
 
 
