@@ -118,7 +118,7 @@ def grader_crop(grader: dict) -> CropSpec:
 
 def _scored(source: Path, images: Path | None) -> Worklist:
     work = source / ".work"
-    settings = Settings.from_dict(json.loads((work / "settings.json").read_text()))
+    settings = Settings.of_run(source)
     info = json.loads((work / "source.json").read_text()) if (work / "source.json").is_file() else {}
     pseudonymised = settings.salt_id is not None
     root = Path(images) if images else Path(info["root"]) if info.get("root") else None

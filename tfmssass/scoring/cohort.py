@@ -17,10 +17,10 @@ again from them whenever the tables are written, so a resumed run and a fresh on
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from tfmssass.core import anatomy
 from tfmssass.scoring.longitudinal import Decoded, decode_cohort
+from tfmssass.scoring.records import corner_table, review_reason
 from tfmssass.stages.grader.calibration import UNIFORM, change_prior, em_prior
 
 PRIOR_CHOICES = ("data", "uniform", "em")
@@ -59,7 +59,6 @@ def target_prior(choice, records: list[dict]) -> tuple | None:
 def regrade(record: dict, prior: tuple, review_threshold: float, point_review: float) -> None:
     """The record's corner probabilities under ``prior``, and its grades, confidences and review
     flags made again by the pipeline's rule (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
-    from tfmssass.scoring.records import review_reason
     from tfmssass.stages.grader.grades import grade_corners
 
     levels = anatomy.LEVELS[record["view"]]
@@ -77,23 +76,6 @@ def regrade(record: dict, prior: tuple, review_threshold: float, point_review: f
         c["why"] = review_reason(p, grades, k, record["levels"][levels[k // 2]]["point_confidence"],
                                  review_threshold, point_review) if c["review"] else ""
     record["prior"] = list(prior)
-    record["score"] = int(sum(c["grade"] for c in corners if c["grade"] is not None))
-
-
-def corner_frame(records: list[dict], not_used: dict) -> pd.DataFrame:
-    """The corners of the radiographs used, one row each, with their record and corner dict."""
-    rows = []
-    for r in records:
-        if r["status"] != "scored" or r["file"] in not_used:
-            continue
-        for c in r["corners"]:
-            p = c["p"] or [np.nan] * 4
-            rows.append({"patient_id": r["patient_id"], "visit_date": r["visit_date"], "view": r["view"],
-                         "level": c["level"], "corner": c["corner"],
-                         "grade": np.nan if c["grade"] is None else float(c["grade"]),
-                         "p0": p[0], "p1": p[1], "p2": p[2], "p3": p[3], "record": r, "entry": c})
-    return pd.DataFrame(rows, columns=["patient_id", "visit_date", "view", "level", "corner", "grade",
-                                       "p0", "p1", "p2", "p3", "record", "entry"])
 
 
 def decide(records: list[dict], not_used: dict, settings) -> Decoded:
@@ -110,15 +92,17 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
             regrade(r, prior, settings.review_threshold, settings.point_review)
         for c in r["corners"]:
             c["grade_independent"] = c["grade"]
-    frame = corner_frame(scored, not_used)
-    decoded = decode_cohort(frame.drop(columns=["record", "entry"]), settings.longitudinal, settings.decrease_cost)
+    table, entries = corner_table(scored)
+    used = ~table["file"].isin(set(not_used)).to_numpy()
+    frame = table[used].astype({"grade": float, "p0": float, "p1": float, "p2": float, "p3": float})
+    decoded = decode_cohort(frame, settings.longitudinal, settings.decrease_cost)
     out = decoded.corners
-    for row, grade, chance, joint in zip(frame.itertuples(), out["grade_longitudinal"], out["p_longitudinal"],
-                                         out["decoded"]):
-        c = row.entry
+    points = {(r["file"], lv): info["point_confidence"] for r in scored for lv, info in r["levels"].items()}
+    for c, file, grade, chance, joint in zip((e for e, u in zip(entries, used) if u), frame["file"],
+                                             out["grade_longitudinal"], out["p_longitudinal"], out["decoded"]):
         if c["grade"] is None or not joint:
             continue
-        point = row.record["levels"][c["level"]]["point_confidence"]
+        point = points[(file, c["level"])]
         c["confidence"] = round(min(float(point), float(chance)), 4)
         if int(grade) != c["grade"]:
             c["grade"] = int(grade)

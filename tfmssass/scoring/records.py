@@ -6,11 +6,13 @@ A record is the unit a scoring run writes and resumes from (``OUT/.work/records/
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
@@ -24,6 +26,9 @@ from tfmssass.stages.runs import PHANTOM_WARNING
 
 #: Side of a corner's picture in ``crops/`` (the report's strips across visits).
 CROP_PX = 96
+#: corners.csv: every corner of every scored radiograph.
+CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "grade_independent",
+                  "p0", "p1", "p2", "p3", "confidence", "review", "review_reason"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ class Settings:
     prior: str | tuple = "data"  # data, uniform, em, or four grade frequencies (tfmssass.scoring.cohort)
     longitudinal: str = "monotone"  # monotone, soft or off (tfmssass.scoring.longitudinal)
     decrease_cost: float = DECREASE_COST  # soft: the cost of a grade going down
+
+    @classmethod
+    def of_run(cls, out) -> "Settings":
+        """The settings a scoring run was made with (``OUT/.work/settings.json``)."""
+        return cls.from_dict(json.loads((Path(out) / ".work" / "settings.json").read_text()))
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
@@ -75,6 +85,22 @@ class Item:
 def base_record(item: Item) -> dict:
     return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": "scored",
             "reason": "", "levels": {}, "corners": []}
+
+
+def corner_table(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """corners.csv's rows (:data:`CORNER_COLUMNS`) of the scored records, and each row's corner dict."""
+    rows, entries = [], []
+    for r in records:
+        if r["status"] != "scored":
+            continue
+        for c in r["corners"]:
+            p = c["p"] or [None] * 4
+            rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
+                         "view": r["view"], "level": c["level"], "corner": c["corner"], "grade": c["grade"],
+                         "grade_independent": c.get("grade_independent"), "p0": p[0], "p1": p[1], "p2": p[2],
+                         "p3": p[3], "confidence": c["confidence"], "review": c["review"], "review_reason": c["why"]})
+            entries.append(c)
+    return pd.DataFrame(rows, columns=CORNER_COLUMNS), entries
 
 
 def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:

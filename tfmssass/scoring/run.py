@@ -28,13 +28,11 @@ from tfmssass.core.atomic import atomic_path, write_text
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.scoring.cohort import decide
 from tfmssass.scoring.inputs import Skipped, check_dicom_header, discover, identify, is_dicom, read_meta_table
-from tfmssass.scoring.records import Item, RecordMaker, Settings, base_record
+from tfmssass.scoring.records import Item, RecordMaker, Settings, base_record, corner_table
 from tfmssass.scoring.report import write_report
 from tfmssass.scoring.totals import progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
 
-CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "grade_independent",
-                  "p0", "p1", "p2", "p3", "confidence", "review", "review_reason"]
 IMAGE_COLUMNS = ["file", "patient_id", "visit_date", "view", "score", "corners_graded", "status"]
 ERROR_COLUMNS = ["file", "reason"]
 
@@ -240,27 +238,9 @@ def _write_csv(path: Path, frame: pd.DataFrame, note: str) -> None:
 def decided_records(out, settings: Settings | None = None):
     """A scoring run's records with the cohort's decisions applied (prior, longitudinal grades), as
     its tables show them; also which radiographs were not used, and the decoding."""
-    out = Path(out)
-    if settings is None:
-        settings = Settings.from_dict(json.loads((out / ".work" / "settings.json").read_text()))
     records = load_records(out)
     not_used = choose_radiographs(records)
-    return records, not_used, decide(records, not_used, settings)
-
-
-def corner_table(records: list[dict]) -> pd.DataFrame:
-    """corners.csv's rows: every corner of every scored radiograph."""
-    rows = []
-    for r in records:
-        if r["status"] != "scored":
-            continue
-        for c in r["corners"]:
-            p = c["p"] or [None] * 4
-            rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
-                         "view": r["view"], "level": c["level"], "corner": c["corner"], "grade": c["grade"],
-                         "grade_independent": c.get("grade_independent"), "p0": p[0], "p1": p[1], "p2": p[2],
-                         "p3": p[3], "confidence": c["confidence"], "review": c["review"], "review_reason": c["why"]})
-    return pd.DataFrame(rows, columns=CORNER_COLUMNS)
+    return records, not_used, decide(records, not_used, settings or Settings.of_run(out))
 
 
 def used_corners(corners: pd.DataFrame, not_used: dict) -> pd.DataFrame:
@@ -283,7 +263,7 @@ def write_outputs(out: Path, files: int, settings: Settings, passed_over: int = 
         image_rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
                            "view": r["view"], "score": r["score"], "corners_graded": r["corners_graded"],
                            "status": not_used.get(r["file"], "scored")})
-    corners = corner_table(records)
+    corners, _ = corner_table(records)
     images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
     errors = pd.DataFrame(error_rows, columns=ERROR_COLUMNS)
     used = used_corners(corners, not_used)

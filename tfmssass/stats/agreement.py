@@ -177,17 +177,16 @@ def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corner
                            impute: str = "mean") -> dict:
     """A scored folder against the reference (:func:`reference_visits`) with its visits graded alone
     and together (:data:`MODES`)."""
-    import json
     from dataclasses import replace
 
-    from tfmssass.scoring.records import Settings
-    from tfmssass.scoring.run import corner_table, decided_records, used_corners
+    from tfmssass.scoring.records import Settings, corner_table
+    from tfmssass.scoring.run import decided_records, used_corners
 
-    settings = Settings.from_dict(json.loads((Path(scored_dir) / ".work" / "settings.json").read_text()))
+    settings = Settings.of_run(scored_dir)
     result = {"scored_with": settings.longitudinal}
     for mode in MODES:
         records, not_used, _ = decided_records(scored_dir, replace(settings, longitudinal=mode))
-        corners = used_corners(corner_table(records), not_used)
+        corners = used_corners(corner_table(records)[0], not_used)
         result[mode], _, _ = agreement(visit_totals(corners, impute), reference)
         result[mode]["new_syndesmophytes"] = new_syndesmophytes(corners, reference_corners)
     result["calibration"] = calibration_error(scored_dir, reference_corners)
