@@ -165,7 +165,8 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
             parts.append(_table(pc, ["from_date", "to_date", "years", "delta", "progressed", "p_progressed",
                                      "new_syndesmophytes", "new_bridges"]))
         parts.append(progression_svg(pv))
-        parts.append(_changing_corners([r for r in scored if r["patient_id"] == patient and r["file"] not in not_used]))
+        counted = [r for r in scored if r["patient_id"] == patient and r["file"] not in not_used]
+        parts.append(_changing_corners(counted))
         for r in (r for r in scored if r["patient_id"] == patient):
             used = not_used.get(r["file"], "")
             parts.append(f"<h3>{escape(r['visit_date'])} &middot; {escape(r['view'])} &middot; "

@@ -86,7 +86,7 @@ class ScoringModule(tf.Module):
                                 + grader.weights]
         size = crop.size
         self.prior = tf.constant(calibration.prior, tf.float32)
-        temperature, shift = float(calibration.temperature), tf.constant(calibration.log_shift, tf.float32)
+        temperature, shift = float(calibration.temperature), tf.constant(calibration.bias, tf.float32)
 
         def calibrated(crops):
             p = tf.cast(grader(crops, training=False), tf.float32)

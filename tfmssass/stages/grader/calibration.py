@@ -44,10 +44,6 @@ class Calibration:
     fitted: bool = False
     validation: dict = field(default_factory=dict)  # corners, NLL and ECE before/after, the Bayes shift
 
-    @property
-    def log_shift(self) -> np.ndarray:
-        return np.asarray(self.bias, float)
-
     def to_dict(self) -> dict:
         return {**asdict(self), "bias": list(self.bias), "prior": list(self.prior)}
 
@@ -84,8 +80,8 @@ def balanced_prior(counts: dict) -> tuple:
     return tuple(float(v) for v in mixed)
 
 
-def calibrated_logits(probabilities, temperature: float, log_shift) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0)) / temperature + np.asarray(log_shift)
+def _log(probabilities) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0))
 
 
 def softmax(logits) -> np.ndarray:
@@ -97,13 +93,12 @@ def softmax(logits) -> np.ndarray:
 def calibrate(probabilities, calibration: Calibration) -> np.ndarray:
     """The grader's raw softmax [..., 4] → calibrated probabilities under ``calibration.prior``.
     (The SavedModel does the same in-graph: :class:`tfmssass.serving.module.ScoringModule`.)"""
-    return softmax(calibrated_logits(probabilities, calibration.temperature, calibration.log_shift))
+    return softmax(_log(probabilities) / calibration.temperature + np.asarray(calibration.bias))
 
 
 def uncalibrate(probabilities, calibration: Calibration) -> np.ndarray:
     """The inverse of :func:`calibrate`: the grader's raw softmax back (to measure calibration before)."""
-    logits = (np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0)) - calibration.log_shift)
-    return softmax(logits * calibration.temperature)
+    return softmax((_log(probabilities) - np.asarray(calibration.bias)) * calibration.temperature)
 
 
 def change_prior(probabilities, from_prior, to_prior) -> np.ndarray:
@@ -132,8 +127,7 @@ def em_prior(probabilities, from_prior, iterations: int = 200, tolerance: float 
 
 
 def negative_log_likelihood(probabilities, grades) -> float:
-    p = np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0)
-    return float(-np.log(p[np.arange(len(p)), np.asarray(grades, int)]).mean())
+    return float(-_log(probabilities)[np.arange(len(grades)), np.asarray(grades, int)].mean())
 
 
 def fit_scaling(probabilities, grades, shift=np.zeros(4)) -> tuple[float, float]:
@@ -142,7 +136,7 @@ def fit_scaling(probabilities, grades, shift=np.zeros(4)) -> tuple[float, float]
     a few hundred corners fit them; free per-grade offsets chase a handful of confident errors."""
     from scipy.optimize import minimize
 
-    log_p = np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0))
+    log_p = _log(probabilities)
     grades = np.asarray(grades, int)
     shift = np.asarray(shift, float)
 

@@ -97,9 +97,9 @@ def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
                   "ece_before": expected_calibration_error(raw, samples["grade"]),
                   "ece_after": expected_calibration_error(probs, samples["grade"]),
                   "uncalibrated": gm.summary(gm.confusion_matrix(samples["grade"], raw.argmax(axis=1)))}
-    report = write_confusion_report(cm, out, {"auc": aucs, "calibration": calibrated, "by_view": by_view, "by_level": by_level,
-                                               "skipped": errors, "run": str(run_dir),
-                                               "crops_from": "stage-1 predictions" if keypoints_run else "labelled points"})
+    report = write_confusion_report(cm, out, {"auc": aucs, "calibration": calibrated, "by_view": by_view,
+                                              "by_level": by_level, "skipped": errors, "run": str(run_dir),
+                                              "crops_from": "stage-1 predictions" if keypoints_run else "labelled points"})
     report["bridge_consistent"] = write_confusion_report(
         gm.confusion_matrix(samples["grade"], samples["consistent"]), out, name="grades_bridge_consistent")
     return report
