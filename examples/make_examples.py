@@ -22,7 +22,7 @@ import pandas as pd
 import pydicom
 from pydicom.uid import JPEGLSNearLossless
 
-from tfmssass import anatomy
+from tfmssass.core import anatomy
 from tfmssass.synth.phantoms import synthesize
 
 FACTOR = 2

@@ -449,16 +449,19 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
             c = bodies[0].point(-bodies[0].depth * rng.uniform(0.2, 1.2), rng.uniform(-30, 10))
             path = [c + np.array([math.cos(a) * 140, math.sin(a) * 60]) for a in np.linspace(2.6, 3.6, 10)]
             cv.line(extra, np.array(path), 0.35, int(7 * px_per_mm))
-    if acq.overlap:
-        if view == "cervical":  # shoulders over C7-T1
-            c = bodies[-1].point(0, rng.uniform(-5, 25))
-            ang = np.linspace(0, 2 * np.pi, 40)
-            cv.fill(extra, c + np.stack([np.cos(ang) * 130, np.sin(ang) * 30 + 20], 1), 0.6)
-            extra = _blur_coarse(extra, 8 * px_per_mm)
-        else:  # iliac crest over L4-S1
-            c = bodies[-2].point(-rng.uniform(0, 30), rng.uniform(0, 20))
-            path = [c + np.array([math.cos(a) * 90, math.sin(a) * 70]) for a in np.linspace(3.6, 5.8, 16)]
-            cv.line(extra, np.array(path), 0.4, int(9 * px_per_mm))
+    if view == "cervical":  # the shoulders: over C7-T1 when they overlap, else below it (always on a real film)
+        # an overlap draws from the film's stream; shoulders clear of the spine from their own, so a
+        # film drawn before they were added keeps every other pixel
+        drop = rng.uniform(-5, 25) if acq.overlap else np.random.default_rng(
+            [acq.height, acq.width, int(acq.rotation * 1e3) % 100000]).uniform(25, 40)
+        c = bodies[-1].point(0, drop)
+        ang = np.linspace(0, 2 * np.pi, 40)
+        cv.fill(extra, c + np.stack([np.cos(ang) * 130, np.sin(ang) * 30 + 20], 1), 0.6)
+        extra = _blur_coarse(extra, 8 * px_per_mm)
+    if acq.overlap and view == "lumbar":  # iliac crest over L4-S1
+        c = bodies[-2].point(-rng.uniform(0, 30), rng.uniform(0, 20))
+        path = [c + np.array([math.cos(a) * 90, math.sin(a) * 70]) for a in np.linspace(3.6, 5.8, 16)]
+        cv.line(extra, np.array(path), 0.4, int(9 * px_per_mm))
 
     blur_px = acq.blur_mm * px_per_mm
     atten = tissue + _blur(bone + 0.45 * _blur(posterior, 1.0 * px_per_mm) + extra, blur_px)
