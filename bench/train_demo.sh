@@ -4,7 +4,7 @@
 # Seeds, sizes, presets and epochs are fixed here. The held-out checks in bench/ use other seeds.
 # The radiographs are decoded once (prepare); both stages then train at the same time from the
 # shards: the grader learns on the labelled points, so it does not
-# wait for stage 1.
+# wait for stage 1. Stage 1 ends by learning its checks (orientation classifier, plausibility limits).
 set -euo pipefail
 work=${1:?usage: bench/train_demo.sh WORKDIR [OUT]}
 out=${2:-saved_models/phantom-demo/1}

@@ -49,17 +49,22 @@ class LabelledPoints:
         if det is None:
             view = max(int(view_index), 0)
             return (np.full((24, 2), np.nan, np.float32), np.zeros(24, np.float32), np.int32(view),
-                    np.int32(NO_RESPONSE), np.int32(0), np.zeros(4, np.float32))
+                    np.int32(NO_RESPONSE), np.int32(0), np.zeros(4, np.float32), np.ones(6, bool))
         confident = int((det.confidence[VIEW_SLICES[det.view]] >= 0.3).sum())
         return (det.points, det.confidence, np.int32(anatomy.VIEWS.index(det.view)), np.int32(FOUND),
-                np.int32(confident), np.zeros(4, np.float32))
+                np.int32(confident), np.zeros(4, np.float32), np.ones(6, bool))
+
+    def orient(self, image):
+        import tensorflow as tf
+
+        return tf.constant(-1), tf.constant(True)  # no orientation classifier: films are read as stored
 
     def detect(self, image, view_index):
         import tensorflow as tf
 
         out = tf.py_function(self._lookup, [image, view_index],
-                             [tf.float32, tf.float32, tf.int32, tf.int32, tf.int32, tf.float32])
-        for tensor, shape in zip(out, ([24, 2], [24], [], [], [], [4])):
+                             [tf.float32, tf.float32, tf.int32, tf.int32, tf.int32, tf.float32, tf.bool])
+        for tensor, shape in zip(out, ([24, 2], [24], [], [], [], [4], [6])):
             tensor.set_shape(shape)
         return Stage1Result(*out)
 

@@ -260,3 +260,29 @@ def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
     assert runner.invoke(main, ["calibrate", "--grader", str(tmp_path / "run")]).exit_code == 0
     again = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert again["temperature"] == pytest.approx(calibration["temperature"], rel=1e-3)
+
+
+def test_init_imagenet_takes_the_backbone_weights_keras_downloads(tmp_path, monkeypatch):
+    # nothing is fetched here: Keras' download is replaced by a file of known, non-default weights
+    from keras.src.utils import file_utils
+
+    from tfmssass.stages.runs import RunFolderError, initial_weights
+
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    rng = np.random.default_rng(0)
+    source.set_weights([rng.normal(size=w.shape).astype("float32") for w in source.get_weights()])
+    fake = tmp_path / "resnet50_notop.weights.h5"
+    source.save_weights(str(fake))
+    asked = []
+    monkeypatch.setattr(file_utils, "get_file", lambda name, *a, **k: asked.append(name) or str(fake))
+
+    assert initial_weights("imagenet", "grader", {}) == ("imagenet", False)
+    grader = CornerGrader("resnet50", 32)
+    grader.load_imagenet()
+    assert asked and "notop" in asked[0]
+    for mine, theirs in zip(grader.get_layer("backbone").get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        CornerGrader("tiny", 32).load_imagenet()
+    with pytest.raises(RunFolderError, match="HRNet"):
+        initial_weights("imagenet", "keypoints", {})

@@ -274,7 +274,7 @@ def _run_training(train_fn, source, out, config, **kwargs) -> None:
 @click.option("--seed", type=int, default=None)
 @click.option("--val-fraction", type=float, default=None)
 @click.option("--steps-per-epoch", type=click.IntRange(1), default=None)
-@click.option("--init", type=click.Path(exists=True), default=None,
+@click.option("--init", default=None,
               help="Fine-tune an earlier keypoints run folder (same preset), or start from a .weights.h5 "
                    "file; nothing is downloaded.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
@@ -292,6 +292,25 @@ def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, l
                   strategy=strategy)
 
 
+@train.command("checks")
+@click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Stage-1 training run folder (trained before it learnt these itself).")
+@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True,
+              help="Epochs of the orientation classifier (60 steps of 16 films each).")
+def train_checks_cmd(keypoints_run, epochs):
+    """What stage 1 checks before a film is graded: which way up it was stored (a small classifier)
+    and whether its chain of points is a plausible lateral spine (limits from the training labels).
+    'train keypoints' learns both at its end; this adds them to a run trained before."""
+    from tfmssass.data.records import PrepareError
+    from tfmssass.stages.keypoints.train import learn_checks
+    from tfmssass.stages.runs import RunFolderError
+
+    try:
+        learn_checks(keypoints_run, epochs)
+    except (RunFolderError, PrepareError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 2)
+
+
 @train.command("grader")
 @_LABELS_OPTION
 @_DATA_OPTION
@@ -307,9 +326,10 @@ def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, l
               help="Samples per grade and epoch (default: the rarest grade's count).")
 @click.option("--seed", type=int, default=None)
 @click.option("--val-fraction", type=float, default=None)
-@click.option("--init", type=click.Path(exists=True), default=None,
-              help="Fine-tune an earlier grader run folder (same preset and backbone), or backbone weights "
-                   "from a local file (e.g. ImageNet notop .h5); nothing is downloaded.")
+@click.option("--init", default=None,
+              help="Fine-tune an earlier grader run folder (same preset and backbone); backbone weights from a "
+                   "local file (e.g. an ImageNet notop .h5); or 'imagenet': Keras downloads the backbone's "
+                   "ImageNet weights once into ~/.keras/models (keras.applications backbones, e.g. --preset paper).")
 @click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
               help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")

@@ -31,6 +31,8 @@ class KeypointConfig:
     steps_per_epoch: int | None = 100  # None: one pass over the training radiographs
     val_point_images: int = 24  # radiographs the per-epoch detector error is measured on
     augment: dict = field(default_factory=dict)  # overrides of KeypointAugment
+    orientation_epochs: int = 40  # the orientation classifier, trained after the network (stages.keypoints.orientation)
+    orientation_steps: int = 60
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -49,7 +51,8 @@ KEYPOINT_PRESETS: dict[str, KeypointConfig] = {
                             steps_per_epoch=None),
     "small": KeypointConfig(epochs=30),
     "tiny": KeypointConfig(preset="tiny", backbone="w8", input_size=(128, 96), sigma=1.5, epochs=2,
-                           batch_size=4, cache_long_side=512, steps_per_epoch=2),
+                           batch_size=4, cache_long_side=512, steps_per_epoch=2, orientation_epochs=1,
+                           orientation_steps=4),
 }
 
 

@@ -219,3 +219,17 @@ def shrink_to_long_side(image, long_side: int):
                     lambda: image)
     scale = tf.cast(tf.shape(small)[:2], tf.float32) / shape
     return small, tf.stack([scale[1], scale[0]])
+
+
+def quarter_turn_matrix(turns, height, width):
+    """Affine [2, 3] taking pixel coordinates of an [H, W] image to those of the same image turned
+    ``turns`` × 90° counter-clockwise (``tf.image.rot90`` / ``np.rot90``); pixel centres are integers."""
+    w, h = tf.cast(width, tf.float32) - 1.0, tf.cast(height, tf.float32) - 1.0
+    zero, one = tf.zeros([]), tf.ones([])
+    matrices = tf.stack([
+        tf.stack([tf.stack([one, zero, zero]), tf.stack([zero, one, zero])]),
+        tf.stack([tf.stack([zero, one, zero]), tf.stack([-one, zero, w])]),
+        tf.stack([tf.stack([-one, zero, w]), tf.stack([zero, -one, h])]),
+        tf.stack([tf.stack([zero, -one, h]), tf.stack([one, zero, zero])]),
+    ])
+    return tf.gather(matrices, tf.math.floormod(tf.cast(turns, tf.int32), 4))

@@ -109,12 +109,15 @@ def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
     return np.minimum(conf[0::2], conf[1::2])
 
 
-def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarray) -> None:
-    """The view's 6 levels into the record: both points, their confidence, whether they were cut."""
+def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarray,
+                 plausible: np.ndarray) -> None:
+    """The view's 6 levels into the record: both points, their confidence, whether they were cut and
+    whether the plausibility gate let them through."""
     points = points[VIEW_SLICES[view]]
     for j, level in enumerate(anatomy.LEVELS[view]):
         record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
-                                   "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j])}
+                                   "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j]),
+                                   "plausible": bool(plausible[j])}
 
 
 def review_reason(probabilities, grades, k: int, point_confidence: float, review_threshold: float,
@@ -141,6 +144,7 @@ def _fill_corners(record: dict, probabilities, grades, confidence, review, point
         info = record["levels"][levels[k // 2]]
         if not info["cut"]:
             why = ("points not confident" if info["point_confidence"] < point_threshold
+                   else "level implausible for a lateral spine" if not info.get("plausible", True)
                    else "no neighbouring level or disk too small")
             corners.append({"level": levels[k // 2], "corner": name, "grade": None, "p": None, "confidence": None,
                             "review": True, "why": why})
@@ -167,8 +171,10 @@ def _write_overlay(record: dict, overlay_state, out: Path, settings: Settings, e
                "sup_corner": anatomy.level_corners(lv)[1]} for lv in cut]
     corners = {c["corner"]: c for c in record["corners"]}
     review = sum(c["review"] for c in record["corners"])
+    turned = record.get("orientation") or 0
     caption = [f"{record['file']}  |  {record['view']}  |  subtotal {record['score']} of 36 "
-               f"({record['corners_graded']}/12 corners graded)  |  {review} to review"]
+               f"({record['corners_graded']}/12 corners graded)  |  {review} to review"
+               + (f"  |  stored turned: read after turning {turned}° clockwise" if turned > 0 else "")]
     if settings.phantom:
         caption.append(PHANTOM_WARNING)
     picture = draw_overlay(small, scale, levels, corners, caption, extent)
@@ -194,6 +200,9 @@ def _write_crops(record: dict, image: np.ndarray, out: Path, extent: float) -> s
     return path
 
 
+_TOO_FEW_POINTS = "spine not found: {n} of 12 {view} points confident"
+
+
 class RecordMaker:
     """A predictor's outputs for one radiograph → its record, with the overlay drawn.
 
@@ -205,6 +214,7 @@ class RecordMaker:
         self.settings, self.out = settings, out
         self.point_threshold = float(metadata.get("keypoints", {}).get("confidence_threshold", 0.3))
         self.extent = float(metadata.get("grader", {}).get("extent", DEFAULT_EXTENT))
+        self.findings = metadata.get("findings", {})
 
     def make(self, item: Item, out: dict) -> dict:
         record = base_record(item)
@@ -217,10 +227,14 @@ class RecordMaker:
         if not out["spine_found"]:
             view_conf = out["keypoint_confidence"][VIEW_SLICES[out["view"]]]
             confident = int((view_conf >= self.point_threshold).sum())
-            record.update(status="failed", reason=f"spine not found: {confident} of 12 {out['view']} points confident")
+            # an export from before the checks has no finding: too few points was its only refusal
+            text = self.findings.get(str(int(out.get("finding", -1))), _TOO_FEW_POINTS)
+            record.update(status="failed", reason=text.format(n=confident, view=out["view"]))
             return record
+        record["orientation"] = int(out["orientation"]) if "orientation" in out else None
         cut = out["grades"][0::2] >= 0
-        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut)
+        plausible = out.get("level_plausible", np.ones(6, bool))
+        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
                       self.point_threshold, self.settings)
         # the prior the probabilities assume: from the model, or (a server of an older export) its training's

@@ -33,7 +33,7 @@ from tfmssass.scoring.report import write_report
 from tfmssass.scoring.totals import progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
 
-IMAGE_COLUMNS = ["file", "patient_id", "visit_date", "view", "score", "corners_graded", "status"]
+IMAGE_COLUMNS = ["file", "patient_id", "visit_date", "view", "orientation", "score", "corners_graded", "status"]
 ERROR_COLUMNS = ["file", "reason"]
 
 
@@ -248,6 +248,13 @@ def used_corners(corners: pd.DataFrame, not_used: dict) -> pd.DataFrame:
     return corners[~corners["file"].isin(set(not_used))].astype({"grade": "float"})
 
 
+def _orientation_text(degrees) -> str:
+    """images.csv's orientation: how far the film was turned clockwise to be read; blank when not checked."""
+    if degrees is None or degrees < 0:
+        return ""
+    return "upright" if degrees == 0 else f"turned {degrees}° clockwise"
+
+
 def write_outputs(out: Path, files: int, settings: Settings, passed_over: int = 0) -> dict:
     """corners.csv, images.csv, visits.csv, progression.csv, errors.csv and report.html from the records."""
     records, not_used, decoded = decided_records(out, settings)
@@ -257,11 +264,13 @@ def write_outputs(out: Path, files: int, settings: Settings, passed_over: int = 
             error_rows.append({"file": r["file"], "reason": r["reason"]})
             if r["status"] == "failed" and r.get("patient_id"):
                 image_rows.append({"file": r["file"], "patient_id": r["patient_id"],
-                                   "visit_date": r["visit_date"], "view": r.get("view"), "score": None,
+                                   "visit_date": r["visit_date"], "view": r.get("view"),
+                                   "orientation": _orientation_text(r.get("orientation")), "score": None,
                                    "corners_graded": 0, "status": r["reason"]})
             continue
         image_rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
-                           "view": r["view"], "score": r["score"], "corners_graded": r["corners_graded"],
+                           "view": r["view"], "orientation": _orientation_text(r.get("orientation")),
+                           "score": r["score"], "corners_graded": r["corners_graded"],
                            "status": not_used.get(r["file"], "scored")})
     corners, _ = corner_table(records)
     images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)

@@ -22,7 +22,9 @@ temperature and its training cohort's prior, :mod:`tfmssass.stages.grader.calibr
 ``grade_prior`` [B, 4] (the prior those probabilities assume, so a client can change it by Bayes'
 rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``review`` [B, 12], and
 ``model_note`` [B] (says so when the weights are phantom-trained, so a TF Serving client learns it
-too).
+too), ``orientation`` [B] (degrees the film was turned clockwise to be read upright; -1 when the model
+has no orientation classifier), ``finding`` [B] (0 when scored, else why not: ``metadata.json``'s
+``findings`` has the words) and ``level_plausible`` [B, 6] (levels the plausibility gate let through).
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ import tensorflow as tf
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD, GraderConfig, KeypointConfig
+from tfmssass.ops.image import apply_matrix, quarter_turn_matrix
 from tfmssass.stages.grader.calibration import FLOOR, Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import grade_corners
-from tfmssass.stages.keypoints.detect import FOUND, Stage1
+from tfmssass.stages.keypoints.detect import FINDINGS, FOUND, ORIENTATION_UNSURE, Stage1
+from tfmssass.stages.keypoints.orientation import load_orientation
+from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
     PHANTOM_WARNING,
     load_grader,
@@ -48,7 +53,7 @@ from tfmssass.stages.runs import (
 )
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
-                "grades", "corner_confidence", "review", "model_note")
+                "grades", "corner_confidence", "review", "model_note", "orientation", "finding", "level_plausible")
 
 
 class Reading(NamedTuple):
@@ -61,6 +66,9 @@ class Reading(NamedTuple):
     crops: object  # [12, S, S] inf, sup per level; zeros for levels not cut
     cut: object  # [6] levels cut (and graded)
     level_confidence: object  # [6] lower confidence of each level's two points
+    turns: object  # int32 quarter turns the film was stored from upright; -1 not checked
+    finding: object  # int32 outcome code (stage 1's FINDINGS)
+    level_ok: object  # [6] levels the plausibility gate let through
 
 
 class ScoringModule(tf.Module):
@@ -82,8 +90,9 @@ class ScoringModule(tf.Module):
         self.review_threshold, self.point_review = review_threshold, point_review
         keypoint_model = getattr(stage1, "model", None)
         # each weight once in the SavedModel (keras' ExportArchive stored every weight twice)
+        orientation = getattr(stage1, "orientation", None)
         self.model_variables = [w.value for w in (keypoint_model.weights if keypoint_model else [])
-                                + grader.weights]
+                                + (orientation.weights if orientation else []) + grader.weights]
         size = crop.size
         self.prior = tf.constant(calibration.prior, tf.float32)
         temperature, shift = float(calibration.temperature), tf.constant(calibration.bias, tf.float32)
@@ -106,9 +115,10 @@ class ScoringModule(tf.Module):
 
     @classmethod
     def from_models(cls, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, metadata: dict,
-                    calibration: Calibration = Calibration(), **thresholds) -> "ScoringModule":
+                    calibration: Calibration = Calibration(), orientation=None, limits: dict | None = None,
+                    **thresholds) -> "ScoringModule":
         stage1 = Stage1(keypoint_model, kp.input_size, kp.cache_long_side, kp.confidence_threshold,
-                        kp.min_points)
+                        kp.min_points, orientation=orientation, limits=limits)
         return cls(stage1, grader, gr.crop, kp.confidence_threshold, metadata, calibration=calibration,
                    **thresholds)
 
@@ -120,18 +130,34 @@ class ScoringModule(tf.Module):
         kp_run, gr_run = read_config(keypoints_run), read_config(grader_run)
         phantom = trained_on_phantoms(kp_run) and trained_on_phantoms(gr_run)
         calibration = read_calibration(grader_run)
-        metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration)
-        return cls.from_models(keypoint_model, kp, grader, gr, metadata, calibration, **thresholds)
+        orientation, limits = load_orientation(keypoints_run), read_limits(keypoints_run)
+        metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration, orientation is not None, limits)
+        return cls.from_models(keypoint_model, kp, grader, gr, metadata, calibration, orientation, limits,
+                               **thresholds)
+
+    def _upright(self, image, view_hint):
+        """Stage 1 on the film turned upright: (detection with points in the stored pixels, the upright
+        film, its points, quarter turns (-1 not checked), outcome code). Everything after the turn runs
+        on the upright film, so a film stored turned is read exactly as its upright self."""
+        turns, sure = self.stage1.orient(image)
+        quarter = tf.maximum(turns, 0)
+        upright = tf.image.rot90(image[..., None], tf.math.floormod(-quarter, 4))[..., 0]
+        det = self.stage1.detect(upright, view_hint)
+        to_stored = quarter_turn_matrix(quarter, tf.shape(upright)[0], tf.shape(upright)[1])
+        stored_points = apply_matrix(to_stored, det.points)  # NaN stays NaN
+        reason = tf.where(sure | tf.not_equal(det.reason, FOUND), det.reason, ORIENTATION_UNSURE)
+        return det._replace(points=stored_points, reason=reason), upright, det.points, turns
 
     def _read(self, image, view_hint):
-        det = self.stage1.detect(image, view_hint)
+        det, upright, upright_points, turns = self._upright(image, view_hint)
         span = det.view * 12 + tf.range(12)
         view_conf = tf.gather(det.confidence, span)
         level_conf = tf.minimum(view_conf[0::2], view_conf[1::2])
         found = tf.equal(det.reason, FOUND)
-        crops, cut = corner_crops(image, tf.gather(det.points, span), (level_conf >= self.point_threshold) & found,
-                                  self.crop)
-        return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf)
+        wanted = (level_conf >= self.point_threshold) & found & det.level_ok
+        crops, cut = corner_crops(upright, tf.gather(upright_points, span), wanted, self.crop)
+        return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.reason,
+                       det.level_ok)
 
     def _finish(self, probabilities, level_confidence, cut):
         grades, confidence, review = grade_corners(probabilities, level_confidence, cut, self.review_threshold,
@@ -145,13 +171,16 @@ class ScoringModule(tf.Module):
                 "view": tf.gather(tf.constant(anatomy.VIEWS), reading.view), "spine_found": reading.found,
                 "grade_probabilities": probabilities,
                 "grade_prior": tf.tile(self.prior[None], [tf.shape(reading.found)[0], 1]), **finished,
-                "model_note": tf.fill(tf.shape(reading.found), self._note)}
+                "model_note": tf.fill(tf.shape(reading.found), self._note),
+                "orientation": tf.where(reading.turns >= 0, reading.turns * 90, -1), "finding": reading.finding,
+                "level_plausible": reading.level_ok}
 
     def _reading_signature(self):
         s = self.crop.size
         return Reading(tf.TensorSpec([24, 2], tf.float32), tf.TensorSpec([24], tf.float32),
                        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool), tf.TensorSpec([12, s, s], tf.float32),
-                       tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.float32))
+                       tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.float32), tf.TensorSpec([], tf.int32),
+                       tf.TensorSpec([], tf.int32), tf.TensorSpec([6], tf.bool))
 
     def run(self, images, decode_png: bool) -> dict:
         """The whole pipeline on a batch: PNG strings [B] or float images [B, H, W, 1]."""
@@ -167,7 +196,7 @@ class ScoringModule(tf.Module):
 
     def keypoints_only(self, images) -> dict:
         def one(x):
-            det = self.stage1.detect(x[:, :, 0], tf.constant(-1))
+            det = self._upright(x[:, :, 0], tf.constant(-1))[0]
             return det.points, det.confidence, det.view, tf.equal(det.reason, FOUND)
 
         points, confidence, view, found = tf.map_fn(one, images, fn_output_signature=(
@@ -190,7 +219,8 @@ class ScoringModule(tf.Module):
 
 
 def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict, grader_config: dict,
-                   phantom: bool, calibration: Calibration = Calibration()) -> dict:
+                   phantom: bool, calibration: Calibration = Calibration(), orientation: bool = False,
+                   limits: dict | None = None) -> dict:
     """What the model is, written beside the SavedModel (``metadata.json``) and kept in memory."""
     return {
         "package": "tfmssass", "version": __version__,
@@ -214,6 +244,10 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
         "grader": {"preset": gr.preset, "backbone": gr.backbone, "input_size": gr.input_size,
                    "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
                    "training_data": grader_config.get("training_data")},
+        "findings": {str(code): text for code, text in FINDINGS.items()},
+        "orientation": {"classifier": orientation,
+                        "meaning": "degrees the film was turned clockwise to be read upright; -1 not checked"},
+        "plausibility": limits,
         "calibration": {**calibration.to_dict(),
                         "formula": "softmax(log(max(p, 1e-7)) / temperature + bias); assumes prior"},
     }

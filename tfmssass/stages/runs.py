@@ -105,10 +105,27 @@ def read_config(run_dir: str | Path) -> dict:
 NETWORK_FIELDS = {"keypoints": ("backbone", "input_size"), "grader": ("backbone", "input_size")}
 
 
+def run_data(run_dir) -> Path:
+    """The prepared folder a run trained from (``--data``, or its own ``data/``)."""
+    return Path(read_config(run_dir).get("data") or Path(run_dir) / "data")
+
+
+#: ``--init imagenet``: a keras.applications backbone's ImageNet weights (the grader's only).
+IMAGENET = "imagenet"
+
+
 def initial_weights(init, stage: str, config: dict) -> tuple[str | None, bool]:
-    """What ``--init`` names: a weights file (returned as is), or an earlier run folder of the same
-    stage and network, whose best weights are returned to fine-tune from; and whether it was a run."""
-    if init is None or not Path(init).is_dir():
+    """What ``--init`` names: ``imagenet``, a weights file (returned as is), or an earlier run folder
+    of the same stage and network, whose best weights are returned to fine-tune from; and whether it
+    was a run."""
+    if init == IMAGENET and stage != "grader":
+        raise RunFolderError(f"--init imagenet: keras.applications has no ImageNet weights for the {stage} "
+                             "network (HRNet); start from a weights file or an earlier run")
+    if init is None or init == IMAGENET:
+        return init, False
+    if not Path(init).exists():
+        raise RunFolderError(f"--init {init}: no such file or run folder")
+    if not Path(init).is_dir():
         return init, False
     earlier = read_config(init)
     if earlier.get("stage") != stage:

@@ -3,7 +3,7 @@
 A 4-class softmax, as in the paper, rather than an ordinal head: it is what the paper evaluated,
 keeps per-grade probabilities for review flags and ROC curves, and needs no threshold tuning.
 Ordinality is measured instead, by quadratic weighted kappa. Backbones come from
-``keras.applications`` (no weights are downloaded: ``--init`` loads a local file), or ``tiny``, a
+``keras.applications`` (``--init imagenet`` through Keras' own download, or a local file), or ``tiny``, a
 small residual network for CPUs, phantoms and tests. The grey crop in [0, 1] is turned into what
 each backbone expects inside the model, so serving needs no preprocessing.
 """
@@ -91,6 +91,19 @@ class CornerGrader(keras.Model):
             super().__init__(inputs=inputs, outputs=outputs, **kwargs)
             self.backbone_name, self.input_size = backbone, input_size
             self.num_classes, self.dropout = num_classes, dropout
+
+    def load_imagenet(self) -> None:
+        """The backbone's ImageNet weights through Keras' own download and cache (``~/.keras/models``),
+        for ``--init imagenet``: the start for real radiographs when no earlier run exists."""
+        app_name, mode = BACKBONES[self.backbone_name]
+        if app_name is None:
+            raise ValueError(f"--init imagenet: the {self.backbone_name} grader has no ImageNet weights "
+                             "(choose a keras.applications backbone, e.g. --preset paper)")
+        kwargs = dict(include_top=False, weights="imagenet", input_shape=(self.input_size, self.input_size, 3),
+                      pooling="avg")
+        if mode == "raw":
+            kwargs["include_preprocessing"] = True
+        self.get_layer("backbone").set_weights(getattr(keras.applications, app_name)(**kwargs).get_weights())
 
     def load_backbone_weights(self, path: str) -> None:
         """ImageNet (or any) weights for the backbone from a local file, e.g. a keras.applications

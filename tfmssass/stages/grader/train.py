@@ -32,7 +32,7 @@ from tfmssass.stages.grader.data import (
 )
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import initial_weights, load_grader, read_config, start_run
+from tfmssass.stages.runs import IMAGENET, initial_weights, load_grader, run_data, start_run
 from tfmssass.stages.training import (
     WorkerRole,
     choose_strategy,
@@ -142,6 +142,8 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
         model = build_grader(config)
         if init and from_run:  # fine-tune a whole earlier grader
             model.load_weights(init)
+        elif init == IMAGENET:
+            model.load_imagenet()
         elif init:
             model.load_backbone_weights(init)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -152,11 +154,6 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     if role.chief:
         calibrate_run(run, verbose=verbose)
     return run
-
-
-def run_data(run_dir) -> Path:
-    """The prepared folder a grader run trained from (``--data``, or its own ``data/``)."""
-    return Path(read_config(run_dir).get("data") or Path(run_dir) / "data")
 
 
 def calibration_corners(run_dir, model, config: GraderConfig, labels_csv=None, keypoints_run=None):

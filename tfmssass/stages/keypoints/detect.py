@@ -7,6 +7,11 @@ cannot win against a whole spine. Which set of 12 responds more tells the view. 
 plus a margin is the spine region. Pass 2 sees that region at the model's input size, finds
 every point, and maps it back to original pixels. A radiograph with too few confident points in
 pass 2 is reported as "spine not found", not guessed.
+
+:meth:`Stage1.orient` (when the run has an orientation classifier, :mod:`.orientation`) tells how
+many quarter turns the film was stored from upright; the scoring module turns it back before
+detection. After pass 2, the plausibility gate (:mod:`.plausibility`) checks the chain: a film that
+fails is refused, a single odd level is left out.
 """
 
 from __future__ import annotations
@@ -20,9 +25,25 @@ import tensorflow as tf
 from tfmssass.core import anatomy
 from tfmssass.ops.image import apply_matrix, invert_matrix, region_matrix, shrink_to_long_side, warp
 from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
+from tfmssass.stages.keypoints.orientation import thumbnail
+from tfmssass.stages.keypoints.plausibility import check_chain, limit_tensors
 
-#: Detection outcome codes (``Stage1Result.reason``).
-FOUND, NO_RESPONSE, TOO_FEW_POINTS = 0, 1, 2
+#: Detection outcome codes (``Stage1Result.reason``): stage 1's own, then the gate's (plausibility
+#: codes 1, 2, 3 shifted by ``GATE``).
+FOUND, NO_RESPONSE, TOO_FEW_POINTS, ORIENTATION_UNSURE = 0, 1, 2, 3
+GATE = 3
+#: What each outcome means to a reader ({n}: confident points, {view}: the view).
+FINDINGS = {
+    FOUND: "",
+    NO_RESPONSE: "spine not found: no response",
+    TOO_FEW_POINTS: "spine not found: {n} of 12 {view} points confident",
+    ORIENTATION_UNSURE: "orientation unsure: the film may be stored turned; check it, or store it upright",
+    GATE + 1: "implausible spine: the chain of disks does not run from head to feet",
+    GATE + 2: "implausible spine: disk levels out of order along the spine",
+    GATE + 3: "implausible spine: two or more levels out of proportion for a lateral {view} spine",
+}
+#: Below this probability of its most likely turn a film's orientation is not trusted.
+ORIENTATION_THRESHOLD = 0.9
 
 
 def decode_heatmaps(heatmaps):
@@ -79,18 +100,22 @@ class Stage1Result(NamedTuple):
     points: object  # [24, 2] original pixels, NaN outside the view or when not found
     confidence: object  # [24] heatmap peaks (fine pass; coarse pass when nothing responded)
     view: object  # int32: 0 cervical, 1 lumbar
-    reason: object  # FOUND, NO_RESPONSE or TOO_FEW_POINTS
+    reason: object  # outcome code (FINDINGS)
     confident: object  # confident points of the view
     region: object  # [4] the fine-pass box in original pixels
+    level_ok: object  # [6] bool: the view's levels the plausibility gate lets through
 
 
 class Stage1:
     """Coarse-to-fine detection in TF ops: the graph that scoring and the SavedModel run."""
 
     def __init__(self, model, input_size=(256, 192), long_side: int = 1024, threshold: float = 0.3,
-                 min_points: int = 8, margin: float = 0.2, flip_test: bool = False):
+                 min_points: int = 8, margin: float = 0.2, flip_test: bool = False, orientation=None,
+                 limits: dict | None = None):
         self.model, self.input_size, self.long_side = model, tuple(int(v) for v in input_size), long_side
         self.threshold, self.min_points, self.margin, self.flip_test = threshold, min_points, margin, flip_test
+        self.orientation, self.limits = orientation, limits  # optional: runs made before them have neither
+        self._limits = limit_tensors(limits) if limits is not None else None
         # one traced forward pass, called by both passes (and every exported signature)
         self.forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), autograph=False,
                                    input_signature=[tf.TensorSpec([None, *self.input_size, 1], tf.float32)])
@@ -135,15 +160,41 @@ class Stage1:
         fine, fine_matrix = self.heatmaps(small, box)
         points, conf2 = decode_heatmaps(fine)
         back = apply_matrix(invert_matrix(fine_matrix), heatmap_to_input(points))
-        confident = tf.reduce_sum(tf.cast(tf.gather(conf2, span) >= self.threshold, tf.int32))
-        found = responded & (confident >= self.min_points)
+        view_conf = tf.gather(conf2, span)
+        confident = tf.reduce_sum(tf.cast(view_conf >= self.threshold, tf.int32))
+        gate, level_ok = self.check(tf.gather(back, span), tf.minimum(view_conf[0::2], view_conf[1::2]), view)
+        reason = tf.where(~responded, NO_RESPONSE,
+                          tf.where(confident < self.min_points, TOO_FEW_POINTS,
+                                   tf.where(gate > 0, GATE + gate, FOUND)))
+        found = tf.equal(reason, FOUND)
         in_view = tf.reduce_any(tf.equal(tf.range(24)[:, None], span[None, :]), axis=1)
         original = (back + 0.5) / scale - 0.5
         points = tf.where(in_view[:, None] & found, original, float("nan"))
         region = tf.reshape((tf.reshape(box, [2, 2]) + 0.5) / scale - 0.5, [-1])
-        reason = tf.where(responded, tf.where(found, FOUND, TOO_FEW_POINTS), NO_RESPONSE)
         confidence = tf.where(responded, conf2, conf1)
-        return Stage1Result(points, confidence, view, reason, confident, region)
+        return Stage1Result(points, confidence, view, reason, confident, region, level_ok)
+
+    def orient(self, image):
+        """(quarter turns counter-clockwise the film [H, W] was stored from upright, whether that is sure);
+        (-1, True) without a classifier. The classifier sees the film as detection would, shrunk."""
+        if self.orientation is None:
+            return tf.constant(-1), tf.constant(True)
+        seen = thumbnail(shrink_to_long_side(image, self.long_side)[0])
+        p = tf.cast(self.orientation(tf.stack([seen, seen[:, ::-1]]), training=False), tf.float32)
+        p = (p[0] + tf.gather(p[1], [0, 3, 2, 1])) / 2.0  # the mirror's left turn is the film's right turn
+        return tf.argmax(p, output_type=tf.int32), tf.reduce_max(p) >= ORIENTATION_THRESHOLD
+
+    def check(self, points, level_confidence, view):
+        """The gate on the view's 12 upright points: (code, levels let through [6]); all through without limits."""
+        if self._limits is None:
+            return tf.constant(0), tf.ones([6], tf.bool)
+        limits = {k: tf.gather(v, view) for k, v in self._limits.items()}
+        return check_chain(points, level_confidence >= self.threshold, limits)
+
+
+def finding(code: int, confident: int, view: str) -> str:
+    """The reader's words for an outcome code."""
+    return FINDINGS[int(code)].format(n=int(confident), view=view)
 
 
 @dataclass
@@ -160,8 +211,8 @@ class Detection:
 
 
 class KeypointDetector:
-    """Stage-1 inference on one radiograph; the work is :class:`Stage1`, the
-    same TF code the exported SavedModel runs."""
+    """Stage-1 inference on one radiograph as stored (no orientation classifier, no plausibility gate:
+    what evaluates the network); the work is :class:`Stage1`, the same TF code the SavedModel runs."""
 
     def __init__(self, model, input_size=(256, 192), long_side: int = 1024,
                  confidence_threshold: float = 0.3, min_points: int = 8, margin: float = 0.2,
@@ -181,15 +232,13 @@ class KeypointDetector:
     def detect(self, image: np.ndarray, view: str | None = None) -> Detection:
         """``image`` is the display image [H, W] in [0, 1]; ``view`` forces the view if known."""
         hint = -1 if view is None else anatomy.VIEWS.index(view)
-        points, confidence, view_index, reason, confident, region = (
-            t.numpy() for t in self._detect(tf.convert_to_tensor(image, tf.float32), tf.constant(hint)))
-        view = anatomy.VIEWS[int(view_index)]
-        if int(reason) == NO_RESPONSE:
-            return Detection(points, confidence, view, False, "spine not found: no response")
-        if int(reason) != 0:
-            return Detection(points, confidence, view, False,
-                             f"spine not found: {int(confident)} of 12 {view} points confident")
+        result = Stage1Result(*(t.numpy() for t in self._detect(tf.convert_to_tensor(image, tf.float32),
+                                                                 tf.constant(hint))))
+        view = anatomy.VIEWS[int(result.view)]
+        if int(result.reason) != FOUND:
+            return Detection(result.points, result.confidence, view, False,
+                             finding(result.reason, result.confident, view))
         low = np.zeros(24, bool)
         span = anatomy.VIEW_SLICES[view]
-        low[span] = confidence[span] < self.threshold
-        return Detection(points, confidence, view, True, "", region.astype(np.float32), low)
+        low[span] = result.confidence[span] < self.threshold
+        return Detection(result.points, result.confidence, view, True, "", result.region.astype(np.float32), low)

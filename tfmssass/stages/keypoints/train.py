@@ -29,8 +29,10 @@ from tfmssass.stages.keypoints.data import (
 from tfmssass.stages.keypoints.detect import KeypointDetector
 from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
+from tfmssass.stages.keypoints.orientation import train_orientation
+from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import initial_weights, start_run
+from tfmssass.stages.runs import initial_weights, run_data, start_run
 from tfmssass.stages.training import WorkerRole, choose_strategy, fit_run, set_precision, worker_role
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
@@ -123,4 +125,19 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     val_steps = math.ceil(index["splits"]["val"]["radiographs"] / config.batch_size)
     fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "min", val_ds=val_ds, validation_steps=val_steps,
             metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose, role=role, strategy=chosen)
+    if role.chief and (Path(run) / "done").is_file():
+        learn_checks(run, config.orientation_epochs, config.orientation_steps, verbose=verbose)
     return run
+
+
+def learn_checks(run_dir, epochs: int = 40, steps_per_epoch: int = 60, verbose: int = 1) -> dict:
+    """What stage 1 checks before a film is graded, learnt from the run's prepared data: which way up
+    a film is stored (:mod:`.orientation`) and the plausible chains (:mod:`.plausibility`)."""
+    data = run_data(run_dir)
+    write_limits(run_dir, limits_from_data(data))
+    summary = train_orientation(data, run_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                verbose=2 if verbose else 0)
+    if verbose:
+        print(f"{run_dir}: orientation classifier, validation accuracy {summary['validation_accuracy']:.3f}; "
+              f"plausibility limits in {Path(run_dir) / 'plausibility.json'}")
+    return summary

@@ -1,0 +1,140 @@
+"""Knowing what is on the film before grading it: quarter turns, the orientation labels, and the
+plausibility gate on hand-made chains."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tfmssass.core import anatomy
+from tfmssass.ops.image import apply_matrix, quarter_turn_matrix
+from tfmssass.stages.keypoints.orientation import stored_turns
+from tfmssass.stages.keypoints.plausibility import (
+    LEVELS_IMPLAUSIBLE,
+    OUT_OF_ORDER,
+    PLAUSIBLE,
+    WRONG_DIRECTION,
+    check_chain,
+    limit_tensors,
+    measure_limits,
+)
+
+
+def turned_points(points, turns, height, width):
+    return apply_matrix(quarter_turn_matrix(turns, height, width), tf.constant(points, tf.float32)).numpy()
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_quarter_turn_matrix_follows_the_pixels_of_rot90(turns):
+    image = np.zeros((5, 7))
+    image[1, 4] = 1.0
+    y, x = np.argwhere(np.rot90(image, turns))[0]
+    assert np.allclose(turned_points([4.0, 1.0], turns, 5, 7), [x, y])
+
+
+@pytest.fixture(scope="module")
+def label_points(phantoms):
+    labels = pd.read_csv(phantoms / "labels.csv")
+    points = labels[list(anatomy.ALL_KEYPOINT_COLUMNS)].to_numpy(float).reshape(-1, 24, 2)
+    return points, list(labels["view"]), labels
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_orientation_labels_come_from_the_labelled_chain(label_points, turns):
+    points, _, labels = label_points
+    for p, (h, w) in zip(points, labels[["image_height", "image_width"]].to_numpy()):
+        turned = np.where(np.isfinite(p), turned_points(np.nan_to_num(p), turns, h, w), np.nan)
+        assert int(stored_turns(turned)) == turns
+
+
+def view_chain(points, view):
+    return np.asarray(points[anatomy.VIEW_SLICES[view]], np.float32)
+
+
+def gate(chain, limits, view, valid=None):
+    tensors = {k: v[anatomy.VIEWS.index(view)] for k, v in limit_tensors(limits).items()}
+    code, level_ok = check_chain(chain, np.ones(6, bool) if valid is None else valid, tensors)
+    return int(code), level_ok.numpy()
+
+
+def test_every_labelled_chain_passes_its_own_limits_and_broken_ones_do_not(label_points):
+    points, views, _ = label_points
+    limits = measure_limits(points, views)
+    assert set(limits) == {"cervical", "lumbar"}
+    for p, view in zip(points, views):
+        assert gate(view_chain(p, view), limits, view) == (PLAUSIBLE, pytest.approx(np.ones(6, bool)))
+
+    p, view = points[0], views[0]
+    chain = view_chain(p, view)
+    # the anterior point of one level on the other side of the spine: that level alone is left out
+    one = chain.copy()
+    one[5] = 2 * one[4] - one[5]
+    code, level_ok = gate(one, limits, view)
+    assert code == PLAUSIBLE and level_ok.tolist() == [True, True, False, True, True, True]
+    # two such levels: not a lateral spine the model knows
+    two = one.copy()
+    two[9] = 2 * two[8] - two[9]
+    assert gate(two, limits, view)[0] == LEVELS_IMPLAUSIBLE
+    # two levels swapped: out of order along the spine
+    swapped = chain.copy()
+    swapped[[4, 5, 6, 7]] = chain[[6, 7, 4, 5]]
+    assert gate(swapped, limits, view)[0] == OUT_OF_ORDER
+    # the whole chain a quarter turn: it no longer runs head to feet
+    centre = chain[0::2].mean(axis=0)
+    turned = (chain - centre) @ np.array([[0, 1], [-1, 0]], np.float32) + centre
+    assert gate(turned, limits, view)[0] == WRONG_DIRECTION
+    # a film cut off above two levels: the levels that are there are judged, the others are not asked about
+    valid = np.array([False, False, True, True, True, True])
+    assert gate(np.where(valid.repeat(2)[:, None], chain, 0.0), limits, view, valid)[0] == PLAUSIBLE
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from tfmssass.serving.predictors import open_predictor
+
+    return open_predictor()[0]
+
+
+@pytest.mark.parametrize("view", ["cervical", "lumbar"])
+def test_a_film_stored_turned_or_mirrored_is_scored_as_its_upright_self(phantoms, demo, view):
+    from tfmssass.io import read_radiograph
+
+    labels = pd.read_csv(phantoms / "labels.csv")
+    row = labels[labels["view"] == view].iloc[0]
+    image = read_radiograph(phantoms / row["image"]).image.astype(np.float32)
+    upright = demo.predict([image], [None])[0]
+    assert upright["spine_found"] and upright["orientation"] == 0 and (upright["grades"] >= 0).sum() >= 10
+    height, width = image.shape
+    for mirror in (False, True):
+        film = image[:, ::-1] if mirror else image
+        # the upright run of the mirrored film is the reference for its turns (the network sees other pixels)
+        reference = demo.predict([np.ascontiguousarray(film)], [None])[0] if mirror else upright
+        if mirror:
+            assert (reference["grades"] == upright["grades"]).sum() >= 11
+            assert np.array_equal(reference["grades"] >= 2, upright["grades"] >= 2)
+        span = anatomy.VIEW_SLICES[view]
+        for turns in (1, 2, 3):
+            out = demo.predict([np.ascontiguousarray(np.rot90(film, turns))], [None])[0]
+            assert out["spine_found"] and out["view"] == view and out["orientation"] == 90 * turns
+            assert out["grades"].tolist() == reference["grades"].tolist()
+            expected = turned_points(reference["keypoints"][span], turns, height, width)
+            assert np.abs(out["keypoints"][span] - expected).max() <= 1.0
+
+
+def test_levels_cut_off_the_film_are_never_guessed(phantoms, demo):
+    # Stage 1 of the demo never saw a cut film: it squeezes all six levels into the four on the film.
+    # The gate must catch that: no grade may land on a corner that is not on the film.
+    from tfmssass.io import read_radiograph
+
+    labels = pd.read_csv(phantoms / "labels.csv")
+    findings = demo.metadata["findings"]
+    for _, row in labels[labels["view"] == "cervical"].iterrows():
+        image = read_radiograph(phantoms / row["image"]).image.astype(np.float32)
+        # the film's top edge between the C3-C4 and C4-C5 disks: C2-C3 and C3-C4 are not on it
+        top = int((row["C3-C4_cy"] + row["C4-C5_cy"]) / 2)
+        out = demo.predict([np.ascontiguousarray(image[top:])], [None])[0]
+        if out["spine_found"]:
+            grades = dict(zip(anatomy.CORNERS["cervical"], out["grades"].tolist()))
+            assert [grades[c] for c in ("C2_inf", "C3_sup", "C3_inf", "C4_sup")] == [-1, -1, -1, -1]
+        else:
+            assert findings[str(int(out["finding"]))].startswith("implausible spine")
