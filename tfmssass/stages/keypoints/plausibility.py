@@ -37,7 +37,7 @@ LIMITS = "plausibility.json"
 #: Share of the training range added below and above it, and at least this much per feature: the
 #: labels are exact, stage 1's points are not. The floors are how far the demo's stage-1 points on
 #: upright tuning phantoms (seed 230, 120 films; never the held-out ones) fall outside the labels'
-#: range: the 99th percentile per film, the 97th for the anterior length (bench/RESULTS.md).
+#: range: about the 99th percentile per film, the 97th for the anterior length (bench/gate_floors.py).
 WIDEN = 0.25
 FLOOR = {"direction": 10.0, "order": 0.06, "log_ratio": 0.45, "anterior_angle": 32.0, "anterior_length": 0.3}
 #: Features and their number of positions along a view's chain of 6 levels.
