@@ -250,6 +250,14 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     data = tmp_path / "run" / "data"  # --labels trains from records prepared into the run folder
     assert json.loads((data / "index.json").read_text())["settings"]["long_side"] == 512
+    # stage 1 ends with its checks; a finished run that lacks them (stopped in between) gets them on the rerun
+    limits = json.loads((tmp_path / "run" / "plausibility.json").read_text())
+    assert set(limits) == {"cervical", "lumbar"} and limits["cervical"]["films"] > 0
+    (tmp_path / "run" / "orientation.weights.h5").unlink()
+    again = ["train", "keypoints", "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "run"),
+             "--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "1"]
+    assert runner.invoke(main, again).exit_code == 0
+    assert (tmp_path / "run" / "orientation.weights.h5").is_file()
     result = runner.invoke(main, ["evaluate", "keypoints", "--model", str(tmp_path / "run"),
                                   "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev"),
                                   "--worst", "2"])

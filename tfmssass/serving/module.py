@@ -136,9 +136,10 @@ class ScoringModule(tf.Module):
                                **thresholds)
 
     def _upright(self, image, view_hint):
-        """Stage 1 on the film turned upright: (detection with points in the stored pixels, the upright
-        film, its points, quarter turns (-1 not checked), outcome code). Everything after the turn runs
-        on the upright film, so a film stored turned is read exactly as its upright self."""
+        """Stage 1 on the film turned upright: (detection with its points mapped back to the stored pixels
+        and "orientation unsure" as its outcome where it applies, the upright film, the points in it,
+        quarter turns or -1 when not checked). Everything after the turn runs on the upright film, so a
+        film stored turned is read exactly as its upright self."""
         turns, sure = self.stage1.orient(image)
         quarter = tf.maximum(turns, 0)
         upright = tf.image.rot90(image[..., None], tf.math.floormod(-quarter, 4))[..., 0]

@@ -29,6 +29,7 @@ from tfmssass.stages.keypoints.data import (
 from tfmssass.stages.keypoints.detect import KeypointDetector
 from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
+from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
 from tfmssass.stages.keypoints.orientation import train_orientation
 from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
 from tfmssass.stages.prepare import prepare_for_run
@@ -104,7 +105,9 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     init, from_run = initial_weights(init, "keypoints", config.to_dict())
     run, _, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
                               config.val_fraction, config.seed)
-    if split is None:
+    if split is None:  # finished before; a run stopped between its last epoch and its checks gets them now
+        if role.chief and not (Path(run) / ORIENTATION_WEIGHTS).is_file():
+            learn_checks(run, config.orientation_epochs, config.orientation_steps, verbose=verbose)
         return run
     if index is not None:
         data = Path(source)
