@@ -114,7 +114,7 @@ class Stage1:
                  limits: dict | None = None):
         self.model, self.input_size, self.long_side = model, tuple(int(v) for v in input_size), long_side
         self.threshold, self.min_points, self.margin, self.flip_test = threshold, min_points, margin, flip_test
-        self.orientation, self.limits = orientation, limits  # optional: runs made before them have neither
+        self.orientation = orientation  # both optional: runs made before the checks have neither
         self._limits = limit_tensors(limits) if limits is not None else None
         # one traced forward pass, called by both passes (and every exported signature)
         self.forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), autograph=False,

@@ -16,6 +16,7 @@ keypoints`` ends with it; ``tfmssass train orientation`` adds it to an earlier s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -107,7 +108,7 @@ def orientation_dataset(data_dir, split: str, batch_size: int, seed: int, repeat
 def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int = 60, batch_size: int = 16,
                       seed: int = 0, verbose: int = 1) -> dict:
     """Train the classifier into ``RUN/orientation.weights.h5``; its validation accuracy (every film
-    of the validation split at a random turn and mirror) goes into ``RUN/orientation.json``."""
+    of the validation split cut, turned and mirrored at random) goes into ``RUN/orientation.json``."""
     keras.utils.set_random_seed(seed)
     model = build_orientation_model()
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -116,7 +117,9 @@ def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int 
     val = orientation_dataset(data_dir, "val", batch_size, seed + 1, repeat=False)
     _, accuracy = model.evaluate(val, verbose=0)
     run = Path(run_dir)
-    model.save_weights(str(run / WEIGHTS))
+    tmp = run / f".{WEIGHTS}.{os.getpid()}.weights.h5"  # written whole, then renamed (Keras insists on the suffix)
+    model.save_weights(str(tmp))
+    os.replace(tmp, run / WEIGHTS)
     summary = {"validation_accuracy": round(float(accuracy), 4), "epochs": epochs,
                "steps_per_epoch": steps_per_epoch, "thumbnail": THUMBNAIL}
     write_text(run / SUMMARY, json.dumps(summary, indent=1) + "\n")
