@@ -144,6 +144,7 @@ def test_export_layout_and_metadata(exported):
         export_module(exported["module"], path.parent / "latest")
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
     cli = Path(sys.executable).with_name("saved_model_cli")
     shown = subprocess.run([str(cli), "show", "--dir", str(exported["path"]), "--all"], capture_output=True,
@@ -163,6 +164,7 @@ def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
     assert "Result for output key grades" in ran.stdout and "Result for output key view" in ran.stdout
 
 
+@pytest.mark.slow
 def test_batched_scoring_path_matches_the_saved_model(exported):
     """Scoring with run folders grades the crops of several radiographs in one grader batch; the
     SavedModel (and so TF Serving) runs one radiograph at a time. Both must give the same answer."""

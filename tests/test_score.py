@@ -243,6 +243,7 @@ def test_pseudonymised_outputs_hold_no_original_id(phantoms, tmp_path):
 
 
 @pytest.mark.skipif(not CHROMIUM, reason="needs Chromium (.ci/run installs it)")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(phantoms, tmp_path):
     out = tmp_path / "out"
     run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
@@ -288,6 +289,7 @@ def _tiny_runs(tmp_path: Path) -> tuple[Path, Path]:
     return runs[0], runs[1]
 
 
+@pytest.mark.slow
 def test_cli_untrained_models_report_spine_not_found(phantoms, tmp_path):
     keypoints, grader = _tiny_runs(tmp_path)
     folder = tmp_path / "in"
@@ -327,6 +329,7 @@ def test_shipped_demo_model_and_examples_fit_in_git():
     assert set(labels["view"]) == {"cervical", "lumbar"}
 
 
+@pytest.mark.slow
 def test_score_without_a_model_uses_the_demo_and_says_so(tmp_path):
     folder = tmp_path / "in"
     for rel in ("PH0001/2016-09-26/cervical.dcm", "PH0001/2018-11-24/cervical.dcm"):
