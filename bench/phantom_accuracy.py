@@ -74,7 +74,7 @@ def main():
         longitudinal_markdown,
         reference_visits,
     )
-    from tfmssass.synth.phantoms import synthesize
+    from tfmssass.synth.sets import synthesize
 
     phantoms = Path(args.phantoms or f"bench_work/heldout_{args.seed}_{args.difficulty}_{args.visits}v")
     if not (phantoms / "labels.csv").is_file():

@@ -28,7 +28,7 @@ from tfmssass.stages.keypoints.data import KeypointAugment, prepared_keypoint_da
 from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
 from tfmssass.stages.prepare import prepare
-from tfmssass.synth.phantoms import synthesize
+from tfmssass.synth.sets import synthesize
 
 
 def rate(iterator, batches: int, batch_size: int) -> float:

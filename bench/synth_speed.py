@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tfmssass.core.system import usable_cpus
-from tfmssass.synth.phantoms import synthesize
+from tfmssass.synth.sets import synthesize
 
 
 def main() -> None:

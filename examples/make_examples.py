@@ -23,7 +23,7 @@ import pydicom
 from pydicom.uid import JPEGLSNearLossless
 
 from tfmssass.core import anatomy
-from tfmssass.synth.phantoms import synthesize
+from tfmssass.synth.sets import synthesize
 
 FACTOR = 2
 SEED, PATIENTS, VISITS = 7, 3, 2

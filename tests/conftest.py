@@ -11,7 +11,7 @@ def phantoms(tmp_path_factory) -> Path:
     """The suite's one shared phantom set: 3 patients, 2 visits each, both views (12 DICOM
     radiographs of realistic difficulty, seed 11) with labels.csv. Tests read it; a test that
     changes files copies it first."""
-    from tfmssass.synth.phantoms import synthesize
+    from tfmssass.synth.sets import synthesize
 
     out = tmp_path_factory.mktemp("phantoms") / "ph"
     synthesize(out, patients=3, visits=2, seed=11, workers=2, progress=False)

@@ -30,7 +30,8 @@ from tfmssass.stages.grader.metrics import (
     summary,
 )
 from tfmssass.stages.grader.model import CornerGrader
-from tfmssass.synth.phantoms import Case, make_case, synthesize
+from tfmssass.synth.phantoms import Case, make_case
+from tfmssass.synth.sets import synthesize
 
 PAPER_CM = np.array([[2250, 295, 54, 19], [502, 2169, 75, 46], [96, 147, 700, 153], [25, 58, 96, 2641]])
 

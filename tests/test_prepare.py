@@ -40,7 +40,7 @@ from tfmssass.stages.grader.data import (
     prepared_balanced_dataset,
 )
 from tfmssass.stages.prepare import prepare
-from tfmssass.synth.phantoms import synthesize
+from tfmssass.synth.sets import synthesize
 
 LONG_SIDE, DEPTH = 512, 48  # the tiny presets' working sizes
 

@@ -11,7 +11,8 @@ from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.io import read_radiograph
 from tfmssass.io.labels import load_labels, read_labels
-from tfmssass.synth.phantoms import Case, make_case, patient_course, synthesize
+from tfmssass.synth.phantoms import Case, make_case, patient_course
+from tfmssass.synth.sets import synthesize
 
 
 @pytest.fixture(scope="module")

@@ -15,40 +15,47 @@ blank (not gradable), never 0. Every random draw comes from a generator seeded b
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from tfmssass import __version__
 from tfmssass.core import anatomy
-from tfmssass.core.atomic import atomic_path, write_text
-from tfmssass.core.system import usable_cpus
+from tfmssass.core.atomic import atomic_path
+from tfmssass.synth.variants import EDGE_MARGIN_MM, Variant, cut_rows, draw_metal, draw_variant, level_on_film
 
 VERTEBRAE = {
     "cervical": ("C2", "C3", "C4", "C5", "C6", "C7", "T1"),
     "lumbar": ("T12", "L1", "L2", "L3", "L4", "L5", "S1"),
+    "thoracic": ("T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11"),  # for films we do not grade
 }
 
 # Typical adult sizes in mm: body height, body depth (anterior-posterior), disk height.
 BODY_HEIGHT = {
     "C2": 16, "C3": 13, "C4": 13, "C5": 13, "C6": 13.5, "C7": 14.5, "T1": 16,
     "T12": 24, "L1": 25.5, "L2": 27, "L3": 28, "L4": 28, "L5": 27, "S1": 30,
+    "T4": 17, "T5": 17.5, "T6": 18, "T7": 19, "T8": 20, "T9": 21, "T10": 22, "T11": 23,
 }
 BODY_DEPTH = {
     "C2": 15, "C3": 15.5, "C4": 16, "C5": 16.5, "C6": 17, "C7": 17.5, "T1": 18.5,
     "T12": 31, "L1": 33, "L2": 35, "L3": 36.5, "L4": 37.5, "L5": 38, "S1": 40,
+    "T4": 22, "T5": 23, "T6": 24, "T7": 25, "T8": 26, "T9": 27, "T10": 28, "T11": 29.5,
 }
-DISK_HEIGHT = {"cervical": (4.5, 4.8, 5.0, 5.2, 5.0, 4.6), "lumbar": (7.5, 8.5, 9.5, 10.5, 11.0, 10.0)}
+DISK_HEIGHT = {"cervical": (4.5, 4.8, 5.0, 5.2, 5.0, 4.6), "lumbar": (7.5, 8.5, 9.5, 10.5, 11.0, 10.0),
+               "thoracic": (4.0, 4.0, 4.5, 4.5, 5.0, 5.0, 5.5)}
 #: Share of the total lordosis taken by each disk's wedge (L5-S1 carries most of the lumbar curve).
-WEDGE_SHARE = {"cervical": (0.14, 0.17, 0.19, 0.19, 0.17, 0.14), "lumbar": (0.06, 0.1, 0.15, 0.2, 0.22, 0.27)}
-LORDOSIS_DEG = {"cervical": (15.0, 40.0), "lumbar": (40.0, 65.0)}
-FIELD_MM = {"cervical": (230.0, 190.0), "lumbar": (400.0, 320.0)}  # height, width of the field
-SPACING_MM = {"cervical": (0.10, 0.15), "lumbar": (0.14, 0.19)}
+WEDGE_SHARE = {"cervical": (0.14, 0.17, 0.19, 0.19, 0.17, 0.14), "lumbar": (0.06, 0.1, 0.15, 0.2, 0.22, 0.27),
+               "thoracic": (1 / 7,) * 7}
+LORDOSIS_DEG = {"cervical": (15.0, 40.0), "lumbar": (40.0, 65.0), "thoracic": (-55.0, -30.0)}  # <0: kyphosis
+#: Height and width of the field, and detector pixel spacing, per kind of film (the other kinds:
+#: :mod:`tfmssass.synth.others`).
+FIELD_MM = {"cervical": (230.0, 190.0), "lumbar": (400.0, 320.0), "ap_cervical": (230.0, 190.0),
+            "ap_lumbar": (400.0, 320.0), "lateral_thoracic": (400.0, 260.0), "lateral_chest": (420.0, 380.0)}
+SPACING_MM = {"cervical": (0.10, 0.15), "lumbar": (0.14, 0.19), "ap_cervical": (0.10, 0.15),
+              "ap_lumbar": (0.14, 0.19), "lateral_thoracic": (0.14, 0.19), "lateral_chest": (0.15, 0.2)}
 
 
 @dataclass(frozen=True)
@@ -163,10 +170,15 @@ class Body:
         return self.point(x, y)
 
 
-def build_spine(view: str, rng: np.random.Generator, size: float) -> list[Body]:
-    """Vertebral bodies from cranial to caudal, stacked through wedged disks."""
+def build_spine(view: str, rng: np.random.Generator, size: float, posture_deg: float = 0.0,
+                last_disk_scale: float = 1.0, curve_deg: float | None = None) -> list[Body]:
+    """Vertebral bodies from cranial to caudal, stacked through wedged disks. ``posture_deg`` is added to
+    the drawn lordosis (flexion, extension); ``last_disk_scale`` scales the lowest disk (transitional);
+    ``curve_deg`` replaces the lordosis (a frontal view's slight scoliosis)."""
     names = VERTEBRAE[view]
-    lordosis = math.radians(rng.uniform(*LORDOSIS_DEG[view]))
+    lordosis = math.radians(rng.uniform(*LORDOSIS_DEG[view]) + posture_deg)
+    if curve_deg is not None:
+        lordosis = math.radians(curve_deg)
     theta = lordosis * rng.uniform(0.35, 0.55)
     bodies: list[Body] = []
     bottom = np.zeros(2)  # centre of the previous inferior endplate
@@ -177,6 +189,7 @@ def build_spine(view: str, rng: np.random.Generator, size: float) -> list[Body]:
             centre = np.zeros(2)
         else:
             disk = DISK_HEIGHT[view][i - 1] * size * rng.uniform(0.85, 1.15)
+            disk *= last_disk_scale if i == len(names) - 1 else 1.0
             prev_theta = theta
             theta -= lordosis * WEDGE_SHARE[view][i - 1] * rng.uniform(0.8, 1.2)
             mean_axis = np.array([math.sin((theta + prev_theta) / 2), math.cos((theta + prev_theta) / 2)])
@@ -331,6 +344,7 @@ class Acquisition:
 
 
 def plan_acquisition(view: str, rng: np.random.Generator, diff: Difficulty) -> Acquisition:
+    """Detector, exposure and positioning of one film (``view`` is any key of :data:`FIELD_MM`)."""
     spacing = rng.uniform(*SPACING_MM[view])
     fh, fw = FIELD_MM[view]
     height = int(np.clip(fh * rng.uniform(0.9, 1.1) / spacing, 1500, 3000))
@@ -376,7 +390,7 @@ def _placement(bodies: list[Body], acq: Acquisition) -> np.ndarray:
 
 
 def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisition,
-           rng: np.random.Generator, diff: Difficulty) -> tuple[np.ndarray, np.ndarray]:
+           rng: np.random.Generator, diff: Difficulty, variant: Variant = Variant()) -> tuple[np.ndarray, np.ndarray]:
     """Display image (float32, bone bright, [0, 1]) and the affine mm → px used."""
     to_px = _placement(bodies, acq)
     cv = Canvas(acq.height, acq.width, to_px)
@@ -420,27 +434,7 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
         tissue -= 0.2 * _blur(gas, 2 * px_per_mm)
 
     features = {c: _grade1_features(rng) for c in anatomy.CORNERS[view] if grades[c] == 1}
-    cortical, cancellous = 0.6, 0.28  # attenuation: cortex clearly brighter than the marrow
-    for b in bodies:
-        radii, sag = _body_shape(b, grades, features, view, rng)
-        outline = body_outline(b.depth, b.height, radii, sag)
-        cv.fill(bone, np.array([b.point(*p) for p in outline]), cortical)
-        t = max(0.7, 0.06 * min(b.depth, b.height))
-        inner = body_outline(b.depth - 2 * t, b.height - 2 * t,
-                             {n: max(r - t, 0.2) for n, r in radii.items()}, sag)
-        cv.fill(bone, np.array([b.point(*p) for p in inner]), cancellous * rng.uniform(0.9, 1.1))
-        _posterior_elements(cv, posterior, b, view, rng)
-        if b.name == "C2":  # the dens rises from the C2 body: what makes C2 recognisable
-            dens = body_outline(b.depth * 0.42, b.height * 0.95,
-                                {n: b.depth * 0.16 for n in ("sa", "sp")} | {"ia": 0.5, "ip": 0.5},
-                                {"anterior": 0, "posterior": 0, "superior": 0, "inferior": 0})
-            shift = np.array([-b.depth * 0.12, -b.height * 0.9])
-            cv.fill(bone, np.array([b.point(*(p + shift)) for p in dens]), 0.65)
-        if b.name == "S1":  # sacrum continues caudally and posteriorly
-            sac = [b.point(-b.depth / 2, b.height / 2), b.point(b.depth / 2, b.height / 2),
-                   b.point(b.depth * 0.15, b.height * 2.6), b.point(-b.depth * 0.55, b.height * 2.4)]
-            cv.fill(bone, np.array(sac), 0.55)
-
+    draw_bodies(cv, bone, posterior, bodies, grades, features, view, rng)
     _draw_lesions(cv, bone, bodies, grades, features, view, s, rng, diff)
     bone *= 1.0 + 0.12 * _smooth_noise(rng, bone.shape, 60)  # trabecular texture
     extra = cv.layer()
@@ -463,10 +457,23 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
         path = [c + np.array([math.cos(a) * 90, math.sin(a) * 70]) for a in np.linspace(3.6, 5.8, 16)]
         cv.line(extra, np.array(path), 0.4, int(9 * px_per_mm))
 
-    blur_px = acq.blur_mm * px_per_mm
-    atten = tissue + _blur(bone + 0.45 * _blur(posterior, 1.0 * px_per_mm) + extra, blur_px)
+    metal = None
+    if variant.plated:
+        metal = cv.layer()
+        draw_metal(cv, metal, bodies, variant, rng)
+    return expose(tissue, bone + 0.45 * _blur(posterior, 1.0 * px_per_mm) + extra, acq, rng, metal), to_px
+
+
+def expose(tissue: np.ndarray, dense: np.ndarray, acq: Acquisition, rng, metal: np.ndarray | None = None
+           ) -> np.ndarray:
+    """Attenuation layers → the display image (float32, [0, 1]) a detector's processing gives: unsharpness,
+    exposure, a window set on the patient (so metal saturates), gamma, quantum noise, heel effect,
+    collimator edges and the side marker."""
+    blur_px = acq.blur_mm * (1.0 / acq.spacing)
+    atten = tissue + _blur(dense if metal is None else dense + metal, blur_px)
     display = 1.0 - np.exp(-1.3 * acq.exposure * np.clip(atten, 0, None))
-    display = display / max(float(np.percentile(display, 99.8)), 1e-3)
+    patient = display if metal is None else display[metal < 0.01]
+    display = display / max(float(np.percentile(patient, 99.8)), 1e-3)
     display = np.clip(display, 0, 1) ** acq.gamma
     # quantum noise is stronger where fewer photons arrive (bright = attenuating)
     noise = rng.standard_normal(display.shape, dtype=np.float32)
@@ -475,7 +482,35 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
     if acq.collimation:
         display = _collimate(display, rng)
     _side_marker(display, acq, rng)
-    return np.clip(display, 0, 1).astype(np.float32), to_px
+    return np.clip(display, 0, 1).astype(np.float32)
+
+
+
+def draw_bodies(cv: Canvas, bone: np.ndarray, posterior: np.ndarray | None, bodies: list[Body], grades: dict,
+                features: dict, view: str, rng) -> None:
+    """Each body's cortex and marrow, its posterior elements (into ``posterior``; None for a frontal view),
+    the dens on C2, the sacrum on S1."""
+    cortical, cancellous = 0.6, 0.28  # attenuation: cortex clearly brighter than the marrow
+    for b in bodies:
+        radii, sag = _body_shape(b, grades, features, view, rng)
+        outline = body_outline(b.depth, b.height, radii, sag)
+        cv.fill(bone, np.array([b.point(*p) for p in outline]), cortical)
+        t = max(0.7, 0.06 * min(b.depth, b.height))
+        inner = body_outline(b.depth - 2 * t, b.height - 2 * t,
+                             {n: max(r - t, 0.2) for n, r in radii.items()}, sag)
+        cv.fill(bone, np.array([b.point(*p) for p in inner]), cancellous * rng.uniform(0.9, 1.1))
+        if posterior is not None:
+            _posterior_elements(cv, posterior, b, view, rng)
+        if b.name == "C2":  # the dens rises from the C2 body: what makes C2 recognisable
+            dens = body_outline(b.depth * 0.42, b.height * 0.95,
+                                {n: b.depth * 0.16 for n in ("sa", "sp")} | {"ia": 0.5, "ip": 0.5},
+                                {"anterior": 0, "posterior": 0, "superior": 0, "inferior": 0})
+            shift = np.array([-b.depth * 0.12, -b.height * 0.9])
+            cv.fill(bone, np.array([b.point(*(p + shift)) for p in dens]), 0.65)
+        if b.name == "S1":  # sacrum continues caudally and posteriorly
+            sac = [b.point(-b.depth / 2, b.height / 2), b.point(b.depth / 2, b.height / 2),
+                   b.point(b.depth * 0.15, b.height * 2.6), b.point(-b.depth * 0.55, b.height * 2.4)]
+            cv.fill(bone, np.array(sac), 0.55)
 
 
 def _body_shape(b: Body, grades: dict[str, int], features: dict[str, set[str]], view: str, rng):
@@ -594,7 +629,13 @@ def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
 # ----------------------------------------------------------------------------------------------
 
 PHANTOM_NOTE = "tfmssass synthetic spine phantom - not a patient"
-VIEW_BODY_PART = {"cervical": "CSPINE", "lumbar": "LSPINE"}
+#: What each kind of film's header says: body part, whether it is lateral (a frontal film's ViewPosition
+#: is left out, as in many exports) and the study description. Series are numbered in this order.
+FILM_HEADERS = {
+    "cervical": ("CSPINE", True, "CERVICAL SPINE LATERAL"), "lumbar": ("LSPINE", True, "LUMBAR SPINE LATERAL"),
+    "ap_cervical": ("CSPINE", False, "CERVICAL SPINE AP"), "ap_lumbar": ("LSPINE", False, "LUMBAR SPINE AP"),
+    "lateral_thoracic": ("TSPINE", True, "THORACIC SPINE LATERAL"), "lateral_chest": ("CHEST", True, "CHEST LATERAL"),
+}
 #: Levels hidden when the shoulders overlap a cervical view: their corners are not gradable.
 HIDDEN_BY_SHOULDERS = ("C7-T1",)
 
@@ -606,6 +647,7 @@ class Case:
     visit: int
     view: str
     difficulty: str
+    unusual: float = 0.0  # chance of an unusual film (:mod:`tfmssass.synth.variants`)
 
     @property
     def patient_id(self) -> str:
@@ -615,44 +657,63 @@ class Case:
         return f"{self.patient_id}/{date}/{self.view}.dcm"
 
 
-def plan_case(case: Case) -> tuple[dict, list[Body], dict[str, int], Acquisition, np.random.Generator]:
-    """Everything about a case but its pixels: (label row without the image path, spine, grades,
-    acquisition, and the generator the renderer continues to draw from)."""
+@dataclass
+class Plan:
+    """Everything about a case but its pixels."""
+
+    row: dict  # the label row without the image path
+    bodies: list[Body]
+    grades: dict[str, int]
+    acq: Acquisition
+    rng: np.random.Generator  # the stream the renderer continues to draw from
+    variant: Variant
+    rows: tuple[int, int]  # the rendered rows the film keeps (a cut film keeps fewer)
+
+
+def plan_case(case: Case) -> Plan:
     diff = DIFFICULTIES[case.difficulty]
     view_index = anatomy.VIEWS.index(case.view)
     grades = patient_course(case.seed, case.patient, case.visit + 1)[case.visit]
     date = visit_dates(case.seed, case.patient, case.visit + 1)[case.visit]
+    variant = draw_variant(_rng(case.seed, case.patient, 7, case.visit, view_index), case.view, case.unusual)
     anatomy_rng = _rng(case.seed, case.patient, 2, view_index)  # same spine at every visit
     size = float(_rng(case.seed, case.patient, 3).uniform(0.9, 1.1))
-    bodies = build_spine(case.view, anatomy_rng, size)
+    bodies = build_spine(case.view, anatomy_rng, size, variant.posture_deg, variant.last_disk_scale)
     acq_rng = _rng(case.seed, case.patient, 4, case.visit, view_index)
     acq = plan_acquisition(case.view, acq_rng, diff)
     to_px = _placement(bodies, acq)
+    rows = cut_rows(variant, bodies, to_px, acq.height)
 
     row: dict = {"patient_id": case.patient_id, "visit_date": date, "view": case.view}
-    by_name = {b.name: b for b in bodies}
-    for level in anatomy.LEVELS[case.view]:
-        upper, lower = level.split("-")
-        centre, anterior = level_points(by_name[upper], by_name[lower])
-        (cx, cy), (ax, ay) = np.array([centre, anterior]) @ to_px[:, :2].T + to_px[:, 2]
-        for col, value in zip(anatomy.keypoint_columns(level), (cx, cy, ax, ay)):
-            row[col] = round(float(value), 2)
     hidden = set()
     if acq.overlap and case.view == "cervical":
         hidden = {c for level in HIDDEN_BY_SHOULDERS for c in anatomy.level_corners(level)}
+    for j, level in enumerate(anatomy.LEVELS[case.view]):
+        upper, lower = bodies[j], bodies[j + 1]
+        centre, anterior = level_points(upper, lower)
+        outline = np.array([centre, anterior, upper.corner("ia"), lower.corner("sa")]) @ to_px[:, :2].T + to_px[:, 2]
+        on_film = level_on_film(outline, rows, acq.width, EDGE_MARGIN_MM / acq.spacing)
+        (cx, cy), (ax, ay) = outline[:2] - np.array([0.0, rows[0]])
+        for col, value in zip(anatomy.keypoint_columns(level), (cx, cy, ax, ay)):
+            row[col] = round(float(value), 2) if on_film else None  # a level off the film is not labelled
+        if not on_film or j in variant.plated:  # off the film or under metal: not gradable
+            hidden.update(anatomy.level_corners(level))
     for corner in anatomy.CORNERS[case.view]:
         row[corner] = None if corner in hidden else grades[corner]
-    row.update(image_height=acq.height, image_width=acq.width,
+    row.update(image_height=rows[1] - rows[0], image_width=acq.width,
                pixel_spacing_mm=round(acq.spacing, 4), facing=acq.facing,
                photometric=acq.monochrome, difficulty=case.difficulty)
-    return row, bodies, grades, acq, acq_rng
+    if case.unusual > 0:
+        row["variant"] = variant.describe(anatomy.LEVELS[case.view])
+    return Plan(row, bodies, grades, acq, acq_rng, variant, rows)
 
 
 def make_case(case: Case) -> tuple[np.ndarray, dict, Acquisition]:
     """Render one radiograph; return (display image, label row without the image path, acquisition)."""
-    row, bodies, grades, acq, acq_rng = plan_case(case)
-    display, _ = render(case.view, bodies, grades, acq, acq_rng, DIFFICULTIES[case.difficulty])
-    return display, row, acq
+    plan = plan_case(case)
+    display, _ = render(case.view, plan.bodies, plan.grades, plan.acq, plan.rng, DIFFICULTIES[case.difficulty],
+                        plan.variant)
+    return display[plan.rows[0]:plan.rows[1]], plan.row, plan.acq
 
 
 def _uid(*parts) -> str:
@@ -667,7 +728,9 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     from pydicom.uid import ExplicitVRLittleEndian
 
     top = 2**acq.bits_stored - 1
-    rng = _rng(case.seed, case.patient, 5, case.visit, anatomy.VIEWS.index(case.view))
+    kind = list(FILM_HEADERS).index(case.view)
+    body_part, lateral, description = FILM_HEADERS[case.view]
+    rng = _rng(case.seed, case.patient, 5, case.visit, kind)
     lo, hi = top * rng.uniform(0.02, 0.12), top * rng.uniform(0.8, 0.97)
     raw = lo + display.astype(np.float64) * (hi - lo)
     if acq.monochrome == "MONOCHROME1":
@@ -691,15 +754,16 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     ds.Modality = "DX"
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(case.visit + 1), 1 + anatomy.VIEWS.index(case.view), 1
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(case.visit + 1), 1 + kind, 1
     ds.AccessionNumber = f"{case.patient_id}V{case.visit + 1}"
     ds.PatientID = case.patient_id
     ds.PatientName = f"Phantom^{case.patient_id}"
     ds.PatientSex = "M" if _rng(case.seed, case.patient, 6).random() < 0.7 else "F"
     ds.PatientIdentityRemoved = "YES"
-    ds.BodyPartExamined = VIEW_BODY_PART[case.view]
-    ds.ViewPosition = "LL" if acq.facing == "left" else "RL"
-    ds.StudyDescription = f"{case.view.upper()} SPINE LATERAL"
+    ds.BodyPartExamined = body_part
+    if lateral:
+        ds.ViewPosition = "LL" if acq.facing == "left" else "RL"
+    ds.StudyDescription = description
     ds.ImageComments = PHANTOM_NOTE
     ds.BurnedInAnnotation = "YES"  # the side marker
     ds.Manufacturer = "tfmssass"
@@ -722,75 +786,11 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     return ds
 
 
-def write_case(case: Case, out: Path) -> dict:
-    display, row, acq = make_case(case)
+def write_case(case: Case, out: Path, make=make_case) -> dict:
+    """Render ``case`` with ``make`` (a lateral film by default) into its DICOM file; its label row."""
+    display, row, acq = make(case)
     rel = case.relative_path(row["visit_date"])
     ds = phantom_dataset(case, display, row, acq)
     with atomic_path(out / rel) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
     return {"image": rel, **row}
-
-
-def _cases(seed: int, patients: int, visits: int, views, difficulty: str) -> list[Case]:
-    return [Case(seed, p, v, view, difficulty)
-            for p in range(patients) for v in range(visits) for view in views]
-
-
-def _work(args) -> dict:
-    case, out, resume = args
-    if resume:  # a file that exists is complete (atomic writes): only its label row is needed
-        row = plan_case(case)[0]
-        rel = case.relative_path(row["visit_date"])
-        if (out / rel).is_file():
-            return {"image": rel, **row}
-    return write_case(case, out)
-
-
-def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
-               difficulty: str = "realistic", views=anatomy.VIEWS, workers: int | None = None,
-               resume: bool = False, progress: bool = True) -> pd.DataFrame:
-    """Write a phantom set under ``out`` (DICOM + labels.csv + synth.json); return the labels."""
-    from tqdm import tqdm
-
-    from tfmssass.io.labels import write_labels
-
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"unknown difficulty {difficulty!r} (expected {', '.join(DIFFICULTIES)})")
-    if patients < 1 or visits < 1:
-        raise ValueError("patients and visits must be at least 1")
-    out = Path(out)
-    manifest = {"generator": "tfmssass synth", "version": __version__, "seed": seed,
-                "patients": patients, "visits": visits, "difficulty": difficulty,
-                "views": list(views), "note": PHANTOM_NOTE,
-                "difficulty_settings": asdict(DIFFICULTIES[difficulty])}
-    manifest = json.loads(json.dumps(manifest))  # as it reads back: lists, not tuples
-    manifest_path = out / "synth.json"
-    if resume and manifest_path.is_file():
-        previous = json.loads(manifest_path.read_text())
-        if previous != manifest:
-            raise ValueError(f"{manifest_path}: this folder was made with other settings; "
-                             "use a new folder or the same settings to resume")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
-    cases = _cases(seed, patients, visits, views, difficulty)
-    jobs = [(case, out, resume) for case in cases]
-    workers = workers or min(len(jobs), usable_cpus())
-    bar = tqdm(total=len(jobs), desc="phantoms", unit="radiograph", disable=not progress)
-    rows = []
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(workers) as pool:
-            for row in pool.imap(_work, jobs):  # imap keeps case order: labels are deterministic
-                rows.append(row)
-                bar.update()
-    else:
-        for job in jobs:
-            rows.append(_work(job))
-            bar.update()
-    bar.close()
-    from tfmssass.io.labels import empty_labels
-
-    frame = pd.concat([empty_labels(0), pd.DataFrame(rows)], ignore_index=True)
-    write_labels(frame, out / "labels.csv")
-    return frame
