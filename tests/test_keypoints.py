@@ -171,6 +171,14 @@ def test_training_lowers_the_loss(prepared):
 
 
 class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, in_first_epoch: bool = False):
+        super().__init__()
+        self.in_first_epoch = in_first_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.in_first_epoch:
+            raise KeyboardInterrupt  # killed before any epoch ended: log.csv exists, empty
+
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 1:
             raise KeyboardInterrupt  # as if the process was killed after the epoch-1 backup
@@ -180,6 +188,9 @@ class _Interrupt(keras.callbacks.Callback):
 def test_training_resumes_after_interruption(phantoms, tmp_path):
     config = keypoint_config("tiny", epochs=3, steps_per_epoch=1, batch_size=2)
     run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_keypoints(phantoms / "labels.csv", run, config, verbose=0, extra_callbacks=[_Interrupt(True)])
+    assert (run / "log.csv").stat().st_size == 0
     with pytest.raises(KeyboardInterrupt):
         train_keypoints(phantoms / "labels.csv", run, config, verbose=0, extra_callbacks=[_Interrupt()])
     assert not (run / "done").exists() and (run / "backup").exists()

@@ -82,20 +82,27 @@ def convert(source, target, bits):
               help="Only these views (default both).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: all cores).")
 @click.option("--resume", is_flag=True, help="Keep files already written by the same settings.")
-def synth(out, patients, visits, seed, difficulty, views, workers, resume):
+@click.option("--unusual", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Each film's chance of being unusual: cut off at a level, a plate and screws, flexion, "
+                   "extension, a transitional lumbosacral vertebra (labels.csv column 'variant').")
+@click.option("--negatives", type=click.IntRange(0), default=0, show_default=True,
+              help="Films of each kind that is not graded (AP cervical, AP lumbar, lateral thoracic, lateral "
+                   "chest) under OUT/other/, listed in OUT/negatives.csv.")
+def synth(out, patients, visits, seed, difficulty, views, workers, resume, unusual, negatives):
     """Write spine phantoms (DICOM under OUT/<patient>/<date>/ and OUT/labels.csv).
 
     Synthetic radiographs, not patients: they exist to test and demonstrate the pipeline.
     """
-    from tfmssass.synth.phantoms import synthesize
+    from tfmssass.synth.sets import synthesize
 
     try:
         frame = synthesize(out, patients, visits, seed=seed, difficulty=difficulty,
                            views=tuple(views) or ("cervical", "lumbar"), workers=workers,
-                           resume=resume)
+                           resume=resume, unusual=unusual, negatives=negatives)
     except ValueError as exc:
         _fail(str(exc), 2)
-    click.echo(f"{len(frame)} phantom radiographs and labels.csv written to {out}")
+    extra = f" and {4 * negatives} negatives (negatives.csv)" if negatives else ""
+    click.echo(f"{len(frame)} phantom radiographs and labels.csv{extra} written to {out}")
 
 
 @main.group()
@@ -199,21 +206,26 @@ def labels_from_coco(coco_json, out, images_root):
 @click.option("--per-shard", type=click.IntRange(1), default=64, show_default=True,
               help="Radiographs per shard unit (64: shards of about 80-150 MB).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Decoding processes (default: all cores).")
-def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers):
+@click.option("--negatives", "negatives_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV (column image) of films that are not lateral cervical or lumbar radiographs (AP views, "
+                   "thoracic spine, chest): stage 1 learns to refuse them.")
+def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers, negatives_csv):
     """Decode every labelled radiograph once into TFRecord shards for 'train --data'. Rerun to resume."""
     from tfmssass.data.records import PrepareError
     from tfmssass.io.labels import LabelError
     from tfmssass.stages.prepare import prepare as run_prepare
 
     try:
-        index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers)
+        index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers,
+                            negatives_csv=negatives_csv)
     except (LabelError, PrepareError) as exc:
         _fail(str(exc))
     for name in ("train", "val"):
         part = index["splits"][name]
         grades = ", ".join(f"{g}: {n}" for g, n in part["grades"].items())
-        click.echo(f"{out}: {name}: {part['radiographs']} radiographs of {part['patients']} patients; "
-                   f"corners per grade {grades}")
+        others = part["views"].get("other", 0)
+        click.echo(f"{out}: {name}: {part['radiographs'] - others} radiographs of {part['patients']} patients; "
+                   f"corners per grade {grades}" + (f"; {others} negatives" if others else ""))
     if index["errors"]:
         click.echo(f"{out}: {index['errors']} radiographs could not be read (listed in {Path(out) / 'errors.csv'})")
     sys.exit(1 if index["errors"] else 0)

@@ -21,6 +21,9 @@ import tensorflow as tf
 
 RADIOGRAPHS = "radiographs"
 CORNERS = "corners"
+#: The view id of a negative: a film that is not a lateral cervical or lumbar radiograph, every point
+#: known absent (all 24 weights 1, all points NaN).
+NEGATIVE_VIEW = "other"
 
 
 def _bytes(*values: str | bytes) -> tf.train.Feature:

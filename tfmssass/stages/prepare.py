@@ -17,6 +17,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
@@ -28,6 +29,7 @@ from tfmssass.data.records import (
     CORNERS,
     FORMAT_VERSION,
     INDEX,
+    NEGATIVE_VIEW,
     RADIOGRAPHS,
     PrepareError,
     corner_example,
@@ -52,10 +54,12 @@ def prepare_one(task: dict) -> dict:
     """Decode one radiograph into its records (runs in a worker process).
 
     Returns {"row", "radiograph": bytes, "corners": [(grade, bytes)], "error": None} or, for a
-    file that cannot be used, {"row", "error": "file: reason"}.
+    file that cannot be used, {"row", "error": "file: reason"}. A negative (``task["negative"]``, a film
+    that is not a lateral cervical or lumbar radiograph) has every point known absent and no corners.
     """
     row, path = task["row"], Path(task["path"])
-    ids = {k: row[k] for k in ("image", "patient_id", "visit_date", "view")}
+    negative = task.get("negative", False)
+    ids = {k: row.get(k, "") for k in ("image", "patient_id", "visit_date", "view")}
     try:
         radiograph = read_radiograph(path)
     except RadiographError as exc:
@@ -63,9 +67,15 @@ def prepare_one(task: dict) -> dict:
     image = radiograph.image
     small, scale = shrink_to_long_side(image, task["long_side"])  # as inference shrinks it
     sx, sy = (float(v) for v in scale.numpy())
-    points, weights = row_points(row, sx, sy)
-    record = radiograph_example(encode_png16(small.numpy()), points, weights, _grades(row), (sx, sy),
+    if negative:  # every heatmap must stay empty
+        points, weights = np.full((24, 2), np.nan, np.float32), np.ones(24, np.float32)
+    else:
+        points, weights = row_points(row, sx, sy)
+    grades = [-1] * 24 if negative else _grades(row)
+    record = radiograph_example(encode_png16(small.numpy()), points, weights, grades, (sx, sy),
                                 (radiograph.height, radiograph.width), radiograph.calibrated_spacing_mm, ids)
+    if negative:
+        return {"row": task["index"], "radiograph": record, "corners": [], "error": None}
     corners = []
     depth_px = task["patch_depth_px"]
     level_points_used = level_points(row) if task.get("points") is None else task["points"]
@@ -89,11 +99,38 @@ def _labels_digest(path: Path) -> str:
 
 
 def _settings(labels_csv: Path, long_side: int, patch_depth_px: int, val_fraction: float, seed: int,
-              per_shard: int, corners_from: str) -> dict:
-    return {"format": FORMAT_VERSION, "labels": str(labels_csv.resolve()),
-            "labels_sha1": _labels_digest(labels_csv), "long_side": long_side,
-            "patch_depth_px": patch_depth_px, "val_fraction": val_fraction, "seed": seed,
-            "per_shard": per_shard, "corners_from": corners_from}
+              per_shard: int, corners_from: str, negatives_csv: Path | None) -> dict:
+    settings = {"format": FORMAT_VERSION, "labels": str(labels_csv.resolve()),
+                "labels_sha1": _labels_digest(labels_csv), "long_side": long_side,
+                "patch_depth_px": patch_depth_px, "val_fraction": val_fraction, "seed": seed,
+                "per_shard": per_shard, "corners_from": corners_from}
+    if negatives_csv is not None:  # absent otherwise, so folders prepared before still resume
+        settings.update(negatives=str(negatives_csv.resolve()), negatives_sha1=_labels_digest(negatives_csv))
+    return settings
+
+
+def read_negatives(csv: Path) -> pd.DataFrame:
+    """The films a negatives CSV lists (column ``image``, relative to the CSV's folder; ``patient_id`` and
+    ``visit_date`` optional): radiographs that are not lateral cervical or lumbar films."""
+    try:
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PrepareError(f"{csv}: cannot be read as a CSV ({exc})") from None
+    if "image" not in frame.columns:
+        raise PrepareError(f"{csv}: no 'image' column")
+    for column in ("patient_id", "visit_date"):
+        if column not in frame.columns:
+            frame[column] = ""
+    frame["view"] = NEGATIVE_VIEW
+    frame.attrs["source"] = str(csv)
+    return frame
+
+
+def _negative_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.Series:
+    """train or val per negative film, by a seeded hash of its path (negatives have no patient to split by)."""
+    share = frame["image"].map(lambda image: int(hashlib.sha1(f"{seed}:{image}".encode()).hexdigest()[:8], 16)
+                               / 0xFFFFFFFF)
+    return share.map(lambda v: "val" if v < val_fraction else "train")
 
 
 def _open_folder(out: Path, settings: dict) -> None:
@@ -113,6 +150,7 @@ def _write_records(target: Path, records: list[bytes]) -> None:
 
 
 def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: pd.DataFrame) -> dict:
+    """``frame``: the table the unit's rows index (the labels, or the negatives)."""
     """A unit's shards (radiographs, then corners per grade), then its marker."""
     good = [r for r in results if r["error"] is None]
     files = {}
@@ -142,14 +180,14 @@ def _marker(out: Path, split: str, number: str) -> Path:
     return out / ".work" / f"{split}-{number}.json"
 
 
-def _units(frame: pd.DataFrame, split: pd.DataFrame, per_shard: int) -> list[tuple[str, str, list]]:
-    """(split, unit number, label-row indices): each split's rows in label order, per_shard at a time."""
-    side = frame["patient_id"].map(dict(zip(split["patient_id"], split["split"])))
+def _units(side: pd.Series, per_shard: int, prefix: str = "") -> list[tuple[str, str, list]]:
+    """(split, unit number, row indices): each split's rows (``side``: train or val per row) in table
+    order, per_shard at a time."""
     units = []
     for name in ("train", "val"):
-        rows = list(frame.index[side == name])
+        rows = list(side.index[side == name])
         for k in range(0, len(rows), per_shard):
-            units.append((name, f"{k // per_shard:05d}", rows[k:k + per_shard]))
+            units.append((name, f"{prefix}{k // per_shard:05d}", rows[k:k + per_shard]))
     return units
 
 
@@ -158,22 +196,24 @@ def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) ->
                          columns=["image", "patient_id", "visit_date", "view", "split", "shard",
                                   "grade_0", "grade_1", "grade_2", "grade_3"])
     grade_cols = [f"grade_{g}" for g in range(4)]
+    lateral = table["view"] != NEGATIVE_VIEW  # negatives have no patient to count
     splits = {}
     for name in ("train", "val"):
         part = table[table["split"] == name]
         splits[name] = {
-            "radiographs": int(len(part)), "patients": int(part["patient_id"].nunique()),
-            "views": {v: int((part["view"] == v).sum()) for v in anatomy.VIEWS},
+            "radiographs": int(len(part)), "patients": int(part.loc[lateral[part.index], "patient_id"].nunique()),
+            "views": {v: n for v in (*anatomy.VIEWS, NEGATIVE_VIEW) if (n := int((part["view"] == v).sum()))
+                      or v != NEGATIVE_VIEW},
             "grades": {str(g): int(part[f"grade_{g}"].sum()) for g in range(4)},
         }
-    patients = table.groupby(["patient_id", "split"], sort=True).agg(
+    patients = table[lateral].groupby(["patient_id", "split"], sort=True).agg(
         radiographs=("image", "size"), **{c: (c, "sum") for c in grade_cols}).reset_index()
     patients["corners"] = patients[grade_cols].sum(axis=1)
     errors = [line for m in markers for line in m["errors"]]
     index = {
         "settings": settings, "splits": splits,
         "files": {name: n for m in markers for name, n in m["files"].items()},
-        "training_data": {"radiographs": int(len(table)), "patients": int(table["patient_id"].nunique()),
+        "training_data": {"radiographs": int(len(table)), "patients": int(table.loc[lateral, "patient_id"].nunique()),
                           "views": {str(k): int(v) for k, v in table["view"].value_counts().sort_index().items()},
                           "phantom": phantom},
         "errors": len(errors),
@@ -188,19 +228,30 @@ def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) ->
 
 def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, val_fraction: float = 0.2,
             seed: int = 0, per_shard: int = 64, workers: int | None = None, progress: bool = True,
-            corner_points: dict | None = None, corners_from: str = "labels") -> dict:
+            corner_points: dict | None = None, corners_from: str = "labels", negatives_csv=None) -> dict:
     """Prepare (or finish preparing) ``out`` from ``labels_csv``; returns the index.
 
     Corner patches are cut at the labelled points, or at ``corner_points`` ({label row: {level:
     (cx, cy, ax, ay)}}, e.g. a stage-1 run's predictions; ``corners_from`` names their source).
+    ``negatives_csv`` lists films that are not lateral cervical or lumbar radiographs
+    (:func:`read_negatives`): stage 1 learns to find nothing on them.
     """
     labels_csv, out = Path(labels_csv), Path(out)
+    negatives_csv = Path(negatives_csv) if negatives_csv is not None else None
     frame, _ = load_labels(labels_csv, check_images=False)
-    settings = _settings(labels_csv, long_side, patch_depth_px, val_fraction, seed, per_shard, corners_from)
+    negatives = read_negatives(negatives_csv) if negatives_csv is not None else None
+    settings = _settings(labels_csv, long_side, patch_depth_px, val_fraction, seed, per_shard, corners_from,
+                         negatives_csv)
     _open_folder(out, settings)
     split = split_patients(frame, val_fraction, seed)
     write_split(split, out / "split.csv")
-    units = _units(frame, split, per_shard)
+    sources = {"": frame}
+    units = [(*unit, "") for unit in _units(frame["patient_id"].map(dict(zip(split["patient_id"], split["split"]))),
+                                            per_shard)]
+    if negatives is not None:
+        sources[NEGATIVE_VIEW] = negatives
+        units += [(*unit, NEGATIVE_VIEW)
+                  for unit in _units(_negative_split(negatives, val_fraction, seed), per_shard, "neg-")]
     markers, pending = [], []
     for unit in units:
         marker = _marker(out, *unit[:2])
@@ -209,24 +260,26 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
         else:
             pending.append(unit)
     workers = workers or usable_cpus()
-    todo = sum(len(rows) for _, _, rows in pending)
+    todo = sum(len(unit[2]) for unit in pending)
     bar = tqdm(total=todo, desc="preparing radiographs", unit="image", disable=not progress or not todo)
     if markers:
         bar.write(f"{out}: {len(markers)} of {len(units)} shard units already complete, skipped")
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
             if workers > 1 and todo > 1 else None)
     try:
-        for side, number, rows in pending:
-            tasks = [{"index": i, "row": frame.loc[i].to_dict(), "path": str(resolve_image(frame, frame.loc[i])),
-                      "long_side": long_side, "patch_depth_px": patch_depth_px,
-                      "points": None if corner_points is None else corner_points.get(i, {})} for i in rows]
+        for side, number, rows, source in pending:
+            table = sources[source]
+            tasks = [{"index": i, "row": table.loc[i].to_dict(), "path": str(resolve_image(table, table.loc[i])),
+                      "long_side": long_side, "patch_depth_px": patch_depth_px, "negative": bool(source),
+                      "points": None if corner_points is None or source else corner_points.get(i, {})}
+                     for i in rows]
             results = []
             for result in (pool.map(prepare_one, tasks) if pool else map(prepare_one, tasks)):
                 if result["error"]:
                     bar.write(f"skipped: {result['error']}")
                 results.append(result)
                 bar.update(1)
-            markers.append(_write_unit(out, side, number, results, frame))
+            markers.append(_write_unit(out, side, number, results, table))
     finally:
         bar.close()
         if pool:

@@ -104,7 +104,7 @@ def set_precision(mixed: bool) -> None:
 
 def _best_so_far(run: Path, monitor: str, mode: str):
     log = run / "log.csv"
-    if not log.is_file():
+    if not log.is_file() or log.stat().st_size == 0:  # stopped before its first epoch ended
         return None
     frame = pd.read_csv(log)
     if monitor not in frame or frame[monitor].dropna().empty:

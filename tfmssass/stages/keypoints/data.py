@@ -45,6 +45,8 @@ class KeypointAugment:
     gamma: tuple[float, float] = (0.7, 1.4)
     noise: float = 0.02
     clahe_probability: float = 0.25  # CLAHE (as stage 2 uses it), so contrast styles vary
+    cut_probability: float = 0.25  # the film cut off at the top or bottom: the levels cut away must not respond
+    cut_share: float = 0.4  # at most this share of the film's height is cut away
 
 
 def row_points(row, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -110,20 +112,43 @@ def draw_augmentation(augment: KeypointAugment, seed, has_points) -> tuple[Regio
     return region, intensity, rand[11] < augment.clahe_probability
 
 
+def cut_film(image, points, augment: KeypointAugment, seed):
+    """The film cut off at the top or bottom at random (``augment.cut_probability``), as films cut off
+    above or below the graded levels are; points keep their place, so those cut away lie off the film."""
+    rand = tf.random.stateless_uniform([3], seed=seed)
+    rows = tf.shape(image)[0]
+    cut = tf.cast(rand[0] * augment.cut_share * tf.cast(rows, tf.float32), tf.int32)
+    cut = tf.where(rand[1] < augment.cut_probability, cut, 0)
+    top = rand[2] < 0.5
+    start = tf.where(top, cut, 0)
+    return image[start:rows - tf.where(top, 0, cut)], points - tf.stack([0.0, tf.cast(start, tf.float32)])
+
+
+def on_film(points, image):
+    """[24] which points lie on the film (a labelled point off it is known absent: its heatmap stays empty)."""
+    shape = tf.cast(tf.shape(image), tf.float32)
+    return ((points[:, 0] >= -0.5) & (points[:, 0] <= shape[1] - 0.5) & (points[:, 1] >= -0.5)
+            & (points[:, 1] <= shape[0] - 0.5))
+
+
 def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int):
     height, width = input_size
     hm_h, hm_w = height // STRIDE, width // STRIDE
 
     def sample(counter, image, points, weights):
         s = tf.stack([tf.cast(seed, tf.int64), counter])
+        if augment.enabled and augment.cut_probability > 0:
+            image, points = cut_film(image, points, augment, s + tf.constant([7919, 0], tf.int64))
+        seen = on_film(points, image)
         shape = tf.cast(tf.shape(image), tf.float32)
         whole = tf.stack([-0.5, -0.5, shape[1] - 0.5, shape[0] - 0.5])
-        has_points = tf.reduce_sum(tf.cast(tf.reduce_all(tf.math.is_finite(points), -1), tf.int32)) >= 2
+        has_points = tf.reduce_sum(tf.cast(seen, tf.int32)) >= 2
         if augment.enabled:
             region, intensity, use_clahe = draw_augmentation(augment, s, has_points)
         else:
             region = RegionDraws(use_whole=~has_points)
-        box = tf.cond(region.use_whole, lambda: whole, lambda: spine_box(points, region.margin))
+        box = tf.cond(region.use_whole, lambda: whole,
+                      lambda: spine_box(tf.where(seen[:, None], points, float("nan")), region.margin))
         matrix = region_matrix(box, input_size, angle=region.angle, zoom=region.zoom, flip=region.flip,
                                shift=region.shift)
         x = warp(image, matrix, input_size)
@@ -133,7 +158,7 @@ def make_sample_fn(input_size, sigma: float, augment: KeypointAugment, seed: int
         hm_points = input_to_heatmap(apply_matrix(matrix, points))
         inside = (hm_points[:, 0] >= -0.5) & (hm_points[:, 0] <= hm_w - 0.5) & (
             hm_points[:, 1] >= -0.5) & (hm_points[:, 1] <= hm_h - 0.5)
-        visible = tf.cast(inside & tf.reduce_all(tf.math.is_finite(hm_points), -1), tf.float32)
+        visible = tf.cast(inside & seen, tf.float32)
         targets = gaussian_heatmaps(hm_points, visible, hm_h, hm_w, sigma)
         packed = tf.concat([targets, tf.broadcast_to(weights[None, None, :], tf.shape(targets))], -1)
         return x[..., None], packed

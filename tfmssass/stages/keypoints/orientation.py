@@ -1,11 +1,15 @@
-"""Which way up a film was stored: a small network on a thumbnail of the whole radiograph.
+"""Which way up a film was stored, and whether it is a lateral spine film at all: a small network on a
+thumbnail of the whole radiograph.
 
 Exports hold films stored turned a quarter, half or three quarters; stage 1, trained on upright
 films, still finds a chain of points on them and would attach grades to the wrong corners. So
 before detection a classifier tells how many quarter turns counter-clockwise (``np.rot90``) the
 stored film is from upright; stage 1 reads the film turned back and its points are mapped back to
 the stored pixels. Mirroring is not a class: a lateral film mirrored is a lateral film of a patient
-facing the other way, which stage 1 reads as it is.
+facing the other way, which stage 1 reads as it is. A fifth class, :data:`NOT_LATERAL`, is every film
+that is not a lateral cervical or lumbar radiograph (AP views, thoracic spine, chest), learnt from the
+negatives of the prepared data (``tfmssass prepare --negatives``); a run trained without negatives
+has four classes and does not check it.
 
 The labels come free: any labelled film is upright or a quarter turn of it (its chain of disk
 centres says which), and training turns and mirrors it at random. It learns from the prepared
@@ -25,12 +29,14 @@ import tensorflow as tf
 from keras import layers
 
 from tfmssass.core.atomic import write_text
-from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, read_records
+from tfmssass.data.records import NEGATIVE_VIEW, RADIOGRAPHS, load_index, parse_radiograph, read_records
 
 #: Side of the square thumbnail the classifier sees (the whole film, letterboxed).
 THUMBNAIL = 192
 WEIGHTS = "orientation.weights.h5"
 SUMMARY = "orientation.json"
+#: The class of films that are not lateral cervical or lumbar radiographs (after the four quarter turns).
+NOT_LATERAL = 4
 
 
 def thumbnail(image):
@@ -39,8 +45,9 @@ def thumbnail(image):
                                     antialias=True)
 
 
-def build_orientation_model() -> keras.Model:
-    """Six strided conv blocks and a softmax over 0, 1, 2, 3 quarter turns (about 0.2 M weights)."""
+def build_orientation_model(classes: int = 5) -> keras.Model:
+    """Six strided conv blocks and a softmax over 0, 1, 2, 3 quarter turns and (``classes`` 5) not a
+    lateral spine film (about 0.2 M weights)."""
     inputs = keras.Input((THUMBNAIL, THUMBNAIL, 1), name="thumbnail")
     x = inputs
     for filters in (16, 32, 48, 64, 96, 128):
@@ -49,7 +56,7 @@ def build_orientation_model() -> keras.Model:
         x = layers.ReLU()(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.2)(x)
-    outputs = layers.Dense(4, activation="softmax", dtype="float32", name="quarter_turns")(x)
+    outputs = layers.Dense(classes, activation="softmax", dtype="float32", name="quarter_turns")(x)
     return keras.Model(inputs, outputs, name="orientation")
 
 
@@ -83,15 +90,31 @@ def _cut(image, seed_pair):
     return image[top:bottom, left:right]
 
 
-def _example(image, points, seed_pair):
-    """One training thumbnail cut, turned and mirrored at random, and its quarter-turn label."""
+def is_negative(points, weights):
+    """A prepared negative: every point known absent (``tfmssass prepare --negatives``)."""
+    return tf.reduce_all(weights > 0) & ~tf.reduce_any(tf.math.is_finite(points))
+
+
+def _has_chain(points, weights):
+    """Whether a record can teach the classifier: a negative, or a film with two disk centres labelled."""
+    centres = tf.reshape(points, [2, 6, 2, 2])[:, :, 0]
+    known = tf.reduce_sum(tf.cast(tf.reduce_all(tf.math.is_finite(centres), -1), tf.int32), axis=1)
+    return is_negative(points, weights) | (tf.reduce_max(known) >= 2)
+
+
+def _example(image, points, weights, seed_pair):
+    """One training thumbnail cut, turned and mirrored at random, and its label (quarter turns, or
+    :data:`NOT_LATERAL` for a negative)."""
     image = _cut(image, seed_pair)
     extra = tf.random.stateless_uniform([], seed_pair, 0, 4, dtype=tf.int32)
     mirror = tf.random.stateless_uniform([], seed_pair + 1) < 0.5
-    label = tf.math.floormod(stored_turns(points) + extra, 4)
+    negative = is_negative(points, weights)
+    turns = tf.cond(negative, lambda: tf.constant(0), lambda: stored_turns(points))
+    label = tf.math.floormod(turns + extra, 4)
     x = tf.image.rot90(thumbnail(image), extra)
     x = tf.where(mirror, x[:, ::-1], x)
     label = tf.where(mirror, tf.math.floormod(-label, 4), label)  # a mirror swaps a left turn for a right one
+    label = tf.where(negative, NOT_LATERAL, label)
     gain = tf.random.stateless_uniform([], seed_pair + 2, 0.7, 1.3)
     return tf.clip_by_value(x * gain, 0.0, 1.0), label
 
@@ -99,10 +122,16 @@ def _example(image, points, seed_pair):
 def orientation_dataset(data_dir, split: str, batch_size: int, seed: int, repeat: bool) -> tf.data.Dataset:
     """Thumbnails and labels from the prepared radiograph shards (``tfmssass prepare``)."""
     records = read_records(data_dir, RADIOGRAPHS, split, repeat=repeat, seed=seed)
+    records = records.map(parse_radiograph, num_parallel_calls=tf.data.AUTOTUNE).filter(
+        lambda image, points, weights: _has_chain(points, weights))
     records = tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=seed).batch(2)))
-    ds = records.map(lambda r, s: _example(*parse_radiograph(r)[:2], tf.cast(s, tf.int32) % (1 << 30)),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+    ds = records.map(lambda r, s: _example(*r, tf.cast(s, tf.int32) % (1 << 30)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(2)
+
+
+def has_negatives(data_dir) -> bool:
+    """Whether the prepared data holds negatives to learn :data:`NOT_LATERAL` from."""
+    return load_index(data_dir)["splits"]["train"]["views"].get(NEGATIVE_VIEW, 0) > 0
 
 
 def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int = 60, batch_size: int = 16,
@@ -110,7 +139,8 @@ def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int 
     """Train the classifier into ``RUN/orientation.weights.h5``; its validation accuracy (every film
     of the validation split cut, turned and mirrored at random) goes into ``RUN/orientation.json``."""
     keras.utils.set_random_seed(seed)
-    model = build_orientation_model()
+    classes = 5 if has_negatives(data_dir) else 4
+    model = build_orientation_model(classes)
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     train = orientation_dataset(data_dir, "train", batch_size, seed, repeat=True)
     model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
@@ -121,7 +151,7 @@ def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int 
     model.save_weights(str(tmp))
     os.replace(tmp, run / WEIGHTS)
     summary = {"validation_accuracy": round(float(accuracy), 4), "epochs": epochs,
-               "steps_per_epoch": steps_per_epoch, "thumbnail": THUMBNAIL}
+               "steps_per_epoch": steps_per_epoch, "thumbnail": THUMBNAIL, "classes": classes}
     write_text(run / SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -131,6 +161,8 @@ def load_orientation(run_dir) -> keras.Model | None:
     path = Path(run_dir) / WEIGHTS
     if not path.is_file():
         return None
-    model = build_orientation_model()
+    summary = Path(run_dir) / SUMMARY
+    classes = json.loads(summary.read_text()).get("classes", 4) if summary.is_file() else 4
+    model = build_orientation_model(classes)
     model.load_weights(str(path))
     return model

@@ -16,6 +16,7 @@ import numpy as np
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.records import (
+    NEGATIVE_VIEW,
     RADIOGRAPHS,
     load_index,
     parse_radiograph,
@@ -82,12 +83,16 @@ def _prepared_inputs(data_dir, index: dict, config: KeypointConfig, role: Worker
     val_ds = prepared_keypoint_dataset(data_dir, "val", config.input_size, config.batch_size, config.sigma,
                                        KeypointAugment(enabled=False), config.seed, repeat=False).repeat()
     val_images, val_points, val_views = [], [], []
-    records = read_records(data_dir, RADIOGRAPHS, "val", repeat=False).take(config.val_point_images)
-    for serialized in records:
+    for serialized in read_records(data_dir, RADIOGRAPHS, "val", repeat=False):
+        view = parse_radiograph_ids(serialized)["view"].numpy().decode()
+        if view == NEGATIVE_VIEW:
+            continue  # no points to measure; the orientation check learns to refuse these
         image, points, _ = parse_radiograph(serialized)
         val_images.append(image.numpy())
         val_points.append(points.numpy())
-        val_views.append(parse_radiograph_ids(serialized)["view"].numpy().decode())
+        val_views.append(view)
+        if len(val_images) == config.val_point_images:
+            break
     return train_ds, val_ds, counts["train"]["radiographs"], (val_images, np.stack(val_points), val_views)
 
 
