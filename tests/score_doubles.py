@@ -17,10 +17,10 @@ from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.io import read_radiograph
 from tfmssass.io.labels import load_labels, resolve_image
 from tfmssass.stages.grader.model import CornerGrader
-from tfmssass.stages.keypoints.detect import FOUND, NO_RESPONSE, Detection, Stage1Result
+from tfmssass.stages.keypoints.detect import FINDINGS, FOUND, NO_RESPONSE, Detection, Stage1Result
 
 
-def _image_key(image: np.ndarray) -> str:
+def image_key(image: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
@@ -29,12 +29,13 @@ class LabelledPoints:
 
     ``detect`` has :class:`~tfmssass.stages.keypoints.detect.Stage1`'s signature and runs inside
     the scoring module's traced function (through ``tf.py_function``); ``table`` holds the
-    :class:`Detection` per image and may be changed by a test before scoring.
+    :class:`Detection` per image and may be changed by a test before scoring; ``not_lateral`` holds the
+    keys (:func:`image_key`) of images the orientation check calls no lateral spine.
     """
 
     def __init__(self, labels_csv):
         frame, _ = load_labels(labels_csv, check_images=False)
-        self.table = {}
+        self.table, self.not_lateral = {}, set()
         for _, row in frame.iterrows():
             image = read_radiograph(resolve_image(frame, row)).image
             points = np.full((24, 2), np.nan, np.float32)
@@ -42,10 +43,10 @@ class LabelledPoints:
             cols = [c for level in anatomy.LEVELS[row["view"]] for c in anatomy.keypoint_columns(level)]
             points[span] = np.asarray([row[c] for c in cols], np.float32).reshape(12, 2)
             confidence = np.where(np.isfinite(points[:, 0]), 0.9, 0.0).astype(np.float32)
-            self.table[_image_key(image)] = Detection(points, confidence, row["view"], True)
+            self.table[image_key(image)] = Detection(points, confidence, row["view"], True)
 
     def _lookup(self, image, view_index):
-        det = self.table.get(_image_key(image.numpy()))
+        det = self.table.get(image_key(image.numpy()))
         if det is None:
             view = max(int(view_index), 0)
             return (np.full((24, 2), np.nan, np.float32), np.zeros(24, np.float32), np.int32(view),
@@ -55,9 +56,12 @@ class LabelledPoints:
                 np.int32(confident), np.zeros(4, np.float32), np.ones(6, bool))
 
     def orient(self, image):
+        """No turns (films are read as stored); the images in ``not_lateral`` are called no lateral spine."""
         import tensorflow as tf
 
-        return tf.constant(-1), tf.constant(True)  # no orientation classifier: films are read as stored
+        other = tf.py_function(lambda x: image_key(x.numpy()) in self.not_lateral, [image], tf.bool)
+        other.set_shape([])
+        return tf.constant(-1), tf.constant(True), other
 
     def detect(self, image, view_index):
         import tensorflow as tf
@@ -81,7 +85,8 @@ def scoring_models(labels_csv, batch_size: int = 64):
     grader = CornerGrader("tiny", 64)
     stage1 = LabelledPoints(labels_csv)
     metadata = {"note": "PHANTOM-TRAINED test doubles", "phantom_trained": True,
-                "keypoints": {"confidence_threshold": 0.3}, "grader": {"extent": 2.8}}
+                "keypoints": {"confidence_threshold": 0.3}, "grader": {"extent": 2.8},
+                "findings": {str(code): text for code, text in FINDINGS.items()}}
     module = ScoringModule(stage1, grader, CropSpec(size=64, depth_px=48), 0.3, metadata)
     predictor = ModulePredictor(module, batch_size)
     predictor.stage1 = stage1  # tests reach the double's table through the predictor

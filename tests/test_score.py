@@ -192,6 +192,40 @@ def test_missing_points_are_blank_corners_never_zero(phantoms, tmp_path):
     assert (visits["imputed"] == 4).all() and visits["complete"].all()
 
 
+def test_implanted_levels_are_blank_and_films_that_are_not_lateral_spines_are_skipped(tmp_path):
+    from score_doubles import image_key
+
+    from tfmssass.io import read_radiograph
+    from tfmssass.scoring.records import IMPLANT_REASON
+    from tfmssass.synth.sets import synthesize
+
+    folder = tmp_path / "in"
+    labels = synthesize(folder, patients=2, visits=1, seed=3, workers=2, progress=False, unusual=1.0, negatives=1)
+    models = scoring_models(folder / "labels.csv")
+    negatives = pd.read_csv(folder / "negatives.csv")
+    for image in negatives["image"]:  # the orientation check calls these no lateral spine
+        models.stage1.not_lateral.add(image_key(read_radiograph(folder / image).image))
+    counts = run_scoring(folder, tmp_path / "out", models, settings(), progress=False)
+    assert counts["skipped"] == 4 and counts["failed"] == 0  # a skip is not a failure: exit code 0
+
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv")
+    assert sorted(errors["file"]) == sorted(negatives["image"])
+    assert (errors["reason"] == "skipped: not a lateral cervical or lumbar radiograph").all()
+    images = pd.read_csv(tmp_path / "out" / "images.csv")
+    assert sorted(images["file"]) == sorted(labels["image"])  # nothing of the skipped films is counted
+    corners = pd.read_csv(tmp_path / "out" / "corners.csv")
+    plated = 0
+    for _, row in labels[labels["variant"].str.startswith("implant")].iterrows():
+        levels = [lv.strip() for lv in row["variant"].split("over ")[1].split(",")]
+        mine = corners[corners["file"] == row["image"]]
+        under = mine[mine["level"].isin(levels)]
+        assert len(under) == 2 * len(levels) and under["grade"].isna().all() and under["review"].all()
+        assert (under["review_reason"] == IMPLANT_REASON).all()
+        assert mine.loc[~mine["level"].isin(levels), "review_reason"].ne(IMPLANT_REASON).all()
+        plated += len(levels)
+    assert plated >= 3
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_outputs(phantoms, tmp_path):
     helper = Path(__file__).with_name("score_doubles.py")

@@ -22,6 +22,7 @@ from tfmssass.core.geometry import DEFAULT_EXTENT, corner_frames, cranial_direct
 from tfmssass.io import RadiographError
 from tfmssass.scoring.longitudinal import DECREASE_COST
 from tfmssass.scoring.overlay import draw_overlay, shrink_for_overlay
+from tfmssass.stages.keypoints.detect import SKIPPED
 from tfmssass.stages.runs import PHANTOM_WARNING
 
 #: Side of a corner's picture in ``crops/`` (the report's strips across visits).
@@ -103,6 +104,28 @@ def corner_table(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
     return pd.DataFrame(rows, columns=CORNER_COLUMNS), entries
 
 
+#: Why a level under metal-dense material (:mod:`tfmssass.stages.implants`) has no grades.
+IMPLANT_REASON = "implant or dense overlap over the level: not graded"
+#: Why a level at the end of the chain that the film does not reach has no grades.
+OFF_FILM_REASON = "level not on the film (cut off)"
+
+
+def off_film_levels(centres: np.ndarray, confident: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[6] levels missing at either end of the chain whose place, continued from the two nearest
+    confident levels, lies off the film: cut off, not merely unclear. ``centres`` [6, 2] in pixels."""
+    off = np.zeros(6, bool)
+    found = np.flatnonzero(confident)
+    if len(found) < 2:
+        return off
+    for missing, near, next_ in ((range(found[0]), found[0], found[1]),
+                                 (range(found[-1] + 1, 6), found[-1], found[-2])):
+        step = (centres[near] - centres[next_]) / abs(near - next_)  # one level further out
+        for j in missing:
+            x, y = centres[near] + step * abs(j - near)
+            off[j] = not (0 <= x < width and 0 <= y < height)
+    return off
+
+
 def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
     """Per level of the view: the lower confidence of its two points."""
     conf = confidence[VIEW_SLICES[view]]
@@ -110,14 +133,14 @@ def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
 
 
 def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarray,
-                 plausible: np.ndarray) -> None:
-    """The view's 6 levels into the record: both points, their confidence, whether they were cut and
-    whether the plausibility gate let them through."""
+                 plausible: np.ndarray, implant: np.ndarray) -> None:
+    """The view's 6 levels into the record: both points, their confidence, whether they were cut,
+    whether the plausibility gate let them through and whether metal-dense material lies over them."""
     points = points[VIEW_SLICES[view]]
     for j, level in enumerate(anatomy.LEVELS[view]):
         record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
                                    "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j]),
-                                   "plausible": bool(plausible[j])}
+                                   "plausible": bool(plausible[j]), "implant": bool(implant[j])}
 
 
 def review_reason(probabilities, grades, k: int, point_confidence: float, review_threshold: float,
@@ -143,8 +166,10 @@ def _fill_corners(record: dict, probabilities, grades, confidence, review, point
     for k, name in enumerate(anatomy.CORNERS[record["view"]]):
         info = record["levels"][levels[k // 2]]
         if not info["cut"]:
-            why = ("points not confident" if info["point_confidence"] < point_threshold
+            why = (OFF_FILM_REASON if info.get("off_film", False)
+                   else "points not confident" if info["point_confidence"] < point_threshold
                    else "level implausible for a lateral spine" if not info.get("plausible", True)
+                   else IMPLANT_REASON if info.get("implant", False)
                    else "no neighbouring level or disk too small")
             corners.append({"level": levels[k // 2], "corner": name, "grade": None, "p": None, "confidence": None,
                             "review": True, "why": why})
@@ -229,12 +254,19 @@ class RecordMaker:
             confident = int((view_conf >= self.point_threshold).sum())
             # an export from before the checks has no finding: too few points was its only refusal
             text = self.findings.get(str(int(out.get("finding", -1))), _TOO_FEW_POINTS)
-            record.update(status="failed", reason=text.format(n=confident, view=out["view"]))
+            # a film mSASSS does not score (not a lateral spine) is skipped, not failed
+            record.update(status="skipped" if text.startswith(SKIPPED) else "failed",
+                          reason=text.format(n=confident, view=out["view"]))
             return record
         record["orientation"] = int(out["orientation"]) if "orientation" in out else None
         cut = out["grades"][0::2] >= 0
         plausible = out.get("level_plausible", np.ones(6, bool))
-        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible)
+        implant = out.get("level_implant", np.zeros(6, bool))  # older exports do not check
+        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible, implant)
+        centres = out["keypoints"][VIEW_SLICES[out["view"]]][0::2]
+        for level, off in zip(anatomy.LEVELS[out["view"]], off_film_levels(
+                centres, level_conf >= self.point_threshold, *item.image.shape[:2])):
+            record["levels"][level]["off_film"] = bool(off)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
                       self.point_threshold, self.settings)
         # the prior the probabilities assume: from the model, or (a server of an older export) its training's

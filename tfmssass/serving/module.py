@@ -24,7 +24,8 @@ rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``re
 ``model_note`` [B] (says so when the weights are phantom-trained, so a TF Serving client learns it
 too), ``orientation`` [B] (degrees the film was turned clockwise to be read upright; -1 when the model
 has no orientation classifier), ``finding`` [B] (0 when scored, else why not: ``metadata.json``'s
-``findings`` has the words) and ``level_plausible`` [B, 6] (levels the plausibility gate let through).
+``findings`` has the words), ``level_plausible`` [B, 6] (levels the plausibility gate let through) and
+``level_implant`` [B, 6] (levels under metal-dense material, not graded: :mod:`tfmssass.stages.implants`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from tfmssass.ops.image import apply_matrix, quarter_turn_matrix
 from tfmssass.stages.grader.calibration import FLOOR, Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import grade_corners
-from tfmssass.stages.keypoints.detect import FINDINGS, FOUND, ORIENTATION_UNSURE, Stage1
+from tfmssass.stages.implants import MIN_SHARE, SATURATED, dense_levels
+from tfmssass.stages.keypoints.detect import FINDINGS, FOUND, NOT_LATERAL_FILM, ORIENTATION_UNSURE, Stage1
 from tfmssass.stages.keypoints.orientation import load_orientation
 from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
@@ -53,7 +55,8 @@ from tfmssass.stages.runs import (
 )
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
-                "grades", "corner_confidence", "review", "model_note", "orientation", "finding", "level_plausible")
+                "grades", "corner_confidence", "review", "model_note", "orientation", "finding", "level_plausible",
+                "level_implant")
 
 
 class Reading(NamedTuple):
@@ -69,6 +72,7 @@ class Reading(NamedTuple):
     turns: object  # int32 quarter turns the film was stored from upright; -1 not checked
     finding: object  # int32 outcome code (stage 1's FINDINGS)
     level_ok: object  # [6] levels the plausibility gate let through
+    level_implant: object  # [6] levels under metal-dense material
 
 
 class ScoringModule(tf.Module):
@@ -140,13 +144,14 @@ class ScoringModule(tf.Module):
         and "orientation unsure" as its outcome where it applies, the upright film, the points in it,
         quarter turns or -1 when not checked). Everything after the turn runs on the upright film, so a
         film stored turned is read exactly as its upright self."""
-        turns, sure = self.stage1.orient(image)
+        turns, sure, not_lateral = self.stage1.orient(image)
         quarter = tf.maximum(turns, 0)
         upright = tf.image.rot90(image[..., None], tf.math.floormod(-quarter, 4))[..., 0]
         det = self.stage1.detect(upright, view_hint)
         to_stored = quarter_turn_matrix(quarter, tf.shape(upright)[0], tf.shape(upright)[1])
         stored_points = apply_matrix(to_stored, det.points)  # NaN stays NaN
         reason = tf.where(sure | tf.not_equal(det.reason, FOUND), det.reason, ORIENTATION_UNSURE)
+        reason = tf.where(not_lateral, NOT_LATERAL_FILM, reason)
         return det._replace(points=stored_points, reason=reason), upright, det.points, turns
 
     def _read(self, image, view_hint):
@@ -155,10 +160,11 @@ class ScoringModule(tf.Module):
         view_conf = tf.gather(det.confidence, span)
         level_conf = tf.minimum(view_conf[0::2], view_conf[1::2])
         found = tf.equal(det.reason, FOUND)
-        wanted = (level_conf >= self.point_threshold) & found & det.level_ok
+        implant = dense_levels(upright, tf.gather(upright_points, span)) & found
+        wanted = (level_conf >= self.point_threshold) & found & det.level_ok & ~implant
         crops, cut = corner_crops(upright, tf.gather(upright_points, span), wanted, self.crop)
         return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.reason,
-                       det.level_ok)
+                       det.level_ok, implant)
 
     def _finish(self, probabilities, level_confidence, cut):
         grades, confidence, review = grade_corners(probabilities, level_confidence, cut, self.review_threshold,
@@ -174,14 +180,14 @@ class ScoringModule(tf.Module):
                 "grade_prior": tf.tile(self.prior[None], [tf.shape(reading.found)[0], 1]), **finished,
                 "model_note": tf.fill(tf.shape(reading.found), self._note),
                 "orientation": tf.where(reading.turns >= 0, reading.turns * 90, -1), "finding": reading.finding,
-                "level_plausible": reading.level_ok}
+                "level_plausible": reading.level_ok, "level_implant": reading.level_implant}
 
     def _reading_signature(self):
         s = self.crop.size
         return Reading(tf.TensorSpec([24, 2], tf.float32), tf.TensorSpec([24], tf.float32),
                        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool), tf.TensorSpec([12, s, s], tf.float32),
                        tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.float32), tf.TensorSpec([], tf.int32),
-                       tf.TensorSpec([], tf.int32), tf.TensorSpec([6], tf.bool))
+                       tf.TensorSpec([], tf.int32), tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.bool))
 
     def run(self, images, decode_png: bool) -> dict:
         """The whole pipeline on a batch: PNG strings [B] or float images [B, H, W, 1]."""
@@ -249,6 +255,9 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
         "orientation": {"classifier": orientation,
                         "meaning": "degrees the film was turned clockwise to be read upright; -1 not checked"},
         "plausibility": limits,
+        "implants": {"saturated": SATURATED, "min_share": MIN_SHARE,
+                     "meaning": "level_implant: that share of the level's square saturated (metal, or dense "
+                                "overlap); not graded"},
         "calibration": {**calibration.to_dict(),
                         "formula": "softmax(log(max(p, 1e-7)) / temperature + bias); assumes prior"},
     }

@@ -25,13 +25,17 @@ import tensorflow as tf
 from tfmssass.core import anatomy
 from tfmssass.ops.image import apply_matrix, invert_matrix, region_matrix, shrink_to_long_side, warp
 from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
-from tfmssass.stages.keypoints.orientation import thumbnail
+from tfmssass.stages.keypoints.orientation import NOT_LATERAL, thumbnail
 from tfmssass.stages.keypoints.plausibility import check_chain, limit_tensors
 
 #: Detection outcome codes (``Stage1Result.reason``): stage 1's own, then the gate's (plausibility
-#: codes 1, 2, 3 shifted by ``GATE``).
+#: codes 1, 2, 3 shifted by ``GATE``), then the view check's. Codes never change meaning: exported
+#: models carry them.
 FOUND, NO_RESPONSE, TOO_FEW_POINTS, ORIENTATION_UNSURE = 0, 1, 2, 3
 GATE = 3
+NOT_LATERAL_FILM = 7
+#: The text of a finding that is a skip, not a failure (the film is not one mSASSS scores).
+SKIPPED = "skipped: "
 #: What each outcome means to a reader ({n}: confident points, {view}: the view).
 FINDINGS = {
     FOUND: "",
@@ -41,6 +45,7 @@ FINDINGS = {
     GATE + 1: "implausible spine: the chain of disks does not run from head to feet",
     GATE + 2: "implausible spine: disk levels out of order along the spine",
     GATE + 3: "implausible spine: two or more levels out of proportion for a lateral {view} spine",
+    NOT_LATERAL_FILM: SKIPPED + "not a lateral cervical or lumbar radiograph",
 }
 #: Below this probability of its most likely turn a film's orientation is not trusted.
 ORIENTATION_THRESHOLD = 0.9
@@ -175,14 +180,19 @@ class Stage1:
         return Stage1Result(points, confidence, view, reason, confident, region, level_ok)
 
     def orient(self, image):
-        """(quarter turns counter-clockwise the film [H, W] was stored from upright, whether that is sure);
-        (-1, True) without a classifier. The classifier sees the film as detection would, shrunk."""
+        """(quarter turns counter-clockwise the film [H, W] was stored from upright, whether that is sure,
+        whether it is not a lateral spine film at all); (-1, True, False) without a classifier. The
+        classifier sees the film as detection would, shrunk, and mirrored."""
         if self.orientation is None:
-            return tf.constant(-1), tf.constant(True)
+            return tf.constant(-1), tf.constant(True), tf.constant(False)
         seen = thumbnail(shrink_to_long_side(image, self.long_side)[0])
         p = tf.cast(self.orientation(tf.stack([seen, seen[:, ::-1]]), training=False), tf.float32)
-        p = (p[0] + tf.gather(p[1], [0, 3, 2, 1])) / 2.0  # the mirror's left turn is the film's right turn
-        return tf.argmax(p, output_type=tf.int32), tf.reduce_max(p) >= ORIENTATION_THRESHOLD
+        classes = p.shape[-1]  # 4, or 5 with the not-lateral class
+        p = (p[0] + tf.gather(p[1], [0, 3, 2, 1, 4][:classes])) / 2.0  # a mirror's left turn is the film's right
+        turn_p = p[:4]
+        not_lateral = tf.equal(tf.argmax(p, output_type=tf.int32), NOT_LATERAL) if classes > 4 else tf.constant(False)
+        return (tf.argmax(turn_p, output_type=tf.int32), tf.reduce_max(turn_p) >= ORIENTATION_THRESHOLD,
+                not_lateral)
 
     def check(self, points, level_confidence, view):
         """The gate on the view's 12 upright points: (code, levels let through [6]); all through without limits."""

@@ -1,0 +1,177 @@
+"""What real archives hold besides textbook lateral films: films cut off at a level, implants, flexion
+and extension, a transitional lumbosacral junction, and films that are not lateral spines at all. The
+phantoms that stand for them, their honest labels, and how stage 1 learns from them."""
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tfmssass.core import anatomy
+from tfmssass.synth.others import OTHER_KINDS, make_other, other_case
+from tfmssass.synth.phantoms import LORDOSIS_DEG, Case, build_spine, make_case, plan_case
+from tfmssass.synth.sets import synthesize
+
+
+def first_case(view: str, kind: str, seed: int = 7) -> Case:
+    for patient in range(200):
+        case = Case(seed, patient, 0, view, "realistic", 1.0)
+        if plan_case(case).variant.kind == kind:
+            return case
+    raise AssertionError(f"no {kind} among 200 patients")
+
+
+def digests(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.dcm"))}
+
+
+def test_a_set_without_unusual_films_is_byte_identical_to_one_made_before_them(tmp_path):
+    # variants draw from their own stream: asking for none changes nothing, asking for some changes only those
+    plain = synthesize(tmp_path / "plain", patients=2, visits=2, seed=5, workers=1, progress=False)
+    some = synthesize(tmp_path / "some", patients=2, visits=2, seed=5, workers=1, progress=False, unusual=0.5)
+    assert "variant" not in plain.columns
+    a, b = digests(tmp_path / "plain"), digests(tmp_path / "some")
+    same = [image for image, variant in zip(some["image"], some["variant"]) if variant == ""]
+    assert same and all(a[image] == b[image] for image in same)
+    assert all(a[image] != b[image] for image in some.loc[some["variant"] != "", "image"])
+
+
+@pytest.mark.parametrize("view", ["cervical", "lumbar"])
+def test_a_film_cut_off_at_a_level_labels_only_the_levels_wholly_on_it(view):
+    case = first_case(view, "cut")
+    plan = plan_case(case)
+    image, row, _ = make_case(case)
+    assert image.shape == (row["image_height"], row["image_width"]) == (plan.rows[1] - plan.rows[0], plan.acq.width)
+    levels = anatomy.LEVELS[view]
+    off = set(levels[:plan.variant.cut_levels] if plan.variant.cut_side == "top" else levels[-plan.variant.cut_levels:])
+    for level in levels:
+        points = [row[c] for c in anatomy.keypoint_columns(level)]
+        grades = [row[c] for c in anatomy.level_corners(level)]
+        if level in off:  # off the film: no points, no grades (never 0)
+            assert points == [None] * 4 and grades == [None, None]
+        elif all(p is not None for p in points):
+            x, y = points[0::2], points[1::2]
+            assert all(0 <= v < row["image_width"] for v in x) and all(0 <= v < row["image_height"] for v in y)
+    assert row["variant"].startswith(f"cut at the {plan.variant.cut_side}")
+
+
+def test_levels_under_a_plate_are_not_gradable_and_the_metal_is_saturated():
+    from tfmssass.stages.implants import dense_levels
+
+    for view in ("cervical", "lumbar"):
+        case = first_case(view, "plate")
+        plan = plan_case(case)
+        image, row, _ = make_case(case)
+        plated = [anatomy.LEVELS[view][j] for j in plan.variant.plated]
+        for level in plated:
+            assert [row[c] for c in anatomy.level_corners(level)] == [None, None]
+        # the detector of metal-dense levels, on the labelled points, finds exactly the plated levels
+        points = np.array([row[c] for level in anatomy.LEVELS[view] for c in anatomy.keypoint_columns(level)],
+                          np.float32).reshape(12, 2)
+        flagged = dense_levels(image, points).numpy()
+        assert [lv for lv, f in zip(anatomy.LEVELS[view], flagged) if f] == plated
+        # the same spine without the implant: nothing flagged
+        plain, plain_row, _ = make_case(Case(case.seed, case.patient, case.visit, view, "realistic"))
+        plain_points = np.array([plain_row[c] for level in anatomy.LEVELS[view]
+                                 for c in anatomy.keypoint_columns(level)], np.float32).reshape(12, 2)
+        hidden = [j for j, lv in enumerate(anatomy.LEVELS[view]) if plain_row[anatomy.level_corners(lv)[0]] is None]
+        assert not dense_levels(plain, plain_points).numpy()[[j for j in range(6) if j not in hidden]].any()
+
+
+def test_flexion_extension_and_a_transitional_junction_change_the_spine_not_the_labels():
+    rng = lambda: np.random.default_rng(3)  # noqa: E731  the same spine drawn each time
+    angle = lambda bodies: math.degrees(bodies[0].theta - bodies[-1].theta)  # noqa: E731  the curve, head to feet
+    neutral, flexed, extended = (build_spine("cervical", rng(), 1.0, posture) for posture in (0.0, -40.0, 20.0))
+    lordosis = rng().uniform(*LORDOSIS_DEG["cervical"])  # the first draw: the neutral curve
+    assert angle(neutral) > 0 > angle(flexed)  # flexion reverses a cervical lordosis of at most 40 degrees
+    assert angle(flexed) == pytest.approx(angle(neutral) * (lordosis - 40) / lordosis, rel=1e-9)
+    assert angle(extended) == pytest.approx(angle(neutral) * (lordosis + 20) / lordosis, rel=1e-9)
+    low, normal = build_spine("lumbar", rng(), 1.0, last_disk_scale=0.3), build_spine("lumbar", rng(), 1.0)
+
+    def last_disk(bodies):
+        return np.linalg.norm(bodies[-1].point(0, -bodies[-1].height / 2) - bodies[-2].point(0, bodies[-2].height / 2))
+
+    assert last_disk(low) == pytest.approx(0.3 * last_disk(normal), rel=1e-6)
+    for view, kind in (("cervical", "flexion"), ("lumbar", "transitional")):
+        row = plan_case(first_case(view, kind)).row
+        assert all(row[c] is not None for c in anatomy.CORNERS[view][:10])  # every level still labelled
+
+
+def test_films_that_are_not_lateral_spines_are_written_apart_and_listed(tmp_path):
+    frame = synthesize(tmp_path / "set", patients=1, visits=1, seed=2, workers=2, progress=False, negatives=1)
+    assert len(frame) == 2  # labels.csv lists the lateral films only
+    negatives = pd.read_csv(tmp_path / "set" / "negatives.csv")
+    assert sorted(negatives["kind"]) == sorted(OTHER_KINDS)
+    from tfmssass.io.dicom import read_dataset
+
+    for _, row in negatives.iterrows():
+        ds = read_dataset(tmp_path / "set" / row["image"], stop_before_pixels=True)
+        assert ds.PatientID == row["patient_id"] and ds.ImageComments.startswith("tfmssass synthetic")
+        # an AP film says nothing of its projection, as many exports do: only the image can tell
+        assert ("ViewPosition" in ds) == (not row["kind"].startswith("ap_"))
+    image, _, _ = make_other(other_case(2, 0, "ap_lumbar", "realistic"))
+    assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1 and image.std() > 0.1
+
+
+def test_negatives_are_prepared_with_every_point_known_absent(tmp_path):
+    from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
+    from tfmssass.stages.keypoints.orientation import NOT_LATERAL, _example, has_negatives
+    from tfmssass.stages.prepare import prepare
+
+    synthesize(tmp_path / "set", patients=3, visits=1, seed=4, workers=2, progress=False, negatives=2)
+    index = prepare(tmp_path / "set" / "labels.csv", tmp_path / "data", negatives_csv=tmp_path / "set" / "negatives.csv",
+                    workers=1, progress=False)
+    assert sum(index["splits"][s]["views"].get("other", 0) for s in ("train", "val")) == 8
+    assert index["training_data"]["patients"] == 3 and has_negatives(tmp_path / "data")
+    labels = []
+    for split in ("train", "val"):
+        for record in read_records(tmp_path / "data", RADIOGRAPHS, split, repeat=False):
+            image, points, weights = parse_radiograph(record)
+            negative = parse_radiograph_ids(record)["view"].numpy() == b"other"
+            if negative:
+                assert not np.isfinite(points.numpy()).any() and (weights.numpy() == 1).all()
+            _, label = _example(image, points, weights, tf.constant([1, 2]))
+            labels.append((negative, int(label)))
+    assert {label for negative, label in labels if negative} == {NOT_LATERAL}
+    assert all(label < NOT_LATERAL for negative, label in labels if not negative)
+
+
+def test_stage1_training_cuts_films_and_the_levels_cut_away_must_not_respond():
+    from tfmssass.stages.keypoints.data import KeypointAugment, make_sample_fn
+
+    image = tf.random.uniform([400, 300], seed=1)
+    points = np.full((24, 2), np.nan, np.float32)
+    points[:12] = np.stack([np.full(12, 150.0), np.linspace(40, 360, 12)], 1)  # a cervical chain down the film
+    weights = np.ones(24, np.float32)
+    augment = KeypointAugment(cut_probability=1.0, cut_share=0.5, whole_image_probability=1.0, rotation_deg=0,
+                              zoom=(1, 1), shift=0, flip_probability=0)
+    fn = make_sample_fn((256, 192), 2.0, augment, seed=3)
+    seen_cut = set()
+    for counter in range(12):
+        _, packed = fn(tf.constant(counter, tf.int64), image, tf.constant(points), tf.constant(weights))
+        targets, w = packed[..., :24].numpy(), packed[0, 0, 24:].numpy()
+        peaks = targets[..., :12].max(axis=(0, 1))
+        assert (w == 1).all() and (targets[..., 12:] == 0).all()
+        on = np.flatnonzero(peaks > 0.5)
+        assert len(on) and on[-1] - on[0] + 1 == len(on)  # what is left is one run: the top or the bottom was cut
+        assert (np.delete(peaks, on) == 0).all()  # cut away: an empty heatmap, and still supervised
+        seen_cut.add((on[0] > 0, on[-1] < 11))
+    assert {(True, False), (False, True)} <= seen_cut  # both sides are cut across the draws
+
+
+def test_a_blank_level_is_called_off_the_film_only_where_the_chain_leaves_it():
+    from tfmssass.scoring.records import off_film_levels
+
+    centres = np.array([[100.0, y] for y in (-150, -50, 50, 150, 250, 350)])  # a film 400 px high starts at y=0
+    unsure = np.array([False, False, True, True, True, True])
+    assert off_film_levels(centres, unsure, 400, 300).tolist() == [True, True, False, False, False, False]
+    # the same chain shifted down onto the film: the two unclear levels are on it, just unclear
+    assert not off_film_levels(centres + [0, 200], unsure, 800, 300).any()
+    # a gap in the middle is never "off the film"; nor is anything when fewer than two levels are sure
+    middle = np.array([True, True, False, True, True, True])
+    assert not off_film_levels(centres + [0, 200], middle, 800, 300).any()
+    assert not off_film_levels(centres, np.eye(6, dtype=bool)[2], 400, 300).any()
