@@ -45,7 +45,7 @@ class KeypointAugment:
     gamma: tuple[float, float] = (0.7, 1.4)
     noise: float = 0.02
     clahe_probability: float = 0.25  # CLAHE (as stage 2 uses it), so contrast styles vary
-    cut_probability: float = 0.25  # the film cut off at the top or bottom: the levels cut away must not respond
+    cut_probability: float = 0.4  # the film cut off at the top or bottom: the levels cut away must not respond
     cut_share: float = 0.4  # at most this share of the film's height is cut away
 
 
