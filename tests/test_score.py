@@ -178,6 +178,7 @@ def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == len(images)
 
 
+@pytest.mark.slow
 def test_missing_points_are_blank_corners_never_zero(phantoms, tmp_path):
     models = scoring_models(phantoms / "labels.csv")
     for det in models.stage1.table.values():  # the detector loses the lowest lumbar/cervical level
@@ -192,6 +193,7 @@ def test_missing_points_are_blank_corners_never_zero(phantoms, tmp_path):
     assert (visits["imputed"] == 4).all() and visits["complete"].all()
 
 
+@pytest.mark.slow
 def test_implanted_levels_are_blank_and_films_that_are_not_lateral_spines_are_skipped(tmp_path):
     from score_doubles import image_key
 
@@ -256,6 +258,7 @@ def test_killed_run_resumes_to_the_same_outputs(phantoms, tmp_path):
         p.name for p in (tmp_path / "whole" / "overlays").iterdir())
 
 
+@pytest.mark.slow
 def test_pseudonymised_outputs_hold_no_original_id(phantoms, tmp_path):
     from tfmssass.scoring.run import salt_id
 

@@ -29,6 +29,7 @@ def digests(folder):
             for p in sorted(folder.rglob("*.dcm"))}
 
 
+@pytest.mark.slow
 def test_a_set_without_unusual_films_is_byte_identical_to_one_made_before_them(tmp_path):
     # variants draw from their own stream: asking for none changes nothing, asking for some changes only those
     plain = synthesize(tmp_path / "plain", patients=2, visits=2, seed=5, workers=1, progress=False)
@@ -117,6 +118,7 @@ def test_films_that_are_not_lateral_spines_are_written_apart_and_listed(tmp_path
     assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1 and image.std() > 0.1
 
 
+@pytest.mark.slow
 def test_negatives_are_prepared_with_every_point_known_absent(tmp_path):
     from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
     from tfmssass.stages.keypoints.orientation import NOT_LATERAL, _example, has_negatives
