@@ -67,11 +67,11 @@ def prepare_one(task: dict) -> dict:
     image = radiograph.image
     small, scale = shrink_to_long_side(image, task["long_side"])  # as inference shrinks it
     sx, sy = (float(v) for v in scale.numpy())
-    if negative:  # every heatmap must stay empty
-        points, weights = np.full((24, 2), np.nan, np.float32), np.ones(24, np.float32)
+    if negative:  # every heatmap must stay empty, and there is nothing to grade
+        points, weights, grades = np.full((24, 2), np.nan, np.float32), np.ones(24, np.float32), [-1] * 24
     else:
         points, weights = row_points(row, sx, sy)
-    grades = [-1] * 24 if negative else _grades(row)
+        grades = _grades(row)
     record = radiograph_example(encode_png16(small.numpy()), points, weights, grades, (sx, sy),
                                 (radiograph.height, radiograph.width), radiograph.calibrated_spacing_mm, ids)
     if negative:
@@ -200,11 +200,12 @@ def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) ->
     splits = {}
     for name in ("train", "val"):
         part = table[table["split"] == name]
+        views = {v: int((part["view"] == v).sum()) for v in anatomy.VIEWS}
+        if (part["view"] == NEGATIVE_VIEW).any():  # listed only where there are some
+            views[NEGATIVE_VIEW] = int((part["view"] == NEGATIVE_VIEW).sum())
         splits[name] = {
             "radiographs": int(len(part)), "patients": int(part.loc[lateral[part.index], "patient_id"].nunique()),
-            "views": {v: n for v in (*anatomy.VIEWS, NEGATIVE_VIEW) if (n := int((part["view"] == v).sum()))
-                      or v != NEGATIVE_VIEW},
-            "grades": {str(g): int(part[f"grade_{g}"].sum()) for g in range(4)},
+            "views": views, "grades": {str(g): int(part[f"grade_{g}"].sum()) for g in range(4)},
         }
     patients = table[lateral].groupby(["patient_id", "split"], sort=True).agg(
         radiographs=("image", "size"), **{c: (c, "sum") for c in grade_cols}).reset_index()
