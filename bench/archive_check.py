@@ -33,6 +33,7 @@ def kind_of(variant) -> str:
 def main() -> None:
     import numpy as np
     import pandas as pd
+    from orientation_check import reason  # beside this script: the model's words for a refusal
 
     from tfmssass.core import anatomy
     from tfmssass.io import read_radiograph
@@ -56,7 +57,7 @@ def main() -> None:
         c["films"] += 1
         out = predictor.predict([read_radiograph(root / row["image"]).image.astype(np.float32)], [None])[0]
         if not out["spine_found"]:
-            why = findings.get(str(int(out.get("finding", -1))), "refused").format(n="too few", view=out["view"])
+            why = reason(out, findings)
             c["skipped" if why.startswith("skipped") else "refused"] += 1
             reasons[f"{kind}: {why}"] += 1
             continue
@@ -89,7 +90,7 @@ def main() -> None:
             if out["spine_found"]:
                 c["scored"] += 1
                 continue
-            why = findings.get(str(int(out.get("finding", -1))), "refused").format(n="too few", view=out["view"])
+            why = reason(out, findings)
             c["skipped" if why.startswith("skipped") else "refused"] += 1
             reasons[f"{row['kind']}: {why}"] += 1
 
