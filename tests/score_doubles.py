@@ -33,6 +33,9 @@ class LabelledPoints:
     keys (:func:`image_key`) of images the orientation check calls no lateral spine.
     """
 
+    #: Never shrunk: the scoring module hands the film over as stored, so its key finds it.
+    long_side = 1 << 30
+
     def __init__(self, labels_csv):
         frame, _ = load_labels(labels_csv, check_images=False)
         self.table, self.not_lateral = {}, set()
@@ -50,10 +53,10 @@ class LabelledPoints:
         if det is None:
             view = max(int(view_index), 0)
             return (np.full((24, 2), np.nan, np.float32), np.zeros(24, np.float32), np.int32(view),
-                    np.int32(NO_RESPONSE), np.int32(0), np.zeros(4, np.float32), np.ones(6, bool))
+                    np.int32(NO_RESPONSE), np.int32(0), np.zeros(4, np.float32), np.ones(6, bool), np.ones(6, bool))
         confident = int((det.confidence[VIEW_SLICES[det.view]] >= 0.3).sum())
         return (det.points, det.confidence, np.int32(anatomy.VIEWS.index(det.view)), np.int32(FOUND),
-                np.int32(confident), np.zeros(4, np.float32), np.ones(6, bool))
+                np.int32(confident), np.zeros(4, np.float32), np.ones(6, bool), np.ones(6, bool))
 
     def orient(self, image):
         """No turns (films are read as stored); the images in ``not_lateral`` are called no lateral spine."""
@@ -67,10 +70,13 @@ class LabelledPoints:
         import tensorflow as tf
 
         out = tf.py_function(self._lookup, [image, view_index],
-                             [tf.float32, tf.float32, tf.int32, tf.int32, tf.int32, tf.float32, tf.bool])
-        for tensor, shape in zip(out, ([24, 2], [24], [], [], [], [4], [6])):
+                             [tf.float32, tf.float32, tf.int32, tf.int32, tf.int32, tf.float32, tf.bool, tf.bool])
+        for tensor, shape in zip(out, ([24, 2], [24], [], [], [], [4], [6], [6])):
             tensor.set_shape(shape)
         return Stage1Result(*out)
+
+    def detect_shrunk(self, small, scale, view_index):
+        return self.detect(small, view_index)  # never shrunk (long_side)
 
 
 def scoring_models(labels_csv, batch_size: int = 64):

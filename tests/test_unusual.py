@@ -165,15 +165,25 @@ def test_stage1_training_cuts_films_and_the_levels_cut_away_must_not_respond():
     assert {(True, False), (False, True)} <= seen_cut  # both sides are cut across the draws
 
 
-def test_a_blank_level_is_called_off_the_film_only_where_the_chain_leaves_it():
-    from tfmssass.scoring.records import off_film_levels
+def test_levels_the_film_does_not_reach_are_told_by_where_they_would_have_to_be():
+    from tfmssass.stages.keypoints.film_edge import levels_on_film
 
-    centres = np.array([[100.0, y] for y in (-150, -50, 50, 150, 250, 350)])  # a film 400 px high starts at y=0
-    unsure = np.array([False, False, True, True, True, True])
-    assert off_film_levels(centres, unsure, 400, 300).tolist() == [True, True, False, False, False, False]
-    # the same chain shifted down onto the film: the two unclear levels are on it, just unclear
-    assert not off_film_levels(centres + [0, 200], unsure, 800, 300).any()
-    # a gap in the middle is never "off the film"; nor is anything when fewer than two levels are sure
-    middle = np.array([True, True, False, True, True, True])
-    assert not off_film_levels(centres + [0, 200], middle, 800, 300).any()
-    assert not off_film_levels(centres, np.eye(6, dtype=bool)[2], 400, 300).any()
+    def on(centres, height, confident=None):
+        sure = np.ones(6, bool) if confident is None else confident
+        return levels_on_film(np.array(centres, np.float32), sure, height, 300).numpy().tolist()
+
+    chain = [[150.0, y] for y in (100, 200, 300, 400, 500, 600)]  # steps of 100 px down the film
+    assert on(chain, 700) == [True] * 6  # a whole chain well inside: nothing changes
+    # cut above the third level (the film starts at y=240): stage 1 piles the two missing levels at
+    # the edge, over the first level that is there, as confident as the rest
+    piled = [[150.0, 250.0], [152.0, 255.0]] + chain[2:]
+    assert on(np.subtract(piled, [0, 240]), 460) == [False, False, True, True, True, True]
+    # or throws the last missing one back up the spine: cut below the fourth level (the film ends at y=460)
+    thrown = chain[:4] + [[150.0, 455.0], [150.0, 150.0]]
+    assert on(thrown, 460) == [True, True, True, True, False, False]
+    # a level whose centre sits within half a step of the edge cannot have both corners on the film
+    assert on(np.subtract(chain, [0, 60]), 640) == [False, True, True, True, True, True]
+    # an unsure level inside the film is on it (the gate or the grader decide about it), and a chain
+    # with no two sure neighbours is left alone
+    assert on(chain, 700, np.array([False, True, True, True, True, False])) == [True] * 6
+    assert on(piled, 700, np.eye(6, dtype=bool)[2]) == [True] * 6

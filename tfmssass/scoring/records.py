@@ -106,24 +106,8 @@ def corner_table(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
 
 #: Why a level under metal-dense material (:mod:`tfmssass.stages.implants`) has no grades.
 IMPLANT_REASON = "implant or dense overlap over the level: not graded"
-#: Why a level at the end of the chain that the film does not reach has no grades.
+#: Why a level that the film does not reach (:mod:`tfmssass.stages.keypoints.film_edge`) has no grades.
 OFF_FILM_REASON = "level not on the film (cut off)"
-
-
-def off_film_levels(centres: np.ndarray, confident: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[6] levels missing at either end of the chain whose place, continued from the two nearest
-    confident levels, lies off the film: cut off, not merely unclear. ``centres`` [6, 2] in pixels."""
-    off = np.zeros(6, bool)
-    found = np.flatnonzero(confident)
-    if len(found) < 2:
-        return off
-    for missing, near, next_ in ((range(found[0]), found[0], found[1]),
-                                 (range(found[-1] + 1, 6), found[-1], found[-2])):
-        step = (centres[near] - centres[next_]) / abs(near - next_)  # one level further out
-        for j in missing:
-            x, y = centres[near] + step * abs(j - near)
-            off[j] = not (0 <= x < width and 0 <= y < height)
-    return off
 
 
 def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
@@ -133,14 +117,16 @@ def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
 
 
 def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarray,
-                 plausible: np.ndarray, implant: np.ndarray) -> None:
-    """The view's 6 levels into the record: both points, their confidence, whether they were cut,
-    whether the plausibility gate let them through and whether metal-dense material lies over them."""
+                 plausible: np.ndarray, implant: np.ndarray, on_film: np.ndarray) -> None:
+    """The view's 6 levels into the record: both points (NaN off the film), their confidence, whether
+    they were cut, whether the plausibility gate let them through, whether metal-dense material lies
+    over them and whether the film reaches them."""
     points = points[VIEW_SLICES[view]]
     for j, level in enumerate(anatomy.LEVELS[view]):
         record["levels"][level] = {"c": points[2 * j].tolist(), "a": points[2 * j + 1].tolist(),
                                    "point_confidence": round(float(level_conf[j]), 4), "cut": bool(cut[j]),
-                                   "plausible": bool(plausible[j]), "implant": bool(implant[j])}
+                                   "plausible": bool(plausible[j]), "implant": bool(implant[j]),
+                                   "off_film": not bool(on_film[j])}
 
 
 def review_reason(probabilities, grades, k: int, point_confidence: float, review_threshold: float,
@@ -262,11 +248,8 @@ class RecordMaker:
         cut = out["grades"][0::2] >= 0
         plausible = out.get("level_plausible", np.ones(6, bool))
         implant = out.get("level_implant", np.zeros(6, bool))  # older exports do not check
-        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible, implant)
-        centres = out["keypoints"][VIEW_SLICES[out["view"]]][0::2]
-        for level, off in zip(anatomy.LEVELS[out["view"]], off_film_levels(
-                centres, level_conf >= self.point_threshold, *item.image.shape[:2])):
-            record["levels"][level]["off_film"] = bool(off)
+        on_film = out.get("level_on_film", np.ones(6, bool))
+        _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible, implant, on_film)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
                       self.point_threshold, self.settings)
         # the prior the probabilities assume: from the model, or (a server of an older export) its training's

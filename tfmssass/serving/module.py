@@ -25,7 +25,9 @@ rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``re
 too), ``orientation`` [B] (degrees the film was turned clockwise to be read upright; -1 when the model
 has no orientation classifier), ``finding`` [B] (0 when scored, else why not: ``metadata.json``'s
 ``findings`` has the words), ``level_plausible`` [B, 6] (levels the plausibility gate let through) and
-``level_implant`` [B, 6] (levels under metal-dense material, not graded: :mod:`tfmssass.stages.implants`).
+``level_implant`` [B, 6] (levels under metal-dense material, not graded: :mod:`tfmssass.stages.implants`)
+and ``level_on_film`` [B, 6] (false for a level the film does not reach: its points are NaN, never guessed;
+:mod:`tfmssass.stages.keypoints.film_edge`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import tensorflow as tf
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD, GraderConfig, KeypointConfig
-from tfmssass.ops.image import apply_matrix, quarter_turn_matrix
+from tfmssass.ops.image import apply_matrix, quarter_turn_matrix, shrink_to_long_side
 from tfmssass.stages.grader.calibration import FLOOR, Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import grade_corners
@@ -56,7 +58,7 @@ from tfmssass.stages.runs import (
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
                 "grades", "corner_confidence", "review", "model_note", "orientation", "finding", "level_plausible",
-                "level_implant")
+                "level_implant", "level_on_film")
 
 
 class Reading(NamedTuple):
@@ -73,6 +75,7 @@ class Reading(NamedTuple):
     finding: object  # int32 outcome code (stage 1's FINDINGS)
     level_ok: object  # [6] levels the plausibility gate let through
     level_implant: object  # [6] levels under metal-dense material
+    level_on_film: object  # [6] levels the film reaches
 
 
 class ScoringModule(tf.Module):
@@ -144,10 +147,14 @@ class ScoringModule(tf.Module):
         and "orientation unsure" as its outcome where it applies, the upright film, the points in it,
         quarter turns or -1 when not checked). Everything after the turn runs on the upright film, so a
         film stored turned is read exactly as its upright self."""
-        turns, sure, not_lateral = self.stage1.orient(image)
+        small, scale = shrink_to_long_side(image, self.stage1.long_side)
+        turns, sure, not_lateral = self.stage1.orient(small)
         quarter = tf.maximum(turns, 0)
-        upright = tf.image.rot90(image[..., None], tf.math.floormod(-quarter, 4))[..., 0]
-        det = self.stage1.detect(upright, view_hint)
+        back = tf.math.floormod(-quarter, 4)
+        upright = tf.image.rot90(image[..., None], back)[..., 0]
+        upright_small = tf.image.rot90(small[..., None], back)[..., 0]
+        scale = tf.where(tf.equal(back % 2, 1), tf.gather(scale, [1, 0]), scale)  # a quarter turn swaps the axes
+        det = self.stage1.detect_shrunk(upright_small, scale, view_hint)
         to_stored = quarter_turn_matrix(quarter, tf.shape(upright)[0], tf.shape(upright)[1])
         stored_points = apply_matrix(to_stored, det.points)  # NaN stays NaN
         reason = tf.where(sure | tf.not_equal(det.reason, FOUND), det.reason, ORIENTATION_UNSURE)
@@ -161,10 +168,10 @@ class ScoringModule(tf.Module):
         level_conf = tf.minimum(view_conf[0::2], view_conf[1::2])
         found = tf.equal(det.reason, FOUND)
         implant = dense_levels(upright, tf.gather(upright_points, span)) & found
-        wanted = (level_conf >= self.point_threshold) & found & det.level_ok & ~implant
+        wanted = (level_conf >= self.point_threshold) & found & det.level_ok & det.on_film & ~implant
         crops, cut = corner_crops(upright, tf.gather(upright_points, span), wanted, self.crop)
         return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.reason,
-                       det.level_ok, implant)
+                       det.level_ok, implant, det.on_film)
 
     def _finish(self, probabilities, level_confidence, cut):
         grades, confidence, review = grade_corners(probabilities, level_confidence, cut, self.review_threshold,
@@ -180,14 +187,16 @@ class ScoringModule(tf.Module):
                 "grade_prior": tf.tile(self.prior[None], [tf.shape(reading.found)[0], 1]), **finished,
                 "model_note": tf.fill(tf.shape(reading.found), self._note),
                 "orientation": tf.where(reading.turns >= 0, reading.turns * 90, -1), "finding": reading.finding,
-                "level_plausible": reading.level_ok, "level_implant": reading.level_implant}
+                "level_plausible": reading.level_ok, "level_implant": reading.level_implant,
+                "level_on_film": reading.level_on_film}
 
     def _reading_signature(self):
         s = self.crop.size
         return Reading(tf.TensorSpec([24, 2], tf.float32), tf.TensorSpec([24], tf.float32),
                        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool), tf.TensorSpec([12, s, s], tf.float32),
                        tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.float32), tf.TensorSpec([], tf.int32),
-                       tf.TensorSpec([], tf.int32), tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.bool))
+                       tf.TensorSpec([], tf.int32), tf.TensorSpec([6], tf.bool), tf.TensorSpec([6], tf.bool),
+                       tf.TensorSpec([6], tf.bool))
 
     def run(self, images, decode_png: bool) -> dict:
         """The whole pipeline on a batch: PNG strings [B] or float images [B, H, W, 1]."""

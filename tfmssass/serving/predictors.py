@@ -30,7 +30,8 @@ from tfmssass.io.images import encode_png16
 #: JSON → NumPy types of the outputs (a JSON null in a float output becomes NaN).
 OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probabilities": np.float32, "grade_prior": float,
                  "corner_confidence": float, "grades": np.int32, "review": bool, "spine_found": bool,
-                 "view": object, "model_note": object, "level_plausible": bool, "level_implant": bool}
+                 "view": object, "model_note": object, "level_plausible": bool, "level_implant": bool,
+                 "level_on_film": bool}
 
 #: The shipped phantom demo model: next to the package in a source checkout, else under the
 #: current folder (the README's commands run from the repository root).

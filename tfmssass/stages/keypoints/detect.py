@@ -10,8 +10,9 @@ pass 2 is reported as "spine not found", not guessed.
 
 :meth:`Stage1.orient` (when the run has an orientation classifier, :mod:`.orientation`) tells how
 many quarter turns the film was stored from upright; the scoring module turns it back before
-detection. After pass 2, the plausibility gate (:mod:`.plausibility`) checks the chain: a film that
-fails is refused, a single odd level is left out.
+detection. After pass 2, levels that the film does not reach are left blank (:mod:`.film_edge`) and
+the plausibility gate (:mod:`.plausibility`) checks the rest of the chain: a film that fails is
+refused, a single odd level is left out.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from tfmssass.core import anatomy
 from tfmssass.ops.image import apply_matrix, invert_matrix, region_matrix, shrink_to_long_side, warp
+from tfmssass.stages.keypoints.film_edge import levels_on_film
 from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
 from tfmssass.stages.keypoints.orientation import NOT_LATERAL, thumbnail
 from tfmssass.stages.keypoints.plausibility import check_chain, limit_tensors
@@ -109,6 +111,7 @@ class Stage1Result(NamedTuple):
     confident: object  # confident points of the view
     region: object  # [4] the fine-pass box in original pixels
     level_ok: object  # [6] bool: the view's levels the plausibility gate lets through
+    on_film: object  # [6] bool: the view's levels on the film (points NaN for the others)
 
 
 class Stage1:
@@ -139,10 +142,16 @@ class Stage1:
     def detect(self, image, view_index):
         """``image`` [H, W] in [0, 1]; ``view_index`` 0 cervical, 1 lumbar, -1 let the model tell.
 
-        Returns a :class:`Stage1Result`: points [24, 2] in original pixels (NaN outside the view),
-        confidence [24], view index, outcome code, confident point count and the fine-pass box.
+        Returns a :class:`Stage1Result`: points [24, 2] in original pixels (NaN outside the view and off
+        the film), confidence [24], view index, outcome code, confident point count, the fine-pass box
+        and, with the checks (a run with plausibility limits), the levels the gate lets through and those
+        on the film.
         """
-        small, scale = shrink_to_long_side(image, self.long_side)
+        return self.detect_shrunk(*shrink_to_long_side(image, self.long_side), view_index)
+
+    def detect_shrunk(self, small, scale, view_index):
+        """:meth:`detect` on the film already shrunk to the long side (``scale`` (sx, sy) from the
+        original), so a caller that shrank it once (to check its orientation) need not again."""
         height = tf.cast(tf.shape(small)[0], tf.float32)
         width = tf.cast(tf.shape(small)[1], tf.float32)
         whole = tf.stack([-0.5, -0.5, width - 0.5, height - 0.5])
@@ -167,25 +176,29 @@ class Stage1:
         back = apply_matrix(invert_matrix(fine_matrix), heatmap_to_input(points))
         view_conf = tf.gather(conf2, span)
         confident = tf.reduce_sum(tf.cast(view_conf >= self.threshold, tf.int32))
-        gate, level_ok = self.check(tf.gather(back, span), tf.minimum(view_conf[0::2], view_conf[1::2]), view)
+        view_points = tf.gather(back, span)
+        level_confident = tf.minimum(view_conf[0::2], view_conf[1::2]) >= self.threshold
+        on_film = (levels_on_film(view_points[0::2], level_confident, height, width) if self._limits is not None
+                   else tf.ones([6], tf.bool))
+        gate, level_ok = self.check(view_points, level_confident & on_film, view)
         reason = tf.where(~responded, NO_RESPONSE,
                           tf.where(confident < self.min_points, TOO_FEW_POINTS,
                                    tf.where(gate > 0, GATE + gate, FOUND)))
         found = tf.equal(reason, FOUND)
-        in_view = tf.reduce_any(tf.equal(tf.range(24)[:, None], span[None, :]), axis=1)
         original = (back + 0.5) / scale - 0.5
-        points = tf.where(in_view[:, None] & found, original, float("nan"))
+        kept = tf.scatter_nd(span[:, None], tf.repeat(on_film, 2), [24])  # the view's points on the film
+        points = tf.where(kept[:, None] & found, original, float("nan"))
         region = tf.reshape((tf.reshape(box, [2, 2]) + 0.5) / scale - 0.5, [-1])
         confidence = tf.where(responded, conf2, conf1)
-        return Stage1Result(points, confidence, view, reason, confident, region, level_ok)
+        return Stage1Result(points, confidence, view, reason, confident, region, level_ok, on_film)
 
-    def orient(self, image):
-        """(quarter turns counter-clockwise the film [H, W] was stored from upright, whether that is sure,
+    def orient(self, small):
+        """(quarter turns counter-clockwise the film was stored from upright, whether that is sure,
         whether it is not a lateral spine film at all); (-1, True, False) without a classifier. The
-        classifier sees the film as detection would, shrunk, and mirrored."""
+        classifier sees the film as detection would (``small``: shrunk to the long side), and mirrored."""
         if self.orientation is None:
             return tf.constant(-1), tf.constant(True), tf.constant(False)
-        seen = thumbnail(shrink_to_long_side(image, self.long_side)[0])
+        seen = thumbnail(small)
         p = tf.cast(self.orientation(tf.stack([seen, seen[:, ::-1]]), training=False), tf.float32)
         classes = p.shape[-1]  # 4, or 5 with the not-lateral class
         p = (p[0] + tf.gather(p[1], [0, 3, 2, 1, 4][:classes])) / 2.0  # a mirror's left turn is the film's right
@@ -194,12 +207,13 @@ class Stage1:
         return (tf.argmax(turn_p, output_type=tf.int32), tf.reduce_max(turn_p) >= ORIENTATION_THRESHOLD,
                 not_lateral)
 
-    def check(self, points, level_confidence, view):
-        """The gate on the view's 12 upright points: (code, levels let through [6]); all through without limits."""
+    def check(self, points, valid, view):
+        """The gate on the view's 12 upright points, ``valid`` [6] the levels taking part: (code, levels
+        let through [6]); all through without limits (a run from before the checks)."""
         if self._limits is None:
             return tf.constant(0), tf.ones([6], tf.bool)
         limits = {k: tf.gather(v, view) for k, v in self._limits.items()}
-        return check_chain(points, level_confidence >= self.threshold, limits)
+        return check_chain(points, valid, limits)
 
 
 def finding(code: int, confident: int, view: str) -> str:

@@ -1,0 +1,90 @@
+"""Films cut off at a level: are the levels on the film read, and is a level that is not on it ever graded?
+
+    tfmssass synth DIR --patients 20 --visits 2 --seed 200
+    python bench/cut_films.py --phantoms DIR [--model DIR | --keypoints RUN --grader RUN] [--seed 5]
+
+Each upright labelled film is cut twice: once above, once below, between two disks at a random depth
+(1, 2 or 3 levels off, one film in three each). The levels wholly below (above) the edge keep their
+labels, shifted with the cut. Per cut: films read or refused, the on-film levels graded, **off-film
+levels graded** (must stay 0), graded levels whose disk centre lies more than a third of a step from
+the truth (a grade on the wrong level), and the exact agreement of the graded corners with the truth.
+The same films uncut are the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tfmssass.core import anatomy
+    from tfmssass.io import read_radiograph
+    from tfmssass.serving.predictors import open_predictor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phantoms", required=True, help="Upright labelled films ('tfmssass synth').")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--keypoints", default=None)
+    parser.add_argument("--grader", default=None)
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    predictor, text, _ = open_predictor(args.model, args.keypoints, args.grader)
+    root = Path(args.phantoms)
+    labels = pd.read_csv(root / "labels.csv")
+    rng = np.random.default_rng(args.seed)
+    count = defaultdict(Counter)
+    for _, row in labels.iterrows():
+        view, levels = row["view"], anatomy.LEVELS[row["view"]]
+        image = read_radiograph(root / row["image"]).image.astype(np.float32)
+        centres = np.array([[row[f"{lv}_cx"], row[f"{lv}_cy"]] for lv in levels], float)
+        if np.isnan(centres).any():
+            continue
+        grades = row[list(anatomy.CORNERS[view])].to_numpy(float)
+        off, depth = int(rng.integers(1, 4)), rng.uniform(0.2, 0.8)
+        top = int(centres[off - 1, 1] + depth * (centres[off, 1] - centres[off - 1, 1]))
+        bottom = int(centres[5 - off, 1] + depth * (centres[6 - off, 1] - centres[5 - off, 1]))
+        on = np.ones(6, bool)
+        cuts = {"uncut": (image, 0, on)}
+        cuts["cut above"] = (image[top:], top, np.arange(6) >= off)
+        cuts["cut below"] = (image[:bottom], 0, np.arange(6) < 6 - off)
+        for name, (film, shift, on_film) in cuts.items():
+            c = count[name]
+            c["films"] += 1
+            c["levels on the film"] += int(on_film.sum())
+            out = predictor.predict([np.ascontiguousarray(film)], [None])[0]
+            if not out["spine_found"] or out["view"] != view:
+                c["refused"] += 1
+                continue
+            graded = out["grades"][0::2] >= 0
+            found = out["keypoints"][anatomy.VIEW_SLICES[view]][0::2] + [0.0, shift]
+            step = np.median(np.linalg.norm(np.diff(centres, axis=0), axis=1))
+            misplaced = np.linalg.norm(np.nan_to_num(found, nan=1e9) - centres, axis=1) > step / 3
+            c["read"] += 1
+            c["on-film levels graded"] += int((graded & on_film).sum())
+            c["off-film levels graded"] += int((graded & ~on_film).sum())
+            c["graded on the wrong level"] += int((graded & on_film & misplaced).sum())
+            corners = np.repeat(graded & on_film, 2) & ~np.isnan(grades)
+            c["corners"] += int(corners.sum())
+            c["exact"] += int((out["grades"][corners] == grades[corners]).sum())
+    print(f"model: {text}; films of {root}, cut with seed {args.seed}")
+    print("| films | n | read | refused | on-film levels graded | off-film levels graded "
+          "| graded on the wrong level | exact on graded corners |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, c in count.items():
+        exact = f"{c['exact'] / c['corners']:.3f} ({c['corners']})" if c["corners"] else "-"
+        print(f"| {name} | {c['films']} | {c['read']} | {c['refused']} | {c['on-film levels graded']} of "
+              f"{c['levels on the film']} | {c['off-film levels graded']} | {c['graded on the wrong level']} | {exact} |")
+
+
+if __name__ == "__main__":
+    main()
