@@ -2,6 +2,8 @@
 plausibility gate on hand-made chains, and the shipped demo on turned films, cut films, implants and
 films that are not lateral spines."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,8 +130,10 @@ def test_a_film_cut_above_c4_leaves_c2_to_c4_blank_and_reads_the_rest(phantoms, 
     # Stage 1 still places the levels cut away, piled at the film's edge and as confident as the rest:
     # where they would have to be tells them apart (film_edge). They are blank, NaN points, never guessed.
     from tfmssass.io import read_radiograph
+    from tfmssass.scoring.records import FILM_EDGE_REVIEW, Item, RecordMaker, Settings
 
     labels = pd.read_csv(phantoms / "labels.csv")
+    maker = RecordMaker(demo.metadata, Settings("phantom-demo", True), None)
     read = 0
     for _, row in labels[labels["view"] == "cervical"].iterrows():
         image = read_radiograph(phantoms / row["image"]).image.astype(np.float32)
@@ -149,6 +153,10 @@ def test_a_film_cut_above_c4_leaves_c2_to_c4_blank_and_reads_the_rest(phantoms, 
         truth = row[[f"{lv}_{k}" for lv in ("C5-C6", "C6-C7", "C7-T1") for k in ("cx", "cy")]].to_numpy(float)
         found = out["keypoints"][6:12:2].reshape(-1) + np.tile([0.0, top], 3)
         assert np.abs(found - truth).max() < 25
+        # and every grade goes to a reader: the level names of a cut film are not sure
+        record = maker.make(Item(Path(row["image"]), row["image"], image=image[top:]), out)
+        graded = [c for c in record["corners"] if c["grade"] is not None]
+        assert graded and all(c["review"] and FILM_EDGE_REVIEW in c["why"] for c in graded)
     assert read >= len(labels[labels["view"] == "cervical"]) / 2  # 3 of 6 with the demo; none before film_edge
 
 

@@ -187,3 +187,18 @@ def test_levels_the_film_does_not_reach_are_told_by_where_they_would_have_to_be(
     # with no two sure neighbours is left alone
     assert on(chain, 700, np.array([False, True, True, True, True, False])) == [True] * 6
     assert on(piled, 700, np.eye(6, dtype=bool)[2]) == [True] * 6
+
+
+def test_a_chain_that_ends_at_the_film_edge_sends_its_grades_to_review():
+    # stage 1 may name every level one off on a film cut just past a level: no rule sees it, a reader must
+    from tfmssass.scoring.records import chain_at_film_edge
+
+    chain = np.array([[150.0, y] for y in (200, 300, 400, 500, 600, 700)])
+    whole = np.ones(6, bool)
+    assert not chain_at_film_edge(chain, whole, 900, 300)  # both ends two steps inside
+    assert chain_at_film_edge(chain - [0, 120], whole, 900, 300)  # the first level 80 px from the top
+    assert chain_at_film_edge(chain, whole, 760, 300)  # the last 59 px from the bottom
+    assert chain_at_film_edge(chain, np.array([False, True, True, True, True, True]), 900, 300)  # a level cut off
+    unsure = chain.copy()
+    unsure[0] = np.nan  # an unsure end level does not count; the next one is two steps inside
+    assert not chain_at_film_edge(unsure - [0, 100], whole, 900, 300)

@@ -20,7 +20,7 @@ import numpy as np
 
 from tfmssass.core import anatomy
 from tfmssass.scoring.longitudinal import Decoded, decode_cohort
-from tfmssass.scoring.records import corner_table, review_reason
+from tfmssass.scoring.records import corner_table, flag_film_edge, review_reason
 from tfmssass.stages.grader.calibration import UNIFORM, change_prior, em_prior
 
 PRIOR_CHOICES = ("data", "uniform", "em")
@@ -75,6 +75,7 @@ def regrade(record: dict, prior: tuple, review_threshold: float, point_review: f
                  review=bool(review[k]))
         c["why"] = review_reason(p, grades, k, record["levels"][levels[k // 2]]["point_confidence"],
                                  review_threshold, point_review) if c["review"] else ""
+    flag_film_edge(record)
     record["prior"] = list(prior)
 
 

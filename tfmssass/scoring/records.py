@@ -110,6 +110,36 @@ IMPLANT_REASON = "implant or dense overlap over the level: not graded"
 OFF_FILM_REASON = "level not on the film (cut off)"
 
 
+#: Added to the review reason of every graded corner of a film whose chain ends at the film's edge.
+FILM_EDGE_REVIEW = "film cut off near the spine: check that the levels are named right"
+
+
+def chain_at_film_edge(centres: np.ndarray, on_film: np.ndarray, height: int, width: int) -> bool:
+    """Whether a film is cut off close to the levels read: a level is off the film, or the first or last
+    level found lies within one step of the edge. Stage 1 then sometimes names every level one off
+    (a lumbar film cut just below T12-L1 read from L1-L2 as T12-L1), which no rule can see; held-out
+    uncut phantoms keep both ends at least 1.7 steps inside. ``centres`` [6, 2] pixels, NaN where not found."""
+    found = np.flatnonzero(np.all(np.isfinite(centres), axis=1))
+    if not on_film.all():
+        return True
+    if len(found) < 2:
+        return False
+    step = float(np.median(np.linalg.norm(np.diff(centres[found], axis=0), axis=1) / np.diff(found)))
+    ends = centres[[found[0], found[-1]]]
+    inside = np.minimum(np.minimum(ends[:, 0], ends[:, 1]), np.minimum(width - 1 - ends[:, 0], height - 1 - ends[:, 1]))
+    return bool((inside < step).any())
+
+
+def flag_film_edge(record: dict) -> None:
+    """Every graded corner of a record whose chain ends at the film's edge goes to review, saying why."""
+    if not record.get("film_edge"):
+        return
+    for corner in record["corners"]:
+        if corner["grade"] is not None:
+            corner["review"] = True
+            corner["why"] = "; ".join(filter(None, [corner["why"], FILM_EDGE_REVIEW]))
+
+
 def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
     """Per level of the view: the lower confidence of its two points."""
     conf = confidence[VIEW_SLICES[view]]
@@ -252,6 +282,9 @@ class RecordMaker:
         _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible, implant, on_film)
         _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
                       self.point_threshold, self.settings)
+        centres = out["keypoints"][VIEW_SLICES[out["view"]]][0::2]
+        record["film_edge"] = chain_at_film_edge(centres, np.asarray(on_film, bool), *item.image.shape[:2])
+        flag_film_edge(record)
         # the prior the probabilities assume: from the model, or (a server of an older export) its training's
         record["prior"] = [float(v) for v in out["grade_prior"]] if "grade_prior" in out else None
         if self.out is not None:
