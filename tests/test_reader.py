@@ -269,3 +269,12 @@ def test_cli_inspect_and_convert(tmp_path):
     result = runner.invoke(main, ["convert", str(bad), str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "not a DICOM file" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.png").exists()
+
+
+def test_patient_orientation_tells_how_a_film_is_stored():
+    from tfmssass.io.dicom import stored_turns
+
+    # (columns, rows) run towards: upright a lateral film's rows run to the feet, whichever way it faces
+    assert [stored_turns(v) for v in (["A", "F"], ["P", "F"], ["F", "A"], ["P", "H"], ["H", "P"])] == [0, 0, 1, 2, 3]
+    # missing, oblique or frontal: the header does not say, and the image decides
+    assert [stored_turns(v) for v in (None, [], ["AF", "F"], ["L", "F"], ["A"])] == [None] * 5

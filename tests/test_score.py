@@ -143,6 +143,41 @@ def _mixed_folder(phantoms: Path, target: Path) -> dict[str, str]:
             rel(first.parent / "lumbar_copy.dcm"): f"skipped: same content as {rel(first)}"}
 
 
+def test_a_film_whose_header_says_it_is_stored_turned_is_read_upright_and_answered_in_its_own_pixels(
+        phantoms, tmp_path):
+    # the stage-1 double knows only the upright pixels: it finds the spine only if the header's turn is undone
+    from tfmssass.core.geometry import turn_points
+
+    labels = pd.read_csv(phantoms / "labels.csv")
+    row = labels[labels["view"] == "cervical"].iloc[0]
+    folder = tmp_path / "in" / row["patient_id"] / row["visit_date"]
+    folder.mkdir(parents=True)
+    for turns in (1, 2, 3):
+        ds = pydicom.dcmread(phantoms / row["image"])
+        assert ds.PatientOrientation[1] == "F"  # the phantoms say they are stored upright
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
+        pixels = np.ascontiguousarray(np.rot90(ds.pixel_array, turns))
+        ds.Rows, ds.Columns = pixels.shape
+        ds.PixelData = pixels.tobytes()
+        front = ds.PatientOrientation[0]
+        ds.PatientOrientation = {1: ["F", front], 2: [front, "H"], 3: ["H", front]}[turns]
+        ds.save_as(folder / f"turned{turns}.dcm", enforce_file_format=True)
+
+    models = scoring_models(phantoms / "labels.csv")
+    counts = run_scoring(tmp_path / "in", tmp_path / "out", models, settings(), progress=False)
+    assert counts["scored"] == 3
+    images = pd.read_csv(tmp_path / "out" / "images.csv").sort_values("file")
+    assert images["orientation"].tolist() == [f"turned {90 * t}° clockwise" for t in (1, 2, 3)]
+    for record in (json.loads(p.read_text()) for p in (tmp_path / "out" / ".work" / "records").glob("*.json")):
+        turns = int(record["file"][-5])
+        for level in anatomy.LEVELS["cervical"]:
+            upright = row[list(anatomy.keypoint_columns(level))].to_numpy(float).reshape(2, 2)
+            stored = turn_points(upright, turns, int(row["image_height"]), int(row["image_width"]))
+            found = np.array([record["levels"][level]["c"], record["levels"][level]["a"]])
+            assert np.abs(found - stored).max() < 1e-3
+
+
 def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
     folder = tmp_path / "in"
     expected = _mixed_folder(phantoms, folder)

@@ -159,3 +159,13 @@ def corner_frames(points: dict[str, tuple], view: str, size=(224, 224),
         frames[upper] = level_frame(row[:2], row[2:], up, size, extent)
         frames[lower] = level_frame(row[:2], row[2:], up, size, extent, flip_vertical=True)
     return frames
+
+
+def turn_points(points, turns: int, height: int, width: int) -> np.ndarray:
+    """Pixel coordinates [..., 2] (x, y) of an [height, width] image → the same points in
+    ``np.rot90(image, turns)`` (quarter turns counter-clockwise); NaN stays NaN."""
+    p = np.asarray(points, np.float64)
+    for _ in range(turns % 4):
+        p = np.stack([p[..., 1], width - 1 - p[..., 0]], axis=-1)
+        height, width = width, height
+    return p

@@ -84,6 +84,24 @@ def _spacing(ds: pydicom.Dataset) -> tuple[list[float] | None, bool, str | None]
     return None, False, None
 
 
+def stored_turns(patient_orientation) -> int | None:
+    """Quarter turns counter-clockwise (``np.rot90``) from upright that a radiograph's
+    ``PatientOrientation`` (0020,0020) says it was stored in, or None where it does not say.
+
+    The two values name the patient directions of increasing column and increasing row; upright, the
+    rows run towards the feet (``F``) and the columns to the front or the back (``A``/``P``, either way:
+    the facing does not matter). Only plain single letters are trusted (``HP``, an oblique, is not)."""
+    values = [str(v).strip().upper() for v in (patient_orientation or [])]
+    if len(values) != 2:
+        return None
+    columns, rows = values
+    if columns in ("A", "P"):  # the spine runs down (upright) or up (stored upside down)
+        return {"F": 0, "H": 2}.get(rows)
+    if rows in ("A", "P"):  # the spine runs across: feet to the right after a left turn
+        return {"F": 1, "H": 3}.get(columns)
+    return None
+
+
 def dataset_metadata(ds: pydicom.Dataset) -> dict:
     spacing, calibrated, source = _spacing(ds)
     ts = ds.file_meta.get("TransferSyntaxUID")
@@ -98,6 +116,7 @@ def dataset_metadata(ds: pydicom.Dataset) -> dict:
         "modality": str(ds.get("Modality", "")) or None,
         "body_part": str(ds.get("BodyPartExamined", "")) or None,
         "view_position": str(ds.get("ViewPosition", "")) or None,
+        "stored_turns": stored_turns(ds.get("PatientOrientation")),
         "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")) or None,
         "bits_allocated": int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
         "bits_stored": int(ds.BitsStored) if "BitsStored" in ds else None,

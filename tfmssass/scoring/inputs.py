@@ -13,6 +13,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tfmssass.io import RadiographError, sniff_format
@@ -104,3 +105,23 @@ def identify(path: Path, root: Path, meta: dict, sidecar: dict | None = None) ->
 
 def is_dicom(path) -> bool:
     return sniff_format(path).startswith("DICOM")
+
+
+def header_upright(image, stored_turns: int):
+    """The film turned upright as its DICOM header says it is stored (unchanged when it says nothing).
+    The model still checks the orientation from the image: a wrong header costs nothing but the turn."""
+    return image if not stored_turns else np.ascontiguousarray(np.rot90(image, -stored_turns))
+
+
+def as_stored(out: dict, stored_turns: int, shape) -> dict:
+    """A prediction for :func:`header_upright`'s film, in the stored film's pixels: the points turned
+    back, and the orientation the sum of the header's turn and the model's."""
+    if not stored_turns:
+        return out
+    from tfmssass.core.geometry import turn_points
+
+    height, width = shape[:2]
+    upright_shape = (width, height) if stored_turns % 2 else (height, width)
+    model = int(out.get("orientation", -1))
+    return {**out, "keypoints": turn_points(out["keypoints"], stored_turns, *upright_shape).astype(np.float32),
+            "orientation": 90 * ((stored_turns + max(model, 0) // 90) % 4)}

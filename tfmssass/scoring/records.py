@@ -81,6 +81,7 @@ class Item:
     done: bool = False
     ident: dict = field(default_factory=dict)
     image: np.ndarray | None = None
+    stored_turns: int = 0  # quarter turns from upright the DICOM header says the image is stored in
 
 
 def base_record(item: Item) -> dict:

@@ -27,7 +27,16 @@ from tqdm import tqdm
 from tfmssass.core.atomic import atomic_path, write_text
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.scoring.cohort import decide
-from tfmssass.scoring.inputs import Skipped, check_dicom_header, discover, identify, is_dicom, read_meta_table
+from tfmssass.scoring.inputs import (
+    Skipped,
+    as_stored,
+    check_dicom_header,
+    discover,
+    header_upright,
+    identify,
+    is_dicom,
+    read_meta_table,
+)
 from tfmssass.scoring.records import Item, RecordMaker, Settings, base_record, corner_table
 from tfmssass.scoring.report import write_report
 from tfmssass.scoring.totals import progression, visit_totals
@@ -102,12 +111,13 @@ def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: 
     """Records of several radiographs from one predictor call; an input the server refuses fails
     alone (the others are asked again one by one)."""
     try:
-        outputs = predictor.predict([i.image for i in items], [view or i.ident.get("view") for i in items])
+        outputs = predictor.predict([header_upright(i.image, i.stored_turns) for i in items],
+                                    [view or i.ident.get("view") for i in items])
     except ServingError as exc:
         if len(items) > 1:
             return [r for i in items for r in _predict(predictor, maker, [i], view)]
         return [{**base_record(items[0]), "status": "failed", "reason": str(exc)}]
-    return [maker.make(item, out) for item, out in zip(items, outputs)]
+    return [maker.make(item, as_stored(out, item.stored_turns, item.image.shape)) for item, out in zip(items, outputs)]
 
 
 def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=None, batch_size: int = 64,
@@ -149,6 +159,7 @@ def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=No
             if salt is not None:
                 item.ident["patient_id"] = pseudonym(item.ident["patient_id"], salt)
             item.image = radiograph.image
+            item.stored_turns = radiograph.meta.get("stored_turns") or 0
         except RadiographError as exc:
             item.error = exc
         except OSError as exc:

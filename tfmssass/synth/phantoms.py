@@ -763,6 +763,7 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     ds.BodyPartExamined = body_part
     if lateral:
         ds.ViewPosition = "LL" if acq.facing == "left" else "RL"
+        ds.PatientOrientation = ["A" if acq.facing == "right" else "P", "F"]  # stored upright
     ds.StudyDescription = description
     ds.ImageComments = PHANTOM_NOTE
     ds.BurnedInAnnotation = "YES"  # the side marker
