@@ -14,7 +14,6 @@ not lateral spines must all be skipped or refused: any scored one is a failure.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections import Counter, defaultdict
@@ -31,21 +30,17 @@ def kind_of(variant) -> str:
 
 
 def main() -> None:
+    import model_args  # beside this script
     import numpy as np
     import pandas as pd
     from orientation_check import reason  # beside this script: the model's words for a refusal
 
     from tfmssass.core import anatomy
     from tfmssass.io import read_radiograph
-    from tfmssass.serving.predictors import open_predictor
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phantoms", required=True, help="A folder made by 'tfmssass synth --unusual --negatives'.")
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--keypoints", default=None)
-    parser.add_argument("--grader", default=None)
+    parser = model_args.parser(__doc__, "A folder made by 'tfmssass synth --unusual --negatives'.")
     args = parser.parse_args()
-    predictor, text, _ = open_predictor(args.model, args.keypoints, args.grader)
+    predictor, text = model_args.open_model(args)
     findings = predictor.metadata.get("findings", {})
     root = Path(args.phantoms)
     labels = pd.read_csv(root / "labels.csv")
@@ -95,15 +90,17 @@ def main() -> None:
             reasons[f"{row['kind']}: {why}"] += 1
 
     print(f"model: {text}; films of {root}")
-    print("| film | n | scored | refused | skipped (not lateral) | corners graded that are not gradable "
-          "| implanted levels left ungraded | other levels called implant | exact on gradable corners |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for kind, c in count.items():
-        exact = f"{c['exact'] / c['gradable graded']:.3f} ({c['gradable graded']})" if c["gradable graded"] else "-"
-        implants = f"{c['implant levels flagged']} of {c['implant levels']}" if c["implant levels"] else "-"
-        print(f"| {kind} | {c['films']} | {c['scored']} | {c['refused']} | {c['skipped']} | "
-              f"{c['graded not gradable'] if 'ap_' not in kind and 'lateral_' not in kind else '-'} | {implants} | "
-              f"{c['other levels flagged']} | {exact} |")
+        negative = "ap_" in kind or "lateral_" in kind
+        rows.append([kind, c["films"], c["scored"], c["refused"], c["skipped"],
+                     "-" if negative else c["graded not gradable"],
+                     f"{c['implant levels flagged']} of {c['implant levels']}" if c["implant levels"] else "-",
+                     c["other levels flagged"],
+                     f"{c['exact'] / c['gradable graded']:.3f} ({c['gradable graded']})" if c["gradable graded"] else "-"])
+    model_args.print_table(["film", "n", "scored", "refused", "skipped (not lateral)",
+                            "corners graded that are not gradable", "implanted levels left ungraded",
+                            "other levels called implant", "exact on gradable corners"], rows)
     print("reasons: " + "; ".join(f"{n}× {r}" for r, n in sorted(reasons.items())))
 
 

@@ -13,7 +13,6 @@ The same films uncut are the reference.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections import Counter, defaultdict
@@ -24,21 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
+    import model_args  # beside this script
     import numpy as np
     import pandas as pd
 
     from tfmssass.core import anatomy
     from tfmssass.io import read_radiograph
-    from tfmssass.serving.predictors import open_predictor
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phantoms", required=True, help="Upright labelled films ('tfmssass synth').")
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--keypoints", default=None)
-    parser.add_argument("--grader", default=None)
+    parser = model_args.parser(__doc__, "Upright labelled films ('tfmssass synth').")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    predictor, text, _ = open_predictor(args.model, args.keypoints, args.grader)
+    predictor, text = model_args.open_model(args)
     root = Path(args.phantoms)
     labels = pd.read_csv(root / "labels.csv")
     rng = np.random.default_rng(args.seed)
@@ -77,14 +72,11 @@ def main() -> None:
             c["corners"] += int(corners.sum())
             c["exact"] += int((out["grades"][corners] == grades[corners]).sum())
     print(f"model: {text}; films of {root}, cut with seed {args.seed}")
-    print("| films | n | read | refused | on-film levels graded | off-film levels graded "
-          "| graded on the wrong level | exact on graded corners |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, c in count.items():
-        exact = f"{c['exact'] / c['corners']:.3f} ({c['corners']})" if c["corners"] else "-"
-        print(f"| {name} | {c['films']} | {c['read']} | {c['refused']} | {c['on-film levels graded']} of "
-              f"{c['levels on the film']} | {c['off-film levels graded']} | {c['graded on the wrong level']} | {exact} |")
-
+    rows = [[name, c["films"], c["read"], c["refused"], f"{c['on-film levels graded']} of {c['levels on the film']}",
+             c["off-film levels graded"], c["graded on the wrong level"],
+             f"{c['exact'] / c['corners']:.3f} ({c['corners']})" if c["corners"] else "-"] for name, c in count.items()]
+    model_args.print_table(["films", "n", "read", "refused", "on-film levels graded", "off-film levels graded",
+                            "graded on the wrong level", "exact on graded corners"], rows)
 
 if __name__ == "__main__":
     main()

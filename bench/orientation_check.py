@@ -15,7 +15,6 @@ counted too.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections import Counter
@@ -48,20 +47,16 @@ def made_up_inputs(rng):
 
 
 def main() -> None:
+    import model_args  # beside this script
     import numpy as np
     import pandas as pd
 
     from tfmssass.io import read_radiograph
-    from tfmssass.serving.predictors import open_predictor
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phantoms", required=True, help="A folder made by 'tfmssass synth' (labels.csv).")
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--keypoints", default=None)
-    parser.add_argument("--grader", default=None)
+    parser = model_args.parser(__doc__, "A folder made by 'tfmssass synth' (labels.csv).")
     parser.add_argument("--films", type=int, default=24, help="Films used (the first of labels.csv).")
     args = parser.parse_args()
-    predictor, text, _ = open_predictor(args.model, args.keypoints, args.grader)
+    predictor, text = model_args.open_model(args)
     labels = pd.read_csv(Path(args.phantoms) / "labels.csv").head(args.films)
     findings = predictor.metadata.get("findings", {})
     outcome, reasons, upright_refused, mirror = Counter(), Counter(), Counter(), Counter()
