@@ -3,7 +3,7 @@
     python bench/phantom_accuracy.py [--model saved_models/phantom-demo/1 | --keypoints RUN --grader RUN]
                                      [--phantoms DIR | --seed 200 --patients 40 --visits 2] [--difficulty realistic]
 
-Scores the phantom folder (made with ``tfmssass synth`` if missing, with a seed the shipped models
+Scores the phantom folder (made or completed with ``tfmssass synth``, with a seed the shipped models
 never saw), then compares with the phantoms' labels and prints tables:
 stage-1 points (median error, % of the image diagonal, failures), corner grades (exact accuracy,
 quadratic weighted kappa, per-grade sensitivity), visit totals (MAE, ICC(2,1)) and progression
@@ -77,8 +77,8 @@ def main():
     from tfmssass.synth.sets import synthesize
 
     phantoms = Path(args.phantoms or f"bench_work/heldout_{args.seed}_{args.difficulty}_{args.visits}v")
-    if not (phantoms / "labels.csv").is_file():
-        synthesize(phantoms, args.patients, args.visits, seed=args.seed, difficulty=args.difficulty)
+    if not args.phantoms:  # made, or completed; a folder drawn by another revision of the generator is refused
+        synthesize(phantoms, args.patients, args.visits, seed=args.seed, difficulty=args.difficulty, resume=True)
     out = Path(args.out or f"{phantoms}_scored")
     predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader)
     start = time.perf_counter()

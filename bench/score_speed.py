@@ -79,9 +79,11 @@ def paper_models(labels_csv, batch_size: int):
 
     class TimedStage1:
         model, input_size = real.model, real.input_size
+        long_side = truth.long_side  # the film reaches detect_shrunk as stored: the labels know those pixels
+        orient = truth.orient
 
-        def detect(self, image, view_index):
-            ran = real.detect(image, view_index)  # the real two passes, for their time
+        def detect_shrunk(self, image, scale, view_index):
+            ran = real.detect(image, view_index)  # the real shrink and two passes, for their time
             with tf.control_dependencies([ran.points, ran.confidence]):
                 return Stage1Result(*(tf.identity(x) for x in truth.detect(image, view_index)))
 

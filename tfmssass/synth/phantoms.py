@@ -629,6 +629,10 @@ def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
 # ----------------------------------------------------------------------------------------------
 
 PHANTOM_NOTE = "tfmssass synthetic spine phantom - not a patient"
+#: The drawing's revision, in every set's synth.json: raised whenever the same seed draws other films or
+#: headers, so a folder made before is not taken for the same set (2: shoulders on cervical films, and
+#: PatientOrientation in the header).
+RENDERING = 2
 #: What each kind of film's header says: body part, whether it is lateral (a frontal film's ViewPosition
 #: is left out, as in many exports) and the study description. Series are numbered in this order.
 FILM_HEADERS = {

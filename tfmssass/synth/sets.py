@@ -14,7 +14,7 @@ from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
 from tfmssass.core.system import usable_cpus
 from tfmssass.synth.others import OTHER_KINDS, OtherCase, other_case, plan_other, write_other
-from tfmssass.synth.phantoms import DIFFICULTIES, PHANTOM_NOTE, Case, plan_case, write_case
+from tfmssass.synth.phantoms import DIFFICULTIES, PHANTOM_NOTE, RENDERING, Case, plan_case, write_case
 
 #: The list of negative films beside labels.csv: image, patient_id, visit_date, kind, ...
 NEGATIVES = "negatives.csv"
@@ -49,7 +49,7 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
     if not 0 <= unusual <= 1 or negatives < 0:
         raise ValueError("unusual must be within 0-1 and negatives at least 0")
     out = Path(out)
-    manifest = {"generator": "tfmssass synth", "version": __version__, "seed": seed,
+    manifest = {"generator": "tfmssass synth", "version": __version__, "rendering": RENDERING, "seed": seed,
                 "patients": patients, "visits": visits, "difficulty": difficulty,
                 "views": list(views), "note": PHANTOM_NOTE,
                 "difficulty_settings": asdict(DIFFICULTIES[difficulty])}
