@@ -199,6 +199,6 @@ def test_a_chain_that_ends_at_the_film_edge_sends_its_grades_to_review():
     assert chain_at_film_edge(chain - [0, 120], whole, 900, 300)  # the first level 80 px from the top
     assert chain_at_film_edge(chain, whole, 760, 300)  # the last 59 px from the bottom
     assert chain_at_film_edge(chain, np.array([False, True, True, True, True, True]), 900, 300)  # a level cut off
-    unsure = chain.copy()
-    unsure[0] = np.nan  # an unsure end level does not count; the next one is two steps inside
-    assert not chain_at_film_edge(unsure - [0, 100], whole, 900, 300)
+    pointless = chain.copy()
+    pointless[0] = np.nan  # a level without points does not count: the next one is two steps inside
+    assert not chain_at_film_edge(pointless - [0, 100], whole, 900, 300)

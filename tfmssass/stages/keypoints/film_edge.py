@@ -13,15 +13,18 @@ cannot both be on the film), or when it sits on its inner neighbour (a step unde
 within :data:`NEAR` steps of the edge. Every level beyond an off-film level is off too. Such levels
 are blank, never guessed; the plausibility gate then judges the levels that are left.
 
-Limits from stage-1 points of the shipped demo on cut films apart from the benchmark's (synthetic
-cuts of seed 520, and seed-210 held-out films cut by hand between two disks): see
-``bench/cut_films.py``.
+The limits were chosen on the demo's stage-1 points on cut films apart from the benchmark's
+(synthetic cuts of seed 520, seed-210 films cut by hand between two disks): the rules compared are in
+``bench/RESULTS.md`` ("Films cut off at a level are read"); ``bench/cut_films.py`` measures a model.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+#: All in steps (the distance between the last two disk centres walked): the next place at least this far
+#: inside the film, a level's own centre at least this far, a step at least this long near the edge, and
+#: what "near the edge" is.
 EDGE = 0.25
 OWN = 0.5
 COLLAPSE = 0.5
