@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfmssass.core.geometry import turn_points
 from tfmssass.io import RadiographError, sniff_format
 
 #: Files with these endings are never radiographs (labels, notes, our own outputs); they are
@@ -118,8 +119,6 @@ def as_stored(out: dict, stored_turns: int, shape) -> dict:
     back, and the orientation the sum of the header's turn and the model's."""
     if not stored_turns:
         return out
-    from tfmssass.core.geometry import turn_points
-
     height, width = shape[:2]
     upright_shape = (width, height) if stored_turns % 2 else (height, width)
     model = int(out.get("orientation", -1))

@@ -120,9 +120,9 @@ def chain_at_film_edge(centres: np.ndarray, on_film: np.ndarray, height: int, wi
     level found lies within one step of the edge. Stage 1 then sometimes names every level one off
     (a lumbar film cut just below T12-L1 read from L1-L2 as T12-L1), which no rule can see; held-out
     uncut phantoms keep both ends at least 1.7 steps inside. ``centres`` [6, 2] pixels, NaN where not found."""
-    found = np.flatnonzero(np.all(np.isfinite(centres), axis=1))
     if not on_film.all():
         return True
+    found = np.flatnonzero(np.all(np.isfinite(centres), axis=1))
     if len(found) < 2:
         return False
     step = float(np.median(np.linalg.norm(np.diff(centres[found], axis=0), axis=1) / np.diff(found)))
