@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tfmssass"
 
 #: Layer of each subpackage, lowest first; a module may import its own layer or lower ones.
 LAYERS = {"core": 0, "io": 1, "ops": 1, "data": 2, "synth": 2, "stages": 3, "serving": 4, "scoring": 5,
-          "stats": 6, "review": 6,
+          "stats": 6, "review": 6, "pacs": 6,
           "cli": 7}
 
 

@@ -462,7 +462,7 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(exists=True))
+@click.argument("directory", type=click.Path(exists=True), required=False)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="An exported model folder (tfmssass export). Default: the shipped phantom demo model.")
@@ -499,27 +499,49 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
 @click.option("--salt-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File whose content is the salt for --pseudonymize.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--dicom", "dicom_out", is_flag=True,
+              help="Also write OUT/dicom/: a structured report (TID 1500) per visit and a presentation state "
+                   "per radiograph, in the radiographs' studies.")
+@click.option("--dicomweb", "dicomweb_url", default=None, metavar="URL",
+              help="Score from a PACS instead of DIRECTORY: its DICOMweb root, e.g. https://HOST/dicom-web "
+                   "(implies --dicom).")
+@click.option("--study", "study_uids", multiple=True, metavar="UID", help="--dicomweb: a Study Instance UID (repeat).")
+@click.option("--patient", "patient_ids", multiple=True, metavar="ID", help="--dicomweb: a Patient ID (repeat).")
+@click.option("--since", default=None, metavar="YYYY-MM-DD", help="--dicomweb: studies from this date on.")
+@click.option("--auth-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help='--dicomweb: JSON file with {"username": ..., "password": ...} or {"token": ...}.')
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="--dicomweb: CA certificates to verify the server with (default: the system's).")
+@click.option("--store", "send", is_flag=True, help="--dicomweb: send the DICOM objects back by STOW-RS.")
 def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_target, model_name, view, meta_csv,
           impute, review_threshold, prior, longitudinal, decrease_cost, batch_size, resume, pseudonymize, salt,
-          salt_file, quiet):
-    """Score every radiograph under DIRECTORY: corners.csv, images.csv, visits.csv,
-    progression.csv, errors.csv, overlays/ and report.html in OUT.
+          salt_file, quiet, dicom_out, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send):
+    """Score every radiograph under DIRECTORY (or, with --dicomweb, in a PACS): corners.csv,
+    images.csv, visits.csv, progression.csv, errors.csv, overlays/ and report.html in OUT.
 
     Models: --model DIR (exported), --keypoints RUN --grader RUN (training runs), --server URL or
     --grpc HOST:PORT with --model-name (TF Serving), or by default the shipped phantom demo model.
 
     Exit code 0 when every radiograph was scored (non-radiograph DICOM objects and frontal views
     are skipped with a reason and do not count as failures), 1 when some inputs failed (listed in
-    errors.csv; everything else is written), 2 on a usage error.
+    errors.csv; everything else is written) or the PACS stopped answering (run again with --resume),
+    2 on a usage error, including credentials the PACS refuses.
     """
     from pathlib import Path
 
+    from tfmssass.pacs.dicomweb import PacsError, PacsUnavailable
+    from tfmssass.pacs.objects import write_dicom_objects
+    from tfmssass.pacs.pull import score_from_pacs
     from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
     from tfmssass.scoring.longitudinal import DECREASE_COST
     from tfmssass.scoring.records import Settings
     from tfmssass.scoring.run import run_scoring, salt_id
     from tfmssass.serving.predictors import ServingUnavailable, open_predictor
 
+    pacs = _open_pacs(directory, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send, meta_csv)
+    if pseudonymize and (dicom_out or pacs):
+        _fail("--pseudonymize cannot be used with --dicom or --dicomweb: the DICOM objects must reference the "
+              "original radiographs", 2)
     if prior not in PRIOR_CHOICES:
         try:
             prior = read_prior_file(prior)
@@ -557,20 +579,84 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     if phantom:
         click.echo(f"note: {settings.models_note}", err=True)
     try:
-        counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
-                             resume=resume, progress=not quiet, salt=salt)
+        if pacs:
+            counts = score_from_pacs(*pacs, out, predictor, settings, send=send, resume=resume, progress=not quiet,
+                                     batch_size=batch_size)
+        else:
+            counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
+                                 resume=resume, progress=not quiet, salt=salt)
+            if dicom_out:
+                counts.update(objects=len((written := write_dicom_objects(out, settings)).rows),
+                              not_made=written.not_made)
     except ValueError as exc:
         _fail(str(exc), 2)
+    except PacsUnavailable as exc:
+        _fail(f"{exc}; what was fetched and scored is kept: run again with --resume")
+    except PacsError as exc:
+        _fail(str(exc), exc.code)
     except ServingUnavailable as exc:
         _fail(f"{exc}; what was scored is kept: run again with --resume")
+    if pacs:
+        click.echo(f"{dicomweb_url}: {counts['studies']} studies found")
     click.echo(f"{out}: {counts['scored']} radiographs scored, {counts['failed']} failed, "
                f"{counts['skipped']} skipped (see errors.csv); open {Path(out) / 'report.html'}")
+    if "objects" in counts:
+        click.echo(f"{Path(out) / 'dicom'}: {counts['objects']} DICOM objects (structured reports and presentation "
+                   f"states; see index.csv)" + (f", {counts['stored']} stored in the PACS" if send else ""))
+        for missing in counts["not_made"]:
+            click.echo(f"{missing['file']}: {missing['reason']}", err=True)
     if counts["not_used"]:
         click.echo(f"{counts['not_used']} radiographs not used: another of the same view and visit "
                    "was better (see images.csv)")
     if phantom:
         click.echo(f"note: {settings.models_note}")
     sys.exit(1 if counts["failed"] else 0)
+
+
+def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, send, meta_csv):
+    """(the PACS, the selection) for ``score --dicomweb``, or None for a folder; usage errors exit 2."""
+    import datetime as dt
+
+    from tfmssass.pacs.dicomweb import (
+        Pacs,
+        PacsError,
+        PacsUnavailable,
+        Selection,
+        auth_file_warning,
+        read_auth_file,
+    )
+
+    pacs_only = {"--study": studies, "--patient": patients, "--since": since, "--auth-file": auth_file,
+                 "--ca-bundle": ca_bundle, "--store": send}
+    if not url:
+        if directory is None:
+            _fail("give a DIRECTORY to score, or --dicomweb URL", 2)
+        if given := [name for name, value in pacs_only.items() if value]:
+            _fail(f"{', '.join(given)} only make sense with --dicomweb", 2)
+        return None
+    if directory is not None:
+        _fail("give a DIRECTORY or --dicomweb, not both", 2)
+    if meta_csv:
+        _fail("--meta does not apply to --dicomweb: the DICOM headers name patient and date", 2)
+    if since:
+        try:
+            dt.date.fromisoformat(since)
+        except ValueError:
+            _fail(f"--since {since}: not a date YYYY-MM-DD", 2)
+    selection = Selection(tuple(studies), tuple(patients), since)
+    if not selection:
+        _fail("--dicomweb needs --study, --patient or --since (which studies to score)", 2)
+    try:
+        auth = read_auth_file(auth_file) if auth_file else None
+        if auth_file and (warning := auth_file_warning(auth_file)):
+            click.echo(warning, err=True)
+        pacs = Pacs(url, auth, ca_bundle)
+        pacs.check()
+        return pacs, selection
+    except PacsUnavailable as exc:
+        _fail(f"{exc}; nothing was fetched yet")
+    except PacsError as exc:
+        _fail(str(exc), exc.code)
 
 
 class _ServeByDefault(click.Group):

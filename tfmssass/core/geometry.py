@@ -140,6 +140,21 @@ def cranial_directions(centres: np.ndarray) -> np.ndarray:
     return out
 
 
+def corner_marks(centre, anterior, cranial) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where pictures mark a level's two corners: beside its anterior point, ``X_inf`` on the cranial
+    side and ``Y_sup`` on the caudal one, in the points' own pixels; and the disk's depth (c→a),
+    which sets how big a mark may be. ``cranial`` is made perpendicular to the disk first."""
+    c, a = np.asarray(centre, float), np.asarray(anterior, float)
+    depth = float(np.hypot(*(a - c)))
+    u = (a - c) / depth if depth > 0 else np.zeros(2)
+    v = np.asarray(cranial, float)
+    v = v - u * float(np.dot(v, u))
+    norm = float(np.hypot(*v))
+    v = v / norm if norm > 0 else np.zeros(2)
+    forward = a + u * depth * 0.35
+    return forward + v * depth * 0.45, forward - v * depth * 0.45, depth
+
+
 def corner_frames(points: dict[str, tuple], view: str, size=(224, 224),
                   extent: float = DEFAULT_EXTENT) -> dict[str, CropFrame]:
     """Crop frames of every corner of a view whose level has both points.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from tfmssass.core.geometry import corner_marks
+
 #: BGR colour per grade: green, yellow, orange, red.
 GRADE_COLOURS = {0: (80, 200, 80), 1: (0, 215, 255), 2: (0, 140, 255), 3: (60, 60, 235)}
 MISSING_COLOUR = (160, 160, 160)
@@ -45,10 +47,10 @@ def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: d
         cv2.polylines(canvas, [np.round(box).astype(np.int32)], True, (200, 160, 0), thick, cv2.LINE_AA)
         cv2.circle(canvas, tuple(np.round(c).astype(int)), 2 * thick + 1, (255, 255, 0), -1, cv2.LINE_AA)
         cv2.circle(canvas, tuple(np.round(a).astype(int)), 2 * thick + 1, (0, 255, 255), -1, cv2.LINE_AA)
-        for name, side in ((lv["inf_corner"], 1), (lv["sup_corner"], -1)):
+        marks = corner_marks(c, a, lv["up"])
+        for name, at in ((lv["inf_corner"], marks[0]), (lv["sup_corner"], marks[1])):
             info = corners.get(name, {})
             grade, review = info.get("grade"), info.get("review", False)
-            at = a + u * depth * 0.35 + side * v * depth * 0.45
             text = "-" if grade is None else str(int(grade))
             colour = MISSING_COLOUR if grade is None else GRADE_COLOURS[int(grade)]
             if review:

@@ -103,6 +103,16 @@ def _save_record(records: Path, record: dict) -> None:
     write_text(records / f"{record['key']}.json", json.dumps(record, sort_keys=True))
 
 
+def save_notes(out, notes: list[dict]) -> None:
+    """Inputs that were not files to read (a PACS series that is no radiograph, a study without one),
+    as records of their own: ``{"file", "status": "skipped" or "failed", "reason"}``. They appear in
+    ``errors.csv`` and, like every input not scored, are tried again on ``--resume``."""
+    records = Path(out) / ".work" / "records"
+    for note in notes:
+        key = "note-" + hashlib.sha1(note["file"].encode()).hexdigest()[:12]
+        _save_record(records, {"key": key, "file": note["file"], "status": note["status"], "reason": note["reason"]})
+
+
 def salt_id(salt: str) -> str:
     return hashlib.sha256(f"tfmssass-salt\0{salt}".encode()).hexdigest()[:16]
 
@@ -121,20 +131,23 @@ def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: 
 
 
 def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=None, batch_size: int = 64,
-                resume: bool = False, progress: bool = True, lookahead: int = 4, salt: str | None = None) -> dict:
+                resume: bool = False, progress: bool = True, lookahead: int = 4, salt: str | None = None,
+                notes: list[dict] = ()) -> dict:
     """Score every radiograph under ``root`` into ``out``; returns counts (scored, failed, skipped).
 
     ``predictor``: any :mod:`tfmssass.serving.predictors` predictor. Radiographs are handed to it
     ``batch_size // 12`` at a time, so their crops share grader batches. A
     :class:`~tfmssass.serving.predictors.ServingUnavailable` stops the run; ``--resume`` continues it.
 
-    With ``salt`` patient ids and file names are replaced by salted hashes everywhere."""
+    With ``salt`` patient ids and file names are replaced by salted hashes everywhere. ``notes``: inputs
+    found elsewhere that were not scored (:func:`save_notes`)."""
     if (salt is None) != (settings.salt_id is None) or (salt is not None and salt_id(salt) != settings.salt_id):
         raise ValueError("settings.salt_id must be salt_id(salt)")
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records, done = _prepare_work(out, settings, resume)
     _write_source(out, root, predictor.metadata, pseudonymised=salt is not None)
+    save_notes(out, notes)
     sidecar = read_meta_table(meta_csv) if meta_csv else None
     files, passed_over = discover(root)
     maker = RecordMaker(predictor.metadata, settings, out)

@@ -1,0 +1,267 @@
+"""DICOM results and DICOMweb: the structured reports and presentation states say what the tables say,
+are valid to dicom3tools and readable by dcmtk; ``score --dicomweb`` against a real Orthanc: found,
+fetched, scored, stored back in the right studies, and its faults (a PACS that stops, credentials it
+refuses, objects that are not radiographs)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from click.testing import CliRunner
+from dicom_factory import make_dataset, phantom_pixels
+from dicom_reports import MISSING_TOOLS, check_reports_match_tables, dump_report, validation_errors
+from orthanc import PASSWORD, USER, Orthanc
+from orthanc import available as orthanc_available
+from score_doubles import scoring_models, settings
+
+from tfmssass.cli import main
+from tfmssass.core import anatomy
+from tfmssass.pacs import dicomweb
+from tfmssass.pacs.objects import write_dicom_objects
+from tfmssass.scoring.run import run_scoring
+
+REPO = Path(__file__).resolve().parents[1]
+needs_tools = pytest.mark.skipif(MISSING_TOOLS is not None, reason=MISSING_TOOLS or "")
+
+
+def _score_with_gaps(phantoms, out):
+    """Score the phantoms with the stage-1 double losing levels: the first cervical film loses its top two
+    (4 corners: the segment cannot be imputed), every lumbar film its lowest (2 corners imputed)."""
+    models = scoring_models(phantoms / "labels.csv")
+    labels = pd.read_csv(phantoms / "labels.csv")
+    from score_doubles import image_key
+
+    from tfmssass.io import read_radiograph
+
+    first_cervical = labels[labels["view"] == "cervical"]["image"].iloc[0]
+    lost_top = image_key(read_radiograph(phantoms / first_cervical).image)
+    for key, det in models.stage1.table.items():
+        if det.view == "lumbar":
+            det.confidence[[22, 23]] = 0.05
+        elif key == lost_top:
+            det.confidence[[0, 1, 2, 3]] = 0.05
+    run_scoring(phantoms, out, models, settings(), progress=False)
+    return first_cervical
+
+
+@needs_tools
+def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_path):
+    out = tmp_path / "out"
+    first_cervical = _score_with_gaps(phantoms, out)
+    written = write_dicom_objects(out)
+    assert not written.not_made
+    index = pd.read_csv(out / "dicom" / "index.csv")
+    visits = pd.read_csv(out / "visits.csv")
+    assert (index["kind"] == "structured report").sum() == len(visits) == 6
+    assert (index["kind"] == "presentation state").sum() == 12
+
+    # the reports: grades, "not graded" (never 0), imputed corners, totals (blank stays without a value)
+    reports = check_reports_match_tables(out, phantoms)
+    assert visits["cervical"].isna().sum() == 1 and (visits["imputed"] == 2).all()  # the gaps took effect
+    said = [c for r in reports for c in r["corners"].values()]
+    assert sum(c["grade"] == "not graded" for c in said) == 4 + 2 * 6
+    assert sum(c["imputed"] for c in said) == 2 * 6  # the lumbar gaps; the blank cervical segment imputes none
+    for report in reports:
+        assert report["note"].startswith("PHANTOM-TRAINED")
+        assert "PHANTOM-TRAINED" in report["dataset"].SeriesDescription
+
+    # references: same study as the source, a new series, patient copied; the model is the device observer
+    sources = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): pydicom.dcmread(p, stop_before_pixels=True)
+               for p in phantoms.rglob("*.dcm")}
+    for row in index.itertuples():
+        ds = pydicom.dcmread(out / row.path)
+        refs = [i.ReferencedSOPInstanceUID for s in (ds.get("ReferencedSeriesSequence") or
+                                                       ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence)
+                for i in (s.get("ReferencedImageSequence") or s.ReferencedSOPSequence)]
+        assert refs and all(r in sources for r in refs)
+        source = sources[refs[0]]
+        assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == source.PatientID
+        assert ds.SeriesInstanceUID not in {s.SeriesInstanceUID for s in sources.values()}
+        assert ds.SOPInstanceUID not in sources
+        assert validation_errors(out / row.path) == [], row.path
+    dumped = dump_report(out / index[index["kind"] == "structured report"]["path"].iloc[0])["text"]
+    assert 'Observer Type")=(121007,DCM,"Device")' in dumped and "test doubles" in dumped
+
+    # presentation states: both points of every level read, each graded corner's grade beside it, review ringed
+    records = {json.loads(p.read_text())["file"]: json.loads(p.read_text()) for p in (out / ".work" / "records").glob("*.json")}
+    corners = pd.read_csv(out / "corners.csv")
+    for row in index[index["kind"] == "presentation state"].itertuples():
+        ds = pydicom.dcmread(out / row.path)
+        record = records[row.file]
+        assert ds.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID == \
+            str(pydicom.dcmread(phantoms / row.file, stop_before_pixels=True).SOPInstanceUID)
+        layers = {a.GraphicLayer: a for a in ds.GraphicAnnotationSequence}
+        cut = [lv for lv in anatomy.LEVELS[record["view"]] if record["levels"][lv]["cut"]]
+        points = np.array([g.GraphicData for g in layers["POINTS"].GraphicObjectSequence], float) - 0.5
+        expected = np.array([record["levels"][lv][p] for lv in cut for p in ("c", "a")])
+        np.testing.assert_allclose(points, expected, atol=1e-3)
+        texts = [t for t in layers["GRADES"].TextObjectSequence]
+        mine = corners[corners["file"] == row.file].set_index("corner")
+        assert len(texts) == 2 * len(cut) == mine["grade"].notna().sum()
+        for text in texts:
+            vertebra, side, grade = text.UnformattedTextValue.split()
+            corner = f"{vertebra}_{side}"
+            assert grade.rstrip("?") == str(int(mine.loc[corner, "grade"]))
+            assert grade.endswith("?") == bool(mine.loc[corner, "review"])
+            level = record["levels"][anatomy.CORNER_LEVEL[corner]]
+            depth = np.hypot(*np.subtract(level["a"], level["c"]))
+            assert np.hypot(*(np.array(text.AnchorPoint) - 0.5 - level["a"])) < depth  # beside its disk's anterior point
+        rings = layers.get("REVIEW")
+        graded_review = int((mine["review"] & mine["grade"].notna()).sum())
+        assert (len(rings.GraphicObjectSequence) if rings else 0) == graded_review
+        assert "PHANTOM-TRAINED" in " ".join(t.UnformattedTextValue for t in layers["NOTE"].TextObjectSequence)
+    lost = corners[(corners["file"] == first_cervical) & corners["level"].isin(["C2-C3", "C3-C4"])]
+    assert len(lost) == 4 and lost["grade"].isna().all()
+
+    # written again from the same records: the same objects, byte for byte (a resumed run stores nothing twice)
+    before = {p.name: p.read_bytes() for p in (out / "dicom").glob("*.dcm")}
+    write_dicom_objects(out)
+    assert {p.name: p.read_bytes() for p in (out / "dicom").glob("*.dcm")} == before
+
+
+def test_dicom_objects_cannot_come_from_a_pseudonymised_run(tmp_path, phantoms):
+    result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(tmp_path / "out"), "--dicom",
+                                       "--pseudonymize", "--salt", "a-long-salt"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --pseudonymize cannot be used with --dicom or --dicomweb: the DICOM objects must reference "
+        "the original radiographs"]
+    assert not (tmp_path / "out").exists()
+
+
+# ---- a real PACS ----------------------------------------------------------------------------------
+
+OUTPUT_TABLES = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv", "dicom/index.csv")
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    if (why := orthanc_available()) is not None:
+        pytest.skip(why)
+    server = Orthanc(tmp_path / "orthanc").start()
+    yield server
+    server.stop()
+
+
+def _auth_file(path, password=PASSWORD):
+    path.write_text(json.dumps({"username": USER, "password": password}))
+    path.chmod(0o600)
+    return path
+
+
+def _score_pacs(orthanc, out, auth, *extra):
+    args = ["score", "--dicomweb", orthanc.dicomweb, "--patient", "PH0001", "--patient", "PH0002",
+            "--patient", "PH0003", "--auth-file", str(auth), "--out", str(out), "--quiet", *extra]
+    return CliRunner().invoke(main, args)
+
+
+def test_credentials_the_pacs_refuses_are_one_clear_error(orthanc, tmp_path):
+    wrong = _auth_file(tmp_path / "wrong.json", password="not-the-password")
+    result = _score_pacs(orthanc, tmp_path / "out", wrong)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.strip()]
+    assert errors == [f"error: {orthanc.dicomweb}: the server refused the credentials (HTTP 401); check --auth-file"]
+    assert "not-the-password" not in result.output
+    # an address with the credentials in it is refused before anything is sent
+    leaky = orthanc.dicomweb.replace("http://", f"http://{USER}:{PASSWORD}@")
+    result = CliRunner().invoke(main, ["score", "--dicomweb", leaky, "--since", "2000-01-01", "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 2 and PASSWORD not in result.output
+    assert result.output.strip() == "error: --dicomweb: put the credentials in --auth-file, not in the address"
+
+
+def _not_radiographs(orthanc, first_film_of_ph0001, first_film_of_ph0002):
+    """A CT image in PH0001's first study, a frontal (AP) DX film in PH0002's, and a study of PH0003 with
+    only a CT image in it."""
+    first = [pydicom.dcmread(p, stop_before_pixels=True) for p in (first_film_of_ph0001, first_film_of_ph0002)]
+    ct = make_dataset(phantom_pixels(), 12, sop_class="1.2.840.10008.5.1.4.1.1.2", Modality="CT",
+                      PatientID="PH0001", StudyInstanceUID=first[0].StudyInstanceUID, StudyDate=first[0].StudyDate,
+                      SeriesNumber=7)
+    frontal = make_dataset(phantom_pixels(), 12, PatientID="PH0002", StudyInstanceUID=first[1].StudyInstanceUID,
+                           StudyDate=first[1].StudyDate, ViewPosition="AP", SeriesNumber=8)
+    ct_only = make_dataset(phantom_pixels(), 12, sop_class="1.2.840.10008.5.1.4.1.1.2", Modality="CT",
+                           PatientID="PH0003", StudyDate="20150301", SeriesNumber=2)
+    for ds in (ct, frontal, ct_only):
+        ds.PatientName = f"Phantom^{ds.PatientID}"
+    folder = orthanc.folder / "others"
+    folder.mkdir()
+    for name, ds in (("ct", ct), ("frontal", frontal), ("ct_only", ct_only)):
+        ds.save_as(folder / f"{name}.dcm", enforce_file_format=True)
+    orthanc.upload(sorted(folder.glob("*.dcm")))
+    return ct_only.StudyInstanceUID
+
+
+@needs_tools
+@pytest.mark.slow
+def test_score_from_orthanc_store_back_and_resume_after_it_stops(orthanc, tmp_path, monkeypatch):
+    examples = sorted((REPO / "examples").rglob("*.dcm"))
+    orthanc.upload(examples)
+    studies = {p: str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in examples}
+    ct_study = _not_radiographs(orthanc, examples[0], examples[4])
+    auth = _auth_file(tmp_path / "auth.json")
+
+    result = _score_pacs(orthanc, tmp_path / "out", auth, "--store")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    errors = pd.read_csv(out / "errors.csv")
+    assert len(errors) == 4, errors  # the CT series, the AP film, the CT-only study and its CT series
+    reasons = " | ".join(errors["reason"])
+    assert "is CT, not a radiograph (CR or DX)" in reasons and "AP view" in reasons
+    assert errors.loc[errors["file"] == ct_study, "reason"].iloc[0] == \
+        "study of PH0003 on 2015-03-01: no usable lateral spine radiograph"
+    assert len(pd.read_csv(out / "images.csv")) == 12
+
+    # in the PACS: one report and two presentation states in each visit's study, nothing in the CT study
+    by_study = {}
+    for orthanc_id in orthanc.get("/studies"):
+        study = orthanc.get(f"/studies/{orthanc_id}")
+        series = [orthanc.get(f"/series/{s}") for s in study["Series"]]
+        by_study[study["MainDicomTags"]["StudyInstanceUID"]] = sorted(
+            (s["MainDicomTags"]["Modality"], len(s["Instances"])) for s in series)
+    for study in set(studies.values()):
+        kinds = [k for k in by_study[study] if k[0] in ("SR", "PR")]
+        assert kinds == [("PR", 2), ("SR", 1)], (study, by_study[study])
+    assert by_study[ct_study] == [("CT", 1)]
+
+    # what the PACS holds is what was written, and says what the tables say
+    index = pd.read_csv(out / "dicom" / "index.csv")
+    for row in index.itertuples():
+        held = pydicom.dcmread(io.BytesIO(orthanc.instance(row.sop_uid)))
+        assert held == pydicom.dcmread(out / row.path), row.path
+    check_reports_match_tables(out, out / ".pacs-cache")
+    for path in (out / "dicom").glob("*.dcm"):
+        assert validation_errors(path) == [], path
+
+    # the PACS stops in the middle of fetching: the run stops with the hint; resumed after a restart it
+    # ends with the same tables and the same objects, and stores nothing twice
+    monkeypatch.setattr(dicomweb, "BACKOFF_S", 0.05)
+    fetched = []
+    original = dicomweb.Pacs.retrieve
+
+    def retrieve_then_stop(self, *uids):
+        if len(fetched) == 5:
+            orthanc.stop()
+        fetched.append(uids)
+        return original(self, *uids)
+
+    monkeypatch.setattr(dicomweb.Pacs, "retrieve", retrieve_then_stop)
+    again = tmp_path / "again"
+    result = _score_pacs(orthanc, again, auth, "--store")
+    assert result.exit_code == 1
+    stopped = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(stopped) == 1 and stopped[0].endswith("what was fetched and scored is kept: run again with --resume")
+    assert len(list((again / ".pacs-cache").rglob("*.dcm"))) == 5
+    monkeypatch.setattr(dicomweb.Pacs, "retrieve", original)
+    orthanc.start()
+    result = _score_pacs(orthanc, again, auth, "--store", "--resume")
+    assert result.exit_code == 0, result.output
+    for name in OUTPUT_TABLES:
+        assert (again / name).read_text() == (out / name).read_text(), name
+    held = orthanc.get("/statistics")
+    assert held["CountInstances"] == len(examples) + 3 + len(index)
