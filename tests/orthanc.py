@@ -2,7 +2,8 @@
 with its storage in a temporary folder, stopped by the test.
 
 Orthanc 1.10 has no option to choose the address it listens on; with ``RemoteAccessAllowed`` off it
-answers only clients on this machine, and its DICOM port is switched off.
+answers only clients on this machine, and its DICOM port is switched off. Its HTTPS server crashes on
+the first handshake (a civetweb worker dies), so TLS is tested against a Python server instead.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Orthanc:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError("Orthanc did not answer within {timeout} s")
+        raise RuntimeError(f"Orthanc did not answer within {timeout} s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

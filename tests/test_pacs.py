@@ -5,8 +5,13 @@ refuses, objects that are not radiographs)."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import shutil
+import ssl
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +179,81 @@ def test_credentials_the_pacs_refuses_are_one_clear_error(orthanc, tmp_path):
                                        str(tmp_path / "out")])
     assert result.exit_code == 2 and PASSWORD not in result.output
     assert result.output.strip() == "error: --dicomweb: put the credentials in --auth-file, not in the address"
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Drops the first connection, answers 503 to the next, then an empty QIDO result; or always 500."""
+
+    plan: list = []
+
+    def do_GET(self):
+        step = self.plan.pop(0) if self.plan else 200
+        if step == "drop":
+            self.close_connection = True
+            return
+        body = b"[]" if step == 200 else b"busy"
+        self.send_response(step)
+        self.send_header("Content-Type", "application/dicom+json" if step == 200 else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_pacs_that_drops_or_answers_5xx_is_asked_again_with_growing_pauses(monkeypatch):
+    server, url, _ = _serve(_Flaky)
+    pauses = []
+    monkeypatch.setattr(dicomweb.time, "sleep", pauses.append)
+    try:
+        _Flaky.plan = ["drop", 503, 200]
+        assert dicomweb.Pacs(url, backoff_s=0.5).studies(dicomweb.Selection(patients=("P1",))) == []
+        assert pauses == [0.5, 1.0]
+        pauses.clear()
+        _Flaky.plan = [500] * 10
+        with pytest.raises(dicomweb.PacsUnavailable) as stopped:
+            dicomweb.Pacs(url, backoff_s=0.5, tries=4).studies(dicomweb.Selection(patients=("P1",)))
+        assert pauses == [0.5, 1.0, 2.0] and str(stopped.value).endswith("finding studies failed 4 times (HTTP 500)")
+        _Flaky.plan = [404]
+        with pytest.raises(dicomweb.PacsError) as missing:  # not a fault that waiting mends
+            dicomweb.Pacs(url).studies(dicomweb.Selection(patients=("P1",)))
+        assert not isinstance(missing.value, dicomweb.PacsUnavailable) and "HTTP 404" in str(missing.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _serve(handler, tls_folder=None):
+    """A local HTTP(S) server on a free port, in a thread; returns (server, base URL, certificate)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    certificate = None
+    if tls_folder is not None:  # a certificate of its own, which no system trusts
+        certificate, key = tls_folder / "certificate.pem", tls_folder / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                        "-out", str(certificate)], check=True, capture_output=True)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    scheme = "https" if tls_folder is not None else "http"
+    return server, f"{scheme}://127.0.0.1:{server.server_address[1]}/dicom-web", certificate
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_the_pacs_certificate_is_verified(tmp_path):
+    _Flaky.plan = []
+    server, url, certificate = _serve(_Flaky, tmp_path)
+    try:
+        with pytest.raises(dicomweb.PacsError) as refused:
+            dicomweb.Pacs(url).check()
+        assert refused.value.code == 2 and "TLS certificate cannot be verified" in str(refused.value)
+        assert "--ca-bundle" in str(refused.value) and "\n" not in str(refused.value)
+        dicomweb.Pacs(url, ca_bundle=certificate).check()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _not_radiographs(orthanc, first_film_of_ph0001, first_film_of_ph0002):

@@ -83,6 +83,21 @@ def auth_file_warning(path) -> str | None:
     return None
 
 
+class _Session(requests.Session):
+    """A session whose ``--ca-bundle`` wins over ``REQUESTS_CA_BUNDLE`` and the like (requests lets the
+    environment override a session's ``verify``); proxies from the environment still apply."""
+
+    def __init__(self, ca_bundle: str | None):
+        super().__init__()
+        self.ca_bundle = ca_bundle
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self.ca_bundle:
+            settings["verify"] = self.ca_bundle
+        return settings
+
+
 class _Bearer(requests.auth.AuthBase):
     def __init__(self, token: str):
         self.token = token
@@ -110,9 +125,8 @@ class Pacs:
         self.url = url.rstrip("/")
         self.tries = tries or TRIES
         self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
-        session = requests.Session()
+        session = _Session(str(ca_bundle) if ca_bundle else None)
         session.auth = auth
-        session.verify = str(ca_bundle) if ca_bundle else True
         self.client = DICOMwebClient(self.url, session=session, timeout=TIMEOUT_S)
         self.client.set_http_retry_params(retry=False)  # the one retry loop is ours
 
