@@ -16,8 +16,8 @@ import pydicom
 
 from tfmssass.pacs import codes as local
 
-DSRDUMP, DCIODVFY = shutil.which("dsrdump"), shutil.which("dciodvfy")
-MISSING_TOOLS = None if DSRDUMP and DCIODVFY else "dcmtk (dsrdump) or dicom3tools (dciodvfy) not installed"
+DSRDUMP, DCIODVFY, DCMP2PGM = shutil.which("dsrdump"), shutil.which("dciodvfy"), shutil.which("dcmp2pgm")
+MISSING_TOOLS = None if DSRDUMP and DCIODVFY and DCMP2PGM else "dcmtk or dicom3tools (dciodvfy) not installed"
 
 
 def validation_errors(path) -> list[str]:
@@ -112,3 +112,13 @@ def check_reports_match_tables(out: Path, root: Path) -> list[dict]:
             assert (value is None) if pd.isna(visit[column]) else value == visit[column]
         reports.append(report)
     return reports
+
+
+def rendered(image, presentation_state, folder: Path):
+    """The grey picture a viewer shows of ``image`` under ``presentation_state`` (dcmtk's dcmp2pgm
+    applies the state's modality, VOI and presentation LUTs; it does not draw the annotations)."""
+    import cv2
+
+    out = folder / "rendered.pgm"
+    subprocess.run([DCMP2PGM, "-q", "-p", str(presentation_state), str(image), str(out)], check=True, timeout=120)
+    return cv2.imread(str(out), cv2.IMREAD_UNCHANGED)

@@ -20,13 +20,14 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 from dicom_factory import make_dataset, phantom_pixels
-from dicom_reports import MISSING_TOOLS, check_reports_match_tables, dump_report, validation_errors
+from dicom_reports import MISSING_TOOLS, check_reports_match_tables, dump_report, rendered, validation_errors
 from orthanc import PASSWORD, USER, Orthanc
 from orthanc import available as orthanc_available
 from score_doubles import scoring_models, settings
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy
+from tfmssass.io import read_radiograph
 from tfmssass.pacs import dicomweb
 from tfmssass.pacs.objects import write_dicom_objects
 from tfmssass.scoring.run import run_scoring
@@ -41,8 +42,6 @@ def _score_with_gaps(phantoms, out):
     models = scoring_models(phantoms / "labels.csv")
     labels = pd.read_csv(phantoms / "labels.csv")
     from score_doubles import image_key
-
-    from tfmssass.io import read_radiograph
 
     first_cervical = labels[labels["view"] == "cervical"]["image"].iloc[0]
     lost_top = image_key(read_radiograph(phantoms / first_cervical).image)
@@ -96,6 +95,7 @@ def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_p
     # presentation states: both points of every level read, each graded corner's grade beside it, review ringed
     records = {json.loads(p.read_text())["file"]: json.loads(p.read_text()) for p in (out / ".work" / "records").glob("*.json")}
     corners = pd.read_csv(out / "corners.csv")
+    photometrics = set()
     for row in index[index["kind"] == "presentation state"].itertuples():
         ds = pydicom.dcmread(out / row.path)
         record = records[row.file]
@@ -121,6 +121,12 @@ def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_p
         graded_review = int((mine["review"] & mine["grade"].notna()).sum())
         assert (len(rings.GraphicObjectSequence) if rings else 0) == graded_review
         assert "PHANTOM-TRAINED" in " ".join(t.UnformattedTextValue for t in layers["NOTE"].TextObjectSequence)
+        # a viewer applying the state shows the film the right way up: bone bright, MONOCHROME1 or 2
+        shown = rendered(phantoms / row.file, out / row.path, tmp_path).astype(float)
+        display = read_radiograph(phantoms / row.file).image
+        photometrics.add(str(pydicom.dcmread(phantoms / row.file, stop_before_pixels=True).PhotometricInterpretation))
+        assert np.corrcoef(shown.ravel(), display.ravel())[0, 1] > 0.9, row.file
+    assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
     lost = corners[(corners["file"] == first_cervical) & corners["level"].isin(["C2-C3", "C3-C4"])]
     assert len(lost) == 4 and lost["grade"].isna().all()
 

@@ -135,6 +135,16 @@ def _corner_text(corner: str, info: dict) -> str:
     return f"{vertebra} {side} {grade}{'?' if info['review'] else ''}"
 
 
+def _lut_shape(source: Dataset) -> str:
+    """The state's presentation LUT replaces the image's, so it must keep the image's way up: INVERSE for
+    a MONOCHROME1 film (bone bright at low values), else what the image says, else IDENTITY. An IDENTITY
+    state over a MONOCHROME1 film shows it as a negative."""
+    shape = str(source.get("PresentationLUTShape", "")).upper()
+    if shape in ("IDENTITY", "INVERSE"):
+        return shape
+    return "INVERSE" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "IDENTITY"
+
+
 def presentation_state(source: Dataset, record: dict, settings: Settings, note: str, when: _dt.datetime) -> Dataset:
     """The radiograph's disk points, each graded corner's grade beside it, review corners ringed and a
     caption, as a GSPS over the stored pixels (nothing burnt in)."""
@@ -191,6 +201,7 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
         graphic_layers=list(layers.values()),
         graphic_annotations=annotations,
         content_creator_name="tfmssass^",
+        presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=_lut_shape(source)),
     )
     ds.SeriesDescription = _lo(("PHANTOM-TRAINED " if settings.phantom else "") + "tfmssass mSASSS grades")
     ds.Laterality = ""  # the spine is not a paired structure (type 2C: present, empty)
