@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -351,3 +352,19 @@ def test_score_from_orthanc_store_back_and_resume_after_it_stops(orthanc, tmp_pa
         assert (again / name).read_text() == (out / name).read_text(), name
     held = orthanc.get("/statistics")
     assert held["CountInstances"] == len(examples) + 3 + len(index)
+
+
+def test_the_readme_lists_the_coding_scheme_as_the_code_defines_it():
+    from tfmssass.pacs import codes
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Working with a PACS"):]
+    section = section[:section.index("\n## ", 5)]
+    assert f"`{codes.DESIGNATOR}` version {codes.SCHEME_VERSION}" in section
+    rows = dict(re.findall(r"^\| `([A-Z0-9]+)` \| ([^|(]+?) (?:\(.*\) )?\|$", section, flags=re.M))
+    defined = [codes.PROCEDURE, codes.CORNER_FINDING, codes.GRADE, codes.NOT_GRADED, codes.NEEDS_REVIEW,
+               codes.IMPUTED, codes.CONFIDENCE, codes.VISIT_TOTALS, codes.TOTAL, codes.CORNERS_GRADED,
+               codes.CORNERS_IMPUTED, codes.NOT_COMPUTED, codes.MODEL_NOTE, *codes.SUBTOTALS.values(),
+               *codes.GRADES.values()]
+    assert rows == {c.value: c.meaning for c in defined}
+    assert [c.value for c in codes.CORNERS.values()] == list(anatomy.ALL_CORNERS)

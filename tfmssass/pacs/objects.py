@@ -92,7 +92,8 @@ def _safe(text: str) -> str:
 def _stamp(ds: Dataset, when: _dt.datetime) -> None:
     """Every creation date and time of an object: when the folder's DICOM output was first made."""
     date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
-    for prefix in ("Content", "Series", "InstanceCreation", "PresentationCreation"):
+    ds.SeriesDate, ds.SeriesTime = date, time  # viewers sort and group series by it
+    for prefix in ("Content", "InstanceCreation", "PresentationCreation"):
         if f"{prefix}Date" in ds:
             setattr(ds, f"{prefix}Date", date)
             setattr(ds, f"{prefix}Time", time)
