@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,8 @@ from tfmssass.serving.predictors import Predictor
 
 #: The fetched radiographs, as ``<study UID>/<series UID>/<SOP instance UID>.dcm`` (hidden: inputs, not results).
 CACHE = ".pacs-cache"
+#: Images fetched at once: a PACS answers several requests in parallel.
+FETCH_THREADS = 4
 #: The server and selection a cache was fetched for; ``--resume`` must ask for the same.
 QUERY_FILE = "query.json"
 
@@ -67,10 +70,15 @@ def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tupl
                               "reason": f"skipped: series {number} of the {found[study_uid]} is {modality}, "
                                         "not a radiograph (CR or DX)"})
     missing = [w for w in wanted if not (cache / w[0] / w[1] / f"{w[2]}.dcm").is_file()]
-    for study_uid, series_uid, sop in tqdm(missing, desc="fetching", unit="image", disable=not progress):
-        dataset = pacs.retrieve(study_uid, series_uid, sop)
-        with atomic_path(cache / study_uid / series_uid / f"{sop}.dcm") as tmp:
+
+    def one(uids):
+        dataset = pacs.retrieve(*uids)
+        with atomic_path(cache / uids[0] / uids[1] / f"{uids[2]}.dcm") as tmp:
             dataset.save_as(tmp, enforce_file_format=True)
+
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:  # most of a fetch is waiting for the server
+        for _ in tqdm(pool.map(one, missing), total=len(missing), desc="fetching", unit="image", disable=not progress):
+            pass
     return found, notes
 
 
