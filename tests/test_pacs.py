@@ -136,6 +136,30 @@ def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_p
     write_dicom_objects(out)
     assert {p.name: p.read_bytes() for p in (out / "dicom").glob("*.dcm")} == before
 
+    # a source gone since scoring, and one whose header cannot be referenced: each named with its reason,
+    # the others written; stale objects are removed
+    sources = tmp_path / "sources"
+    shutil.copytree(phantoms, sources)
+    gone, broken = sorted(records)[0], sorted(records)[3]  # a film each of two visits
+    assert records[gone]["visit_date"] != records[broken]["visit_date"]
+    (sources / gone).unlink()
+    ds = pydicom.dcmread(sources / broken)
+    del ds.SOPClassUID
+    ds.save_as(sources / broken)
+    source_json = out / ".work" / "source.json"
+    source_json.write_text(json.dumps({**json.loads(source_json.read_text()), "root": str(sources)}))
+    written = write_dicom_objects(out)
+    reasons = {m["file"]: m["reason"] for m in written.not_made}
+    assert set(reasons) >= {gone, broken}
+    assert reasons[gone].startswith("no DICOM objects: ") and "\n" not in reasons[gone]
+    assert reasons[broken].startswith("no DICOM objects: the source header cannot be referenced")
+    for film in (gone, broken):  # a report that cannot cite a film its totals count is not written
+        visit = f"{records[film]['patient_id']} on {records[film]['visit_date']}"
+        assert [m for m in written.not_made if m["reason"].startswith(f"no structured report for {visit}: ")]
+    index = pd.read_csv(out / "dicom" / "index.csv")
+    assert index["kind"].value_counts().to_dict() == {"presentation state": 10, "structured report": 4}
+    assert len(list((out / "dicom").glob("*.pr.dcm"))) == 10 and len(list((out / "dicom").glob("*.sr.dcm"))) == 4
+
 
 def test_dicom_objects_cannot_come_from_a_pseudonymised_run(tmp_path, phantoms):
     result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(tmp_path / "out"), "--dicom",

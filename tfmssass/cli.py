@@ -610,7 +610,7 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
                    "was better (see images.csv)")
     if phantom:
         click.echo(f"note: {settings.models_note}")
-    sys.exit(1 if counts["failed"] else 0)
+    sys.exit(1 if counts["failed"] or counts.get("not_made") else 0)
 
 
 def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, send, meta_csv):

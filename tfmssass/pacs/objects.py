@@ -59,6 +59,8 @@ INDEX_COLUMNS = ["kind", "path", "file", "patient_id", "visit_date", "study_uid"
 #: Patient and study attributes the new objects copy that DICOM lets be empty (type 2) but not absent.
 TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
+#: What highdicom raises for a source header it cannot reference (an attribute missing or malformed).
+HEADER_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 #: A DICOM LO value holds at most 64 characters.
 LO = 64
 
@@ -83,6 +85,12 @@ def _digest(value) -> str:
 
 def _lo(text: str) -> str:
     return text if len(text) <= LO else text[:LO - 1] + "…"
+
+
+def _why(exc: Exception) -> str:
+    """One line on why highdicom refused a source header."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"the source header cannot be referenced ({type(exc).__name__}: {text[:150]})"
 
 
 def _safe(text: str) -> str:
@@ -370,23 +378,41 @@ def write_dicom_objects(out, settings: Settings | None = None) -> Written:
     folder = out / "dicom"
     written = Written()
     by_visit: dict[tuple, list] = {}
+    unreferenced: dict[tuple, list] = {}  # films a visit's totals count that no object can cite
     for record in records:
         if record["status"] != "scored":
             continue
         source = _read_source(root, record)
+        visit_key = (record["patient_id"], record["visit_date"])
         if isinstance(source, str):
             written.not_made.append({"file": record["file"], "reason": source})
+            unreferenced.setdefault(visit_key, []).append(record["file"])
             continue
-        ds = presentation_state(source, record, settings, note, when)
+        try:
+            ds = presentation_state(source, record, settings, note, when)
+        except HEADER_ERRORS as exc:
+            written.not_made.append({"file": record["file"], "reason": f"no DICOM objects: {_why(exc)}"})
+            unreferenced.setdefault(visit_key, []).append(record["file"])
+            continue
         path = folder / _presentation_name(record)
         _save(ds, path)
         written.rows.append(_row("presentation state", path, out, record["file"], record, ds))
         if record["file"] not in not_used:
-            by_visit.setdefault((record["patient_id"], record["visit_date"]), []).append((record, source))
+            by_visit.setdefault(visit_key, []).append((record, source))
     for (patient, date), films in sorted(by_visit.items()):
+        if missing := [f for f in unreferenced.get((patient, date), []) if f not in not_used]:
+            written.not_made.append({"file": "; ".join(r["file"] for r, _ in films),
+                                     "reason": f"no structured report for {patient} on {date}: its totals count "
+                                               f"{', '.join(missing)}, which it cannot cite"})
+            continue
         films.sort(key=lambda f: anatomy.VIEWS.index(f[0]["view"]))
         visit = visits.loc[(patient, date)] if (patient, date) in visits.index else None
-        ds = structured_report(films, visit, settings, note, when)
+        try:
+            ds = structured_report(films, visit, settings, note, when)
+        except HEADER_ERRORS as exc:
+            written.not_made.append({"file": "; ".join(r["file"] for r, _ in films),
+                                     "reason": f"no structured report for {patient} on {date}: {_why(exc)}"})
+            continue
         path = folder / f"{_safe(patient)}_{date}.sr.dcm"
         _save(ds, path)
         written.rows.append(_row("structured report", path, out, "; ".join(r["file"] for r, _ in films),
