@@ -87,6 +87,11 @@ def _lo(text: str) -> str:
     return text if len(text) <= LO else text[:LO - 1] + "…"
 
 
+def _described(settings: Settings, text: str) -> str:
+    """A series or content description, which says first when the models are phantom-trained."""
+    return _lo(("PHANTOM-TRAINED " if settings.phantom else "") + text)
+
+
 def _why(exc: Exception) -> str:
     """One line on why highdicom refused a source header."""
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -184,10 +189,11 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
     caption = (f"tfmssass {record['view']} subtotal {record['score']} of 36, {record['corners_graded']}/12 "
                f"corners graded, {review} to review ({note})")
     rows, columns = int(source.Rows), int(source.Columns)
-    boxes = [hd.pr.TextObject(caption, "PIXEL", bounding_box=(4, 4, columns - 4, max(40, rows // 20)))]
+    band = max(8, rows // 25)  # a line of text at the top (caption) and at the bottom (warning)
+    boxes = [hd.pr.TextObject(caption, "PIXEL", bounding_box=(4, 4, columns - 4, 4 + band))]
     if settings.phantom:
         boxes.append(hd.pr.TextObject(PHANTOM_WARNING, "PIXEL",
-                                      bounding_box=(4, rows - max(40, rows // 20), columns - 4, rows - 4)))
+                                      bounding_box=(4, rows - 4 - band, columns - 4, rows - 4)))
     annotations = [hd.pr.GraphicAnnotation([source], layers[name], graphic_objects=graphics or None,
                                            text_objects=text or None)
                    for name, graphics, text in (("POINTS", points, []), ("GRADES", [], texts),
@@ -200,19 +206,19 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
         series_instance_uid=_uid(study, "presentation states", note),
         series_number=PR_SERIES_NUMBER,
         sop_instance_uid=_uid(source.SOPInstanceUID, "presentation state", _digest(content)),
-        instance_number=1,
+        instance_number=anatomy.VIEWS.index(record["view"]) + 1,
         manufacturer="tfmssass",
         manufacturer_model_name=_lo(settings.models),
         software_versions=__version__,
         device_serial_number="none",
         content_label="MSASSS",
-        content_description=_lo(("PHANTOM-TRAINED " if settings.phantom else "") + "tfmssass mSASSS grades"),
+        content_description=_described(settings, "tfmssass mSASSS grades"),
         graphic_layers=list(layers.values()),
         graphic_annotations=annotations,
         content_creator_name="tfmssass^",
         presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=_lut_shape(source)),
     )
-    ds.SeriesDescription = _lo(("PHANTOM-TRAINED " if settings.phantom else "") + "tfmssass mSASSS grades")
+    ds.SeriesDescription = _described(settings, "tfmssass mSASSS grades")
     ds.Laterality = ""  # the spine is not a paired structure (type 2C: present, empty)
     _deidentification(ds, source)
     _stamp(ds, when)
@@ -306,7 +312,7 @@ def structured_report(films: list[tuple[dict, Dataset]], visit: pd.Series | None
         series_instance_uid=_uid(study, "structured reports", note), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=_uid(key, "structured report", _digest(content)), instance_number=1,
         manufacturer="tfmssass", is_complete=True,
-        series_description=_lo(("PHANTOM-TRAINED " if settings.phantom else "") + "tfmssass mSASSS report"),
+        series_description=_described(settings, "tfmssass mSASSS report"),
     )
     _declare_scheme(ds)
     _deidentification(ds, sources[0])
