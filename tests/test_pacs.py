@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import requests
 from click.testing import CliRunner
 from dicom_factory import make_dataset, phantom_pixels
 from dicom_reports import MISSING_TOOLS, check_reports_match_tables, dump_report, rendered, validation_errors
@@ -392,3 +393,40 @@ def test_the_readme_lists_the_coding_scheme_as_the_code_defines_it():
                *codes.GRADES.values()]
     assert rows == {c.value: c.meaning for c in defined}
     assert [c.value for c in codes.CORNERS.values()] == list(anatomy.ALL_CORNERS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--store"], "give a DIRECTORY to score, or --dicomweb URL"),
+    (["{phantoms}", "--store", "--since", "2020-01-01"], "--since, --store only make sense with --dicomweb"),
+    (["{phantoms}", "--dicomweb", "http://127.0.0.1:9/dicom-web"], "give a DIRECTORY or --dicomweb, not both"),
+    (["--dicomweb", "http://127.0.0.1:9/dicom-web"], "--dicomweb needs --study, --patient or --since (which "
+                                                      "studies to score)"),
+    (["--dicomweb", "http://127.0.0.1:9/dicom-web", "--since", "2020-13-01"], "--since 2020-13-01: not a date "
+                                                                              "YYYY-MM-DD"),
+    (["--dicomweb", "ftp://host/dicom-web", "--patient", "P1"], "--dicomweb ftp://host/dicom-web: not an http(s) "
+                                                                 "address"),
+])
+def test_dicomweb_usage_errors_are_one_line_before_anything_runs(args, message, phantoms, tmp_path):
+    args = [a.format(phantoms=phantoms) for a in args]
+    result = CliRunner().invoke(main, ["score", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_auth_files_give_basic_or_bearer_credentials_and_warn_when_others_can_read_them(tmp_path):
+    token = tmp_path / "token.json"
+    token.write_text(json.dumps({"token": "t0ken"}))
+    token.chmod(0o644)
+    request = dicomweb.read_auth_file(token)(requests.Request("GET", "http://127.0.0.1/").prepare())
+    assert request.headers["Authorization"] == "Bearer t0ken"
+    assert dicomweb.auth_file_warning(token) == f"warning: {token} can be read by other users of this machine " \
+                                                f"(chmod 600 {token})"
+    basic = _auth_file(tmp_path / "basic.json")
+    assert dicomweb.read_auth_file(basic) == (USER, PASSWORD) and dicomweb.auth_file_warning(basic) is None
+    for text in ("not json", '["a"]', '{"username": "u"}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(dicomweb.PacsError) as refused:
+            dicomweb.read_auth_file(bad)
+        assert refused.value.code == 2 and str(refused.value).startswith(f"{bad}: ") and "\n" not in str(refused.value)
