@@ -430,3 +430,41 @@ def test_auth_files_give_basic_or_bearer_credentials_and_warn_when_others_can_re
         with pytest.raises(dicomweb.PacsError) as refused:
             dicomweb.read_auth_file(bad)
         assert refused.value.code == 2 and str(refused.value).startswith(f"{bad}: ") and "\n" not in str(refused.value)
+
+
+class _OnePacs:
+    """A PACS's answers, as :class:`~tfmssass.pacs.dicomweb.Pacs` gives them: one study with a DX series
+    of three images, one of which the server refuses (404), and a CT series."""
+
+    def __init__(self, refuse: str):
+        self.refuse = refuse
+
+    @staticmethod
+    def _json(**values):
+        return {f"{pydicom.datadict.tag_for_keyword(k):08X}": {"Value": [v]} for k, v in values.items()}
+
+    def studies(self, selection):
+        return [self._json(StudyInstanceUID="1.2.3", PatientID="P1", StudyDate="20200131")]
+
+    def series(self, study_uid):
+        return [self._json(SeriesInstanceUID="1.2.3.1", Modality="DX", SeriesNumber=1),
+                self._json(SeriesInstanceUID="1.2.3.2", Modality="CT", SeriesNumber=2)]
+
+    def instances(self, study_uid, series_uid):
+        return ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"]
+
+    def retrieve(self, study_uid, series_uid, sop_uid):
+        if sop_uid == self.refuse:
+            raise dicomweb.PacsError(f"http://pacs: fetching {sop_uid} failed (HTTP 404)")
+        return make_dataset(phantom_pixels(), 12, SOPInstanceUID=sop_uid)
+
+
+def test_an_image_the_pacs_will_not_give_fails_alone(tmp_path):
+    from tfmssass.pacs.pull import fetch
+
+    studies, notes = fetch(_OnePacs(refuse="1.2.3.1.2"), dicomweb.Selection(patients=("P1",)), tmp_path, False)
+    assert studies == {"1.2.3": "study of P1 on 2020-01-31"}
+    assert sorted(p.name for p in tmp_path.rglob("*.dcm")) == ["1.2.3.1.1.dcm", "1.2.3.1.3.dcm"]
+    assert sorted((n["file"], n["status"]) for n in notes) == [("1.2.3/1.2.3.1/1.2.3.1.2.dcm", "failed"),
+                                                                ("1.2.3/1.2.3.2", "skipped")]
+    assert "HTTP 404" in [n for n in notes if n["status"] == "failed"][0]["reason"]

@@ -18,7 +18,14 @@ import pydicom
 from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path, write_text
-from tfmssass.pacs.dicomweb import RADIOGRAPH_MODALITIES, Pacs, PacsError, Selection, qido_value
+from tfmssass.pacs.dicomweb import (
+    RADIOGRAPH_MODALITIES,
+    Pacs,
+    PacsError,
+    PacsUnavailable,
+    Selection,
+    qido_value,
+)
 from tfmssass.pacs.objects import write_dicom_objects
 from tfmssass.scoring.records import Settings
 from tfmssass.scoring.run import load_records, run_scoring, save_notes, write_outputs
@@ -53,7 +60,8 @@ def _label(study: dict) -> str:
 
 def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tuple[dict[str, str], list[dict]]:
     """Fetch every CR/DX image of the selected studies not yet in ``cache``; returns {study UID: label}
-    of the studies found, and notes for the series that are not radiographs."""
+    of the studies found, and notes for the series that are not radiographs and the images the PACS
+    would not give."""
     studies = pacs.studies(selection)
     found, notes, wanted = {}, [], []
     for study in studies:
@@ -71,14 +79,25 @@ def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tupl
                                         "not a radiograph (CR or DX)"})
     missing = [w for w in wanted if not (cache / w[0] / w[1] / f"{w[2]}.dcm").is_file()]
 
-    def one(uids):
-        dataset = pacs.retrieve(*uids)
+    def one(uids) -> dict | None:
+        """Fetch one image; one the PACS refuses (4xx) fails alone, a PACS that stops answering stops the run."""
+        try:
+            dataset = pacs.retrieve(*uids)
+        except PacsUnavailable:
+            raise
+        except PacsError as exc:
+            if exc.code == 2:
+                raise
+            return {"file": "/".join(uids) + ".dcm", "status": "failed", "reason": str(exc)}
         with atomic_path(cache / uids[0] / uids[1] / f"{uids[2]}.dcm") as tmp:
             dataset.save_as(tmp, enforce_file_format=True)
+        return None
 
     with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:  # most of a fetch is waiting for the server
-        for _ in tqdm(pool.map(one, missing), total=len(missing), desc="fetching", unit="image", disable=not progress):
-            pass
+        for failed in tqdm(pool.map(one, missing), total=len(missing), desc="fetching", unit="image",
+                           disable=not progress):
+            if failed:
+                notes.append(failed)
     return found, notes
 
 
