@@ -162,6 +162,16 @@ def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_p
     assert len(list((out / "dicom").glob("*.pr.dcm"))) == 10 and len(list((out / "dicom").glob("*.sr.dcm"))) == 4
 
 
+@needs_tools
+def test_phantom_radiographs_are_valid_dx_images(phantoms):
+    """What the PACS tests upload is what a detector would send: dicom3tools finds nothing missing."""
+    films = sorted(phantoms.rglob("*.dcm"))
+    kinds = {str(pydicom.dcmread(f, stop_before_pixels=True).PhotometricInterpretation) for f in films}
+    assert kinds == {"MONOCHROME1", "MONOCHROME2"}
+    for film in films:
+        assert validation_errors(film) == [], film
+
+
 def test_dicom_objects_cannot_come_from_a_pseudonymised_run(tmp_path, phantoms):
     result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(tmp_path / "out"), "--dicom",
                                        "--pseudonymize", "--salt", "a-long-salt"])

@@ -631,8 +631,8 @@ def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
 PHANTOM_NOTE = "tfmssass synthetic spine phantom - not a patient"
 #: The drawing's revision, in every set's synth.json: raised whenever the same seed draws other films or
 #: headers, so a folder made before is not taken for the same set (2: shoulders on cervical films, and
-#: PatientOrientation in the header).
-RENDERING = 2
+#: PatientOrientation in the header; 3: headers complete for a DX image, as dciodvfy checks them).
+RENDERING = 3
 #: What each kind of film's header says: body part, whether it is lateral (a frontal film's ViewPosition
 #: is left out, as in many exports) and the study description. Series are numbered in this order.
 FILM_HEADERS = {
@@ -640,6 +640,8 @@ FILM_HEADERS = {
     "ap_cervical": ("CSPINE", False, "CERVICAL SPINE AP"), "ap_lumbar": ("LSPINE", False, "LUMBAR SPINE AP"),
     "lateral_thoracic": ("TSPINE", True, "THORACIC SPINE LATERAL"), "lateral_chest": ("CHEST", True, "CHEST LATERAL"),
 }
+#: The anatomic region of each body part (``pydicom.sr.codedict.codes.SCT`` names, from DICOM's CID 4031).
+BODY_PART_REGIONS = {"CSPINE": "CervicalSpine", "LSPINE": "LumbarSpine", "TSPINE": "ThoracicSpine", "CHEST": "Chest"}
 #: Levels hidden when the shoulders overlap a cervical view: their corners are not gradable.
 HIDDEN_BY_SHOULDERS = ("C7-T1",)
 
@@ -726,6 +728,17 @@ def _uid(*parts) -> str:
     return generate_uid(entropy_srcs=["tfmssass-phantom", *map(str, parts)])
 
 
+def _sct(name: str):
+    """A code sequence item of the SNOMED CT concept pydicom names ``name``."""
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    code = getattr(codes.SCT, name)
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+    return item
+
+
 def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition):
     """A DX 'for presentation' data set as a detector would send it: raw values, window, spacing."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -758,16 +771,29 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     ds.Modality = "DX"
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "090000"
+    ds.ReferringPhysicianName = ""
+    ds.PatientBirthDate = ""
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(case.visit + 1), 1 + kind, 1
     ds.AccessionNumber = f"{case.patient_id}V{case.visit + 1}"
     ds.PatientID = case.patient_id
     ds.PatientName = f"Phantom^{case.patient_id}"
     ds.PatientSex = "M" if _rng(case.seed, case.patient, 6).random() < 0.7 else "F"
     ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = PHANTOM_NOTE  # nothing to remove: no patient was ever imaged
     ds.BodyPartExamined = body_part
+    ds.AnatomicRegionSequence = [_sct(BODY_PART_REGIONS[body_part])]
+    ds.ImageLaterality = "U"  # the spine is not a paired structure
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.LossyImageCompression = "00"
+    ds.DetectorType = "SCINTILLATOR"
+    ds.PositionerType = "NONE"
+    ds.AcquisitionContextSequence = []
+    ds.PatientOrientation = ["L", "F"]  # a frontal (AP) film: the patient's left to the right
     if lateral:
         ds.ViewPosition = "LL" if acq.facing == "left" else "RL"
         ds.PatientOrientation = ["A" if acq.facing == "right" else "P", "F"]  # stored upright
+        ds.ViewCodeSequence = [_sct("LeftLateral" if acq.facing == "left" else "RightLateral")]
     ds.StudyDescription = description
     ds.ImageComments = PHANTOM_NOTE
     ds.BurnedInAnnotation = "YES"  # the side marker
@@ -780,12 +806,17 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, acq.bits_stored, acq.bits_stored - 1
     ds.PixelRepresentation = 0
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+    # the stored values rise with bone in MONOCHROME2, fall in MONOCHROME1: with the beam reaching the detector
+    ds.PixelIntensityRelationship = "LIN"
+    ds.PixelIntensityRelationshipSign = -1 if acq.monochrome == "MONOCHROME2" else 1
     ds.WindowCenter, ds.WindowWidth = f"{centre:.1f}", f"{width:.1f}"
     ds.VOILUTFunction = "LINEAR"
     magnification = 1.1
     detector = acq.spacing * magnification
     ds.ImagerPixelSpacing = [f"{detector:.6f}", f"{detector:.6f}"]
     ds.PixelSpacing = [f"{acq.spacing:.6f}", f"{acq.spacing:.6f}"]  # calibrated at the spine
+    ds.PixelSpacingCalibrationType = "GEOMETRY"
+    ds.PixelSpacingCalibrationDescription = f"detector pitch / magnification {magnification:.3f} at the spine"
     ds.EstimatedRadiographicMagnificationFactor = f"{magnification:.3f}"
     ds.PixelData = pixels.tobytes()
     return ds
