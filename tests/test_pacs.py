@@ -147,6 +147,10 @@ def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_p
     ds = pydicom.dcmread(sources / broken)
     del ds.SOPClassUID
     ds.save_as(sources / broken)
+    unoriented = sorted(records)[5]  # an older film without PatientOrientation: no image library entry
+    ds = pydicom.dcmread(sources / unoriented)
+    del ds.PatientOrientation
+    ds.save_as(sources / unoriented)
     source_json = out / ".work" / "source.json"
     source_json.write_text(json.dumps({**json.loads(source_json.read_text()), "root": str(sources)}))
     written = write_dicom_objects(out)
@@ -160,6 +164,11 @@ def test_reports_and_presentation_states_say_what_the_tables_say(phantoms, tmp_p
     index = pd.read_csv(out / "dicom" / "index.csv")
     assert index["kind"].value_counts().to_dict() == {"presentation state": 10, "structured report": 4}
     assert len(list((out / "dicom").glob("*.pr.dcm"))) == 10 and len(list((out / "dicom").glob("*.sr.dcm"))) == 4
+    libraries = {row.file: "Image Library" in dump_report(out / row.path)["text"]
+                 for row in index[index["kind"] == "structured report"].itertuples()}
+    assert sorted(libraries.values()) == [False, True, True, True]
+    assert not [has for files, has in libraries.items() if unoriented in files][0]
+    assert all(validation_errors(out / path) == [] for path in index["path"])
 
 
 @needs_tools
