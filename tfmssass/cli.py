@@ -529,9 +529,7 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     """
     from pathlib import Path
 
-    from tfmssass.pacs.dicomweb import PacsError, PacsUnavailable
-    from tfmssass.pacs.objects import write_dicom_objects
-    from tfmssass.pacs.pull import score_from_pacs
+    from tfmssass.pacs.errors import PacsError, PacsUnavailable
     from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
     from tfmssass.scoring.longitudinal import DECREASE_COST
     from tfmssass.scoring.records import Settings
@@ -580,12 +578,16 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
         click.echo(f"note: {settings.models_note}", err=True)
     try:
         if pacs:
+            from tfmssass.pacs.pull import score_from_pacs
+
             counts = score_from_pacs(*pacs, out, predictor, settings, send=send, resume=resume, progress=not quiet,
                                      batch_size=batch_size)
         else:
             counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
                                  resume=resume, progress=not quiet, salt=salt)
             if dicom_out:
+                from tfmssass.pacs.objects import write_dicom_objects
+
                 counts.update(objects=len((written := write_dicom_objects(out, settings)).rows),
                               not_made=written.not_made)
     except ValueError as exc:
@@ -617,15 +619,6 @@ def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, s
     """(the PACS, the selection) for ``score --dicomweb``, or None for a folder; usage errors exit 2."""
     import datetime as dt
 
-    from tfmssass.pacs.dicomweb import (
-        Pacs,
-        PacsError,
-        PacsUnavailable,
-        Selection,
-        auth_file_warning,
-        read_auth_file,
-    )
-
     pacs_only = {"--study": studies, "--patient": patients, "--since": since, "--auth-file": auth_file,
                  "--ca-bundle": ca_bundle, "--store": send}
     if not url:
@@ -634,6 +627,9 @@ def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, s
         if given := [name for name, value in pacs_only.items() if value]:
             _fail(f"{', '.join(given)} only make sense with --dicomweb", 2)
         return None
+    from tfmssass.pacs.dicomweb import Pacs, Selection, auth_file_warning, read_auth_file
+    from tfmssass.pacs.errors import PacsError, PacsUnavailable
+
     if directory is not None:
         _fail("give a DIRECTORY or --dicomweb, not both", 2)
     if meta_csv:

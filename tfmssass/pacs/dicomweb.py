@@ -19,6 +19,8 @@ import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from tfmssass.pacs.errors import PacsError, PacsUnavailable
+
 #: Tries per request before the run stops with the resume hint, and the first pause (doubled each time).
 TRIES = 5
 BACKOFF_S = 1.0
@@ -26,18 +28,6 @@ BACKOFF_S = 1.0
 TIMEOUT_S = (10, 120)
 #: Series whose modality is a radiograph's; everything else in a study is skipped with its modality.
 RADIOGRAPH_MODALITIES = ("CR", "DX")
-
-
-class PacsError(Exception):
-    """One line for the user; ``code`` is the exit code (1: the PACS failed, 2: our setup is wrong)."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-class PacsUnavailable(PacsError):
-    """The PACS did not answer after every retry: what is done is kept, ``--resume`` continues."""
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,8 @@ import pydicom
 from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path, write_text
-from tfmssass.pacs.dicomweb import (
-    RADIOGRAPH_MODALITIES,
-    Pacs,
-    PacsError,
-    PacsUnavailable,
-    Selection,
-    qido_value,
-)
+from tfmssass.pacs.dicomweb import RADIOGRAPH_MODALITIES, Pacs, Selection, qido_value
+from tfmssass.pacs.errors import PacsError, PacsUnavailable
 from tfmssass.pacs.objects import write_dicom_objects
 from tfmssass.scoring.records import Settings
 from tfmssass.scoring.run import load_records, run_scoring, save_notes, write_outputs

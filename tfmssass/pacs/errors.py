@@ -1,0 +1,16 @@
+"""What can go wrong with a PACS, apart from the code that talks to it, so that the command line can
+name these errors without importing the DICOMweb and DICOM-object libraries for every run."""
+
+from __future__ import annotations
+
+
+class PacsError(Exception):
+    """One line for the user; ``code`` is the exit code (1: the PACS failed, 2: our setup is wrong)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class PacsUnavailable(PacsError):
+    """The PACS did not answer after every retry: what is done is kept, ``--resume`` continues."""
