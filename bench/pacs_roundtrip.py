@@ -9,7 +9,6 @@ Prints one table: seconds per step and per radiograph, the objects written and t
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 
 from model_args import open_model, parser, print_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' Orthanc launcher
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' Orthanc and dciodvfy helpers
 
+from dicom_reports import validation_errors  # noqa: E402
 from orthanc import PASSWORD, USER, Orthanc  # noqa: E402
-
-
-def _invalid(path: Path) -> bool:
-    """Whether dicom3tools' dciodvfy finds an error in the object (warnings are allowed)."""
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return any(line.startswith("Error") for line in (result.stdout + result.stderr).splitlines())
 
 
 def main():
@@ -73,7 +67,7 @@ def main():
             sent = step("store back (STOW-RS)", lambda: store(pacs, out, False))
         finally:
             orthanc.stop()
-        errors = sum(_invalid(path) for path in (out / "dicom").glob("*.dcm"))
+        errors = sum(bool(validation_errors(path)) for path in (out / "dicom").glob("*.dcm"))
     print(f"{len(films)} radiographs; {len(written.rows)} objects from the folder, {sent} stored from the PACS run; "
           f"objects with dciodvfy errors: {errors}; model: {text}; the first scoring includes the model's warm-up")
     print_table(["step", "seconds", "per radiograph"], rows)

@@ -56,7 +56,8 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> pydicom.
     return ds
 
 
-def _date(value) -> str | None:
+def dicom_date(value) -> str | None:
+    """A DICOM date (DA, ``YYYYMMDD``) as ``YYYY-MM-DD``; None when it is not one."""
     text = str(value or "").strip()
     try:
         return _dt.datetime.strptime(text[:8], "%Y%m%d").date().isoformat()
@@ -108,7 +109,7 @@ def dataset_metadata(ds: pydicom.Dataset) -> dict:
     return {
         "format": "DICOM",
         "patient_id": str(ds.get("PatientID", "")) or None,
-        "study_date": _date(ds.get("StudyDate")) or _date(ds.get("AcquisitionDate")),
+        "study_date": dicom_date(ds.get("StudyDate")) or dicom_date(ds.get("AcquisitionDate")),
         "study_uid": str(ds.get("StudyInstanceUID", "")) or None,
         "series_uid": str(ds.get("SeriesInstanceUID", "")) or None,
         "sop_uid": str(ds.get("SOPInstanceUID", "")) or None,

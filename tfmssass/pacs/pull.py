@@ -18,6 +18,7 @@ import pydicom
 from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.io.dicom import dicom_date
 from tfmssass.pacs.dicomweb import RADIOGRAPH_MODALITIES, Pacs, Selection, qido_value
 from tfmssass.pacs.errors import PacsError, PacsUnavailable
 from tfmssass.pacs.objects import write_dicom_objects
@@ -48,8 +49,8 @@ def _check_cache(cache: Path, pacs: Pacs, selection: Selection, resume: bool) ->
 
 def _label(study: dict) -> str:
     patient = qido_value(study, "PatientID", "no patient id")
-    date = str(qido_value(study, "StudyDate", "no date"))
-    return f"study of {patient} on {date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else f"study of {patient}"
+    date = dicom_date(qido_value(study, "StudyDate"))
+    return f"study of {patient} on {date}" if date else f"study of {patient}"
 
 
 def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tuple[dict[str, str], list[dict]]:
