@@ -45,7 +45,12 @@ def keep_settings(target: str | os.PathLike, settings: dict) -> bool:
     """
     target = Path(target)
     text = json.dumps(settings, indent=1, sort_keys=True) + "\n"
-    if target.is_file() and target.read_text() != text:
-        return False
+    if target.is_file():  # compared as data, so a file written with other spacing still matches
+        try:
+            same = json.loads(target.read_text()) == json.loads(text)
+        except ValueError:
+            same = False
+        if not same:
+            return False
     write_text(target, text)
     return True

@@ -9,6 +9,14 @@ from tfmssass.core.geometry import DEFAULT_EXTENT, CropSpec
 #: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
 REVIEW_THRESHOLD = 0.6  # grade probability below this → review
 POINT_REVIEW = 0.5  # key-point confidence below this → review
+#: Key-point confidence below which a level is not graded at all (stage 1's default; a run folder
+#: and an export carry their own).
+POINT_CONFIDENCE = 0.3
+#: Smallest probability taken into a logarithm (calibration, longitudinal decoding).
+PROBABILITY_FLOOR = 1e-7
+#: DICOM modalities a lateral spine radiograph may come as: CR and DX from the detector; RG, OT and
+#: SC for digitised films and secondary captures found in archives. A PACS query asks for the same.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "RG", "OT", "SC")
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,7 @@ class KeypointConfig:
     val_fraction: float = 0.2
     seed: int = 0
     cache_long_side: int = 1024  # working size: the long side radiographs are prepared and detected at
-    confidence_threshold: float = 0.3
+    confidence_threshold: float = POINT_CONFIDENCE
     min_points: int = 8
     steps_per_epoch: int | None = 100  # None: one pass over the training radiographs
     val_point_images: int = 24  # radiographs the per-epoch detector error is measured on
