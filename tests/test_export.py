@@ -23,8 +23,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from tfmssass.cli import main
-from tfmssass.core import geometry
+from tfmssass.core import anatomy, geometry
 from tfmssass.core.config import grader_config, keypoint_config
+from tfmssass.core.errors import UsageError
 from tfmssass.io import read_radiograph
 from tfmssass.io.images import encode_png16
 from tfmssass.serving.export import export_module
@@ -38,7 +39,7 @@ from tfmssass.serving.predictors import (
 )
 from tfmssass.stages.grader.calibration import Calibration, calibrate
 from tfmssass.stages.grader.crops import cranial_directions, level_patch
-from tfmssass.stages.grader.grades import consistent_grades, grade_corners
+from tfmssass.stages.grader.grades import grade_corners
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.keypoints.detect import KeypointDetector, strongest_region
 from tfmssass.stages.keypoints.model import build_hrnet
@@ -72,24 +73,36 @@ def test_cranial_directions_match_the_numpy_geometry():
         np.testing.assert_allclose(got[has], reference[has], atol=1e-4)
 
 
+def _reference_rule(p_inf, p_sup):
+    """The bridge rule as the docs state it, in plain NumPy: (grade_inf, grade_sup, disagreed)."""
+    bridged = (p_inf[:, 3] + p_sup[:, 3]) / 2.0 > 0.5
+    inf = np.where(bridged, 3, p_inf[:, :3].argmax(axis=1))
+    sup = np.where(bridged, 3, p_sup[:, :3].argmax(axis=1))
+    return inf, sup, (p_inf.argmax(axis=1) == 3) != (p_sup.argmax(axis=1) == 3)
+
+
 def test_grade_corners_applies_the_bridge_rule_like_the_reference():
     rng = np.random.default_rng(2)
     p = rng.dirichlet(np.ones(4) * 0.6, size=(5, 12)).astype(np.float32)
     conf = rng.uniform(0, 1, (5, 6)).astype(np.float32)
     ok = rng.random((5, 6)) > 0.2
-    grades, confidence, review = (t.numpy() for t in grade_corners(p, conf, ok, 0.6, 0.5))
+    grades, confidence, review, reason = (t.numpy() for t in grade_corners(p, conf, ok, 0.6, 0.5))
+    codes = set()
     for b in range(5):
-        inf, sup, disagreed = consistent_grades(p[b, 0::2], p[b, 1::2])
+        inf, sup, disagreed = _reference_rule(p[b, 0::2], p[b, 1::2])
         expected = np.stack([inf, sup], axis=1).reshape(-1)
         np.testing.assert_array_equal(grades[b], np.where(np.repeat(ok[b], 2), expected, -1))
         for k in range(12):
             if not ok[b, k // 2]:
-                assert review[b, k] and np.isnan(confidence[b, k])
+                assert review[b, k] and np.isnan(confidence[b, k]) and reason[b, k] == 8
                 continue
             g = expected[k]
             pg = (p[b, k & ~1, 3] + p[b, k | 1, 3]) / 2 if g == 3 else p[b, k, g]
             assert confidence[b, k] == pytest.approx(min(conf[b, k // 2], pg), abs=1e-6)
-            assert review[b, k] == (disagreed[k // 2] or pg < 0.6 or conf[b, k // 2] < 0.5)
+            want = 1 * disagreed[k // 2] + 2 * (pg < 0.6) + 4 * (conf[b, k // 2] < 0.5)
+            assert reason[b, k] == want and review[b, k] == (want > 0)
+            codes.add(int(want))
+    assert 0 in codes and all(any(c & bit for c in codes) for bit in (1, 2, 4))  # every reason is exercised
 
 
 def test_level_patch_puts_a_point_where_its_mapping_says():
@@ -140,7 +153,7 @@ def test_export_layout_and_metadata(exported):
     assert meta["classes"]["3"] == "total bony bridge" and len(meta["corners"]["lumbar"]) == 12
     assert meta["grader"]["clahe"] is True and meta["keypoints"]["input_size"] == [128, 96]
     assert meta["calibration"]["temperature"] == 1.7 and meta["calibration"]["prior"] == [0.7, 0.15, 0.1, 0.05]
-    with pytest.raises(ValueError, match="numeric version"):
+    with pytest.raises(UsageError, match="numeric version"):
         export_module(exported["module"], path.parent / "latest")
 
 
@@ -355,3 +368,46 @@ def test_score_through_the_server_equals_scoring_the_exported_model(exported, st
     assert np.nanmax(np.abs(a[["p0", "p1", "p2", "p3"]].to_numpy() - b[["p0", "p1", "p2", "p3"]].to_numpy())) <= 1e-3
     assert b["models"].str.contains("PHANTOM-TRAINED").all()  # the served model says it is a demo
     assert "PHANTOM-TRAINED" in remote.output
+
+
+def test_review_reasons_come_from_the_saved_model(exported):
+    meta = json.loads((exported["path"] / "metadata.json").read_text())
+    assert "review_reason" in meta["outputs"] and meta["review"]["review_threshold"] == 0.6
+    assert meta["review"]["reasons"]["2"] == "doubtful grade"
+    image = np.random.default_rng(4).uniform(0, 1, (1, 300, 240, 1)).astype(np.float32)
+    out = {k: v.numpy() for k, v in exported["loaded"].signatures["image_tensor"](images=tf.constant(image)).items()}
+    cut = out["grades"][0, 0::2] >= 0
+    assert cut.any()
+    view = 12 * list(anatomy.VIEWS).index(out["view"][0].decode())
+    conf = out["keypoint_confidence"][0, view:view + 12]
+    level_conf = np.minimum(conf[0::2], conf[1::2])
+    _, _, review, reason = (t.numpy() for t in grade_corners(out["grade_probabilities"][0], level_conf, cut, 0.6, 0.5))
+    np.testing.assert_array_equal(out["review_reason"][0], reason)
+    np.testing.assert_array_equal(out["review"][0], review)
+    assert (out["review_reason"][0][np.repeat(~cut, 2)] == 8).all()  # levels not cut: "not graded"
+
+
+def _p_of_grade(row) -> float:
+    return row[f"p{int(row['grade_independent'])}"]
+
+
+def test_review_threshold_works_with_an_exported_model(exported, tmp_path):
+    """The graph decided at 0.6; scoring at another threshold decides again from the probabilities."""
+    folder = tmp_path / "in"
+    shutil.copytree(exported["phantoms"], folder)
+    tables = {}
+    for threshold in ("0.05", "0.6", "0.99"):
+        result = CliRunner().invoke(main, ["score", str(folder), "--out", str(tmp_path / threshold), "--model",
+                                           str(exported["path"]), "--quiet", "--review-threshold", threshold])
+        assert result.exit_code == 0, result.output
+        tables[threshold] = pd.read_csv(tmp_path / threshold / "corners.csv")
+    counts = {}
+    for threshold, corners in tables.items():
+        graded = corners[corners["grade_independent"].notna() & (corners["grade_independent"] < 3)]
+        assert len(graded) > 10
+        doubtful = graded["review_reason"].fillna("").str.contains("doubtful grade")
+        below = graded.apply(_p_of_grade, axis=1) < float(threshold)
+        np.testing.assert_array_equal(doubtful.to_numpy(), below.to_numpy())
+        assert graded.loc[below, "review"].all()
+        counts[threshold] = int(doubtful.sum())
+    assert counts["0.05"] < counts["0.6"] < counts["0.99"], counts

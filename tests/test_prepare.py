@@ -221,7 +221,7 @@ def test_rerun_skips_complete_shards_and_redoes_an_interrupted_one(labels, prepa
     shutil.copytree(prepared, data)
     index = json.loads((data / "index.json").read_text())
     # as if killed while writing the second training unit: its marker and one shard never landed
-    (data / ".work" / "train-00001.json").unlink()
+    (data / ".units" / "train-00001.json").unlink()
     (data / RADIOGRAPHS / "train-00001.tfrecord").unlink()
     kept = {p: p.stat().st_mtime_ns for p in data.rglob("*.tfrecord")}
     again = prepare(labels, data, LONG_SIDE, DEPTH, per_shard=3, workers=1, progress=False)

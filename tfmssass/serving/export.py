@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tfmssass.core.errors import UsageError
 from tfmssass.serving.module import ScoringModule
 
 
@@ -21,9 +22,9 @@ def export_module(module: ScoringModule, out) -> Path:
     """Write the SavedModel (atomically: a temp folder renamed into place) and metadata.json."""
     out = Path(out)
     if not out.name.isdigit():
-        raise ValueError(f"{out}: the last folder must be a numeric version (TF Serving layout), e.g. .../1")
+        raise UsageError(f"{out}: the last folder must be a numeric version (TF Serving layout), e.g. .../1")
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: already exists; choose a new version number")
+        raise UsageError(f"{out}: already exists; choose a new version number")
     signatures = module.signatures()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

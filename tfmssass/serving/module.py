@@ -20,7 +20,9 @@ NaN outside the view or when the spine is not found), ``keypoint_confidence`` [B
 (string), ``spine_found`` [B], ``grade_probabilities`` [B, 12, 4] (calibrated: the run's
 temperature and its training cohort's prior, :mod:`tfmssass.stages.grader.calibration`),
 ``grade_prior`` [B, 4] (the prior those probabilities assume, so a client can change it by Bayes'
-rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``review`` [B, 12], and
+rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``review`` [B, 12],
+``review_reason`` [B, 12] (int32 bits: why a corner is flagged, ``metadata.json``'s ``review`` has the
+table and the thresholds the graph used; :data:`tfmssass.stages.grader.grades.REVIEW_REASONS`), and
 ``model_note`` [B] (says so when the weights are phantom-trained, so a TF Serving client learns it
 too), ``orientation`` [B] (degrees the film was turned clockwise to be read upright; -1 when the model
 has no orientation classifier), ``finding`` [B] (0 when scored, else why not: ``metadata.json``'s
@@ -39,13 +41,25 @@ import tensorflow as tf
 
 from tfmssass import __version__
 from tfmssass.core import anatomy
-from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD, GraderConfig, KeypointConfig
+from tfmssass.core.config import (
+    POINT_REVIEW,
+    PROBABILITY_FLOOR,
+    REVIEW_THRESHOLD,
+    GraderConfig,
+    KeypointConfig,
+)
 from tfmssass.ops.image import apply_matrix, quarter_turn_matrix, shrink_to_long_side
-from tfmssass.stages.grader.calibration import FLOOR, Calibration, read_calibration
+from tfmssass.stages.grader.calibration import Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
-from tfmssass.stages.grader.grades import grade_corners
+from tfmssass.stages.grader.grades import REVIEW_REASONS, grade_corners
 from tfmssass.stages.implants import MIN_SHARE, SATURATED, dense_levels
-from tfmssass.stages.keypoints.detect import FINDINGS, FOUND, NOT_LATERAL_FILM, ORIENTATION_UNSURE, Stage1
+from tfmssass.stages.keypoints.detect import (
+    FINDINGS,
+    FOUND,
+    NOT_LATERAL_FILM,
+    ORIENTATION_UNSURE,
+    Stage1,
+)
 from tfmssass.stages.keypoints.orientation import load_orientation
 from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
@@ -57,8 +71,8 @@ from tfmssass.stages.runs import (
 )
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
-                "grades", "corner_confidence", "review", "model_note", "orientation", "finding", "level_plausible",
-                "level_implant", "level_on_film")
+                "grades", "corner_confidence", "review", "review_reason", "model_note", "orientation", "finding",
+                "level_plausible", "level_implant", "level_on_film")
 
 
 class Reading(NamedTuple):
@@ -106,7 +120,7 @@ class ScoringModule(tf.Module):
 
         def calibrated(crops):
             p = tf.cast(grader(crops, training=False), tf.float32)
-            return {"grade_probabilities": tf.nn.softmax(tf.math.log(tf.maximum(p, FLOOR)) / temperature + shift)}
+            return {"grade_probabilities": tf.nn.softmax(tf.math.log(tf.maximum(p, PROBABILITY_FLOOR)) / temperature + shift)}
 
         self.grade = tf.function(calibrated, input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],
                                  autograph=False)
@@ -118,7 +132,11 @@ class ScoringModule(tf.Module):
 
     @property
     def metadata(self) -> dict:
-        return json.loads(self._metadata)
+        """What the model is, with the thresholds its grading rule decides with (``review``)."""
+        review = {"review_threshold": self.review_threshold, "point_review": self.point_review,
+                  "reasons": {str(bit): text for bit, text in REVIEW_REASONS.items()},
+                  "meaning": "review_reason: the sum of the bits that apply; 0 = not flagged"}
+        return {**json.loads(self._metadata), "review": review}
 
     @classmethod
     def from_models(cls, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, metadata: dict,
@@ -174,9 +192,9 @@ class ScoringModule(tf.Module):
                        det.level_ok, implant, det.on_film)
 
     def _finish(self, probabilities, level_confidence, cut):
-        grades, confidence, review = grade_corners(probabilities, level_confidence, cut, self.review_threshold,
-                                                   self.point_review)
-        return {"grades": grades, "corner_confidence": confidence, "review": review}
+        grades, confidence, review, reason = grade_corners(probabilities, level_confidence, cut,
+                                                           self.review_threshold, self.point_review)
+        return {"grades": grades, "corner_confidence": confidence, "review": review, "review_reason": reason}
 
     def outputs(self, reading: Reading, probabilities) -> dict:
         """The named outputs of a batch from its readings and its grade probabilities [B, 12, 4]."""
@@ -268,5 +286,5 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
                      "meaning": "level_implant: that share of the level's square saturated (metal, or dense "
                                 "overlap); not graded"},
         "calibration": {**calibration.to_dict(),
-                        "formula": "softmax(log(max(p, 1e-7)) / temperature + bias); assumes prior"},
+                        "formula": f"softmax(log(max(p, {PROBABILITY_FLOOR:g})) / temperature + bias); assumes prior"},
     }

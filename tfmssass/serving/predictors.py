@@ -25,11 +25,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from tfmssass.core.errors import TfmssassError, UsageError
 from tfmssass.io.images import encode_png16
 
 #: JSON → NumPy types of the outputs (a JSON null in a float output becomes NaN).
 OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probabilities": np.float32, "grade_prior": float,
-                 "corner_confidence": float, "grades": np.int32, "review": bool, "spine_found": bool,
+                 "corner_confidence": float, "grades": np.int32, "review": bool, "review_reason": np.int32,
+                 "spine_found": bool,
                  "view": object, "model_note": object, "level_plausible": bool, "level_implant": bool,
                  "level_on_film": bool}
 
@@ -38,11 +40,11 @@ OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probab
 DEMO_MODEL = Path("saved_models") / "phantom-demo" / "1"
 
 
-class ServingError(Exception):
+class ServingError(TfmssassError):
     """The server refused this request (4xx): a problem with this input, one line."""
 
 
-class ServingUnavailable(Exception):
+class ServingUnavailable(TfmssassError):
     """The server could not be reached, or kept failing, after all retries."""
 
 
@@ -90,7 +92,7 @@ class ModulePredictor:
 def read_metadata(model_dir) -> dict:
     path = Path(model_dir) / "metadata.json"
     if not (Path(model_dir) / "saved_model.pb").is_file():
-        raise ValueError(f"{model_dir}: not an exported model folder (no saved_model.pb)")
+        raise UsageError(f"{model_dir}: not an exported model folder (no saved_model.pb)")
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -221,7 +223,7 @@ def demo_model_dir() -> Path:
     for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (base / DEMO_MODEL / "saved_model.pb").is_file():
             return base / DEMO_MODEL
-    raise ValueError(f"no model given and the shipped demo model ({DEMO_MODEL}) was not found; "
+    raise UsageError(f"no model given and the shipped demo model ({DEMO_MODEL}) was not found; "
                      "run from the repository root or pass --model/--keypoints/--grader")
 
 
@@ -229,28 +231,26 @@ def open_predictor(model_dir=None, keypoints_run=None, grader_run=None, server=N
                    model_name=None, batch_size: int = 64, **thresholds) -> tuple[Predictor, str, bool]:
     """Exactly one model source → (predictor, description, phantom-trained?).
 
-    Raises ValueError (a usage error) for a wrong combination or an unusable folder, and
+    Raises :class:`~tfmssass.core.errors.UsageError` for a wrong combination or an unusable folder, and
     :class:`ServingUnavailable` when a server does not answer.
     """
-    from tfmssass.stages.runs import RunFolderError
-
     sources = [bool(model_dir), bool(keypoints_run or grader_run), bool(server), bool(grpc_target)]
     if sum(sources) > 1:
-        raise ValueError("give one model source: --model, --keypoints/--grader, --server or --grpc")
+        raise UsageError("give one model source: --model, --keypoints/--grader, --server or --grpc")
     if keypoints_run or grader_run:
         if not (keypoints_run and grader_run):
-            raise ValueError("--keypoints and --grader go together")
+            raise UsageError("--keypoints and --grader go together")
         from tfmssass.serving.module import ScoringModule
 
         try:
             module = ScoringModule.from_runs(keypoints_run, grader_run, **thresholds)
-        except (RunFolderError, OSError) as exc:
-            raise ValueError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(str(exc)) from None
         text = f"keypoints {Path(keypoints_run).resolve().name}, grader {Path(grader_run).resolve().name}"
         return ModulePredictor(module, batch_size), text, module.metadata["phantom_trained"]
     if server or grpc_target:
         if not model_name:
-            raise ValueError("--server/--grpc need --model-name")
+            raise UsageError("--server/--grpc need --model-name")
         predictor = RestPredictor(server, model_name) if server else GrpcPredictor(grpc_target, model_name)
         # one small request up front: fails fast when the server is away, and tells the model's note
         note = str(predictor.predict([np.zeros((64, 64), np.float32)], [None])[0].get("model_note", ""))

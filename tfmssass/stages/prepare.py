@@ -2,7 +2,7 @@
 
 Radiographs are split by patient (as a training run would) and cut into units of ``per_shard``
 radiographs. Each unit is decoded in parallel and written as one radiograph shard plus one corner
-shard per grade (:mod:`tfmssass.data.records`); a unit's marker in ``.work/`` is written last, so
+shard per grade (:mod:`tfmssass.data.records`); a unit's marker in ``.units/`` is written last, so
 a rerun skips every complete unit and redoes only the one a kill interrupted. When all units are
 there, ``index.json`` (counts per split, view and grade; the shard files with their record counts),
 ``patients.csv``, ``radiographs.csv``, ``split.csv`` and ``errors.csv`` are written.
@@ -177,7 +177,7 @@ def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: 
 
 
 def _marker(out: Path, split: str, number: str) -> Path:
-    return out / ".work" / f"{split}-{number}.json"
+    return out / ".units" / f"{split}-{number}.json"
 
 
 def _units(side: pd.Series, per_shard: int, prefix: str = "") -> list[tuple[str, str, list]]:

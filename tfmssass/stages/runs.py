@@ -18,6 +18,7 @@ import pandas as pd
 
 from tfmssass.core.atomic import keep_settings
 from tfmssass.core.config import GraderConfig, KeypointConfig
+from tfmssass.core.errors import UsageError
 from tfmssass.data.records import load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.io.split import split_patients, write_split
@@ -33,8 +34,8 @@ PHANTOM_WARNING = ("PHANTOM-TRAINED DEMO MODELS: trained on synthetic phantoms o
                    "not for clinical or research use")
 
 
-class RunFolderError(Exception):
-    pass
+class RunFolderError(UsageError):
+    """A run folder that cannot be used as named (not a run, another experiment's): exit 2."""
 
 
 def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:

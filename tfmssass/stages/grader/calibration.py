@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from tfmssass.core.atomic import write_text
+from tfmssass.core.config import PROBABILITY_FLOOR
 
 CALIBRATION = "calibration.json"
 UNIFORM = (0.25, 0.25, 0.25, 0.25)
 #: Probabilities are clipped here before the logarithm (a float32 softmax can reach exactly 0).
-FLOOR = 1e-7
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def balanced_prior(counts: dict) -> tuple:
 
 
 def _log(probabilities) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probabilities, np.float64), FLOOR, 1.0))
+    return np.log(np.clip(np.asarray(probabilities, np.float64), PROBABILITY_FLOOR, 1.0))
 
 
 def softmax(logits) -> np.ndarray:
@@ -117,7 +117,7 @@ def em_prior(probabilities, from_prior, iterations: int = 200, tolerance: float 
     prior = np.asarray(from_prior, float)
     for _ in range(iterations):
         nxt = change_prior(p, from_prior, prior).mean(axis=0)
-        nxt = np.maximum(nxt, FLOOR)
+        nxt = np.maximum(nxt, PROBABILITY_FLOOR)
         nxt /= nxt.sum()
         if np.abs(nxt - prior).max() < tolerance:
             prior = nxt

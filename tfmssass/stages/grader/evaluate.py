@@ -16,8 +16,12 @@ from tfmssass.stages.grader.calibration import (
     plot_reliability,
     read_calibration,
 )
-from tfmssass.stages.grader.data import corner_samples, extract_patches, predicted_points
-from tfmssass.stages.grader.grades import consistent_grades
+from tfmssass.stages.grader.data import (
+    corner_samples,
+    extract_patches,
+    predicted_points,
+)
+from tfmssass.stages.grader.grades import disk_grades
 from tfmssass.stages.grader.train import predict_samples
 from tfmssass.stages.runs import load_grader
 
@@ -79,11 +83,10 @@ def evaluate_grader(run_dir, labels_csv, out, keypoints_run=None) -> dict:
         samples[f"p{g}"] = probs[:, g]
     # bridge-consistent grades, per disk (both corners of a level where both are graded)
     samples["consistent"] = samples["predicted"]
-    for _, group in samples.groupby(["patch_path"]):
-        if len(group) == 2:
-            inf, sup = group[~group["sup"]], group[group["sup"]]
-            gi, gs, _ = consistent_grades(probs[inf.index], probs[sup.index])
-            samples.loc[inf.index, "consistent"], samples.loc[sup.index, "consistent"] = gi, gs
+    pairs = [(g.index[~g["sup"]][0], g.index[g["sup"]][0]) for _, g in samples.groupby(["patch_path"]) if len(g) == 2]
+    if pairs:
+        inf, sup = (list(side) for side in zip(*pairs))
+        samples.loc[inf, "consistent"], samples.loc[sup, "consistent"] = disk_grades(probs[inf], probs[sup])
     with atomic_path(out / "corners.csv") as tmp:
         samples.drop(columns=["patch_path"]).to_csv(tmp, index=False)
     cm = gm.confusion_matrix(samples["grade"], samples["predicted"])

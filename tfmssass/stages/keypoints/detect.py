@@ -24,7 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfmssass.core import anatomy
-from tfmssass.ops.image import apply_matrix, invert_matrix, region_matrix, shrink_to_long_side, warp
+from tfmssass.core.config import POINT_CONFIDENCE
+from tfmssass.ops.image import (
+    apply_matrix,
+    invert_matrix,
+    region_matrix,
+    shrink_to_long_side,
+    warp,
+)
 from tfmssass.stages.keypoints.film_edge import levels_on_film
 from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
 from tfmssass.stages.keypoints.orientation import NOT_LATERAL, thumbnail
@@ -239,7 +246,7 @@ class KeypointDetector:
     what evaluates the network); the work is :class:`Stage1`, the same TF code the SavedModel runs."""
 
     def __init__(self, model, input_size=(256, 192), long_side: int = 1024,
-                 confidence_threshold: float = 0.3, min_points: int = 8, margin: float = 0.2,
+                 confidence_threshold: float = POINT_CONFIDENCE, min_points: int = 8, margin: float = 0.2,
                  flip_test: bool = False):
         self.model, self.input_size, self.long_side = model, tuple(input_size), long_side
         self.threshold, self.min_points = confidence_threshold, min_points
