@@ -64,8 +64,9 @@ def main():
     import pandas as pd
 
     from tfmssass.core import anatomy
+    from tfmssass.scoring.folder import ScoredFolder
     from tfmssass.scoring.records import Settings
-    from tfmssass.scoring.run import load_records, run_scoring
+    from tfmssass.scoring.run import run_scoring
     from tfmssass.serving.predictors import open_predictor
     from tfmssass.stages.grader import metrics as grading_metrics
     from tfmssass.stats.agreement import (
@@ -86,7 +87,7 @@ def main():
     seconds = time.perf_counter() - start
     labels = pd.read_csv(phantoms / "labels.csv", dtype={"patient_id": str})
 
-    errors, failed, total = point_errors(load_records(out), labels)
+    errors, failed, total = point_errors(ScoredFolder(out).records(), labels)
     print(f"\n{text} on {phantoms} ({total} radiographs, {seconds:.0f} s scoring)\n")
     print("| stage 1 | value |\n| --- | ---: |")
     print(f"| median point error, % of diagonal | {np.median(errors):.2f} |")
@@ -116,7 +117,7 @@ def main():
     reference, reference_corners = reference_visits(labels)
     result, _, _ = agreement(scored_visits, reference)
     t = result["total"]
-    mode = json.loads((out / ".work" / "settings.json").read_text())["longitudinal"]
+    mode = ScoredFolder(out).settings().longitudinal
     print(f"\n| visits (as scored: --longitudinal {mode}) | value |\n| --- | ---: |")
     print(f"| visits compared | {result['visits_paired']} of {result['visits_reference']} |")
     print(f"| total mSASSS MAE | {t['mae']:.2f} |")

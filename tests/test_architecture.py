@@ -35,10 +35,10 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [a.name for a in node.names if a.name.startswith("tfmssass")]
             else:
                 continue
-            for target in targets:
+            named = [t for t in targets[:-1] if t in modules]  # "from pkg import a, b": the modules a and b
+            for target in named or targets[-1:]:
                 if target in modules and target not in (name, "tfmssass"):
                     graph[name].add(target)
-                    break
     return graph
 
 

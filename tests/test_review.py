@@ -24,7 +24,8 @@ from tfmssass.review.export import export_labels
 from tfmssass.review.session import ReviewSession, disagreements
 from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
 from tfmssass.review.worklist import SourceError, open_worklist, reading_from_record
-from tfmssass.scoring.run import decided_records, run_scoring
+from tfmssass.scoring.folder import ScoredFolder
+from tfmssass.scoring.run import run_scoring
 
 needs_browser = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (.ci/run installs it)")
 
@@ -63,7 +64,7 @@ def scored(scored_template, tmp_path) -> Path:
 
 def _model_readings(scored: Path) -> dict[str, dict]:
     """What the reader is shown: the grades of the scored tables (longitudinal), not each radiograph's alone."""
-    records, _, _ = decided_records(scored)
+    records, _, _ = ScoredFolder(scored).decided_records()
     return {r["file"]: reading_from_record(r)[0] for r in records if r["status"] == "scored"}
 
 

@@ -23,7 +23,8 @@ from score_doubles import scoring_models, settings
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy
-from tfmssass.scoring.run import choose_radiographs, run_scoring
+from tfmssass.scoring.records import choose_radiographs
+from tfmssass.scoring.run import run_scoring
 from tfmssass.scoring.totals import progression, segment_total, visit_totals
 
 OUTPUT_CSVS = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv")
@@ -204,12 +205,16 @@ def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
     assert len(pd.read_csv(tmp_path / "out" / "progression.csv")) == labels["patient_id"].nunique()
     # a visit total is the sum of its two subtotals, from the radiographs used
     scored = images[images["status"] == "scored"]
+    checked = 0
     for _, v in visits[visits["complete"]].iterrows():
         subtotal = scored[(scored.patient_id == v.patient_id) & (scored.visit_date == v.visit_date)]
         if (subtotal["corners_graded"] == 12).all():
             assert v["msasss"] == pytest.approx(subtotal["score"].sum())
-    for name in OUTPUT_CSVS:
-        assert "PHANTOM-TRAINED" in pd.read_csv(tmp_path / "out" / name)["models"].iloc[0] or name == "progression.csv"
+            checked += 1
+    assert checked > 0  # the sums were compared on some visit
+    for name in OUTPUT_CSVS:  # every table has rows here, and every row says the models are phantom-trained
+        models = pd.read_csv(tmp_path / "out" / name)["models"]
+        assert len(models) and models.str.contains("PHANTOM-TRAINED").all(), name
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == len(images)
 
 

@@ -4,13 +4,12 @@ so ``tfmssass --help`` is instant."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our messages
+from tfmssass.core.errors import TfmssassError
 
 
 def _fail(message: str, code: int = 1):
@@ -18,14 +17,30 @@ def _fail(message: str, code: int = 1):
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; an error meant for the user (:class:`~tfmssass.core.errors.TfmssassError`)
+    becomes one line and its exit code, here and nowhere else."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TfmssassError as exc:
+            _fail(str(exc), exc.exit_code)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tfmssass")
-def main():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and device messages.")
+def main(verbose):
     """Automated mSASSS scoring of lateral cervical and lumbar spine radiographs.
 
     Start with `tfmssass score examples/ --out scored` (the shipped phantom-trained demo model),
     then open scored/report.html. The demo model has never seen a patient: train your own (README).
     """
+    if not verbose:
+        from tfmssass.core.system import quiet_tensorflow
+
+        quiet_tensorflow()
 
 
 @main.command()
@@ -56,12 +71,9 @@ def convert(source, target, bits):
     import cv2
 
     from tfmssass.core.atomic import write_bytes
-    from tfmssass.io import RadiographError, read_radiograph
+    from tfmssass.io import read_radiograph
 
-    try:
-        radiograph = read_radiograph(source)
-    except RadiographError as exc:
-        _fail(str(exc))
+    radiograph = read_radiograph(source)
     ok, encoded = cv2.imencode(".png", radiograph.to_uint(int(bits)))
     if not ok:
         _fail(f"{target}: PNG encoding failed")
@@ -115,12 +127,9 @@ def labels():
 @click.option("--no-images", is_flag=True, help="Do not open the images (skip size checks).")
 def labels_check(csv, no_images):
     """Report every problem in CSV, one line each; exit 1 if there are errors."""
-    from tfmssass.io.labels import LabelError, read_labels, validate_labels
+    from tfmssass.io.labels import read_labels, validate_labels
 
-    try:
-        frame = read_labels(csv)
-    except LabelError as exc:
-        _fail(str(exc))
+    frame = read_labels(csv)
     report = validate_labels(frame, check_images=not no_images)
     for line in report.errors:
         click.echo(f"error: {csv}: {line}")
@@ -141,13 +150,10 @@ def labels_check(csv, no_images):
 @click.option("--seed", default=0, show_default=True, type=int)
 def labels_split(csv, out, val_fraction, seed):
     """Patient-level train/validation split, stratified by each patient's highest grade."""
-    from tfmssass.io.labels import LabelError, read_labels
+    from tfmssass.io.labels import read_labels
     from tfmssass.io.split import split_patients, write_split
 
-    try:
-        frame = read_labels(csv)
-    except LabelError as exc:
-        _fail(str(exc))
+    frame = read_labels(csv)
     table = split_patients(frame, val_fraction, seed)
     write_split(table, out)
     counts = table["split"].value_counts()
@@ -160,12 +166,9 @@ def labels_split(csv, out, val_fraction, seed):
 def labels_to_coco_cmd(csv, out):
     """Export labels as COCO keypoints (for correcting points in CVAT or Label Studio)."""
     from tfmssass.io.coco import write_coco
-    from tfmssass.io.labels import LabelError, read_labels
+    from tfmssass.io.labels import read_labels
 
-    try:
-        frame = read_labels(csv)
-    except LabelError as exc:
-        _fail(str(exc))
+    frame = read_labels(csv)
     write_coco(frame, out)
     click.echo(f"{out}: {len(frame)} images")
 
@@ -179,13 +182,10 @@ def labels_from_coco(coco_json, out, images_root):
     """Import COCO keypoints (CVAT / Label Studio export) as labels.csv."""
     from pathlib import Path
 
-    from tfmssass.io.coco import CocoError, coco_to_labels
+    from tfmssass.io.coco import coco_to_labels
     from tfmssass.io.labels import validate_labels, write_labels
 
-    try:
-        frame = coco_to_labels(coco_json, images_root=images_root, labels_dir=Path(out).parent)
-    except CocoError as exc:
-        _fail(str(exc))
+    frame = coco_to_labels(coco_json, images_root=images_root, labels_dir=Path(out).parent)
     write_labels(frame, out)
     frame.attrs["source"] = str(out)
     report = validate_labels(frame, check_images=False)
@@ -211,15 +211,10 @@ def labels_from_coco(coco_json, out, images_root):
                    "thoracic spine, chest): stage 1 learns to refuse them.")
 def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers, negatives_csv):
     """Decode every labelled radiograph once into TFRecord shards for 'train --data'. Rerun to resume."""
-    from tfmssass.data.records import PrepareError
-    from tfmssass.io.labels import LabelError
     from tfmssass.stages.prepare import prepare as run_prepare
 
-    try:
-        index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers,
-                            negatives_csv=negatives_csv)
-    except (LabelError, PrepareError) as exc:
-        _fail(str(exc))
+    index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers,
+                        negatives_csv=negatives_csv)
     for name in ("train", "val"):
         part = index["splits"][name]
         grades = ", ".join(f"{g}: {n}" for g, n in part["grades"].items())
@@ -257,13 +252,10 @@ def _run_training(train_fn, source, out, config, **kwargs) -> None:
     """Run a trainer; its known failures become one line (a lost worker included: resume hint)."""
     import tensorflow as tf
 
-    from tfmssass.data.records import PrepareError
-    from tfmssass.io.labels import LabelError
-    from tfmssass.stages.runs import RunFolderError
 
     try:
         run = train_fn(source, out, config, **kwargs)
-    except (LabelError, PrepareError, RunFolderError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     except tf.errors.OpError as exc:  # e.g. another worker of the cluster died
         _fail(f"{out}: training stopped: {exc.message.strip().splitlines()[0]}. Run the same command "
@@ -313,13 +305,11 @@ def train_checks_cmd(keypoints_run, epochs):
     """What stage 1 checks before a film is graded: which way up it was stored (a small classifier)
     and whether its chain of points is a plausible lateral spine (limits from the training labels).
     'train keypoints' learns both at its end; this adds them to a run trained before."""
-    from tfmssass.data.records import PrepareError
     from tfmssass.stages.keypoints.train import learn_checks
-    from tfmssass.stages.runs import RunFolderError
 
     try:
         learn_checks(keypoints_run, epochs)
-    except (RunFolderError, PrepareError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
 
 
@@ -392,15 +382,10 @@ def evaluate(ctx, cm_csv, out):
               help="Crop at a stage-1 run's predicted points instead of the labelled ones.")
 def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
     """Confusion matrix, per-grade table, QWK, per level/view, ROC curves."""
-    from tfmssass.io.labels import LabelError
     from tfmssass.stages.grader.evaluate import evaluate_grader
     from tfmssass.stages.grader.metrics import markdown
-    from tfmssass.stages.runs import RunFolderError
 
-    try:
-        report = evaluate_grader(run_dir, labels_csv, out, keypoints_run)
-    except (LabelError, RunFolderError) as exc:
-        _fail(str(exc))
+    report = evaluate_grader(run_dir, labels_csv, out, keypoints_run)
     click.echo(markdown(report["confusion_matrix"]))
     consistent = report["bridge_consistent"]
     click.echo(f"with bridge consistency: exact accuracy {consistent['exact_accuracy']:.4f}, "
@@ -423,12 +408,11 @@ def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
     """Visit-level agreement with reference scores: ICC(2,1)/ICC(3,1) with 95% CI for total and
     change, MAE, Bland-Altman, smallest detectable change, progression sensitivity/specificity/kappa;
     for a scored folder also new syndesmophytes and calibration, visits alone against together."""
-    from tfmssass.io.labels import LabelError
     from tfmssass.stats.agreement import evaluate_agreement
 
     try:
         result = evaluate_agreement(scores_csv, labels_csv, out, impute)
-    except (LabelError, ValueError) as exc:
+    except ValueError as exc:
         _fail(str(exc), 2)
     click.echo(result.pop("text"))
     if result["visits_paired"] < 2:
@@ -446,14 +430,9 @@ def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
               help="How many worst radiographs to draw.")
 def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
     """Point errors (px, mm where calibrated, % diagonal), PCK, view accuracy, failures."""
-    from tfmssass.io.labels import LabelError
     from tfmssass.stages.keypoints.evaluate import evaluate_keypoints
-    from tfmssass.stages.runs import RunFolderError
 
-    try:
-        summary = evaluate_keypoints(run_dir, labels_csv, out, flip_test=flip_test, worst=worst)
-    except (LabelError, RunFolderError) as exc:
-        _fail(str(exc))
+    summary = evaluate_keypoints(run_dir, labels_csv, out, flip_test=flip_test, worst=worst)
     overall = summary["overall"]
     click.echo(f"{out}: {summary['radiographs']} radiographs; median error "
                f"{overall['median_error_pct_diagonal']:.2f}% of the diagonal; failure rate "
@@ -493,6 +472,8 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
               help="Corner crops per grader batch.")
 @click.option("--resume", is_flag=True, help="Keep radiographs already scored into OUT.")
+@click.option("--overwrite", is_flag=True,
+              help="OUT holds another run's results: remove them first (the readers' review.sqlite is kept).")
 @click.option("--pseudonymize", is_flag=True,
               help="Replace patient ids and file names in every output by salted hashes.")
 @click.option("--salt", default=None, help="Salt for --pseudonymize.")
@@ -514,8 +495,8 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
               help="--dicomweb: CA certificates to verify the server with (default: the system's).")
 @click.option("--store", "send", is_flag=True, help="--dicomweb: send the DICOM objects back by STOW-RS.")
 def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_target, model_name, view, meta_csv,
-          impute, review_threshold, prior, longitudinal, decrease_cost, batch_size, resume, pseudonymize, salt,
-          salt_file, quiet, dicom_out, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send):
+          impute, review_threshold, prior, longitudinal, decrease_cost, batch_size, resume, overwrite, pseudonymize,
+          salt, salt_file, quiet, dicom_out, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send):
     """Score every radiograph under DIRECTORY (or, with --dicomweb, in a PACS): corners.csv,
     images.csv, visits.csv, progression.csv, errors.csv, overlays/ and report.html in OUT.
 
@@ -529,11 +510,12 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     """
     from pathlib import Path
 
-    from tfmssass.pacs.errors import PacsError, PacsUnavailable
+    from tfmssass.pacs.errors import PacsUnavailable
     from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
+    from tfmssass.scoring.folder import ScoredFolder
     from tfmssass.scoring.longitudinal import DECREASE_COST
     from tfmssass.scoring.records import Settings
-    from tfmssass.scoring.run import run_scoring, salt_id
+    from tfmssass.scoring.run import salt_id
     from tfmssass.serving.predictors import ServingUnavailable, open_predictor
 
     pacs = _open_pacs(directory, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send, meta_csv)
@@ -545,8 +527,6 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
             prior = read_prior_file(prior)
         except OSError as exc:
             _fail(f"--prior {prior}: not data, uniform or em, and not a readable file ({exc.strerror})", 2)
-        except ValueError as exc:
-            _fail(str(exc), 2)
     if decrease_cost is not None and longitudinal != "soft":
         _fail("--decrease-cost only makes sense with --longitudinal soft", 2)
 
@@ -560,59 +540,74 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
         _fail("--salt/--salt-file only make sense with --pseudonymize", 2)
     else:
         salt = None
-    try:
+    if resume and overwrite:
+        _fail("--resume keeps a run's results and --overwrite removes them: give one", 2)
+    folder = ScoredFolder(out)
+    with folder.writing():  # one run at a time, checked before the models load
+        folder.check_start(resume, overwrite)
         predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, server, grpc_target,
                                                   model_name, batch_size=batch_size,
                                                   review_threshold=review_threshold)
-    except ValueError as exc:
-        _fail(str(exc), 2)
-    except ServingUnavailable as exc:
-        _fail(str(exc))
-    if prior != "data" and predictor.metadata and "calibration" not in predictor.metadata:
-        _fail(f"--prior {prior if isinstance(prior, str) else 'FILE'}: {text} was exported before calibration and "
-              "does not say what prior its probabilities assume; export it again", 2)
-    settings = Settings(models=text, phantom=phantom, view=view, impute=impute,
-                        review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None,
-                        prior=prior, longitudinal=longitudinal, decrease_cost=decrease_cost or DECREASE_COST)
+        if prior != "data" and predictor.metadata and "calibration" not in predictor.metadata:
+            _fail(f"--prior {prior if isinstance(prior, str) else 'FILE'}: {text} was exported before calibration "
+                  "and does not say what prior its probabilities assume; export it again", 2)
+        settings = Settings(models=text, phantom=phantom, view=view, impute=impute,
+                            review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None,
+                            prior=prior, longitudinal=longitudinal, decrease_cost=decrease_cost or DECREASE_COST)
+        if phantom:
+            click.echo(f"note: {settings.models_note}", err=True)
+        try:
+            counts = _score(directory, out, predictor, settings, pacs, meta_csv, batch_size, resume, overwrite,
+                            not quiet, salt, dicom_out, send)
+        except PacsUnavailable as exc:
+            _fail(f"{exc}; what was fetched and scored is kept: run again with --resume")
+        except ServingUnavailable as exc:
+            _fail(f"{exc}; what was scored is kept: run again with --resume")
+    _summary(out, counts, dicomweb_url, send)
     if phantom:
-        click.echo(f"note: {settings.models_note}", err=True)
-    try:
-        if pacs:
-            from tfmssass.pacs.pull import score_from_pacs
+        click.echo(f"note: {settings.models_note}")
+    sys.exit(1 if counts["failed"] or counts.get("not_made") else 0)
 
-            counts = score_from_pacs(*pacs, out, predictor, settings, send=send, resume=resume, progress=not quiet,
-                                     batch_size=batch_size)
-        else:
-            counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
-                                 resume=resume, progress=not quiet, salt=salt)
-            if dicom_out:
-                from tfmssass.pacs.objects import write_dicom_objects
 
-                counts.update(objects=len((written := write_dicom_objects(out, settings)).rows),
-                              not_made=written.not_made)
-    except ValueError as exc:
-        _fail(str(exc), 2)
-    except PacsUnavailable as exc:
-        _fail(f"{exc}; what was fetched and scored is kept: run again with --resume")
-    except PacsError as exc:
-        _fail(str(exc), exc.code)
-    except ServingUnavailable as exc:
-        _fail(f"{exc}; what was scored is kept: run again with --resume")
+def _score(directory, out, predictor, settings, pacs, meta_csv, batch_size, resume, overwrite, progress, salt,
+           dicom_out, send) -> dict:
+    """The scoring run itself, from a folder or a PACS, holding OUT's lock; returns the counts."""
     if pacs:
+        from tfmssass.pacs.pull import score_from_pacs
+
+        return score_from_pacs(*pacs, out, predictor, settings, send=send, resume=resume, overwrite=overwrite,
+                               progress=progress, batch_size=batch_size)
+    from tfmssass.scoring.run import run_scoring
+
+    counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
+                         resume=resume, overwrite=overwrite, progress=progress, salt=salt)
+    if dicom_out:
+        from tfmssass.pacs.objects import write_dicom_objects
+
+        written = write_dicom_objects(out, settings)
+        counts.update(objects=len(written.rows), not_made=written.not_made)
+    return counts
+
+
+def _summary(out, counts: dict, dicomweb_url, send) -> None:
+    """What the run did, on the terminal: counts, the first failures with their reasons, where to look."""
+    out = Path(out)
+    if dicomweb_url:
         click.echo(f"{dicomweb_url}: {counts['studies']} studies found")
+    for file, reason in counts["first_failures"]:
+        click.echo(f"failed: {file}: {reason}", err=True)
+    if counts["failed"] > len(counts["first_failures"]):
+        click.echo(f"... and {counts['failed'] - len(counts['first_failures'])} more failed (see errors.csv)", err=True)
     click.echo(f"{out}: {counts['scored']} radiographs scored, {counts['failed']} failed, "
-               f"{counts['skipped']} skipped (see errors.csv); open {Path(out) / 'report.html'}")
+               f"{counts['skipped']} skipped (see errors.csv); open {out / 'report.html'}")
     if "objects" in counts:
-        click.echo(f"{Path(out) / 'dicom'}: {counts['objects']} DICOM objects (structured reports and presentation "
+        click.echo(f"{out / 'dicom'}: {counts['objects']} DICOM objects (structured reports and presentation "
                    f"states; see index.csv)" + (f", {counts['stored']} stored in the PACS" if send else ""))
         for missing in counts["not_made"]:
             click.echo(f"{missing['file']}: {missing['reason']}", err=True)
     if counts["not_used"]:
         click.echo(f"{counts['not_used']} radiographs not used: another of the same view and visit "
                    "was better (see images.csv)")
-    if phantom:
-        click.echo(f"note: {settings.models_note}")
-    sys.exit(1 if counts["failed"] or counts.get("not_made") else 0)
 
 
 def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, send, meta_csv):
@@ -627,8 +622,13 @@ def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, s
         if given := [name for name, value in pacs_only.items() if value]:
             _fail(f"{', '.join(given)} only make sense with --dicomweb", 2)
         return None
-    from tfmssass.pacs.dicomweb import Pacs, Selection, auth_file_warning, read_auth_file
-    from tfmssass.pacs.errors import PacsError, PacsUnavailable
+    from tfmssass.pacs.dicomweb import (
+        Pacs,
+        Selection,
+        auth_file_warning,
+        read_auth_file,
+    )
+    from tfmssass.pacs.errors import PacsUnavailable
 
     if directory is not None:
         _fail("give a DIRECTORY or --dicomweb, not both", 2)
@@ -651,8 +651,6 @@ def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, s
         return pacs, selection
     except PacsUnavailable as exc:
         _fail(f"{exc}; nothing was fetched yet")
-    except PacsError as exc:
-        _fail(str(exc), exc.code)
 
 
 class _ServeByDefault(click.Group):
@@ -672,21 +670,17 @@ def review():
 
 def _open_review(source, labels_csv=None, images=None, predictor=None, note=""):
     """The worklist and database of SOURCE; the label file and images folder are remembered there."""
-    from tfmssass.io.labels import LabelError
-    from tfmssass.review.store import DATABASE, ReviewStore, StoreError
-    from tfmssass.review.worklist import SourceError, open_worklist
+    from tfmssass.review.store import DATABASE, ReviewStore
+    from tfmssass.review.worklist import open_worklist
 
     if not Path(source).is_dir():
         _fail(f"{source}: not a folder", 2)
-    try:
-        store = ReviewStore(Path(source) / DATABASE)
-        labels_csv = str(Path(labels_csv).resolve()) if labels_csv else store.setting("labels")
-        images = str(Path(images).resolve()) if images else store.setting("images")
-        worklist = open_worklist(source, labels_csv, images, predictor, note)
-        store.keep_setting("labels", labels_csv)
-        store.keep_setting("images", images)
-    except (SourceError, StoreError, LabelError) as exc:
-        _fail(str(exc), 2)
+    store = ReviewStore(Path(source) / DATABASE)
+    labels_csv = str(Path(labels_csv).resolve()) if labels_csv else store.setting("labels")
+    images = str(Path(images).resolve()) if images else store.setting("images")
+    worklist = open_worklist(source, labels_csv, images, predictor, note)
+    store.keep_setting("labels", labels_csv)
+    store.keep_setting("images", images)
     for line in worklist.skipped:
         click.echo(f"warning: {line}", err=True)
     return worklist, store
@@ -785,16 +779,13 @@ def calibrate(grader_run, labels_csv, keypoints_run):
 
     By default on the run's validation corners ('train grader' does this itself). With --labels
     and --keypoints, on corners cut where stage 1 puts the points: the confidence scoring earns."""
-    from tfmssass.data.records import PrepareError
-    from tfmssass.io.labels import LabelError
     from tfmssass.stages.grader.train import calibrate_run
-    from tfmssass.stages.runs import RunFolderError
 
     if keypoints_run and not labels_csv:
         _fail("--keypoints needs --labels (the prepared validation corners are cut at the labelled points)", 2)
     try:
         calibrate_run(grader_run, labels_csv, keypoints_run)
-    except (RunFolderError, PrepareError, LabelError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         _fail(str(exc), 2)
 
 
@@ -808,11 +799,10 @@ def calibrate(grader_run, labels_csv, keypoints_run):
 def export(keypoints_run, grader_run, out):
     """Export both stages as one SavedModel for TF Serving (plus metadata.json)."""
     from tfmssass.serving.export import export_runs
-    from tfmssass.stages.runs import RunFolderError
 
     try:
         path = export_runs(keypoints_run, grader_run, out)
-    except (RunFolderError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         _fail(str(exc), 2)
     size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
     click.echo(f"{path}: SavedModel ({size:.1f} MB) with signatures serving_default, image_tensor, "

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfmssass.core.errors import TfmssassError
+
 RADIOGRAPHS = "radiographs"
 CORNERS = "corners"
 #: The view id of a negative: a film that is not a lateral cervical or lumbar radiograph, every point
@@ -154,8 +156,8 @@ FORMAT_VERSION = 2  # 2: radiographs shrunk with TF's area resize, as inference 
 INDEX = "index.json"
 
 
-class PrepareError(Exception):
-    pass
+class PrepareError(TfmssassError):
+    """A prepared data folder that cannot be used; one line."""
 
 
 def load_index(data_dir) -> dict:

@@ -17,13 +17,14 @@ import pandas as pd
 
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
+from tfmssass.core.errors import TfmssassError
 from tfmssass.io.labels import empty_labels, resolve_image
 
 CATEGORY_NAMES = {"cervical": "cervical_spine", "lumbar": "lumbar_spine"}
 _PATIENT_DATE = re.compile(r"(?:^|/)([^/]+)/(\d{4}-\d{2}-\d{2})/[^/]+$")
 
 
-class CocoError(Exception):
+class CocoError(TfmssassError):
     def __init__(self, path, reason: str):
         super().__init__(f"{path}: {reason}")
 

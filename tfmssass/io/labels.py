@@ -15,12 +15,13 @@ import pandas as pd
 
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import atomic_path
+from tfmssass.core.errors import TfmssassError
 
 ID_COLUMNS = ("image", "patient_id", "visit_date", "view")
 LABEL_COLUMNS = ID_COLUMNS + anatomy.ALL_KEYPOINT_COLUMNS + anatomy.ALL_CORNERS
 
 
-class LabelError(Exception):
+class LabelError(TfmssassError):
     """A label file that cannot be used; the message names the file and its problems."""
 
     def __init__(self, path, problems: list[str]):

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tfmssass.core.errors import TfmssassError
 
-class RadiographError(Exception):
+
+class RadiographError(TfmssassError):
     """An input that cannot be read as a radiograph. ``str()`` is one line: file and reason."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -26,8 +26,6 @@ TRIES = 5
 BACKOFF_S = 1.0
 #: Seconds to wait for a connection and for each answer.
 TIMEOUT_S = (10, 120)
-#: Series whose modality is a radiograph's; everything else in a study is skipped with its modality.
-RADIOGRAPH_MODALITIES = ("CR", "DX")
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,18 @@ name these errors without importing the DICOMweb and DICOM-object libraries for 
 
 from __future__ import annotations
 
+from tfmssass.core.errors import TfmssassError
 
-class PacsError(Exception):
-    """One line for the user; ``code`` is the exit code (1: the PACS failed, 2: our setup is wrong)."""
+
+class PacsError(TfmssassError):
+    """One line for the user; ``exit_code`` 1: the PACS failed, 2: our setup is wrong."""
 
     def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
+
+    @property
+    def code(self) -> int:
+        return self.exit_code
 
 
 class PacsUnavailable(PacsError):

@@ -43,13 +43,15 @@ from pydicom.uid import generate_uid
 
 from tfmssass import __version__
 from tfmssass.core import anatomy
-from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.core.atomic import atomic_path
+from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import corner_marks, cranial_directions
 from tfmssass.io import RadiographError
 from tfmssass.io.dicom import read_dataset
 from tfmssass.pacs import codes as local
-from tfmssass.scoring.records import Settings, corner_table
-from tfmssass.scoring.run import decided_records, used_corners
+from tfmssass.scoring.folder import ScoredFolder
+from tfmssass.scoring.records import Settings, Status, corner_table
+from tfmssass.scoring.run import used_corners
 from tfmssass.scoring.totals import visit_totals
 from tfmssass.stages.runs import PHANTOM_WARNING
 
@@ -323,22 +325,12 @@ def structured_report(films: list[tuple[dict, Dataset]], visit: pd.Series | None
 
 # ---- the folder -----------------------------------------------------------------------------------
 
-def _creation_time(out: Path) -> _dt.datetime:
-    """When this folder's DICOM output was first made; kept in ``.work`` so a resumed run writes the
-    same objects byte for byte."""
-    path = out / ".work" / "dicom_created.txt"
-    if path.is_file():
-        return _dt.datetime.fromisoformat(path.read_text().strip())
-    when = _dt.datetime.now().replace(microsecond=0)
-    write_text(path, when.isoformat())
-    return when
-
-
-def _source_root(out: Path) -> Path:
-    source = json.loads((out / ".work" / "source.json").read_text())
-    if source.get("root") is None:
-        raise ValueError(f"{out}: a pseudonymised run cannot write DICOM objects (they must reference the originals)")
-    return Path(source["root"])
+def _source_root(folder: ScoredFolder) -> Path:
+    root = folder.source().get("root")
+    if root is None:
+        raise UsageError(f"{folder.root}: a pseudonymised run cannot write DICOM objects (they must reference "
+                         "the originals)")
+    return Path(root)
 
 
 def _read_source(root: Path, record: dict) -> Dataset | str:
@@ -373,12 +365,19 @@ def write_dicom_objects(out, settings: Settings | None = None) -> Written:
     """``OUT/dicom/``: an SR per visit and a GSPS per scored radiograph, and ``index.csv`` listing them.
     Objects left from an earlier content are removed; films without a DICOM source are listed in
     ``Written.not_made``."""
-    out = Path(out)
-    settings = settings or Settings.of_run(out)
-    root = _source_root(out)
-    when = _creation_time(out)
+    scored = ScoredFolder(out)
+    out = scored.root
+    settings = settings or scored.settings()
+    root = _source_root(scored)
     note = settings.models_note
-    records, not_used, _ = decided_records(out, settings)
+    with scored.writing():
+        when = scored.dicom_created()
+        records, not_used, _ = scored.decided_records(settings)
+        return _write_objects(out, root, records, not_used, settings, note, when)
+
+
+def _write_objects(out: Path, root: Path, records: list[dict], not_used: dict, settings: Settings, note: str,
+                   when: _dt.datetime) -> Written:
     corners, _ = corner_table(records)
     visits = visit_totals(used_corners(corners, not_used), settings.impute).set_index(["patient_id", "visit_date"])
     folder = out / "dicom"
@@ -386,7 +385,7 @@ def write_dicom_objects(out, settings: Settings | None = None) -> Written:
     by_visit: dict[tuple, list] = {}
     unreferenced: dict[tuple, list] = {}  # films a visit's totals count that no object can cite
     for record in records:
-        if record["status"] != "scored":
+        if record["status"] != Status.SCORED:
             continue
         source = _read_source(root, record)
         visit_key = (record["patient_id"], record["visit_date"])

@@ -2,13 +2,12 @@
 local cache, score the cache as a folder, write the DICOM objects and (``--store``) send them back.
 
 Every step can be stopped and resumed: fetched files stay in ``OUT/.pacs-cache`` (written
-atomically), scored radiographs in the run's records, stored objects in ``.work/stored.txt``. A
+atomically), scored radiographs in the run's records, stored objects in the folder's list of them. A
 PACS that stops answering stops the run with the resume hint; nothing done is lost.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,13 +16,15 @@ import pandas as pd
 import pydicom
 from tqdm import tqdm
 
-from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.core.atomic import atomic_path, keep_settings
+from tfmssass.core.config import RADIOGRAPH_MODALITIES
 from tfmssass.io.dicom import dicom_date
-from tfmssass.pacs.dicomweb import RADIOGRAPH_MODALITIES, Pacs, Selection, qido_value
+from tfmssass.pacs.dicomweb import Pacs, Selection, qido_value
 from tfmssass.pacs.errors import PacsError, PacsUnavailable
 from tfmssass.pacs.objects import write_dicom_objects
-from tfmssass.scoring.records import Settings
-from tfmssass.scoring.run import load_records, run_scoring, save_notes, write_outputs
+from tfmssass.scoring.folder import FolderError, ScoredFolder
+from tfmssass.scoring.records import Settings, Status
+from tfmssass.scoring.run import score_files, write_outputs
 from tfmssass.serving.predictors import Predictor
 
 #: The fetched radiographs, as ``<study UID>/<series UID>/<SOP instance UID>.dcm`` (hidden: inputs, not results).
@@ -35,16 +36,14 @@ QUERY_FILE = "query.json"
 
 
 def _check_cache(cache: Path, pacs: Pacs, selection: Selection, resume: bool) -> None:
-    wanted = json.dumps({"url": pacs.url, "studies": selection.studies, "patients": selection.patients,
-                         "since": selection.since}, sort_keys=True)
-    query = cache / QUERY_FILE
-    if resume and query.is_file() and query.read_text() != wanted:
-        raise PacsError(f"{cache.parent}: --resume with another server or selection than the first run "
-                        "(use a new --out, or drop --resume to start again)", 2)
+    wanted = {"url": pacs.url, "studies": list(selection.studies), "patients": list(selection.patients),
+              "since": selection.since}
     if not resume:
         shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
-    write_text(query, wanted)
+    if not keep_settings(cache / QUERY_FILE, wanted):
+        raise FolderError(f"{cache.parent}: --resume with another server or selection than the first run "
+                          "(use another --out, or --overwrite to start again)")
 
 
 def _label(study: dict) -> str:
@@ -69,9 +68,9 @@ def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tupl
                 wanted += [(study_uid, series_uid, sop) for sop in pacs.instances(study_uid, series_uid)]
             elif "tfmssass" not in str(qido_value(series, "SeriesDescription", "")):  # our own results
                 number = qido_value(series, "SeriesNumber", "?")
-                notes.append({"file": f"{study_uid}/{series_uid}", "status": "skipped",
+                notes.append({"file": f"{study_uid}/{series_uid}", "status": Status.SKIPPED,
                               "reason": f"skipped: series {number} of the {found[study_uid]} is {modality}, "
-                                        "not a radiograph (CR or DX)"})
+                                        "not a radiograph"})
     missing = [w for w in wanted if not (cache / w[0] / w[1] / f"{w[2]}.dcm").is_file()]
 
     def one(uids) -> dict | None:
@@ -83,7 +82,7 @@ def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tupl
         except PacsError as exc:
             if exc.code == 2:
                 raise
-            return {"file": "/".join(uids) + ".dcm", "status": "failed", "reason": str(exc)}
+            return {"file": "/".join(uids) + ".dcm", "status": Status.FAILED, "reason": str(exc)}
         with atomic_path(cache / uids[0] / uids[1] / f"{uids[2]}.dcm") as tmp:
             dataset.save_as(tmp, enforce_file_format=True)
         return None
@@ -96,43 +95,43 @@ def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tupl
     return found, notes
 
 
-def _studies_without_radiograph(out: Path, studies: dict[str, str]) -> list[dict]:
-    scored = {r["file"].split("/")[0] for r in load_records(out) if r["status"] == "scored"}
-    return [{"file": uid, "status": "skipped", "reason": f"{label}: no usable lateral spine radiograph"}
+def _studies_without_radiograph(folder: ScoredFolder, studies: dict[str, str]) -> list[dict]:
+    scored = {r["file"].split("/")[0] for r in folder.records() if r["status"] == Status.SCORED}
+    return [{"file": uid, "status": Status.SKIPPED, "reason": f"{label}: no usable lateral spine radiograph"}
             for uid, label in studies.items() if uid not in scored]
 
 
-def store(pacs: Pacs, out: Path, progress: bool) -> int:
-    """Send ``OUT/dicom``'s objects that are not yet stored (``.work/stored.txt``); returns how many."""
-    index = pd.read_csv(out / "dicom" / "index.csv", dtype=str)
-    log = out / ".work" / "stored.txt"
-    stored = set(log.read_text().split()) if log.is_file() else set()
+def store(pacs: Pacs, folder: ScoredFolder, progress: bool) -> int:
+    """Send ``OUT/dicom``'s objects that are not yet stored; returns how many."""
+    index = pd.read_csv(folder.root / "dicom" / "index.csv", dtype=str)
+    stored = folder.stored()
     sent = 0
     for row in tqdm(index.itertuples(), total=len(index), desc="storing", unit="object", disable=not progress):
         if row.sop_uid in stored:
             continue
-        pacs.store(pydicom.dcmread(out / row.path))
+        pacs.store(pydicom.dcmread(folder.root / row.path))
         stored.add(row.sop_uid)
-        write_text(log, "\n".join(sorted(stored)) + "\n")
+        folder.mark_stored(stored)
         sent += 1
     return sent
 
 
 def score_from_pacs(pacs: Pacs, selection: Selection, out, predictor: Predictor, settings: Settings,
-                    send: bool = False, resume: bool = False, progress: bool = True, batch_size: int = 64) -> dict:
+                    send: bool = False, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                    batch_size: int = 64) -> dict:
     """Fetch, score, write the DICOM objects, and with ``send`` store them; returns the scoring counts
     with ``objects`` (written), ``stored`` (sent this time) and ``not_made`` (films without objects)."""
-    out = Path(out)
-    cache = out / CACHE
-    _check_cache(cache, pacs, selection, resume)
-    studies, notes = fetch(pacs, selection, cache, progress)
-    counts = run_scoring(cache, out, predictor, settings, batch_size=batch_size, resume=resume, progress=progress,
-                         notes=notes)
-    empty = _studies_without_radiograph(out, studies)
-    if empty:
-        save_notes(out, empty)
-        counts = write_outputs(out, counts["files"], settings, counts["passed_over"])
-    written = write_dicom_objects(out, settings)
-    counts.update(studies=len(studies), objects=len(written.rows), not_made=written.not_made,
-                  stored=store(pacs, out, progress) if send else 0)
+    folder = ScoredFolder(out)
+    cache = folder.root / CACHE
+    with folder.writing():
+        folder.begin(settings, resume, overwrite)  # refuses another run's results before anything is fetched
+        _check_cache(cache, pacs, selection, resume)
+        studies, notes = fetch(pacs, selection, cache, progress)
+        files, passed_over = score_files(cache, folder, predictor, settings, batch_size=batch_size, resume=True,
+                                         progress=progress, notes=notes)
+        folder.save_notes(_studies_without_radiograph(folder, studies))
+        counts = write_outputs(folder, files, settings, passed_over)
+        written = write_dicom_objects(folder.root, settings)
+        counts.update(studies=len(studies), objects=len(written.rows), not_made=written.not_made,
+                      stored=store(pacs, folder, progress) if send else 0)
     return counts

@@ -17,6 +17,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from tfmssass.core.errors import UsageError
+
 DATABASE = "review.sqlite"
 NOT_GRADABLE = "not gradable"
 NOT_VISIBLE = "not visible"
@@ -32,7 +34,7 @@ CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class StoreError(Exception):
+class StoreError(UsageError):
     """The database cannot be used (another role under this name, a locked or damaged file)."""
 
 

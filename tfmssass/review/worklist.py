@@ -12,7 +12,6 @@ sure of: points of levels it cut, grades of corners it graded; the rest is left 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -21,15 +20,22 @@ from pathlib import Path
 import pandas as pd
 
 from tfmssass.core import anatomy
+from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import CropSpec
 from tfmssass.io import RadiographError
 from tfmssass.io.labels import load_labels, resolve_image
-from tfmssass.scoring.inputs import Skipped, check_dicom_header, discover, identify, is_dicom
-from tfmssass.scoring.records import Settings
-from tfmssass.scoring.run import content_key, decided_records
+from tfmssass.scoring.folder import ScoredFolder
+from tfmssass.scoring.inputs import (
+    Skipped,
+    check_dicom_header,
+    discover,
+    identify,
+    is_dicom,
+)
+from tfmssass.scoring.run import content_key
 
 
-class SourceError(Exception):
+class SourceError(UsageError):
     """SOURCE cannot be reviewed; the message says why and what to do."""
 
 
@@ -117,9 +123,10 @@ def grader_crop(grader: dict) -> CropSpec:
 # ---- a scored folder ------------------------------------------------------------------------------
 
 def _scored(source: Path, images: Path | None) -> Worklist:
-    work = source / ".work"
-    settings = Settings.of_run(source)
-    info = json.loads((work / "source.json").read_text()) if (work / "source.json").is_file() else {}
+    folder = ScoredFolder(source)
+    folder.format_version()  # a folder written by a newer version is refused in one line
+    settings = folder.settings()
+    info = folder.source()
     pseudonymised = settings.salt_id is not None
     root = Path(images) if images else Path(info["root"]) if info.get("root") else None
     if root is None:
@@ -131,7 +138,7 @@ def _scored(source: Path, images: Path | None) -> Worklist:
         files, _ = discover(root)
         by_content = {content_key(p): p for p in files}
     films, skipped = [], []
-    records, _, _ = decided_records(source, settings)  # the grades the tables show (prior, longitudinal)
+    records, _, _ = folder.decided_records(settings)  # the grades the tables show (prior, longitudinal)
     for record in records:
         if record["status"] == "skipped" or not record.get("patient_id"):
             continue
@@ -207,7 +214,7 @@ def open_worklist(source, labels_csv=None, images=None, predictor=None, note: st
     source = Path(source).resolve()
     if not source.is_dir():
         raise SourceError(f"{source}: not a folder")
-    if (source / ".work" / "records").is_dir():
+    if ScoredFolder(source).is_scored():
         if labels_csv or predictor is not None:
             raise SourceError(f"{source}: a scored folder is pre-filled by its own records "
                               "(--labels and models are for a folder of radiographs)")

@@ -19,9 +19,17 @@ from __future__ import annotations
 import numpy as np
 
 from tfmssass.core import anatomy
+from tfmssass.core.errors import UsageError
 from tfmssass.scoring.longitudinal import Decoded, decode_cohort
-from tfmssass.scoring.records import corner_table, flag_film_edge, review_reason
+from tfmssass.scoring.records import (
+    Status,
+    add_review_reason,
+    corner_table,
+    flag_film_edge,
+    review_text,
+)
 from tfmssass.stages.grader.calibration import UNIFORM, change_prior, em_prior
+from tfmssass.stages.grader.grades import LONGITUDINAL, grade_corners
 
 PRIOR_CHOICES = ("data", "uniform", "em")
 
@@ -33,9 +41,9 @@ def read_prior_file(path) -> tuple:
     try:
         values = [float(v) for v in text.replace(",", " ").replace(";", " ").split()]
     except ValueError:
-        raise ValueError(f"{path}: a prior is four numbers, the frequencies of grades 0-3") from None
+        raise UsageError(f"{path}: a prior is four numbers, the frequencies of grades 0-3") from None
     if len(values) != 4 or min(values) <= 0:
-        raise ValueError(f"{path}: a prior is four positive numbers (grades 0-3), got {len(values)} values")
+        raise UsageError(f"{path}: a prior is four positive numbers (grades 0-3), got {len(values)} values")
     return tuple(v / sum(values) for v in values)
 
 
@@ -58,23 +66,21 @@ def target_prior(choice, records: list[dict]) -> tuple | None:
 
 def regrade(record: dict, prior: tuple, review_threshold: float, point_review: float) -> None:
     """The record's corner probabilities under ``prior``, and its grades, confidences and review
-    flags made again by the pipeline's rule (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
-    from tfmssass.stages.grader.grades import grade_corners
-
+    reasons made again by the pipeline's rule (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
     levels = anatomy.LEVELS[record["view"]]
     corners = record["corners"]
     p = np.array([change_prior(c["p"], record["prior"], prior) if c["p"] is not None else np.full(4, 0.25)
                   for c in corners], np.float32)
     point = np.array([record["levels"][lv]["point_confidence"] for lv in levels], np.float32)
     cut = np.array([record["levels"][lv]["cut"] for lv in levels], bool)
-    grades, confidence, review = (t.numpy() for t in grade_corners(p, point, cut, review_threshold, point_review))
+    grades, confidence, _, reason = (t.numpy() for t in grade_corners(p, point, cut, review_threshold, point_review))
     for k, c in enumerate(corners):
         if c["p"] is None:
             continue
         c.update(p=[round(float(v), 4) for v in p[k]], grade=int(grades[k]), confidence=round(float(confidence[k]), 4),
-                 review=bool(review[k]))
-        c["why"] = review_reason(p, grades, k, record["levels"][levels[k // 2]]["point_confidence"],
-                                 review_threshold, point_review) if c["review"] else ""
+                 review=bool(reason[k]), code=int(reason[k]),
+                 why=review_text(int(reason[k]), record["levels"][levels[k // 2]]["point_confidence"],
+                                 review_threshold))
     flag_film_edge(record)
     record["prior"] = list(prior)
 
@@ -86,7 +92,7 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
     becomes the longitudinal grade of the radiographs used. A corner whose grade the joint decoding
     changed is flagged for review, with the reason. Returns the decoding (change distributions).
     """
-    scored = [r for r in records if r["status"] == "scored"]
+    scored = [r for r in records if r["status"] == Status.SCORED]
     prior = target_prior(settings.prior, [r for r in scored if r["file"] not in not_used])
     for r in scored:
         if prior is not None and r.get("prior") is not None:
@@ -107,10 +113,8 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
         c["confidence"] = round(min(float(point), float(chance)), 4)
         if int(grade) != c["grade"]:
             c["grade"] = int(grade)
-            c["review"] = True
-            reason = (f"longitudinal: {c['grade_independent']} from this radiograph alone, {int(grade)} "
-                      "with the patient's other visits")
-            c["why"] = f"{c['why']}; {reason}" if c["why"] else reason
+            add_review_reason(c, LONGITUDINAL, f"longitudinal: {c['grade_independent']} from this radiograph alone, "
+                                               f"{int(grade)} with the patient's other visits")
     for r in scored:
         r["score"] = int(sum(c["grade"] for c in r["corners"] if c["grade"] is not None))
     return decoded

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfmssass.core.config import RADIOGRAPH_MODALITIES
 from tfmssass.core.geometry import turn_points
 from tfmssass.io import RadiographError, sniff_format
 
@@ -23,8 +24,6 @@ from tfmssass.io import RadiographError, sniff_format
 #: passed over silently instead of being reported as "not DICOM".
 TEXT_SUFFIXES = {".csv", ".json", ".txt", ".md", ".html", ".htm", ".xml", ".log", ".py", ".yaml",
                  ".yml", ".pdf", ".sqlite", ".sqlite-wal", ".sqlite-shm"}
-#: Projection radiography (and secondary captures of it); other modalities are skipped.
-RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "OT", "SC"}
 #: ViewPosition values that are not lateral: such radiographs are reported, not graded.
 FRONTAL_VIEWS = {"AP", "PA"}
 

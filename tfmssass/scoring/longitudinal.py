@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core import anatomy
+from tfmssass.core.config import PROBABILITY_FLOOR
 
 MODES = ("monotone", "soft", "off")
 #: ``soft``: the evidence a one-step decrease of a corner must overcome, in natural-log units
@@ -46,7 +47,6 @@ DECREASE_COST = 3.0
 INCREASE_COST = float(np.log(8.0))
 #: A disk's states: (inf grade, sup grade); both corners are 3 together or neither is.
 STATES = np.array([(a, b) for a in range(3) for b in range(3)] + [(3, 3)])
-FLOOR = 1e-7
 
 
 def disk_evidence(p_inf, p_sup) -> np.ndarray:
@@ -54,7 +54,7 @@ def disk_evidence(p_inf, p_sup) -> np.ndarray:
     out = np.zeros(len(STATES))
     for column, p in ((0, p_inf), (1, p_sup)):
         if p is not None:
-            out += np.log(np.clip(np.asarray(p, float), FLOOR, 1.0))[STATES[:, column]]
+            out += np.log(np.clip(np.asarray(p, float), PROBABILITY_FLOOR, 1.0))[STATES[:, column]]
     return out
 
 

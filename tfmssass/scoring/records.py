@@ -1,12 +1,12 @@
 """One radiograph's record: a predictor's outputs (:mod:`tfmssass.serving.predictors`) become
 points, per-corner grades with probabilities and review flags, and an overlay picture.
 
-A record is the unit a scoring run writes and resumes from (``OUT/.work/records/``).
+A record is the unit a scoring run writes and resumes from (:class:`tfmssass.scoring.folder.ScoredFolder`).
 """
 
 from __future__ import annotations
 
-import json
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +17,12 @@ import pandas as pd
 from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
-from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD
+from tfmssass.core.config import POINT_CONFIDENCE, POINT_REVIEW, REVIEW_THRESHOLD
 from tfmssass.core.geometry import DEFAULT_EXTENT, corner_frames, cranial_directions
 from tfmssass.io import RadiographError
 from tfmssass.scoring.longitudinal import DECREASE_COST
 from tfmssass.scoring.overlay import draw_overlay, shrink_for_overlay
+from tfmssass.stages.grader import grades
 from tfmssass.stages.keypoints.detect import SKIPPED
 from tfmssass.stages.runs import PHANTOM_WARNING
 
@@ -30,6 +31,14 @@ CROP_PX = 96
 #: corners.csv: every corner of every scored radiograph.
 CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "grade_independent",
                   "p0", "p1", "p2", "p3", "confidence", "review", "review_reason"]
+
+
+class Status(enum.StrEnum):
+    """What became of one input (a record's ``status``)."""
+
+    SCORED = "scored"
+    FAILED = "failed"  # it should have been scored and could not be: exit 1, listed in errors.csv
+    SKIPPED = "skipped"  # honestly something else (a report, a frontal film): listed, not a failure
 
 
 @dataclass(frozen=True)
@@ -48,13 +57,8 @@ class Settings:
     decrease_cost: float = DECREASE_COST  # soft: the cost of a grade going down
 
     @classmethod
-    def of_run(cls, out) -> "Settings":
-        """The settings a scoring run was made with (``OUT/.work/settings.json``)."""
-        return cls.from_dict(json.loads((Path(out) / ".work" / "settings.json").read_text()))
-
-    @classmethod
     def from_dict(cls, data: dict) -> "Settings":
-        """As written to ``.work/settings.json``; a run scored before longitudinal decoding keeps "off"."""
+        """As a scored folder keeps them; a run scored before longitudinal decoding keeps "off"."""
         prior = data.get("prior", "data")
         return cls(**{"longitudinal": "off", **data, "prior": tuple(prior) if isinstance(prior, list) else prior})
 
@@ -85,7 +89,7 @@ class Item:
 
 
 def base_record(item: Item) -> dict:
-    return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": "scored",
+    return {"key": item.key, "file": item.file, **item.ident, "view": None, "status": Status.SCORED,
             "reason": "", "levels": {}, "corners": []}
 
 
@@ -93,7 +97,7 @@ def corner_table(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
     """corners.csv's rows (:data:`CORNER_COLUMNS`) of the scored records, and each row's corner dict."""
     rows, entries = [], []
     for r in records:
-        if r["status"] != "scored":
+        if r["status"] != Status.SCORED:
             continue
         for c in r["corners"]:
             p = c["p"] or [None] * 4
@@ -103,6 +107,30 @@ def corner_table(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
                          "p3": p[3], "confidence": c["confidence"], "review": c["review"], "review_reason": c["why"]})
             entries.append(c)
     return pd.DataFrame(rows, columns=CORNER_COLUMNS), entries
+
+
+def choose_radiographs(records: list[dict]) -> dict[str, str]:
+    """For two or more scored radiographs of one view at one visit: keep the one with the most
+    graded corners, then the most confident ones; returns {file: why not used} for the others."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["status"] == Status.SCORED:
+            groups.setdefault((r["patient_id"], r["visit_date"], r["view"]), []).append(r)
+    not_used = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+
+        def merit(r):
+            conf = [c["confidence"] for c in r["corners"] if c["confidence"] is not None]
+            return (r["corners_graded"], float(np.mean(conf)) if conf else 0.0, r["file"])
+
+        best = max(group, key=merit)
+        for r in group:
+            if r is not best:
+                not_used[r["file"]] = (f"not used: {best['file']} is the {r['view']} radiograph "
+                                       "of this visit with more confidently graded corners")
+    return not_used
 
 
 #: Why a level under metal-dense material (:mod:`tfmssass.stages.implants`) has no grades.
@@ -137,8 +165,7 @@ def flag_film_edge(record: dict) -> None:
         return
     for corner in record["corners"]:
         if corner["grade"] is not None:
-            corner["review"] = True
-            corner["why"] = "; ".join(filter(None, [corner["why"], FILM_EDGE_REVIEW]))
+            add_review_reason(corner, grades.FILM_EDGE, FILM_EDGE_REVIEW)
 
 
 def _level_confidence(view: str, confidence: np.ndarray) -> np.ndarray:
@@ -160,24 +187,43 @@ def _fill_levels(record: dict, view: str, points: np.ndarray, level_conf: np.nda
                                    "off_film": not bool(on_film[j])}
 
 
-def review_reason(probabilities, grades, k: int, point_confidence: float, review_threshold: float,
-                  point_review: float) -> str:
-    """Why the grading rule flagged graded corner ``k`` of a view's [12, 4] probabilities and [12]
-    grades (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
-    p = np.asarray(probabilities, float)
-    partner = k ^ 1  # the other corner of the same disk
-    p_grade = (p[k, 3] + p[partner, 3]) / 2 if grades[k] == 3 else p[k, int(grades[k])]
+def review_text(code: int, point_confidence: float, review_threshold: float) -> str:
+    """The words for the grading rule's review reasons (:data:`~tfmssass.stages.grader.grades.REVIEW_REASONS`)
+    of one graded corner; the film-edge and longitudinal reasons are added where they are decided."""
     reasons = []
-    if point_confidence < point_review:
+    if code & grades.POINTS_UNSURE:
         reasons.append(f"points not confident ({point_confidence:.2f})")
-    if p_grade < review_threshold:
-        reasons.append(f"doubtful grade (probability {p_grade:.2f})")
-    return "; ".join(reasons) or "the two corners of the disk disagree about a bridge"
+    if code & grades.DOUBTFUL_GRADE:
+        reasons.append(f"doubtful grade (probability of this grade under {review_threshold:g})")
+    if code & grades.BRIDGE_DISAGREES:
+        reasons.append(grades.REVIEW_REASONS[grades.BRIDGE_DISAGREES])
+    return "; ".join(reasons)
 
 
-def _fill_corners(record: dict, probabilities, grades, confidence, review, point_threshold: float,
+def add_review_reason(corner: dict, code: int, text: str) -> None:
+    """Flag a corner for one more reason, keeping the ones it has."""
+    corner["review"] = True
+    corner["code"] = int(corner.get("code", 0)) | code
+    corner["why"] = "; ".join(filter(None, [corner["why"], text]))
+
+
+def decide_grades(out: dict, level_conf: np.ndarray, settings: Settings, exported: dict) -> tuple:
+    """(grades, confidence, review reasons) of a radiograph's corners: the graph's own, when it gives its
+    reasons and was exported with this run's thresholds; else decided again here from its probabilities
+    by the same rule (``--review-threshold`` then works with any model, TF Serving included)."""
+    same = exported.get("review_threshold") == settings.review_threshold and \
+        exported.get("point_review") == settings.point_review
+    if "review_reason" in out and same:
+        return out["grades"], out["corner_confidence"], out["review_reason"]
+    cut = np.asarray(out["grades"])[0::2] >= 0
+    graded, confidence, _, reason = grades.grade_corners(out["grade_probabilities"], level_conf.astype(np.float32),
+                                                         cut, settings.review_threshold, settings.point_review)
+    return graded.numpy(), confidence.numpy(), reason.numpy()
+
+
+def _fill_corners(record: dict, probabilities, grade_of, confidence, reason, point_threshold: float,
                   settings: Settings) -> None:
-    """Corner rows from the pipeline's outputs; corners of levels not cut stay blank, never 0."""
+    """Corner rows from the decided grades; corners of levels not cut stay blank, never 0."""
     levels = anatomy.LEVELS[record["view"]]
     corners = []
     for k, name in enumerate(anatomy.CORNERS[record["view"]]):
@@ -189,15 +235,13 @@ def _fill_corners(record: dict, probabilities, grades, confidence, review, point
                    else IMPLANT_REASON if info.get("implant", False)
                    else "no neighbouring level or disk too small")
             corners.append({"level": levels[k // 2], "corner": name, "grade": None, "p": None, "confidence": None,
-                            "review": True, "why": why})
+                            "review": True, "code": grades.NOT_GRADED, "why": why})
             continue
-        corner = {"level": levels[k // 2], "corner": name, "grade": int(grades[k]),
-                  "p": [round(float(v), 4) for v in probabilities[k]],
-                  "confidence": round(float(confidence[k]), 4), "review": bool(review[k]), "why": ""}
-        if corner["review"]:
-            corner["why"] = review_reason(probabilities, grades, k, info["point_confidence"],
-                                          settings.review_threshold, settings.point_review)
-        corners.append(corner)
+        code = int(reason[k])
+        corners.append({"level": levels[k // 2], "corner": name, "grade": int(grade_of[k]),
+                        "p": [round(float(v), 4) for v in probabilities[k]],
+                        "confidence": round(float(confidence[k]), 4), "review": code > 0, "code": code,
+                        "why": review_text(code, info["point_confidence"], settings.review_threshold)})
     record["corners"] = corners
     graded = [c["grade"] for c in corners if c["grade"] is not None]
     record["score"], record["corners_graded"] = int(sum(graded)), len(graded)
@@ -254,15 +298,16 @@ class RecordMaker:
 
     def __init__(self, metadata: dict, settings: Settings, out: Path | None):
         self.settings, self.out = settings, out
-        self.point_threshold = float(metadata.get("keypoints", {}).get("confidence_threshold", 0.3))
+        self.point_threshold = float(metadata.get("keypoints", {}).get("confidence_threshold", POINT_CONFIDENCE))
         self.extent = float(metadata.get("grader", {}).get("extent", DEFAULT_EXTENT))
         self.findings = metadata.get("findings", {})
+        self.exported = metadata.get("review", {})  # the thresholds the graph decided with
 
     def make(self, item: Item, out: dict) -> dict:
         record = base_record(item)
         record["view"] = out["view"]
         if self.settings.view and out["view"] != self.settings.view:
-            record.update(status="failed", reason=f"the model reads a {out['view']} view, not {self.settings.view} "
+            record.update(status=Status.FAILED, reason=f"the model reads a {out['view']} view, not {self.settings.view} "
                                                    "(--view cannot be forced with an exported model)")
             return record
         level_conf = _level_confidence(out["view"], out["keypoint_confidence"])
@@ -272,7 +317,7 @@ class RecordMaker:
             # an export from before the checks has no finding: too few points was its only refusal
             text = self.findings.get(str(int(out.get("finding", -1))), _TOO_FEW_POINTS)
             # a film mSASSS does not score (not a lateral spine) is skipped, not failed
-            record.update(status="skipped" if text.startswith(SKIPPED) else "failed",
+            record.update(status=Status.SKIPPED if text.startswith(SKIPPED) else Status.FAILED,
                           reason=text.format(n=confident, view=out["view"]))
             return record
         record["orientation"] = int(out["orientation"]) if "orientation" in out else None
@@ -281,7 +326,7 @@ class RecordMaker:
         implant = out.get("level_implant", np.zeros(6, bool))  # older exports do not check
         on_film = out.get("level_on_film", np.ones(6, bool))
         _fill_levels(record, out["view"], out["keypoints"], level_conf, cut, plausible, implant, on_film)
-        _fill_corners(record, out["grade_probabilities"], out["grades"], out["corner_confidence"], out["review"],
+        _fill_corners(record, out["grade_probabilities"], *decide_grades(out, level_conf, self.settings, self.exported),
                       self.point_threshold, self.settings)
         centres = out["keypoints"][VIEW_SLICES[out["view"]]][0::2]
         record["film_edge"] = chain_at_film_edge(centres, np.asarray(on_film, bool), *item.image.shape[:2])

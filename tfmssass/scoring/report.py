@@ -35,16 +35,18 @@ figure{margin:0;font-size:12px;text-align:center}
 
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "<td>&ndash;</td>"
+        return "<td></td>"
     if isinstance(value, float):
         return f"<td>{value:g}</td>"
     return f"<td>{escape(str(value))}</td>"
 
 
 def _table(frame: pd.DataFrame, columns: list[str]) -> str:
-    """A plain table by pandas (escaped; blanks as a dash). The corner tables below are written by
-    hand: they mark single rows and cells (review, grade colour), which ``to_html`` cannot."""
-    return frame[columns].to_html(index=False, na_rep="\u2013", float_format="{:g}".format, border=0)
+    """A plain table by pandas (escaped; a blank value is a blank cell, never "None" or "nan"). The
+    corner tables below are written by hand: they mark single rows and cells (review, grade colour),
+    which ``to_html`` cannot."""
+    shown = frame[columns].astype(object)
+    return shown.where(shown.notna(), "").to_html(index=False, float_format="{:g}".format, border=0)
 
 
 def progression_svg(visits: pd.DataFrame, width: int = 360, height: int = 180) -> str:
@@ -122,7 +124,7 @@ def _changing_corners(records: list[dict]) -> str:
 
 
 def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFrame,
-                  not_used: dict[str, str], settings) -> str:
+                  not_used: dict[str, str], settings, run_id: str | None = None) -> str:
     scored = [r for r in records if r["status"] == "scored"]
     problems = [r for r in records if r["status"] != "scored"]
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mSASSS report</title>"
@@ -132,7 +134,8 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
     parts.append(
         f"<p>Models: {escape(settings.models)}. {len(scored)} radiographs scored, {len(problems)} inputs "
         f"not scored. Missing corners: {'up to 3 per segment imputed with the mean of the segment' if settings.impute == 'mean' else 'not imputed'}"
-        f"; a segment with more missing corners is left blank. Generated {_dt.date.today().isoformat()}.</p>")
+        f"; a segment with more missing corners is left blank. Generated {_dt.date.today().isoformat()}"
+        + (f" by run {escape(run_id)}" if run_id else "") + ".</p>")
     longitudinal = {"monotone": "graded together: a corner's grade never goes down between visits",
                     "soft": f"graded together: a corner's grade may go down at a cost of {settings.decrease_cost:g}",
                     "off": "each graded alone"}[settings.longitudinal]
@@ -174,8 +177,8 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
             if used:
                 parts.append(f"<p>{escape(used)}</p>")
             if r.get("overlay"):
-                parts.append(f'<img class="overlay" loading="lazy" src="{escape(r["overlay"])}" '
-                             f'alt="overlay of {escape(r["file"])}">')
+                parts.append(f'<a href="{escape(r["overlay"])}" title="full size"><img class="overlay" loading="lazy" '
+                             f'src="{escape(r["overlay"])}" alt="overlay of {escape(r["file"])}"></a>')
             parts.append(f"<details><summary>corner grades</summary>{_corner_table(r)}</details>")
 
     parts.append(f"<h2>Inputs not scored ({len(problems)})</h2>")
@@ -185,5 +188,5 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
     return "\n".join(parts)
 
 
-def write_report(path, records, visits, changes, not_used, settings) -> None:
-    write_text(path, render_report(records, visits, changes, not_used, settings))
+def write_report(path, records, visits, changes, not_used, settings, run_id: str | None = None) -> None:
+    write_text(path, render_report(records, visits, changes, not_used, settings, run_id))

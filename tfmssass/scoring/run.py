@@ -5,28 +5,24 @@ Flow: files are read by a small thread pool a few radiographs ahead of the model
 and decoding DICOM hides behind the networks). Per radiograph, stage 1 finds the disk points, the
 levels are cut and turned into canonical corner crops, and the crops of several radiographs go
 through the grader in one batch. Each finished radiograph is written as one small record
-(``OUT/.work/records/<content hash>.json``, atomically); the CSVs and the report are rebuilt from
-the records at the end. So a run killed at any moment and started again with ``--resume`` skips
+(atomically, :class:`~tfmssass.scoring.folder.ScoredFolder`); the CSVs and the report are rebuilt
+from the records at the end. So a run killed at any moment and started again with ``--resume`` skips
 what is done and ends with the same files as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.core.atomic import atomic_path
 from tfmssass.io import RadiographError, read_radiograph
-from tfmssass.scoring.cohort import decide
+from tfmssass.scoring.folder import ScoredFolder, Status
 from tfmssass.scoring.inputs import (
     Skipped,
     as_stored,
@@ -37,7 +33,13 @@ from tfmssass.scoring.inputs import (
     is_dicom,
     read_meta_table,
 )
-from tfmssass.scoring.records import Item, RecordMaker, Settings, base_record, corner_table
+from tfmssass.scoring.records import (
+    Item,
+    RecordMaker,
+    Settings,
+    base_record,
+    corner_table,
+)
 from tfmssass.scoring.report import write_report
 from tfmssass.scoring.totals import progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
@@ -60,57 +62,9 @@ def content_key(path: Path) -> str:
 
 # ---- the run --------------------------------------------------------------------------------------
 
-def _prepare_work(out: Path, settings: Settings, resume: bool) -> tuple[Path, dict[str, str]]:
-    """The records folder, and {content key: file} of the radiographs already scored there."""
-    work = out / ".work"
-    records = work / "records"
-    wanted = json.dumps(asdict(settings), sort_keys=True)
-    if resume and (work / "settings.json").is_file():
-        if (work / "settings.json").read_text() != wanted:
-            raise ValueError(f"{out}: --resume with different models or settings than the first run "
-                             "(use a new --out, or drop --resume to start again)")
-    elif work.exists():
-        shutil.rmtree(work)
-        shutil.rmtree(out / "overlays", ignore_errors=True)
-        shutil.rmtree(out / "crops", ignore_errors=True)
-    records.mkdir(parents=True, exist_ok=True)
-    write_text(work / "settings.json", wanted)
-    done = {}
-    for path in records.glob("*.json"):  # inputs that were not scored are tried again
-        record = json.loads(path.read_text())
-        if record["status"] == "scored":
-            done[record["key"]] = record["file"]
-        else:
-            path.unlink()
-    return records, done
-
-
-def _write_source(out: Path, root: Path, metadata: dict, pseudonymised: bool) -> None:
-    """Where the radiographs were and how the grader cuts its crops, for ``tfmssass review``, and the
-    model's calibration, for ``evaluate agreement``. A pseudonymised run does not keep the folder
-    (its path may name patients)."""
-    source = {"root": None if pseudonymised else str(root.resolve()), "grader": metadata.get("grader", {}),
-              "calibration": metadata.get("calibration")}
-    write_text(out / ".work" / "source.json", json.dumps(source, indent=1, sort_keys=True))
-
-
 def _file_key(item: Item) -> str:
     """Record name of an input that is not scored: unique per file (empty files share content)."""
     return f"{item.key or 'unread'}-{hashlib.sha1(item.file.encode()).hexdigest()[:12]}"
-
-
-def _save_record(records: Path, record: dict) -> None:
-    write_text(records / f"{record['key']}.json", json.dumps(record, sort_keys=True))
-
-
-def save_notes(out, notes: list[dict]) -> None:
-    """Inputs that were not files to read (a PACS series that is no radiograph, a study without one),
-    as records of their own: ``{"file", "status": "skipped" or "failed", "reason"}``. They appear in
-    ``errors.csv`` and, like every input not scored, are tried again on ``--resume``."""
-    records = Path(out) / ".work" / "records"
-    for note in notes:
-        key = "note-" + hashlib.sha1(note["file"].encode()).hexdigest()[:12]
-        _save_record(records, {"key": key, "file": note["file"], "status": note["status"], "reason": note["reason"]})
 
 
 def salt_id(salt: str) -> str:
@@ -126,31 +80,42 @@ def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: 
     except ServingError as exc:
         if len(items) > 1:
             return [r for i in items for r in _predict(predictor, maker, [i], view)]
-        return [{**base_record(items[0]), "status": "failed", "reason": str(exc)}]
+        return [{**base_record(items[0]), "status": Status.FAILED, "reason": str(exc)}]
     return [maker.make(item, as_stored(out, item.stored_turns, item.image.shape)) for item, out in zip(items, outputs)]
 
 
 def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=None, batch_size: int = 64,
-                resume: bool = False, progress: bool = True, lookahead: int = 4, salt: str | None = None,
-                notes: list[dict] = ()) -> dict:
-    """Score every radiograph under ``root`` into ``out``; returns counts (scored, failed, skipped).
+                resume: bool = False, overwrite: bool = False, progress: bool = True, lookahead: int = 4,
+                salt: str | None = None, notes: list[dict] = ()) -> dict:
+    """Score every radiograph under ``root`` into ``out`` and write the tables and the report; returns
+    the counts (:func:`write_outputs`). The folder is locked for the run (:class:`ScoredFolder`)."""
+    folder = ScoredFolder(out)
+    with folder.writing():
+        files, passed_over = score_files(root, folder, predictor, settings, meta_csv, batch_size, resume, overwrite,
+                                         progress, lookahead, salt, notes)
+        return write_outputs(folder, files, settings, passed_over)
+
+
+def score_files(root, folder: ScoredFolder, predictor: Predictor, settings: Settings, meta_csv=None,
+                batch_size: int = 64, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                lookahead: int = 4, salt: str | None = None, notes=()) -> tuple[int, int]:
+    """Every radiograph under ``root`` into the folder's records; returns (files found, passed over).
 
     ``predictor``: any :mod:`tfmssass.serving.predictors` predictor. Radiographs are handed to it
     ``batch_size // 12`` at a time, so their crops share grader batches. A
     :class:`~tfmssass.serving.predictors.ServingUnavailable` stops the run; ``--resume`` continues it.
 
     With ``salt`` patient ids and file names are replaced by salted hashes everywhere. ``notes``: inputs
-    found elsewhere that were not scored (:func:`save_notes`)."""
+    found elsewhere that were not scored (:meth:`ScoredFolder.save_notes`)."""
     if (salt is None) != (settings.salt_id is None) or (salt is not None and salt_id(salt) != settings.salt_id):
         raise ValueError("settings.salt_id must be salt_id(salt)")
-    root, out = Path(root), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records, done = _prepare_work(out, settings, resume)
-    _write_source(out, root, predictor.metadata, pseudonymised=salt is not None)
-    save_notes(out, notes)
+    root = Path(root)
+    done = folder.begin(settings, resume, overwrite)
+    folder.write_source(None if salt is not None else root, predictor.metadata)
+    folder.save_notes(notes)
     sidecar = read_meta_table(meta_csv) if meta_csv else None
     files, passed_over = discover(root)
-    maker = RecordMaker(predictor.metadata, settings, out)
+    maker = RecordMaker(predictor.metadata, settings, folder.root)
     per_call = max(1, batch_size // 12)
     pending: list[Item] = []
 
@@ -179,6 +144,11 @@ def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=No
             item.error = RadiographError(path, exc.strerror or str(exc))
         return item
 
+    def grade(items: list[Item]) -> None:
+        for record in _predict(predictor, maker, items, settings.view):
+            folder.save_record(record)
+        items.clear()
+
     seen = dict(done)
     bar = tqdm(total=len(files), desc="scoring", unit="file", disable=not progress)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -195,76 +165,31 @@ def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=No
             if item.done:
                 continue
             if item.error is not None:
-                status = "skipped" if isinstance(item.error, Skipped) else "failed"
-                _save_record(records, {"key": _file_key(item), "file": item.file, "status": status,
-                                       "reason": item.error.reason})
+                status = Status.SKIPPED if isinstance(item.error, Skipped) else Status.FAILED
+                folder.save_record({"key": _file_key(item), "file": item.file, "status": status,
+                                    "reason": item.error.reason})
                 continue
             if item.key in seen:  # a copy of a file already scored in this run
-                _save_record(records, {"key": _file_key(item), "file": item.file, "status": "skipped",
-                                       "reason": f"skipped: same content as {seen[item.key]}"})
+                folder.save_record({"key": _file_key(item), "file": item.file, "status": Status.SKIPPED,
+                                    "reason": f"skipped: same content as {seen[item.key]}"})
                 continue
             seen[item.key] = item.file
             pending.append(item)
             if len(pending) >= per_call:
-                for record in _predict(predictor, maker, pending, settings.view):
-                    _save_record(records, record)
-                pending.clear()
+                grade(pending)
         if pending:
-            for record in _predict(predictor, maker, pending, settings.view):
-                _save_record(records, record)
+            grade(pending)
     bar.close()
-    return write_outputs(out, len(files), settings, passed_over)
+    return len(files), passed_over
 
 
 # ---- outputs from records -----------------------------------------------------------------------
-
-def load_records(out) -> list[dict]:
-    """The per-radiograph records of a scoring run (points, probabilities, reasons), by file."""
-    return _load_records(Path(out) / ".work" / "records")
-
-
-def _load_records(records: Path) -> list[dict]:
-    loaded = [json.loads(p.read_text()) for p in sorted(records.glob("*.json"))]
-    return sorted(loaded, key=lambda r: r["file"])
-
-
-def choose_radiographs(records: list[dict]) -> dict[str, str]:
-    """For two or more scored radiographs of one view at one visit: keep the one with the most
-    graded corners, then the most confident ones; returns {file: why not used} for the others."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        if r["status"] == "scored":
-            groups.setdefault((r["patient_id"], r["visit_date"], r["view"]), []).append(r)
-    not_used = {}
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-
-        def merit(r):
-            conf = [c["confidence"] for c in r["corners"] if c["confidence"] is not None]
-            return (r["corners_graded"], float(np.mean(conf)) if conf else 0.0, r["file"])
-
-        best = max(group, key=merit)
-        for r in group:
-            if r is not best:
-                not_used[r["file"]] = (f"not used: {best['file']} is the {r['view']} radiograph "
-                                       "of this visit with more confidently graded corners")
-    return not_used
-
 
 def _write_csv(path: Path, frame: pd.DataFrame, note: str) -> None:
     frame = frame.copy()
     frame["models"] = note
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8")
-
-
-def decided_records(out, settings: Settings | None = None):
-    """A scoring run's records with the cohort's decisions applied (prior, longitudinal grades), as
-    its tables show them; also which radiographs were not used, and the decoding."""
-    records = load_records(out)
-    not_used = choose_radiographs(records)
-    return records, not_used, decide(records, not_used, settings or Settings.of_run(out))
 
 
 def used_corners(corners: pd.DataFrame, not_used: dict) -> pd.DataFrame:
@@ -279,14 +204,21 @@ def _orientation_text(degrees) -> str:
     return "upright" if degrees == 0 else f"turned {degrees}° clockwise"
 
 
-def write_outputs(out: Path, files: int, settings: Settings, passed_over: int = 0) -> dict:
-    """corners.csv, images.csv, visits.csv, progression.csv, errors.csv and report.html from the records."""
-    records, not_used, decoded = decided_records(out, settings)
+#: How many failed inputs ``score`` names on the terminal (all are in errors.csv).
+FIRST_FAILURES = 5
+
+
+def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> dict:
+    """corners.csv, images.csv, visits.csv, progression.csv, errors.csv and report.html from the records;
+    returns the counts, with the first failed inputs and their reasons."""
+    folder = out if isinstance(out, ScoredFolder) else ScoredFolder(out)
+    out = folder.root
+    records, not_used, decoded = folder.decided_records(settings)
     image_rows, error_rows = [], []
     for r in records:
-        if r["status"] != "scored":
+        if r["status"] != Status.SCORED:
             error_rows.append({"file": r["file"], "reason": r["reason"]})
-            if r["status"] == "failed" and r.get("patient_id"):
+            if r["status"] == Status.FAILED and r.get("patient_id"):
                 image_rows.append({"file": r["file"], "patient_id": r["patient_id"],
                                    "visit_date": r["visit_date"], "view": r.get("view"),
                                    "orientation": _orientation_text(r.get("orientation")), "score": None,
@@ -308,8 +240,9 @@ def write_outputs(out: Path, files: int, settings: Settings, passed_over: int = 
     _write_csv(out / "visits.csv", visits.round({"cervical": 2, "lumbar": 2, "msasss": 2}), note)
     _write_csv(out / "progression.csv", changes.round({"delta": 2, "p_progressed": 4}), note)
     _write_csv(out / "errors.csv", errors, note)
-    write_report(out / "report.html", records, visits, changes, not_used, settings)
-    failed = sum(r["status"] == "failed" for r in records)
-    skipped = sum(r["status"] == "skipped" for r in records)
-    return {"scored": len(records) - failed - skipped, "failed": failed, "skipped": skipped,
-            "files": files, "passed_over": passed_over, "not_used": len(not_used)}
+    write_report(out / "report.html", records, visits, changes, not_used, settings, run_id=folder.run_id())
+    failures = [(r["file"], r["reason"]) for r in records if r["status"] == Status.FAILED]
+    skipped = sum(r["status"] == Status.SKIPPED for r in records)
+    return {"scored": len(records) - len(failures) - skipped, "failed": len(failures), "skipped": skipped,
+            "files": files, "passed_over": passed_over, "not_used": len(not_used),
+            "first_failures": failures[:FIRST_FAILURES]}

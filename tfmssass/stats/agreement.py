@@ -154,14 +154,17 @@ def new_syndesmophytes(scored: pd.DataFrame, reference: pd.DataFrame) -> dict:
 def calibration_error(scored_dir, reference: pd.DataFrame) -> dict:
     """ECE of the scored corners' probabilities against the reference grades, as the model gave
     them (calibrated) and with the calibration undone (the grader's softmax)."""
-    import json
+    from tfmssass.scoring.folder import ScoredFolder, Status
+    from tfmssass.stages.grader.calibration import (
+        Calibration,
+        expected_calibration_error,
+        uncalibrate,
+    )
 
-    from tfmssass.scoring.run import load_records
-    from tfmssass.stages.grader.calibration import Calibration, expected_calibration_error, uncalibrate
-
-    source = json.loads((Path(scored_dir) / ".work" / "source.json").read_text())
+    folder = ScoredFolder(scored_dir)
+    source = folder.source()
     rows = [{"patient_id": r["patient_id"], "visit_date": r["visit_date"], "view": r["view"], "corner": c["corner"],
-             "p": c["p"]} for r in load_records(scored_dir) if r["status"] == "scored" for c in r["corners"] if c["p"]]
+             "p": c["p"]} for r in folder.records() if r["status"] == Status.SCORED for c in r["corners"] if c["p"]]
     key = ["patient_id", "visit_date", "view", "corner"]
     joined = pd.DataFrame(rows, columns=key + ["p"]).merge(reference[key + ["grade"]], on=key).dropna(subset=["grade"])
     if joined.empty or not source.get("calibration"):
@@ -179,13 +182,15 @@ def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corner
     and together (:data:`MODES`)."""
     from dataclasses import replace
 
-    from tfmssass.scoring.records import Settings, corner_table
-    from tfmssass.scoring.run import decided_records, used_corners
+    from tfmssass.scoring.folder import ScoredFolder
+    from tfmssass.scoring.records import corner_table
+    from tfmssass.scoring.run import used_corners
 
-    settings = Settings.of_run(scored_dir)
+    folder = ScoredFolder(scored_dir)
+    settings = folder.settings()
     result = {"scored_with": settings.longitudinal}
     for mode in MODES:
-        records, not_used, _ = decided_records(scored_dir, replace(settings, longitudinal=mode))
+        records, not_used, _ = folder.decided_records(replace(settings, longitudinal=mode))
         corners = used_corners(corner_table(records)[0], not_used)
         result[mode], _, _ = agreement(visit_totals(corners, impute), reference)
         result[mode]["new_syndesmophytes"] = new_syndesmophytes(corners, reference_corners)
@@ -302,8 +307,11 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dic
     out.mkdir(parents=True, exist_ok=True)
     scored_dir = Path(scores_csv) if Path(scores_csv).is_dir() else None
     if scored_dir is not None:
-        if not (scored_dir / ".work" / "settings.json").is_file():
+        from tfmssass.scoring.folder import ScoredFolder
+
+        if not ScoredFolder(scored_dir).is_scored():
             raise ValueError(f"{scored_dir}: not a folder written by 'tfmssass score'")
+        ScoredFolder(scored_dir).format_version()  # a newer folder is refused in one line
         scores_csv = scored_dir / "visits.csv"
     scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
     labels, _ = load_labels(labels_csv, check_images=False)

@@ -1,0 +1,159 @@
+"""The scored folder: one run at a time, one run's results, a format this version can read, and
+nobody but scoring/folder.py spelling its work paths."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from score_doubles import scoring_models, settings
+
+from tfmssass.cli import main
+from tfmssass.scoring.folder import FORMAT_VERSION, LOCK_FILE, FolderError, ScoredFolder
+from tfmssass.scoring.run import run_scoring
+from tfmssass.serving.predictors import ServingUnavailable
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tfmssass"
+HOLD = """
+import sys, time
+from tfmssass.scoring.folder import ScoredFolder
+with ScoredFolder(sys.argv[1]).writing():
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_run_on_a_folder_in_use_exits_2_naming_the_holder_and_writes_nothing(phantoms, tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _snapshot(out)
+        result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(out), "--quiet"])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and f"PID {holder.pid}" in lines[0] and str(out) in lines[0]
+        assert "Traceback" not in result.output
+        assert _snapshot(out) == before  # the lock file with the holder's PID, nothing else
+        assert list(before) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+    with ScoredFolder(out).writing():  # the lock goes with the process that held it
+        pass
+
+
+def test_the_lock_nests_within_a_process_and_is_released_after(tmp_path):
+    folder = ScoredFolder(tmp_path / "out")
+    with folder.writing():
+        with ScoredFolder(tmp_path / "out").writing():
+            pass
+        probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(60)", "pass"), str(folder.root)],
+                               capture_output=True, text=True, timeout=60)
+        assert probe.returncode != 0 and "another run" in probe.stderr  # still held by the outer block
+    probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(60)", "pass"), str(folder.root)],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+
+
+class _Dies:
+    """A predictor whose server goes away at the first radiograph."""
+
+    metadata = {}
+
+    def predict(self, images, views):
+        raise ServingUnavailable("the server went away")
+
+
+def test_a_fresh_run_refuses_another_runs_results_and_overwrite_removes_them_first(phantoms, tmp_path):
+    out = tmp_path / "out"
+    first = run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    assert first["scored"] == 12
+    run_id = ScoredFolder(out).run_id()
+    assert run_id and f"by run {run_id}" in (out / "report.html").read_text()
+    tables = {name: (out / name).read_bytes() for name in ("corners.csv", "visits.csv", "report.html")}
+
+    with pytest.raises(FolderError, match="holds results of another run; use --resume or another --out"):
+        run_scoring(phantoms, out, _Dies(), settings(), progress=False)
+    assert {name: (out / name).read_bytes() for name in tables} == tables  # refused: nothing touched
+
+    with pytest.raises(ServingUnavailable):  # overwrite, and the run dies before its first record
+        run_scoring(phantoms, out, _Dies(), settings(), overwrite=True, progress=False)
+    assert not any((out / name).exists() for name in ("corners.csv", "visits.csv", "report.html", "overlays"))
+    assert ScoredFolder(out).records() == [] and ScoredFolder(out).run_id() != run_id
+
+    # the command line says the same in one line, before any model loads
+    result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2 and "holds results of another run" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(out), "--resume", "--overwrite"])
+    assert result.exit_code == 2 and "give one" in result.output
+
+
+def test_the_readers_store_survives_overwrite(phantoms, tmp_path):
+    out = tmp_path / "out"
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    (out / "review.sqlite").write_bytes(b"readers' work")
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(impute="none"), overwrite=True,
+                progress=False)
+    assert (out / "review.sqlite").read_bytes() == b"readers' work"
+    assert ScoredFolder(out).settings().impute == "none"
+
+
+def test_a_folder_of_a_newer_format_is_refused_in_one_line(phantoms, tmp_path):
+    out = tmp_path / "out"
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    assert json.loads((out / ".work" / "format.json").read_text()) == {"format": FORMAT_VERSION}
+    (out / ".work" / "format.json").write_text(json.dumps({"format": FORMAT_VERSION + 1}))
+    for args in (["score", str(phantoms), "--out", str(out), "--resume", "--quiet"],
+                 ["evaluate", "agreement", "--scores", str(out), "--labels", str(phantoms / "labels.csv"),
+                  "--out", str(tmp_path / "agreement")],
+                 ["review", str(out), "--reader", "A"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        error = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and f"folder format {FORMAT_VERSION + 1}" in error[0], result.output
+        assert "Traceback" not in result.output
+
+
+def test_a_folder_from_before_the_format_is_read_as_format_1(phantoms, tmp_path):
+    out = tmp_path / "out"
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    before = pd.read_csv(out / "corners.csv")
+    (out / ".work" / "format.json").unlink()
+    (out / ".work" / "run.json").unlink()
+    folder = ScoredFolder(out)
+    assert folder.format_version() == 1 and folder.run_id() is None
+    counts = run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), resume=True,
+                         progress=False)
+    assert counts["scored"] == 12
+    pd.testing.assert_frame_equal(pd.read_csv(out / "corners.csv"), before)
+
+
+def test_no_module_but_the_folder_spells_a_work_path():
+    spelled = [f"{path.relative_to(PACKAGE)}:{n}" for path in PACKAGE.rglob("*.py") if path.name != "folder.py"
+               for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+               if re.search(r"""["'/]\.work\b""", line)]
+    assert not spelled, spelled
+
+
+def test_a_killed_holder_leaves_the_folder_free(tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    time.sleep(0.1)
+    with ScoredFolder(out).writing():
+        pass
