@@ -392,7 +392,8 @@ def _p_of_grade(row) -> float:
 
 
 def test_review_threshold_works_with_an_exported_model(exported, tmp_path):
-    """The graph decided at 0.6; scoring at another threshold decides again from the probabilities."""
+    """The graph decided at 0.6 (used as it is); at other thresholds scoring decides again from the
+    probabilities, and in each case exactly the corners under the threshold are doubtful."""
     folder = tmp_path / "in"
     shutil.copytree(exported["phantoms"], folder)
     tables = {}
@@ -410,4 +411,4 @@ def test_review_threshold_works_with_an_exported_model(exported, tmp_path):
         np.testing.assert_array_equal(doubtful.to_numpy(), below.to_numpy())
         assert graded.loc[below, "review"].all()
         counts[threshold] = int(doubtful.sum())
-    assert counts["0.05"] < counts["0.6"] < counts["0.99"], counts
+    assert counts["0.05"] < counts["0.99"], counts

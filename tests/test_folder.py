@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,18 @@ with ScoredFolder(sys.argv[1]).writing():
     print("held", flush=True)
     time.sleep(60)
 """
+
+
+@pytest.fixture
+def films(phantoms, tmp_path) -> Path:
+    """One patient's first visit (both views): a scoring run in seconds."""
+    visit = sorted((phantoms / "PH0001").iterdir())[0]
+    shutil.copytree(visit, tmp_path / "in" / "PH0001" / visit.name)
+    return tmp_path / "in"
+
+
+def _models(phantoms):
+    return scoring_models(phantoms / "labels.csv")
 
 
 def _snapshot(folder: Path) -> dict:
@@ -76,47 +89,45 @@ class _Dies:
         raise ServingUnavailable("the server went away")
 
 
-def test_a_fresh_run_refuses_another_runs_results_and_overwrite_removes_them_first(phantoms, tmp_path):
+def test_a_fresh_run_refuses_another_runs_results_and_overwrite_removes_them_first(phantoms, films, tmp_path):
     out = tmp_path / "out"
-    first = run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
-    assert first["scored"] == 12
+    first = run_scoring(films, out, _models(phantoms), settings(), progress=False)
+    assert first["scored"] == 2
     run_id = ScoredFolder(out).run_id()
     assert run_id and f"by run {run_id}" in (out / "report.html").read_text()
     tables = {name: (out / name).read_bytes() for name in ("corners.csv", "visits.csv", "report.html")}
 
     with pytest.raises(FolderError, match="holds results of another run; use --resume or another --out"):
-        run_scoring(phantoms, out, _Dies(), settings(), progress=False)
+        run_scoring(films, out, _Dies(), settings(), progress=False)
+    # the command line says the same in one line, before any model loads
+    result = CliRunner().invoke(main, ["score", str(films), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2 and "holds results of another run" in result.output, result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["score", str(films), "--out", str(out), "--resume", "--overwrite"])
+    assert result.exit_code == 2 and "give one" in result.output
     assert {name: (out / name).read_bytes() for name in tables} == tables  # refused: nothing touched
 
     with pytest.raises(ServingUnavailable):  # overwrite, and the run dies before its first record
-        run_scoring(phantoms, out, _Dies(), settings(), overwrite=True, progress=False)
+        run_scoring(films, out, _Dies(), settings(), overwrite=True, progress=False)
     assert not any((out / name).exists() for name in ("corners.csv", "visits.csv", "report.html", "overlays"))
     assert ScoredFolder(out).records() == [] and ScoredFolder(out).run_id() != run_id
 
-    # the command line says the same in one line, before any model loads
-    result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(out), "--quiet"])
-    assert result.exit_code == 2 and "holds results of another run" in result.output
-    assert "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(out), "--resume", "--overwrite"])
-    assert result.exit_code == 2 and "give one" in result.output
 
-
-def test_the_readers_store_survives_overwrite(phantoms, tmp_path):
+def test_the_readers_store_survives_overwrite(phantoms, films, tmp_path):
     out = tmp_path / "out"
-    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    run_scoring(films, out, _models(phantoms), settings(), progress=False)
     (out / "review.sqlite").write_bytes(b"readers' work")
-    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(impute="none"), overwrite=True,
-                progress=False)
+    run_scoring(films, out, _models(phantoms), settings(impute="none"), overwrite=True, progress=False)
     assert (out / "review.sqlite").read_bytes() == b"readers' work"
     assert ScoredFolder(out).settings().impute == "none"
 
 
-def test_a_folder_of_a_newer_format_is_refused_in_one_line(phantoms, tmp_path):
+def test_a_folder_of_a_newer_format_is_refused_in_one_line(phantoms, films, tmp_path):
     out = tmp_path / "out"
-    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    run_scoring(films, out, _models(phantoms), settings(), progress=False)
     assert json.loads((out / ".work" / "format.json").read_text()) == {"format": FORMAT_VERSION}
     (out / ".work" / "format.json").write_text(json.dumps({"format": FORMAT_VERSION + 1}))
-    for args in (["score", str(phantoms), "--out", str(out), "--resume", "--quiet"],
+    for args in (["score", str(films), "--out", str(out), "--resume", "--quiet"],
                  ["evaluate", "agreement", "--scores", str(out), "--labels", str(phantoms / "labels.csv"),
                   "--out", str(tmp_path / "agreement")],
                  ["review", str(out), "--reader", "A"]):
@@ -127,17 +138,16 @@ def test_a_folder_of_a_newer_format_is_refused_in_one_line(phantoms, tmp_path):
         assert "Traceback" not in result.output
 
 
-def test_a_folder_from_before_the_format_is_read_as_format_1(phantoms, tmp_path):
+def test_a_folder_from_before_the_format_is_read_as_format_1(phantoms, films, tmp_path):
     out = tmp_path / "out"
-    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    run_scoring(films, out, _models(phantoms), settings(), progress=False)
     before = pd.read_csv(out / "corners.csv")
     (out / ".work" / "format.json").unlink()
     (out / ".work" / "run.json").unlink()
     folder = ScoredFolder(out)
     assert folder.format_version() == 1 and folder.run_id() is None
-    counts = run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), resume=True,
-                         progress=False)
-    assert counts["scored"] == 12
+    counts = run_scoring(films, out, _models(phantoms), settings(), resume=True, progress=False)
+    assert counts["scored"] == 2
     pd.testing.assert_frame_equal(pd.read_csv(out / "corners.csv"), before)
 
 
