@@ -124,10 +124,10 @@ def score_from_pacs(pacs: Pacs, selection: Selection, out, predictor: Predictor,
     folder = ScoredFolder(out)
     cache = folder.root / CACHE
     with folder.writing():
-        folder.begin(settings, resume, overwrite)  # refuses another run's results before anything is fetched
+        done = folder.begin(settings, resume, overwrite)  # refuses another run's results before anything is fetched
         _check_cache(cache, pacs, selection, resume)
         studies, notes = fetch(pacs, selection, cache, progress)
-        files, passed_over = score_files(cache, folder, predictor, settings, batch_size=batch_size, resume=True,
+        files, passed_over = score_files(cache, folder, done, predictor, settings, batch_size=batch_size,
                                          progress=progress, notes=notes)
         folder.save_notes(_studies_without_radiograph(folder, studies))
         counts = write_outputs(folder, files, settings, passed_over)

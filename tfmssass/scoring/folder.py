@@ -48,8 +48,8 @@ class FolderError(UsageError):
     """The folder cannot be used as asked (busy, another run's results, a newer format): exit 2."""
 
 
-#: Locks this process holds, so that a run's steps (scoring, then DICOM objects) nest: {path: [fd, depth]}.
-_HELD: dict[Path, list] = {}
+#: Folders whose lock this process holds, so that a run's steps (scoring, then DICOM objects) nest.
+_HELD: set[Path] = set()
 
 
 class ScoredFolder:
@@ -99,12 +99,8 @@ class ScoredFolder:
         the holder's PID. Re-entrant within this process."""
         self.root.mkdir(parents=True, exist_ok=True)
         key = self.root.resolve()
-        if key in _HELD:
-            _HELD[key][1] += 1
-            try:
-                yield self
-            finally:
-                _HELD[key][1] -= 1
+        if key in _HELD:  # an outer block of this process holds it, and releases it
+            yield self
             return
         path = self.root / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -117,11 +113,11 @@ class ScoredFolder:
                               "to finish or use another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD[key] = [fd, 1]
+        _HELD.add(key)
         try:
             yield self
         finally:
-            del _HELD[key]
+            _HELD.discard(key)
             os.close(fd)  # closing releases the lock; the file stays (removing it would race)
 
     def resumable(self, resume: bool) -> bool:
@@ -150,7 +146,6 @@ class ScoredFolder:
                                   "(use another --out, or --overwrite to start again)")
         else:
             self.clear()
-            self.records_dir.mkdir(parents=True)
             write_text(self.work / "format.json", json.dumps({"format": FORMAT_VERSION}) + "\n")
             write_text(self.work / "run.json", json.dumps(
                 {"run_id": uuid.uuid4().hex[:12], "started": _dt.datetime.now().replace(microsecond=0).isoformat()},

@@ -91,15 +91,17 @@ def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=No
     the counts (:func:`write_outputs`). The folder is locked for the run (:class:`ScoredFolder`)."""
     folder = ScoredFolder(out)
     with folder.writing():
-        files, passed_over = score_files(root, folder, predictor, settings, meta_csv, batch_size, resume, overwrite,
-                                         progress, lookahead, salt, notes)
+        done = folder.begin(settings, resume, overwrite)
+        files, passed_over = score_files(root, folder, done, predictor, settings, meta_csv, batch_size, progress,
+                                         lookahead, salt, notes)
         return write_outputs(folder, files, settings, passed_over)
 
 
-def score_files(root, folder: ScoredFolder, predictor: Predictor, settings: Settings, meta_csv=None,
-                batch_size: int = 64, resume: bool = False, overwrite: bool = False, progress: bool = True,
-                lookahead: int = 4, salt: str | None = None, notes=()) -> tuple[int, int]:
-    """Every radiograph under ``root`` into the folder's records; returns (files found, passed over).
+def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Predictor, settings: Settings,
+                meta_csv=None, batch_size: int = 64, progress: bool = True, lookahead: int = 4,
+                salt: str | None = None, notes=()) -> tuple[int, int]:
+    """Every radiograph under ``root`` into the records of a begun run (:meth:`ScoredFolder.begin`), except
+    those ``done`` already names; returns (files found, passed over).
 
     ``predictor``: any :mod:`tfmssass.serving.predictors` predictor. Radiographs are handed to it
     ``batch_size // 12`` at a time, so their crops share grader batches. A
@@ -110,7 +112,6 @@ def score_files(root, folder: ScoredFolder, predictor: Predictor, settings: Sett
     if (salt is None) != (settings.salt_id is None) or (salt is not None and salt_id(salt) != settings.salt_id):
         raise ValueError("settings.salt_id must be salt_id(salt)")
     root = Path(root)
-    done = folder.begin(settings, resume, overwrite)
     folder.write_source(None if salt is not None else root, predictor.metadata)
     folder.save_notes(notes)
     sidecar = read_meta_table(meta_csv) if meta_csv else None
