@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import softmax
 
 from tfmssass.scoring.longitudinal import (
     INCREASE_COST,
@@ -29,7 +30,6 @@ from tfmssass.stages.grader.calibration import (
     expected_calibration_error,
     fit_calibration,
     fit_scaling,
-    softmax,
     uncalibrate,
 )
 
@@ -53,11 +53,11 @@ def test_prior_correction_is_bayes_rule_on_a_two_class_example():
 def test_temperature_fit_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0, 2.5, (6000, 4))
-    grades = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
-    overconfident = softmax(true_logits * 2.0)  # what a net with temperature 2 would say
+    grades = np.array([rng.choice(4, p=p) for p in softmax(true_logits, axis=-1)])
+    overconfident = softmax(true_logits * 2.0, axis=-1)  # what a net with temperature 2 would say
     temperature, _ = fit_scaling(overconfident, grades)
     assert temperature == pytest.approx(2.0, rel=0.06)
-    assert expected_calibration_error(softmax(true_logits), grades) < 0.03
+    assert expected_calibration_error(softmax(true_logits, axis=-1), grades) < 0.03
     assert expected_calibration_error(overconfident, grades) > 0.08
 
 
@@ -66,7 +66,7 @@ def test_fit_calibration_under_a_skewed_cohort_brings_the_error_down():
     prior = np.array([0.7, 0.15, 0.1, 0.05])
     grades = rng.choice(4, size=5000, p=prior)
     x = rng.normal(0, 1, (5000, 4)) + 2.2 * np.eye(4)[grades]  # the uniform-prior posterior is softmax(2.2 x)
-    balanced = softmax(2.2 * x * 1.5)  # trained balanced, over-confident by a temperature of 1.5
+    balanced = softmax(2.2 * x * 1.5, axis=-1)  # trained balanced, over-confident by a temperature of 1.5
     counts = {g: int((grades == g).sum()) for g in range(4)}
     cal = fit_calibration(balanced, grades, counts)
     assert cal.temperature == pytest.approx(1.5, rel=0.1)
@@ -75,7 +75,7 @@ def test_fit_calibration_under_a_skewed_cohort_brings_the_error_down():
     assert cal.validation["share_of_bayes_shift"] > 0.9
     np.testing.assert_allclose(np.array(cal.bias) - cal.bias[0], np.log(prior) - np.log(prior[0]), atol=0.25)
     # and none of it for a grader that already answers under the cohort's prior
-    natural = softmax(2.2 * x + np.log(prior))
+    natural = softmax(2.2 * x + np.log(prior), axis=-1)
     assert fit_calibration(natural, grades, counts).validation["share_of_bayes_shift"] < 0.1
     assert cal.validation["ece_after"] < 0.03 < cal.validation["ece_before"]
 
@@ -85,7 +85,7 @@ def test_em_estimates_the_prior_of_the_scored_cohort():
     truth = np.array([0.5, 0.1, 0.3, 0.1])
     grades = rng.choice(4, size=8000, p=truth)
     x = rng.normal(0, 1, (8000, 4)) + 1.8 * np.eye(4)[grades]
-    balanced = softmax(1.8 * x)  # the exact posteriors under a uniform prior
+    balanced = softmax(1.8 * x, axis=-1)  # the exact posteriors under a uniform prior
     np.testing.assert_allclose(em_prior(balanced, (0.25,) * 4), truth, atol=0.03)
 
 
@@ -302,7 +302,11 @@ def test_tables_carry_the_longitudinal_grades_beside_the_grades_alone(tmp_path):
     assert changes_off.loc[("P1", "2021-03-01"), "new_syndesmophytes"] == 1  # 1 → 2 alone: a false new lesion
     assert changes.loc[("P1", "2021-03-01"), "new_syndesmophytes"] == 0
     report = (joint / "report.html").read_text()
-    assert "Corners that change" in report and "(alone 1)" in report
+    # P3's corner goes 0 -> 2 and is a change; P1's stays 2 at every visit (1 alone in 2021): not a change,
+    # but a corner to review, saying why
+    assert "Corners that change (1)" in report.split("Patient P3")[1].split("<h2>")[0]
+    assert "Corners that change" not in report.split("Patient P1")[1].split("<h2>")[0]
+    assert "longitudinal: 1 from this radiograph alone, 2 with the patient&#39;s other visits" in report
 
 
 def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_path):

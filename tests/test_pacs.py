@@ -34,7 +34,7 @@ from orthanc import available as orthanc_available
 from score_doubles import scoring_models, settings
 
 from tfmssass.cli import main
-from tfmssass.core import anatomy
+from tfmssass.core import anatomy, retry
 from tfmssass.io import read_radiograph
 from tfmssass.pacs import dicomweb
 from tfmssass.pacs.objects import write_dicom_objects
@@ -262,7 +262,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
 def test_a_pacs_that_drops_or_answers_5xx_is_asked_again_with_growing_pauses(monkeypatch):
     server, url, _ = _serve(_Flaky)
     pauses = []
-    monkeypatch.setattr(dicomweb.time, "sleep", pauses.append)
+    monkeypatch.setattr(retry.time, "sleep", pauses.append)
     try:
         _Flaky.plan = ["drop", 503, 200]
         assert dicomweb.Pacs(url, backoff_s=0.5).studies(dicomweb.Selection(patients=("P1",))) == []
@@ -271,7 +271,7 @@ def test_a_pacs_that_drops_or_answers_5xx_is_asked_again_with_growing_pauses(mon
         _Flaky.plan = [500] * 10
         with pytest.raises(dicomweb.PacsUnavailable) as stopped:
             dicomweb.Pacs(url, backoff_s=0.5, tries=4).studies(dicomweb.Selection(patients=("P1",)))
-        assert pauses == [0.5, 1.0, 2.0] and str(stopped.value).endswith("finding studies failed 4 times (HTTP 500)")
+        assert pauses == [0.5, 1.0, 2.0] and str(stopped.value).endswith("finding studies: no answer after 4 tries (HTTP 500)")
         _Flaky.plan = [404]
         with pytest.raises(dicomweb.PacsError) as missing:  # not a fault that waiting mends
             dicomweb.Pacs(url).studies(dicomweb.Selection(patients=("P1",)))

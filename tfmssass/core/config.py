@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
+from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import DEFAULT_EXTENT, CropSpec
+
+#: The shipped phantom demo model (an export), relative to the repository.
+DEMO_MODEL = Path("saved_models") / "phantom-demo" / "1"
+
+
+def demo_model_dir() -> Path:
+    """The shipped demo model: beside the package (a source checkout) or under the working folder."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (base / DEMO_MODEL / "saved_model.pb").is_file():
+            return base / DEMO_MODEL
+    raise UsageError(f"the shipped demo model ({DEMO_MODEL}) was not found; run from the repository root "
+                     "or name a model")
 
 #: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
 REVIEW_THRESHOLD = 0.6  # grade probability below this → review

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,11 +18,9 @@ import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from tfmssass.core.retry import BACKOFF_S, TRIES, RetryPolicy
 from tfmssass.pacs.errors import PacsError, PacsUnavailable
 
-#: Tries per request before the run stops with the resume hint, and the first pause (doubled each time).
-TRIES = 5
-BACKOFF_S = 1.0
 #: Seconds to wait for a connection and for each answer.
 TIMEOUT_S = (10, 120)
 
@@ -111,34 +108,32 @@ class Pacs:
         if parts.username or parts.password:
             raise PacsError("--dicomweb: put the credentials in --auth-file, not in the address", 2)
         self.url = url.rstrip("/")
-        self.tries = tries or TRIES
-        self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
+        self.retry = RetryPolicy(tries or TRIES, BACKOFF_S if backoff_s is None else backoff_s)
         session = _Session(str(ca_bundle) if ca_bundle else None)
         session.auth = auth
         self.client = DICOMwebClient(self.url, session=session, timeout=TIMEOUT_S)
         self.client.set_http_retry_params(retry=False)  # the one retry loop is ours
 
     def _call(self, what: str, function, *args, **kwargs):
-        last = ""
-        for attempt in range(self.tries):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                return function(*args, **kwargs)
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
-                if status in (401, 403):
-                    raise PacsError(f"{self.url}: the server refused the credentials (HTTP {status}); "
-                                    "check --auth-file", 2) from None
-                if status < 500:
-                    raise PacsError(f"{self.url}: {what} failed (HTTP {status})") from None
-                last = f"HTTP {status}"
-            except requests.exceptions.SSLError as exc:
-                raise PacsError(f"{self.url}: the server's TLS certificate cannot be verified ({_reason(exc)}); "
-                                "give its CA with --ca-bundle", 2) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = _reason(exc)
-        raise PacsUnavailable(f"{self.url}: {what} failed {self.tries} times ({last})")
+        return self.retry.call(lambda: function(*args, **kwargs), lambda exc: self._transient(exc, what),
+                               f"{self.url}: {what}", PacsUnavailable)
+
+    def _transient(self, exc: Exception, what: str) -> str | None:
+        """A 5xx or a dropped connection is worth another try; a refusal is one clear error."""
+        if isinstance(exc, requests.HTTPError):
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (401, 403):
+                raise PacsError(f"{self.url}: the server refused the credentials (HTTP {status}); "
+                                "check --auth-file", 2) from None
+            if status < 500:
+                raise PacsError(f"{self.url}: {what} failed (HTTP {status})") from None
+            return f"HTTP {status}"
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise PacsError(f"{self.url}: the server's TLS certificate cannot be verified ({_reason(exc)}); "
+                            "give its CA with --ca-bundle", 2) from None
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return _reason(exc)
+        return None
 
     def check(self) -> None:
         """Ask one study of the server, so an address or credentials that do not work stop the run before

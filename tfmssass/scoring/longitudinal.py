@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import logsumexp
 
 from tfmssass.core import anatomy
 from tfmssass.core.config import PROBABILITY_FLOOR
@@ -85,12 +86,6 @@ def viterbi(evidence: np.ndarray, transitions: np.ndarray) -> np.ndarray:
     return np.array(path[::-1])
 
 
-def _logsumexp(x, axis):
-    top = np.max(x, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(x - top), axis=axis))
-
-
 def forward_backward(evidence: np.ndarray, transitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Posterior of each visit's state [T, 10] and of each consecutive pair [T-1, 10, 10], over all
     sequences the transitions allow, each weighted by its evidence."""
@@ -98,10 +93,10 @@ def forward_backward(evidence: np.ndarray, transitions: np.ndarray) -> tuple[np.
     alpha, beta = np.zeros(evidence.shape), np.zeros(evidence.shape)
     alpha[0] = evidence[0]
     for t in range(1, steps):
-        alpha[t] = _logsumexp(alpha[t - 1][:, None] + transitions, axis=0) + evidence[t]
+        alpha[t] = logsumexp(alpha[t - 1][:, None] + transitions, axis=0) + evidence[t]
     for t in range(steps - 2, -1, -1):
-        beta[t] = _logsumexp(transitions + (evidence[t + 1] + beta[t + 1])[None, :], axis=1)
-    total = _logsumexp(alpha[-1], axis=0)
+        beta[t] = logsumexp(transitions + (evidence[t + 1] + beta[t + 1])[None, :], axis=1)
+    total = logsumexp(alpha[-1], axis=0)
     marginals = np.exp(alpha + beta - total)
     pairs = np.array([np.exp(alpha[t][:, None] + transitions + (evidence[t + 1] + beta[t + 1])[None, :] - total)
                       for t in range(steps - 1)]).reshape(steps - 1, len(STATES), len(STATES))

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from tfmssass.core.config import demo_model_dir
 from tfmssass.core.errors import TfmssassError, UsageError
+from tfmssass.core.retry import BACKOFF_S, TRIES, RetryPolicy
 from tfmssass.io.images import encode_png16
 
 #: JSON → NumPy types of the outputs (a JSON null in a float output becomes NaN).
@@ -37,7 +38,6 @@ OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probab
 
 #: The shipped phantom demo model: next to the package in a source checkout, else under the
 #: current folder (the README's commands run from the repository root).
-DEMO_MODEL = Path("saved_models") / "phantom-demo" / "1"
 
 
 class ServingError(TfmssassError):
@@ -113,30 +113,13 @@ class SavedModelPredictor:
             for image in images]
 
 
-def with_retries(call: Callable, is_transient: Callable[[Exception], str | None], retries: int, backoff: float,
-                 where: str):
-    """``call()`` until it succeeds; an error that ``is_transient`` describes (returns text for) is
-    retried with exponential back-off, any other propagates. After ``retries`` tries:
-    :class:`ServingUnavailable` naming ``where`` and the last error."""
-    last = ""
-    for attempt in range(retries):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - is_transient decides, everything else is re-raised
-            last = is_transient(exc)
-            if last is None:
-                raise
-        if attempt + 1 < retries:
-            time.sleep(backoff * 2**attempt)
-    raise ServingUnavailable(f"{where}: no answer after {retries} tries ({last})")
-
-
 class RestPredictor:
     """TF Serving's REST predict API: POST {url}/v1/models/{name}:predict, row format."""
 
-    def __init__(self, url: str, model_name: str, retries: int = 5, backoff: float = 1.0, timeout: float = 300.0):
+    def __init__(self, url: str, model_name: str, retries: int = TRIES, backoff: float = BACKOFF_S,
+                 timeout: float = 300.0):
         self.endpoint = f"{url.rstrip('/')}/v1/models/{model_name}:predict"
-        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.retry, self.timeout = RetryPolicy(retries, backoff), timeout
         self.metadata = {}
 
     def _post(self, body: bytes) -> dict:
@@ -169,7 +152,7 @@ class RestPredictor:
     def _predict_one(self, image: np.ndarray) -> dict:
         png = base64.b64encode(encode_png16(image)).decode("ascii")
         body = json.dumps({"signature_name": "serving_default", "instances": [{"b64": png}]}).encode()
-        answer = with_retries(lambda: self._post(body), self._transient, self.retries, self.backoff, self.endpoint)
+        answer = self.retry.call(lambda: self._post(body), self._transient, self.endpoint, ServingUnavailable)
         if "predictions" not in answer:
             raise ServingError(f"unexpected answer from {self.endpoint}: no 'predictions'")
         row = answer["predictions"][0]
@@ -183,7 +166,8 @@ class _Transient(Exception):
 class GrpcPredictor:
     """TF Serving's gRPC PredictionService (``--grpc HOST:8500``), via tensorflow-serving-api."""
 
-    def __init__(self, target: str, model_name: str, retries: int = 5, backoff: float = 1.0, timeout: float = 300.0):
+    def __init__(self, target: str, model_name: str, retries: int = TRIES, backoff: float = BACKOFF_S,
+                 timeout: float = 300.0):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -191,7 +175,7 @@ class GrpcPredictor:
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target, options))
         self.target, self.model_name = target, model_name
-        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.retry, self.timeout = RetryPolicy(retries, backoff), timeout
         self.metadata = {}
 
     def _transient(self, exc: Exception) -> str | None:
@@ -214,17 +198,9 @@ class GrpcPredictor:
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = "serving_default"
         request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode_png16(image)]))
-        reply = with_retries(lambda: self._stub.Predict(request, timeout=self.timeout), self._transient,
-                             self.retries, self.backoff, self.target)
+        reply = self.retry.call(lambda: self._stub.Predict(request, timeout=self.timeout), self._transient,
+                                self.target, ServingUnavailable)
         return _one({k: tf.make_ndarray(v) for k, v in reply.outputs.items()})
-
-
-def demo_model_dir() -> Path:
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (base / DEMO_MODEL / "saved_model.pb").is_file():
-            return base / DEMO_MODEL
-    raise UsageError(f"no model given and the shipped demo model ({DEMO_MODEL}) was not found; "
-                     "run from the repository root or pass --model/--keypoints/--grader")
 
 
 def open_predictor(model_dir=None, keypoints_run=None, grader_run=None, server=None, grpc_target=None,

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from tfmssass.core.atomic import write_text
 from tfmssass.core.config import PROBABILITY_FLOOR
@@ -84,21 +85,15 @@ def _log(probabilities) -> np.ndarray:
     return np.log(np.clip(np.asarray(probabilities, np.float64), PROBABILITY_FLOOR, 1.0))
 
 
-def softmax(logits) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def calibrate(probabilities, calibration: Calibration) -> np.ndarray:
     """The grader's raw softmax [..., 4] → calibrated probabilities under ``calibration.prior``.
     (The SavedModel does the same in-graph: :class:`tfmssass.serving.module.ScoringModule`.)"""
-    return softmax(_log(probabilities) / calibration.temperature + np.asarray(calibration.bias))
+    return softmax(_log(probabilities) / calibration.temperature + np.asarray(calibration.bias), axis=-1)
 
 
 def uncalibrate(probabilities, calibration: Calibration) -> np.ndarray:
     """The inverse of :func:`calibrate`: the grader's raw softmax back (to measure calibration before)."""
-    return softmax((_log(probabilities) - np.asarray(calibration.bias)) * calibration.temperature)
+    return softmax((_log(probabilities) - np.asarray(calibration.bias)) * calibration.temperature, axis=-1)
 
 
 def change_prior(probabilities, from_prior, to_prior) -> np.ndarray:
@@ -141,7 +136,7 @@ def fit_scaling(probabilities, grades, shift=np.zeros(4)) -> tuple[float, float]
     shift = np.asarray(shift, float)
 
     def nll(x):
-        return negative_log_likelihood(softmax(log_p / np.exp(x[0]) + x[1] * shift), grades)
+        return negative_log_likelihood(softmax(log_p / np.exp(x[0]) + x[1] * shift, axis=-1), grades)
 
     result = minimize(nll, np.array([0.0, 1.0 if shift.any() else 0.0]), method="L-BFGS-B",
                       bounds=[(np.log(0.05), np.log(20.0)), (0.0, 1.0)])

@@ -14,14 +14,14 @@ import math
 import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 GRADES = (0, 1, 2, 3)
 
 
 def confusion_matrix(actual, predicted, classes: int = 4) -> np.ndarray:
-    cm = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(actual, int), np.asarray(predicted, int)), 1)
-    return cm
+    """Rows actual, columns predicted, every grade present even where no corner has it."""
+    return sk_confusion_matrix(np.asarray(actual, int), np.asarray(predicted, int), labels=list(range(classes)))
 
 
 def _ratio(a, b) -> float:
