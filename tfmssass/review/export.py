@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tfmssass.core import anatomy
+from tfmssass.core.errors import UsageError
 from tfmssass.io.labels import empty_labels, write_labels
 from tfmssass.review.session import agreed, disagreements
 from tfmssass.review.store import ReviewStore
@@ -29,12 +30,12 @@ def readings(worklist: Worklist, store: ReviewStore, reader: str | None) -> tupl
     out, warnings = {}, []
     if reader is not None:
         if reader not in store.readers("reader"):
-            raise ValueError(f"{store.path}: no reader {reader!r} (readers: {', '.join(store.readers()) or 'none'})")
+            raise UsageError(f"{store.path}: no reader {reader!r} (readers: {', '.join(store.readers()) or 'none'})")
         values = store.values(reader)
         return {f.key: {**_start(f, store), **values.get(f.key, {})} for f in worklist.films}, warnings
     pair, judges = store.readers("reader"), store.readers("adjudicator")
     if len(pair) != 2 or len(judges) != 1:
-        raise ValueError(f"{store.path}: an adjudicated export needs two readers and one adjudicator "
+        raise UsageError(f"{store.path}: an adjudicated export needs two readers and one adjudicator "
                          f"(found readers {pair}, adjudicators {judges})")
     a_values, b_values, decided = store.values(pair[0]), store.values(pair[1]), store.values(judges[0])
     undecided = 0

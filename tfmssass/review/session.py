@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from tfmssass.core import anatomy
+from tfmssass.core.errors import UsageError
 from tfmssass.io import image_size
 from tfmssass.review.render import Pictures
 from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
@@ -90,7 +91,7 @@ class ReviewSession:
         if adjudicate:
             readers = store.readers("reader")
             if len(readers) != 2:
-                raise ValueError(f"{store.path}: adjudication needs exactly two readers, found "
+                raise UsageError(f"{store.path}: adjudication needs exactly two readers, found "
                                  f"{len(readers)} ({', '.join(readers) or 'none'})")
             self.pair = (readers[0], readers[1])
             self.films = [f for f in self.films if self.differences(f)]

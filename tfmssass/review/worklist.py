@@ -80,8 +80,8 @@ def reading_from_record(record: dict) -> tuple[dict, dict]:
             if info["cut"]:
                 reading[f"{level}_{p}"] = [round(float(v), 2) for v in info[p]]
     for c in record.get("corners", []):
-        model[c["corner"]] = {"confidence": c["confidence"], "review": bool(c["review"]), "why": c["why"],
-                              "p": c["p"]}
+        model[c["corner"]] = {"confidence": c["confidence"], "p_grade": c.get("p_grade"), "review": bool(c["review"]),
+                              "why": c["why"], "p": c["p"]}
         if c["grade"] is not None:
             reading[c["corner"]] = int(c["grade"])
     return reading, model
@@ -236,5 +236,5 @@ def ordered(films: list[Film], order: str, seed: int) -> list[Film]:
     if order == "blinded":
         random.Random(seed).shuffle(films)
     elif order != "known":
-        raise ValueError(f"unknown reading order {order!r} (known or blinded)")
+        raise UsageError(f"unknown reading order {order!r} (known or blinded)")
     return films

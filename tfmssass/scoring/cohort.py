@@ -89,7 +89,8 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
     """Apply ``settings.prior`` and ``settings.longitudinal`` to the scored records in place.
 
     Every graded corner gets ``grade_independent`` (its grade from its radiograph alone); ``grade``
-    becomes the longitudinal grade of the radiographs used. A corner whose grade the joint decoding
+    becomes the longitudinal grade of the radiographs used, and ``p_grade`` the probability of that grade
+    (the patient's visits together where they were decoded together, else this radiograph's). A corner whose grade the joint decoding
     changed is flagged for review, with the reason. Returns the decoding (change distributions).
     """
     scored = [r for r in records if r["status"] == Status.SCORED]
@@ -99,6 +100,7 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
             regrade(r, prior, settings.review_threshold, settings.point_review)
         for c in r["corners"]:
             c["grade_independent"] = c["grade"]
+            c["p_grade"] = None if c["grade"] is None else c["p"][c["grade"]]
     table, entries = corner_table(scored)
     used = ~table["file"].isin(set(not_used)).to_numpy()
     frame = table[used].astype({"grade": float, "p0": float, "p1": float, "p2": float, "p3": float})
@@ -110,6 +112,7 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
         if c["grade"] is None or not joint:
             continue
         point = points[(file, c["level"])]
+        c["p_grade"] = round(float(chance), 4)
         c["confidence"] = round(min(float(point), float(chance)), 4)
         if int(grade) != c["grade"]:
             c["grade"] = int(grade)

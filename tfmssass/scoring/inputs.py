@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core.config import RADIOGRAPH_MODALITIES
+from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import turn_points
 from tfmssass.io import RadiographError, sniff_format
 
@@ -80,7 +81,7 @@ def read_meta_table(csv) -> dict[str, dict]:
     table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     missing = {"file", "patient_id", "visit_date"} - set(table.columns)
     if missing:
-        raise ValueError(f"{csv}: missing column(s) {', '.join(sorted(missing))}")
+        raise UsageError(f"--meta {csv}: missing column(s) {', '.join(sorted(missing))}")
     return {Path(row["file"]).as_posix(): dict(row) for _, row in table.iterrows()}
 
 
@@ -94,13 +95,23 @@ def identify(path: Path, root: Path, meta: dict, sidecar: dict | None = None) ->
     parts = Path(relative).parts
     if (not patient or not date) and len(parts) >= 3 and _iso_date(parts[-2]):
         patient, date = patient or parts[-3], date or _iso_date(parts[-2])
-    if not patient:
-        raise RadiographError(path, "no patient id (no PatientID, --meta row or <patient>/<date>/ folder)")
-    if not date:
-        raise RadiographError(path, "no visit date (no StudyDate, --meta row or <patient>/<YYYY-MM-DD>/ folder)")
+    if not patient or not date:
+        missing = " and no ".join(what for what, value in (("patient id", patient), ("visit date", date)) if not value)
+        raise RadiographError(path, f"no {missing}: {_layout_hint(parts)} (or give them in the DICOM header "
+                                    "or a --meta row)")
     if view and view not in ("cervical", "lumbar"):
         raise RadiographError(path, f"--meta view {view!r} is not cervical or lumbar")
     return {"patient_id": str(patient), "visit_date": date, "view": view}
+
+
+def _layout_hint(parts: tuple[str, ...]) -> str:
+    """What the folder layout <patient>/<YYYY-MM-DD>/FILE lacks for the file at ``parts``."""
+    layout = f"the layout is <patient>/<YYYY-MM-DD>/{parts[-1]}"
+    if len(parts) >= 3:
+        return f"its folder {parts[-2]!r} is not a date YYYY-MM-DD; {layout}"
+    if len(parts) == 2:
+        return f"it lies in {parts[0]}/ without a date folder; {layout}"
+    return f"it lies at the top of the folder; {layout}"
 
 
 def is_dicom(path) -> bool:

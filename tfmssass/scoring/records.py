@@ -194,7 +194,8 @@ def review_text(code: int, point_confidence: float, review_threshold: float) -> 
     if code & grades.POINTS_UNSURE:
         reasons.append(f"points not confident ({point_confidence:.2f})")
     if code & grades.DOUBTFUL_GRADE:
-        reasons.append(f"doubtful grade (probability of this grade under {review_threshold:g})")
+        reasons.append(f"doubtful grade (on this radiograph alone, the probability of its grade is under "
+                       f"{review_threshold:g})")
     if code & grades.BRIDGE_DISAGREES:
         reasons.append(grades.REVIEW_REASONS[grades.BRIDGE_DISAGREES])
     return "; ".join(reasons)

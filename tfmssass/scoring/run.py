@@ -41,7 +41,7 @@ from tfmssass.scoring.records import (
     corner_table,
 )
 from tfmssass.scoring.report import write_report
-from tfmssass.scoring.totals import progression, visit_totals
+from tfmssass.scoring.totals import for_output, progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
 
 IMAGE_COLUMNS = ["file", "patient_id", "visit_date", "view", "orientation", "score", "corners_graded", "status"]
@@ -238,8 +238,9 @@ def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> 
     note = settings.models_note
     _write_csv(out / "corners.csv", corners.astype({"grade": "Int64", "grade_independent": "Int64"}), note)
     _write_csv(out / "images.csv", images.astype({"score": "Int64"}), note)
-    _write_csv(out / "visits.csv", visits.round({"cervical": 2, "lumbar": 2, "msasss": 2}), note)
-    _write_csv(out / "progression.csv", changes.round({"delta": 2, "p_progressed": 4}), note)
+    visits, changes = for_output(visits), for_output(changes)  # rounded once: the CSVs and the report agree
+    _write_csv(out / "visits.csv", visits, note)
+    _write_csv(out / "progression.csv", changes, note)
     _write_csv(out / "errors.csv", errors, note)
     write_report(out / "report.html", records, visits, changes, not_used, settings, run_id=folder.run_id())
     failures = [(r["file"], r["reason"]) for r in records if r["status"] == Status.FAILED]

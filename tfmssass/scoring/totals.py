@@ -18,6 +18,9 @@ MAX_IMPUTED = 3
 #: Smallest detectable change of mSASSS between two visits (the "progressed" threshold).
 PROGRESSION_DELTA = 2.0
 IMPUTE_CHOICES = ("mean", "none")
+#: Decimals of what is shown: totals and changes are computed exactly and rounded once, on the way out
+#: (:func:`for_output`), so every table and the report show the same numbers.
+OUTPUT_DECIMALS = {"cervical": 2, "lumbar": 2, "msasss": 2, "delta": 2, "p_progressed": 4}
 
 VISIT_COLUMNS = ["patient_id", "visit_date", "cervical", "lumbar", "msasss", "corners_graded",
                  "imputed", "complete"]
@@ -61,6 +64,15 @@ def visit_totals(corners: pd.DataFrame, impute: str = "mean") -> pd.DataFrame:
         out["complete"] = complete
         rows.append(out)
     return pd.DataFrame(rows, columns=VISIT_COLUMNS)
+
+
+def for_output(frame: pd.DataFrame) -> pd.DataFrame:
+    """A visits or progression table rounded as every output shows it (:data:`OUTPUT_DECIMALS`)."""
+    columns = {c: d for c, d in OUTPUT_DECIMALS.items() if c in frame.columns}
+    rounded = frame.copy()
+    for column, decimals in columns.items():
+        rounded[column] = [None if pd.isna(v) else round(float(v), decimals) for v in frame[column]]
+    return rounded
 
 
 def _bridged_levels(grades: dict) -> set[str]:

@@ -28,8 +28,12 @@ from sklearn.metrics import cohen_kappa_score
 
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.core.errors import UsageError
 from tfmssass.io.labels import load_labels
 from tfmssass.scoring.totals import PROGRESSION_DELTA, progression, visit_totals
+
+#: Decimals of the paired totals and changes written beside the statistics.
+PAIR_DECIMALS = 4
 
 #: How a scored folder is compared: its visits graded alone, then together.
 MODES = ("off", "monotone")
@@ -310,7 +314,7 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dic
         from tfmssass.scoring.folder import ScoredFolder
 
         if not ScoredFolder(scored_dir).is_scored():
-            raise ValueError(f"{scored_dir}: not a folder written by 'tfmssass score'")
+            raise UsageError(f"{scored_dir}: not a folder written by 'tfmssass score'")
         ScoredFolder(scored_dir).format_version()  # a newer folder is refused in one line
         scores_csv = scored_dir / "visits.csv"
     scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
@@ -322,7 +326,7 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dic
         corner_result = corner_agreement(reader_corners, reference_corners)
     missing = {"patient_id", "visit_date", "msasss"} - set(scores.columns)
     if missing:
-        raise ValueError(f"{scores_csv}: neither a visits.csv nor a labels.csv (missing {', '.join(sorted(missing))})")
+        raise UsageError(f"{scores_csv}: neither a visits.csv nor a labels.csv (missing {', '.join(sorted(missing))})")
     result, paired, changes = agreement(scores, reference)
     if corner_result is not None:
         result["corners"] = corner_result
@@ -333,8 +337,8 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dic
         bland_altman_plot(changes[["delta_scored", "delta_reference"]].to_numpy(float), result["change"],
                           "change in mSASSS between visits", out / "bland_altman_change.png")
     for frame, name in ((paired.drop(columns="_merge"), "visit_pairs.csv"), (changes, "change_pairs.csv")):
-        with atomic_path(out / name) as tmp:
-            frame.to_csv(tmp, index=False)
+        with atomic_path(out / name) as tmp:  # rounded on the way out: no 4.399999999999999
+            frame.round(PAIR_DECIMALS).to_csv(tmp, index=False)
     text = markdown(result)
     if scored_dir is not None:
         result["longitudinal"] = longitudinal_agreement(scored_dir, reference, reference_corners, impute)

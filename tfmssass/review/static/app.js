@@ -147,8 +147,8 @@ function drawPanel() {
     (film.visit_date ? `visit ${film.visit_date}` : "date hidden") + ` · ${view() || "view not set: press c or l"}` +
     ` · ${film.width}×${film.height}`;
   const head = $("corners").tHead, body = $("corners").tBodies[0];
-  head.innerHTML = "<tr><th>corner</th><th>grade</th>" + (adjudicating ? "<th>A</th><th>B</th>" : "<th>model</th>") +
-    "<th></th></tr>";
+  head.innerHTML = "<tr><th>corner</th><th>grade</th>" + (adjudicating ? "<th>A</th><th>B</th>" :
+    '<th title="the model\'s grade and the probability of that grade">model (P)</th>') + "<th></th></tr>";
   body.textContent = "";
   for (const corner of view() ? s.views[view()].corners : []) {
     const tr = document.createElement("tr");
@@ -158,9 +158,15 @@ function drawPanel() {
     const cells = [corner, fmt(reading[corner])];
     if (adjudicating) cells.push(fmt(film.readers[s.pair[0]][corner]), fmt(film.readers[s.pair[1]][corner]));
     else cells.push(film.start[corner] === undefined ? "–" :
-      `${fmt(film.start[corner])} (${model.confidence == null ? "?" : model.confidence.toFixed(2)})`);
+      `${fmt(film.start[corner])} (${model.p_grade == null ? "?" : model.p_grade.toFixed(2)})`);
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
-    if (model.review && !adjudicating) tr.children[2].insertAdjacentHTML("beforeend", ' <span class="flag">⚑</span>');
+    if (model.review && !adjudicating) {
+      const flag = document.createElement("span");
+      flag.className = "flag";
+      flag.textContent = " ⚑";
+      flag.title = model.why || "flagged for review";
+      tr.children[2].appendChild(flag);
+    }
     const td = document.createElement("td");
     for (const g of [0, 1, 2, 3, NG]) {
       const b = document.createElement("button");
@@ -173,6 +179,8 @@ function drawPanel() {
     tr.onclick = (e) => { if (e.target.tagName !== "BUTTON") { state.field = corner; draw(); } };
     body.appendChild(tr);
   }
+  const flagged = state.field && !adjudicating ? film.model[state.field] || {} : {};
+  $("why").textContent = flagged.review ? `⚑ ${state.field}: ${flagged.why || "flagged for review"}` : "";
   drawCrops();
 }
 
