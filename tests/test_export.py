@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy, geometry
-from tfmssass.core.config import grader_config, keypoint_config
+from tfmssass.core.config import demo_model_dir, grader_config, keypoint_config
 from tfmssass.core.errors import UsageError
 from tfmssass.io import read_radiograph
 from tfmssass.io.images import encode_png16
@@ -43,6 +43,7 @@ from tfmssass.stages.grader.grades import grade_corners
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.keypoints.detect import KeypointDetector, strongest_region
 from tfmssass.stages.keypoints.model import build_hrnet
+from tfmssass.stages.runs import EXPORT_INIT, RunFolderError, initial_weights
 
 # ---- the TF pieces against their references -------------------------------------------------------
 
@@ -236,6 +237,24 @@ def test_paper_size_presets_export_and_load(tmp_path):
     loaded = tf.saved_model.load(str(path))
     out = loaded.signatures["image_tensor"](images=tf.zeros([1, 600, 500, 1]))
     assert out["grade_probabilities"].shape == (1, 12, 4) and out["keypoints"].shape == (1, 24, 2)
+
+
+@pytest.mark.slow
+def test_init_demo_fine_tunes_from_the_shipped_models_weights(tmp_path):
+    # the quick recipe's start: the grader taken out of the shipped export answers as the export does
+    path, whole = initial_weights("demo", "grader", grader_config("small").to_dict(), tmp_path)
+    assert whole and Path(path) == (tmp_path / EXPORT_INIT).resolve()
+    grader = build_grader(grader_config("small"))
+    grader.load_weights(path)
+    demo = demo_model_dir()
+    calibration = Calibration.from_dict(json.loads((demo / "metadata.json").read_text())["calibration"])
+    crops = np.random.default_rng(0).random((3, 128, 128, 1)).astype(np.float32)
+    loaded = tf.saved_model.load(str(demo))  # held: its functions need their variables alive
+    theirs = loaded.grade(crops)["grade_probabilities"].numpy()
+    np.testing.assert_allclose(calibrate(grader(crops).numpy(), calibration), theirs, atol=1e-4)
+    assert initial_weights("demo", "keypoints", keypoint_config("small").to_dict(), tmp_path / "kp")[1]
+    with pytest.raises(RunFolderError, match="trained with --preset small"):
+        initial_weights("demo", "grader", grader_config("tiny").to_dict(), tmp_path)
 
 
 # ---- serving clients ----------------------------------------------------------------------------------

@@ -276,7 +276,7 @@ def test_init_imagenet_takes_the_backbone_weights_keras_downloads(tmp_path, monk
     asked = []
     monkeypatch.setattr(file_utils, "get_file", lambda name, *a, **k: asked.append(name) or str(fake))
 
-    assert initial_weights("imagenet", "grader", {}) == ("imagenet", False)
+    assert initial_weights("imagenet", "grader", {}, tmp_path) == ("imagenet", False)
     grader = CornerGrader("resnet50", 32)
     grader.load_imagenet()
     assert asked and "notop" in asked[0]
@@ -285,4 +285,4 @@ def test_init_imagenet_takes_the_backbone_weights_keras_downloads(tmp_path, monk
     with pytest.raises(ValueError, match="no ImageNet weights"):
         CornerGrader("tiny", 32).load_imagenet()
     with pytest.raises(RunFolderError, match="HRNet"):
-        initial_weights("imagenet", "keypoints", {})
+        initial_weights("imagenet", "keypoints", {}, tmp_path)

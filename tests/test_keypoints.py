@@ -185,37 +185,34 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_training_resumes_after_interruption(phantoms, tmp_path):
+def test_training_resumes_after_interruption_in_mixed_precision(phantoms, tmp_path):
+    # mixed precision (the GPU setting) rides along: the whole story runs under mixed_float16
     config = keypoint_config("tiny", epochs=3, steps_per_epoch=1, batch_size=2)
     run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train_keypoints(phantoms / "labels.csv", run, config, verbose=0, extra_callbacks=[_Interrupt(True)])
-    assert (run / "log.csv").stat().st_size == 0
-    with pytest.raises(KeyboardInterrupt):
-        train_keypoints(phantoms / "labels.csv", run, config, verbose=0, extra_callbacks=[_Interrupt()])
-    assert not (run / "done").exists() and (run / "backup").exists()
-    train_keypoints(phantoms / "labels.csv", run, config, verbose=0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_keypoints(phantoms / "labels.csv", run, config, mixed_precision=True, verbose=0,
+                            extra_callbacks=[_Interrupt(True)])
+        assert (run / "log.csv").stat().st_size == 0
+        with pytest.raises(KeyboardInterrupt):
+            train_keypoints(phantoms / "labels.csv", run, config, mixed_precision=True, verbose=0,
+                            extra_callbacks=[_Interrupt()])
+        assert not (run / "done").exists() and (run / "backup").exists()
+        train_keypoints(phantoms / "labels.csv", run, config, mixed_precision=True, verbose=0)
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        model = HRNet.from_preset("w8", input_size=(128, 96))
+        assert model.get_layer("stem1_conv").compute_dtype == "float16"
+        assert model.output.dtype == "float32"  # heatmaps stay float32 for the loss and decoding
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     log = pd.read_csv(run / "log.csv")
     assert list(log["epoch"]) == [0, 1, 2]  # continued at epoch 2, nothing repeated
     assert (run / "done").exists() and (run / "best.weights.h5").exists()
     split = pd.read_csv(run / "split.csv")
     assert set(split["split"]) == {"train", "val"}
     with pytest.raises(Exception, match="another configuration"):
-        train_keypoints(phantoms / "labels.csv", run, keypoint_config("tiny", epochs=4), verbose=0)
-
-
-@pytest.mark.slow
-def test_mixed_precision_training_keeps_float32_outputs(phantoms, tmp_path):
-    config = keypoint_config("tiny", epochs=1, steps_per_epoch=1, batch_size=2)
-    try:
-        run = train_keypoints(phantoms / "labels.csv", tmp_path / "mp", config, mixed_precision=True, verbose=0)
-        assert keras.mixed_precision.global_policy().name == "mixed_float16"
-        model = HRNet.from_preset("w8", input_size=(128, 96))
-        assert model.get_layer("stem1_conv").compute_dtype == "float16"
-        assert model.output.dtype == "float32"  # heatmaps stay float32 for the loss and decoding
-        assert (run / "best.weights.h5").exists() and (run / "log.csv").exists()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+        train_keypoints(phantoms / "labels.csv", run, keypoint_config("tiny", epochs=4), mixed_precision=True,
+                        verbose=0)
 
 
 def test_evaluation_numbers_match_hand_computation():

@@ -19,6 +19,7 @@ from review_helpers import CHROMIUM, api, base, browser_page, call, review_serve
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy
+from tfmssass.core.config import keypoint_config
 from tfmssass.io.labels import load_labels, write_labels
 from tfmssass.review.export import export_labels
 from tfmssass.review.session import ReviewSession, disagreements
@@ -26,6 +27,7 @@ from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
 from tfmssass.review.worklist import SourceError, open_worklist, reading_from_record
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.run import run_scoring
+from tfmssass.stages.runs import RunFolderError, initial_weights
 
 needs_browser = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (.ci/run installs it)")
 
@@ -438,9 +440,9 @@ def test_a_reviewed_export_fine_tunes_a_run(phantoms, tmp_path):
     assert tuned.returncode == 0, tuned.stderr[-1500:]
     config = json.loads((tmp_path / "grader1" / "config.json").read_text())
     assert config["init"] == str((tmp_path / "grader0" / "best.weights.h5").resolve())
-    wrong = _cli("train", "keypoints", "--labels", export, "--out", tmp_path / "bad", "--init", tmp_path / "grader0",
-                 "--preset", "tiny")
-    assert wrong.returncode == 1 and "needs a keypoints run" in wrong.stderr
+    with pytest.raises(RunFolderError, match="a grader run; --init needs a keypoints run") as wrong:
+        initial_weights(str(tmp_path / "grader0"), "keypoints", keypoint_config("tiny").to_dict(), tmp_path / "bad")
+    assert wrong.value.exit_code == 2  # a usage error
 
 
 def test_export_of_an_unknown_reader_fails_cleanly(scored, tmp_path):

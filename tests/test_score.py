@@ -368,7 +368,14 @@ def _tiny_runs(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_cli_untrained_models_report_spine_not_found(phantoms, tmp_path):
+    from tfmssass.stages.runs import judge_learning
+
     keypoints, grader = _tiny_runs(tmp_path)
+    (grader / "log.csv").write_text("epoch,loss,val_balanced_accuracy\n0,1.2,0.41\n1,1.1,0.52\n")
+    assert judge_learning(grader, "grader") is None  # past chance: learnt
+    (keypoints / "log.csv").write_text("epoch,loss,val_point_error\n0,0.1,31.5\n1,0.09,22.0\n")
+    warning = judge_learning(keypoints, "keypoints")
+    assert "learnt little (median point error 22.0% of the diagonal" in warning and "--init demo" in warning
     folder = tmp_path / "in"
     folder.mkdir()
     first = sorted(phantoms.glob("PH*/*/cervical.dcm"))[0]
@@ -384,6 +391,8 @@ def test_cli_untrained_models_report_spine_not_found(phantoms, tmp_path):
     assert set(errors.index) == {"a.dcm", "b.dcm"}
     assert errors.loc["a.dcm", "reason"].startswith("spine not found")
     assert errors.loc["b.dcm", "reason"] == "empty file"
+    assert "the model may be undertrained" in result.output and "keypoints (best val_point_error 22.0)" in result.output
+    assert "hint: the spine was found on no radiograph" in result.output
     assert "PHANTOM" not in (tmp_path / "out" / "report.html").read_text()  # not trained on phantoms
 
     usage = runner.invoke(main, args + ["--pseudonymize"])

@@ -279,8 +279,9 @@ def _run_training(train_fn, source, out, config, **kwargs) -> None:
 @click.option("--val-fraction", type=float, default=None)
 @click.option("--steps-per-epoch", type=click.IntRange(1), default=None)
 @click.option("--init", default=None,
-              help="Fine-tune an earlier keypoints run folder (same preset), or start from a .weights.h5 "
-                   "file; nothing is downloaded.")
+              help="Fine-tune 'demo' (the shipped demo model; --preset small), an exported model folder or an "
+                   "earlier keypoints run folder (same preset), or start from a .weights.h5 file; nothing is "
+                   "downloaded.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 (GPUs with tensor cores).")
 @_STRATEGY_OPTION
 def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, learning_rate, seed, val_fraction,
@@ -329,7 +330,8 @@ def train_checks_cmd(keypoints_run, epochs):
 @click.option("--seed", type=int, default=None)
 @click.option("--val-fraction", type=float, default=None)
 @click.option("--init", default=None,
-              help="Fine-tune an earlier grader run folder (same preset and backbone); backbone weights from a "
+              help="Fine-tune 'demo' (the shipped demo model; --preset small), an exported model folder or an "
+                   "earlier grader run folder (same preset and backbone); backbone weights from a "
                    "local file (e.g. an ImageNet notop .h5); or 'imagenet': Keras downloads the backbone's "
                    "ImageNet weights once into ~/.keras/models (keras.applications backbones, e.g. --preset paper).")
 @click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), default=None,
@@ -410,10 +412,7 @@ def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
     for a scored folder also new syndesmophytes and calibration, visits alone against together."""
     from tfmssass.stats.agreement import evaluate_agreement
 
-    try:
-        result = evaluate_agreement(scores_csv, labels_csv, out, impute)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    result = evaluate_agreement(scores_csv, labels_csv, out, impute)
     click.echo(result.pop("text"))
     if result["visits_paired"] < 2:
         _fail("fewer than 2 visits with a complete total on both sides: nothing to compare "
@@ -494,9 +493,7 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
               help="--dicomweb: CA certificates to verify the server with (default: the system's).")
 @click.option("--store", "send", is_flag=True, help="--dicomweb: send the DICOM objects back by STOW-RS.")
-def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_target, model_name, view, meta_csv,
-          impute, review_threshold, prior, longitudinal, decrease_cost, batch_size, resume, overwrite, pseudonymize,
-          salt, salt_file, quiet, dicom_out, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send):
+def score(**given):
     """Score every radiograph under DIRECTORY (or, with --dicomweb, in a PACS): corners.csv,
     images.csv, visits.csv, progression.csv, errors.csv, overlays/ and report.html in OUT.
 
@@ -508,112 +505,91 @@ def score(directory, out, model_dir, keypoints_run, grader_run, server, grpc_tar
     errors.csv; everything else is written) or the PACS stopped answering (run again with --resume),
     2 on a usage error, including credentials the PACS refuses.
     """
-    from pathlib import Path
-
     from tfmssass.pacs.errors import PacsUnavailable
-    from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
     from tfmssass.scoring.folder import ScoredFolder
-    from tfmssass.scoring.longitudinal import DECREASE_COST
-    from tfmssass.scoring.records import Settings
-    from tfmssass.scoring.run import salt_id
+    from tfmssass.scoring.options import ScoreOptions
     from tfmssass.serving.predictors import ServingUnavailable, open_predictor
 
-    pacs = _open_pacs(directory, dicomweb_url, study_uids, patient_ids, since, auth_file, ca_bundle, send, meta_csv)
-    if pseudonymize and (dicom_out or pacs):
-        _fail("--pseudonymize cannot be used with --dicom or --dicomweb: the DICOM objects must reference the "
-              "original radiographs", 2)
-    if prior not in PRIOR_CHOICES:
-        try:
-            prior = read_prior_file(prior)
-        except OSError as exc:
-            _fail(f"--prior {prior}: not data, uniform or em, and not a readable file ({exc.strerror})", 2)
-    if decrease_cost is not None and longitudinal != "soft":
-        _fail("--decrease-cost only makes sense with --longitudinal soft", 2)
-
-    if pseudonymize:
-        if bool(salt) == bool(salt_file):
-            _fail("--pseudonymize needs exactly one of --salt or --salt-file", 2)
-        salt = salt or Path(salt_file).read_text().strip()
-        if len(salt) < 8:
-            _fail("the pseudonymisation salt must have at least 8 characters", 2)
-    elif salt or salt_file:
-        _fail("--salt/--salt-file only make sense with --pseudonymize", 2)
-    else:
-        salt = None
-    if resume and overwrite:
-        _fail("--resume keeps a run's results and --overwrite removes them: give one", 2)
-    folder = ScoredFolder(out)
+    options = ScoreOptions(**given)
+    pacs = _open_pacs(options)
+    options.check()
+    folder = ScoredFolder(options.out)
     with folder.writing():  # one run at a time, checked before the models load
-        folder.check_start(resume, overwrite)
-        predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, server, grpc_target,
-                                                  model_name, batch_size=batch_size,
-                                                  review_threshold=review_threshold)
-        if prior != "data" and predictor.metadata and "calibration" not in predictor.metadata:
-            _fail(f"--prior {prior if isinstance(prior, str) else 'FILE'}: {text} was exported before calibration "
-                  "and does not say what prior its probabilities assume; export it again", 2)
-        settings = Settings(models=text, phantom=phantom, view=view, impute=impute,
-                            review_threshold=review_threshold, salt_id=salt_id(salt) if salt else None,
-                            prior=prior, longitudinal=longitudinal, decrease_cost=decrease_cost or DECREASE_COST)
+        folder.check_start(options.resume, options.overwrite)
+        predictor, text, phantom = open_predictor(**options.model_source)
+        settings = options.settings(text, phantom, predictor.metadata)
         if phantom:
             click.echo(f"note: {settings.models_note}", err=True)
+        if undertrained := predictor.metadata.get("undertrained"):
+            click.echo(f"warning: the model may be undertrained: its training's validation says it learnt little "
+                       f"({'; '.join(undertrained)}); check its results before using them", err=True)
         try:
-            counts = _score(directory, out, predictor, settings, pacs, meta_csv, batch_size, resume, overwrite,
-                            not quiet, salt, dicom_out, send)
+            counts = _score(options, predictor, settings, pacs)
         except PacsUnavailable as exc:
             _fail(f"{exc}; what was fetched and scored is kept: run again with --resume")
         except ServingUnavailable as exc:
             _fail(f"{exc}; what was scored is kept: run again with --resume")
-    _summary(out, counts, dicomweb_url, send)
-    if phantom:
-        click.echo(f"note: {settings.models_note}")
+    _summary(options, counts)
     sys.exit(1 if counts["failed"] or counts.get("not_made") else 0)
 
 
-def _score(directory, out, predictor, settings, pacs, meta_csv, batch_size, resume, overwrite, progress, salt,
-           dicom_out, send) -> dict:
+def _score(options, predictor, settings, pacs) -> dict:
     """The scoring run itself, from a folder or a PACS, holding OUT's lock; returns the counts."""
+    common = {"batch_size": options.batch_size, "resume": options.resume, "overwrite": options.overwrite,
+              "progress": not options.quiet}
     if pacs:
         from tfmssass.pacs.pull import score_from_pacs
 
-        return score_from_pacs(*pacs, out, predictor, settings, send=send, resume=resume, overwrite=overwrite,
-                               progress=progress, batch_size=batch_size)
+        return score_from_pacs(*pacs, options.out, predictor, settings, send=options.send, **common)
     from tfmssass.scoring.run import run_scoring
 
-    counts = run_scoring(directory, out, predictor, settings, meta_csv=meta_csv, batch_size=batch_size,
-                         resume=resume, overwrite=overwrite, progress=progress, salt=salt)
-    if dicom_out:
+    counts = run_scoring(options.directory, options.out, predictor, settings, meta_csv=options.meta_csv,
+                         salt=options.salt, **common)
+    if options.dicom_out:
         from tfmssass.pacs.objects import write_dicom_objects
 
-        written = write_dicom_objects(out, settings)
+        written = write_dicom_objects(options.out, settings)
         counts.update(objects=len(written.rows), not_made=written.not_made)
     return counts
 
 
-def _summary(out, counts: dict, dicomweb_url, send) -> None:
+def _summary(options, counts: dict) -> None:
     """What the run did, on the terminal: counts, the first failures with their reasons, where to look."""
-    out = Path(out)
-    if dicomweb_url:
-        click.echo(f"{dicomweb_url}: {counts['studies']} studies found")
+    out = Path(options.out)
+    if options.dicomweb_url:
+        click.echo(f"{options.dicomweb_url}: {_count(counts['studies'], 'study', 'studies')} found")
     for file, reason in counts["first_failures"]:
         click.echo(f"failed: {file}: {reason}", err=True)
     if counts["failed"] > len(counts["first_failures"]):
         click.echo(f"... and {counts['failed'] - len(counts['first_failures'])} more failed (see errors.csv)", err=True)
-    click.echo(f"{out}: {counts['scored']} radiographs scored, {counts['failed']} failed, "
-               f"{counts['skipped']} skipped (see errors.csv); open {out / 'report.html'}")
+    listed = " (see errors.csv)" if counts["failed"] or counts["skipped"] else ""
+    click.echo(f"{out}: {_count(counts['scored'], 'radiograph')} scored, {counts['failed']} failed, "
+               f"{counts['skipped']} skipped{listed}; open {out / 'report.html'}")
     if "objects" in counts:
-        click.echo(f"{out / 'dicom'}: {counts['objects']} DICOM objects (structured reports and presentation "
-                   f"states; see index.csv)" + (f", {counts['stored']} stored in the PACS" if send else ""))
+        click.echo(f"{out / 'dicom'}: {_count(counts['objects'], 'DICOM object')} (structured reports and "
+                   "presentation states; see index.csv)" + (f", {counts['stored']} stored in the PACS"
+                                                             if options.send else ""))
         for missing in counts["not_made"]:
             click.echo(f"{missing['file']}: {missing['reason']}", err=True)
+    if not counts["scored"] and any(r.startswith("spine not found") for _, r in counts["first_failures"]):
+        click.echo("hint: the spine was found on no radiograph: the keypoint model may be undertrained "
+                   "(see docs/training.md for a quick recipe), or these are not lateral spine films", err=True)
     if counts["not_used"]:
-        click.echo(f"{counts['not_used']} radiographs not used: another of the same view and visit "
+        click.echo(f"{_count(counts['not_used'], 'radiograph')} not used: another of the same view and visit "
                    "was better (see images.csv)")
 
 
-def _open_pacs(directory, url, studies, patients, since, auth_file, ca_bundle, send, meta_csv):
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _open_pacs(options):
     """(the PACS, the selection) for ``score --dicomweb``, or None for a folder; usage errors exit 2."""
     import datetime as dt
 
+    directory, url, studies, patients, since = (options.directory, options.dicomweb_url, options.study_uids,
+                                                options.patient_ids, options.since)
+    auth_file, ca_bundle, send, meta_csv = options.auth_file, options.ca_bundle, options.send, options.meta_csv
     pacs_only = {"--study": studies, "--patient": patients, "--since": since, "--auth-file": auth_file,
                  "--ca-bundle": ca_bundle, "--store": send}
     if not url:
@@ -719,10 +695,7 @@ def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_ru
         from tfmssass.scoring.records import Settings
         from tfmssass.serving.predictors import open_predictor
 
-        try:
-            predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, None, None, None)
-        except ValueError as exc:
-            _fail(str(exc), 2)
+        predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, None, None, None)
         note = f"pre-filled by {Settings(models=text, phantom=phantom).models_note}"
     worklist, store = _open_review(source, labels_csv, images, predictor, note)
     try:
@@ -758,10 +731,7 @@ def review_export(source, reader, adjudicated, out, images):
     if not (Path(source) / DATABASE).is_file():
         _fail(f"{source}: nothing reviewed here yet (no {DATABASE}; start with 'tfmssass review {source}')", 2)
     worklist, store = _open_review(source, images=images)
-    try:
-        rows, warnings = export_labels(worklist, store, out, reader)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    rows, warnings = export_labels(worklist, store, out, reader)
     for line in warnings:
         click.echo(f"warning: {out}: {line}", err=True)
     click.echo(f"{out}: {rows} radiographs ({reader or 'adjudicated'}); check with 'tfmssass labels check {out}'")

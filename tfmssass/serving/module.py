@@ -64,6 +64,7 @@ from tfmssass.stages.keypoints.orientation import load_orientation
 from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
     PHANTOM_WARNING,
+    learning_warning,
     load_grader,
     load_keypoints,
     read_config,
@@ -157,6 +158,9 @@ class ScoringModule(tf.Module):
         calibration = read_calibration(grader_run)
         orientation, limits = load_orientation(keypoints_run), read_limits(keypoints_run)
         metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration, orientation is not None, limits)
+        undertrained = [w for w in (learning_warning(keypoints_run), learning_warning(grader_run)) if w]
+        if undertrained:
+            metadata["undertrained"] = undertrained
         return cls.from_models(keypoint_model, kp, grader, gr, metadata, calibration, orientation, limits,
                                **thresholds)
 

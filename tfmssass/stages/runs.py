@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tfmssass.core.atomic import keep_settings
-from tfmssass.core.config import GraderConfig, KeypointConfig
+from tfmssass.core.atomic import keep_settings, write_text
+from tfmssass.core.config import GraderConfig, KeypointConfig, demo_model_dir
 from tfmssass.core.errors import UsageError
 from tfmssass.data.records import load_index
 from tfmssass.io.labels import load_labels
@@ -113,21 +113,33 @@ def run_data(run_dir) -> Path:
 
 #: ``--init imagenet``: a keras.applications backbone's ImageNet weights (the grader's only).
 IMAGENET = "imagenet"
+#: ``--init demo``: the shipped demo model's weights (``saved_models/phantom-demo``), the quickest start.
+DEMO = "demo"
+#: Where a run keeps the weights it took from an exported model.
+EXPORT_INIT = "init-from-export.weights.h5"
 
 
-def initial_weights(init, stage: str, config: dict) -> tuple[str | None, bool]:
-    """What ``--init`` names: ``imagenet``, a weights file (returned as is), or an earlier run folder
-    of the same stage and network, whose best weights are returned to fine-tune from; and whether it
-    was a run."""
+def _is_export(path) -> bool:
+    return (Path(path) / "saved_model.pb").is_file() and (Path(path) / "metadata.json").is_file()
+
+
+def initial_weights(init, stage: str, config: dict, out) -> tuple[str | None, bool]:
+    """What ``--init`` names: ``imagenet``, a weights file (returned as is), an earlier run folder of
+    the same stage and network, or an exported model (``demo``: the shipped one) of the same network,
+    whose weights are returned to fine-tune from; and whether every weight fits (a run or an export)."""
     if init == IMAGENET and stage != "grader":
         raise RunFolderError(f"--init imagenet: keras.applications has no ImageNet weights for the {stage} "
                              "network (HRNet); start from a weights file or an earlier run")
     if init is None or init == IMAGENET:
         return init, False
+    if init == DEMO:
+        init = str(demo_model_dir())
     if not Path(init).exists():
-        raise RunFolderError(f"--init {init}: no such file or run folder")
+        raise RunFolderError(f"--init {init}: no such file, run folder or exported model")
     if not Path(init).is_dir():
         return init, False
+    if _is_export(init):
+        return weights_from_export(init, stage, config, Path(out) / EXPORT_INIT), True
     earlier = read_config(init)
     if earlier.get("stage") != stage:
         raise RunFolderError(f"{init}: a {earlier.get('stage')} run; --init needs a {stage} run")
@@ -139,6 +151,67 @@ def initial_weights(init, stage: str, config: dict) -> tuple[str | None, bool]:
     if not best.is_file():
         raise RunFolderError(f"{init}: no {BEST} yet (train it first)")
     return str(best.resolve()), True
+
+
+def weights_from_export(export_dir, stage: str, config: dict, weights_path: Path) -> str:
+    """The ``stage`` network's weights out of an exported model (:mod:`tfmssass.serving.export`: its
+    ``model_variables`` hold stage 1, the orientation check, then the grader) into ``weights_path``, for
+    a network built as ``config`` asks, which must be the export's."""
+    import tensorflow as tf
+
+    exported = json.loads((Path(export_dir) / "metadata.json").read_text()).get(stage, {})
+    differ = [f"{k} {exported.get(k)} there, {config.get(k)} asked" for k in NETWORK_FIELDS[stage]
+              if list(np.atleast_1d(exported.get(k))) != list(np.atleast_1d(config.get(k)))]
+    if differ:
+        preset = f" (it was trained with --preset {exported['preset']})" if exported.get("preset") else ""
+        raise RunFolderError(f"{export_dir}: another {stage} network{preset}: {'; '.join(differ)}")
+    model = build_hrnet(KeypointConfig.from_dict(config)) if stage == "keypoints" else \
+        build_grader(GraderConfig.from_dict(config))
+    variables = tf.saved_model.load(str(export_dir)).model_variables
+    taken = variables[:len(model.weights)] if stage == "keypoints" else variables[-len(model.weights):]
+    for weight, variable in zip(model.weights, taken):
+        if tuple(weight.shape) != tuple(variable.shape):
+            raise RunFolderError(f"{export_dir}: its {stage} weights do not fit this network ({weight.path})")
+        weight.assign(variable.numpy())
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(weights_path))
+    return str(weights_path.resolve())
+
+
+#: What a run learnt, judged from its validation at the end (``learned.json``), and the line that says it.
+LEARNED = "learned.json"
+#: A stage has learnt something usable past these (the best epoch's validation): a grader's balanced
+#: accuracy over its four grades (chance: 0.25), stage 1's median point error in % of the diagonal
+#: (the demo: about 0.5; an untrained network: tens).
+LEARNED_LIMITS = {"grader": ("val_balanced_accuracy", "max", 0.35, "balanced accuracy {v:.2f} (chance 0.25)"),
+                  "keypoints": ("val_point_error", "min", 5.0, "median point error {v:.1f}% of the diagonal")}
+
+
+def judge_learning(run_dir, stage: str) -> str | None:
+    """After a run's last epoch: whether its best validation passed :data:`LEARNED_LIMITS`, kept in
+    ``learned.json``; returns the warning to print when it did not (None when it did)."""
+    monitor, mode, limit, words = LEARNED_LIMITS[stage]
+    log = pd.read_csv(Path(run_dir) / "log.csv") if (Path(run_dir) / "log.csv").is_file() else pd.DataFrame()
+    values = pd.to_numeric(log.get(monitor, pd.Series(dtype=float)), errors="coerce").dropna()
+    best = None if values.empty else float(values.max() if mode == "max" else values.min())
+    learned = best is not None and (best > limit if mode == "max" else best < limit)
+    write_text(Path(run_dir) / LEARNED, json.dumps({"stage": stage, "monitor": monitor, "best": best,
+                                                    "limit": limit, "learned": learned}, indent=1) + "\n")
+    if learned:
+        return None
+    said = "no validation" if best is None else words.format(v=best)
+    return (f"{run_dir}: the {stage} model learnt little ({said}; a usable one is past {limit:g}): it is "
+            "undertrained. Train longer (--epochs), on more films, or fine-tune from the demo (--init demo); "
+            "see docs/training.md")
+
+
+def learning_warning(run_dir) -> str | None:
+    """The warning :func:`judge_learning` gave a run folder, for whoever scores with it."""
+    path = Path(run_dir) / LEARNED
+    if not path.is_file():
+        return None
+    verdict = json.loads(path.read_text())
+    return None if verdict["learned"] else f"{verdict['stage']} (best {verdict['monitor']} {verdict['best']})"
 
 
 def load_keypoints(run_dir) -> tuple[HRNet, KeypointConfig]:

@@ -32,7 +32,7 @@ from tfmssass.stages.grader.data import (
 )
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import IMAGENET, initial_weights, load_grader, run_data, start_run
+from tfmssass.stages.runs import IMAGENET, initial_weights, judge_learning, load_grader, run_data, start_run
 from tfmssass.stages.training import (
     WorkerRole,
     choose_strategy,
@@ -118,7 +118,7 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
         settings = index["settings"]  # the prepared folder fixes the patch scale and the split
         config = replace(config, patch_depth_px=settings["patch_depth_px"], val_fraction=settings["val_fraction"])
     keypoints_run = str(Path(keypoints_run).resolve()) if keypoints_run else None
-    init, from_run = initial_weights(init, "grader", config.to_dict())
+    init, from_run = initial_weights(init, "grader", config.to_dict(), out)
     run, frame, split = start_run(source, out, "grader", config.to_dict(), init, mixed_precision,
                                   config.val_fraction, config.seed, keypoints_run=keypoints_run)
     if split is None:  # finished before; a run killed between its last epoch and calibration gets it now
@@ -153,6 +153,8 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
             verbose=verbose, role=role, strategy=chosen)
     if role.chief:
         calibrate_run(run, verbose=verbose)
+        if warning := judge_learning(run, "grader"):
+            print(f"warning: {warning}")
     return run
 
 

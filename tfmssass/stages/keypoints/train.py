@@ -34,7 +34,7 @@ from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
 from tfmssass.stages.keypoints.orientation import train_orientation
 from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import initial_weights, run_data, start_run
+from tfmssass.stages.runs import initial_weights, judge_learning, run_data, start_run
 from tfmssass.stages.training import WorkerRole, choose_strategy, fit_run, set_precision, worker_role
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
@@ -107,7 +107,7 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     if index is not None:
         settings = index["settings"]  # the prepared folder fixes the working size and the split
         config = replace(config, cache_long_side=settings["long_side"], val_fraction=settings["val_fraction"])
-    init, from_run = initial_weights(init, "keypoints", config.to_dict())
+    init, from_run = initial_weights(init, "keypoints", config.to_dict(), out)
     run, _, split = start_run(source, out, "keypoints", config.to_dict(), init, mixed_precision,
                               config.val_fraction, config.seed)
     if split is None:  # finished before; a run stopped between its last epoch and its checks gets them now
@@ -135,6 +135,8 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
             metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose, role=role, strategy=chosen)
     if role.chief and (Path(run) / "done").is_file():
         learn_checks(run, config.orientation_epochs, config.orientation_steps, verbose=verbose)
+        if warning := judge_learning(run, "keypoints"):
+            print(f"warning: {warning}")
     return run
 
 
