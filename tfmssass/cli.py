@@ -555,6 +555,8 @@ def _score(options, predictor, settings, pacs) -> dict:
 
 def _summary(options, counts: dict) -> None:
     """What the run did, on the terminal: counts, the first failures with their reasons, where to look."""
+    from tfmssass.scoring.report import count as _count
+
     out = Path(options.out)
     if options.dicomweb_url:
         click.echo(f"{options.dicomweb_url}: {_count(counts['studies'], 'study', 'studies')} found")
@@ -577,10 +579,6 @@ def _summary(options, counts: dict) -> None:
     if counts["not_used"]:
         click.echo(f"{_count(counts['not_used'], 'radiograph')} not used: another of the same view and visit "
                    "was better (see images.csv)")
-
-
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _open_pacs(options):

@@ -90,8 +90,8 @@ def decide(records: list[dict], not_used: dict, settings) -> Decoded:
 
     Every graded corner gets ``grade_independent`` (its grade from its radiograph alone); ``grade``
     becomes the longitudinal grade of the radiographs used, and ``p_grade`` the probability of that grade
-    (the patient's visits together where they were decoded together, else this radiograph's). A corner whose grade the joint decoding
-    changed is flagged for review, with the reason. Returns the decoding (change distributions).
+    (the patient's visits together where they were decoded together, else this radiograph's). A corner
+    whose grade the joint decoding changed is flagged for review, with the reason. Returns the decoding (change distributions).
     """
     scored = [r for r in records if r["status"] == Status.SCORED]
     prior = target_prior(settings.prior, [r for r in scored if r["file"] not in not_used])

@@ -38,8 +38,9 @@ def number(value) -> str:
     return str(value)
 
 
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 radiograph", "2 radiographs": the report's words and the terminal's."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 _ENVIRONMENT = jinja2.Environment(loader=jinja2.PackageLoader("tfmssass.scoring", "templates"),
