@@ -29,8 +29,8 @@ def main():
     from tfmssass.pacs.dicomweb import Pacs, Selection
     from tfmssass.pacs.objects import write_dicom_objects
     from tfmssass.pacs.pull import CACHE, fetch, store
-    from tfmssass.scoring.records import Settings
     from tfmssass.scoring.run import run_scoring
+    from tfmssass.scoring.settings import Settings
     from tfmssass.synth.sets import synthesize
 
     phantoms = Path(args.phantoms)

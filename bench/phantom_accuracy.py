@@ -17,7 +17,6 @@ QWK ≥ 0.90, visit MAE ≤ 2.0, ICC ≥ 0.95, point median ≤ 1% of the diagon
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -32,18 +31,18 @@ def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
 
     from tfmssass.core import anatomy
 
-    by_file = {r["file"]: r for r in records}
+    by_file = {r.file: r for r in records}
     errors, failed = [], 0
     for _, row in labels.iterrows():
         record = by_file.get(row["image"])
         diagonal = math.hypot(row["image_height"], row["image_width"])
-        if record is None or record["status"] != "scored" or record["view"] != row["view"]:
+        if record is None or not record.scored or record.view != row["view"]:
             failed += 1
             continue
         for level in anatomy.LEVELS[row["view"]]:
             cx, cy, ax, ay = (row[c] for c in anatomy.keypoint_columns(level))
-            got = record["levels"][level]
-            for truth, pred in (((cx, cy), got["c"]), ((ax, ay), got["a"])):
+            got = record.levels[level]
+            for truth, pred in (((cx, cy), got.c), ((ax, ay), got.a)):
                 if np.all(np.isfinite(truth)):
                     errors.append(float(np.hypot(*(np.asarray(pred, float) - truth))) / diagonal * 100)
     return errors, failed, len(labels)
@@ -65,8 +64,8 @@ def main():
 
     from tfmssass.core import anatomy
     from tfmssass.scoring.folder import ScoredFolder
-    from tfmssass.scoring.records import Settings
     from tfmssass.scoring.run import run_scoring
+    from tfmssass.scoring.settings import Settings
     from tfmssass.serving.predictors import open_predictor
     from tfmssass.stages.grader import metrics as grading_metrics
     from tfmssass.stats.agreement import (

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 
 from tfmssass.core.config import grader_config, keypoint_config
-from tfmssass.data.records import grade_counts
+from tfmssass.data.tfrecords import grade_counts
 from tfmssass.stages.grader.data import CornerAugment, balanced_steps, prepared_balanced_dataset
 from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.keypoints.data import KeypointAugment, prepared_keypoint_dataset

@@ -33,7 +33,7 @@ def main():
 
     from tfmssass.core.atomic import write_text
     from tfmssass.core.config import grader_config, keypoint_config
-    from tfmssass.data.records import load_index
+    from tfmssass.data.tfrecords import load_index
     from tfmssass.stages.grader.model import build_grader
     from tfmssass.stages.keypoints.model import build_hrnet
     from tfmssass.stages.runs import BEST

@@ -104,8 +104,8 @@ def main():
 
     import pandas as pd
 
-    from tfmssass.scoring.records import Settings
     from tfmssass.scoring.run import run_scoring
+    from tfmssass.scoring.settings import Settings
     from tfmssass.serving.predictors import ModulePredictor, open_predictor
 
     phantoms = Path(args.phantoms)

@@ -100,7 +100,7 @@ def scoring_models(labels_csv, batch_size: int = 64):
 
 
 def settings(**overrides):
-    from tfmssass.scoring.records import Settings
+    from tfmssass.scoring.settings import Settings
 
     return Settings(models="test doubles", phantom=True, **overrides)
 

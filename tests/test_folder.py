@@ -151,6 +151,26 @@ def test_a_folder_from_before_the_format_is_read_as_format_1(phantoms, films, tm
     pd.testing.assert_frame_equal(pd.read_csv(out / "corners.csv"), before)
 
 
+def test_records_of_format_2_read_with_todays_names(phantoms, films, tmp_path):
+    # format 2 kept a level's "off_film" (the inverse of on_film) and a corner's "code" and "why"
+    out = tmp_path / "out"
+    run_scoring(films, out, _models(phantoms), settings(), progress=False)
+    before = pd.read_csv(out / "corners.csv")
+    now = {f.key: f for f in ScoredFolder(out).records()}
+    for path in (out / ".work" / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        for level in record["levels"].values():
+            level["off_film"] = not level.pop("on_film")
+        for corner in record["corners"]:
+            corner["code"], corner["why"] = corner.pop("review_code"), corner.pop("review_reason")
+        path.write_text(json.dumps(record))
+    (out / ".work" / "format.json").write_text(json.dumps({"format": 2}))
+    assert {f.key: f for f in ScoredFolder(out).records()} == now
+    run_scoring(films, out, _models(phantoms), settings(), resume=True, progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "corners.csv"), before)
+    assert before["review_reason"].notna().any()
+
+
 def test_no_module_but_the_folder_spells_a_work_path():
     spelled = [f"{path.relative_to(PACKAGE)}:{n}" for path in PACKAGE.rglob("*.py") if path.name != "folder.py"
                for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)

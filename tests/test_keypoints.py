@@ -156,7 +156,7 @@ def test_detector_coarse_to_fine_maps_back_to_original_pixels(flip_test):
     assert det.region[0] < 307.5 < det.region[2] and det.region[1] < 707.5 < det.region[3]
     assert np.isnan(det.points[12:]).all()  # the other view is not reported
     empty = detector.detect(np.zeros((800, 600), np.float32))
-    assert not empty.found and "spine not found" in empty.reason
+    assert not empty.found and "spine not found" in empty.finding
 
 
 @pytest.mark.slow

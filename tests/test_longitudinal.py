@@ -244,11 +244,13 @@ def _record(patient, date, view, changed: dict) -> dict:
 
     names = anatomy.CORNERS[view]
     p = np.array([changed.get(n, ZERO) for n in names], np.float32)
-    grades, confidence, review, _ = (t.numpy() for t in grade_corners(p, np.full(6, 0.9), np.ones(6, bool), 0.6, 0.5))
+    grades, confidence, review, codes = (t.numpy() for t in grade_corners(p, np.full(6, 0.9), np.ones(6, bool), 0.6,
+                                                                          0.5))
     levels = {lv: {"c": [100.0, 100.0 + 50 * j], "a": [140.0, 100.0 + 50 * j], "point_confidence": 0.9, "cut": True}
               for j, lv in enumerate(anatomy.LEVELS[view])}
     corners = [{"level": anatomy.LEVELS[view][k // 2], "corner": n, "grade": int(grades[k]), "p": p[k].tolist(),
-                "confidence": float(confidence[k]), "review": bool(review[k]), "why": ""} for k, n in enumerate(names)]
+                "confidence": float(confidence[k]), "review": bool(review[k]), "review_code": int(codes[k]),
+                "review_reason": ""} for k, n in enumerate(names)]
     file = f"{patient}/{date}/{view}.dcm"
     return {"key": f"{patient}{date}{view}", "file": file, "patient_id": patient, "visit_date": date, "view": view,
             "status": "scored", "reason": "", "levels": levels, "corners": corners,

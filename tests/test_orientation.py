@@ -130,7 +130,8 @@ def test_a_film_cut_above_c4_leaves_c2_to_c4_blank_and_reads_the_rest(phantoms, 
     # Stage 1 still places the levels cut away, piled at the film's edge and as confident as the rest:
     # where they would have to be tells them apart (film_edge). They are blank, NaN points, never guessed.
     from tfmssass.io import read_radiograph
-    from tfmssass.scoring.records import FILM_EDGE_REVIEW, Item, RecordMaker, Settings
+    from tfmssass.scoring.record_maker import FILM_EDGE_REVIEW, Item, RecordMaker
+    from tfmssass.scoring.settings import Settings
 
     labels = pd.read_csv(phantoms / "labels.csv")
     maker = RecordMaker(demo.metadata, Settings("phantom-demo", True), None)
@@ -155,8 +156,8 @@ def test_a_film_cut_above_c4_leaves_c2_to_c4_blank_and_reads_the_rest(phantoms, 
         assert np.abs(found - truth).max() < 25
         # and every grade goes to a reader: the level names of a cut film are not sure
         record = maker.make(Item(Path(row["image"]), row["image"], image=image[top:]), out)
-        graded = [c for c in record["corners"] if c["grade"] is not None]
-        assert graded and all(c["review"] and FILM_EDGE_REVIEW in c["why"] for c in graded)
+        graded = [c for c in record.corners if c.grade is not None]
+        assert graded and all(c.review and FILM_EDGE_REVIEW in c.review_reason for c in graded)
     assert read >= len(labels[labels["view"] == "cervical"]) / 2  # 3 of 6 with the demo; none before film_edge
 
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.core.geometry import CropSpec
-from tfmssass.data.records import (
+from tfmssass.data.tfrecords import (
     CORNER_SPEC,
     CORNERS,
     RADIOGRAPH_SPEC,

@@ -48,7 +48,7 @@ def _command(*args) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def scored_template(phantoms, tmp_path_factory) -> Path:
     """The phantoms scored by the shipped demo model (the folder a trial team would review)."""
-    from tfmssass.scoring.records import Settings
+    from tfmssass.scoring.settings import Settings
     from tfmssass.serving.predictors import open_predictor
 
     out = tmp_path_factory.mktemp("review") / "scored"
@@ -67,7 +67,7 @@ def scored(scored_template, tmp_path) -> Path:
 def _model_readings(scored: Path) -> dict[str, dict]:
     """What the reader is shown: the grades of the scored tables (longitudinal), not each radiograph's alone."""
     records, _, _ = ScoredFolder(scored).decided_records()
-    return {r["file"]: reading_from_record(r)[0] for r in records if r["status"] == "scored"}
+    return {r.file: reading_from_record(r)[0] for r in records if r.scored}
 
 
 # ---- security -------------------------------------------------------------------------------------

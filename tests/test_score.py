@@ -23,7 +23,7 @@ from score_doubles import scoring_models, settings
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy
-from tfmssass.scoring.records import choose_radiographs
+from tfmssass.scoring.film import CornerRecord, FilmRecord, Status, choose_radiographs
 from tfmssass.scoring.run import run_scoring
 from tfmssass.scoring.totals import progression, segment_total, visit_totals
 
@@ -100,9 +100,10 @@ def test_delta_of_exactly_two_is_progression_and_below_is_not():
 
 def test_the_better_of_two_radiographs_is_used():
     def record(file, graded, confidence):
-        corners = [{"confidence": confidence}] * graded + [{"confidence": None}] * (12 - graded)
-        return {"file": file, "status": "scored", "patient_id": "A", "visit_date": "2020-01-01",
-                "view": "lumbar", "corners_graded": graded, "corners": corners}
+        corners = [CornerRecord("L1-L2", "L1_inf", 0, [1, 0, 0, 0], confidence, False)] * graded + \
+            [CornerRecord("L1-L2", "L1_inf", None, None, None, True)] * (12 - graded)
+        return FilmRecord(key=file, file=file, status=Status.SCORED, patient_id="A", visit_date="2020-01-01",
+                          view="lumbar", corners_graded=graded, corners=corners)
 
     chosen = choose_radiographs([record("a.dcm", 10, 0.99), record("b.dcm", 12, 0.6), record("c.dcm", 12, 0.7)])
     assert set(chosen) == {"a.dcm", "b.dcm"} and "c.dcm" in chosen["a.dcm"]
@@ -238,7 +239,7 @@ def test_implanted_levels_are_blank_and_films_that_are_not_lateral_spines_are_sk
     from score_doubles import image_key
 
     from tfmssass.io import read_radiograph
-    from tfmssass.scoring.records import IMPLANT_REASON
+    from tfmssass.scoring.record_maker import IMPLANT_REASON
     from tfmssass.synth.sets import synthesize
 
     folder = tmp_path / "in"

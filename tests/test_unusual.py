@@ -120,7 +120,7 @@ def test_films_that_are_not_lateral_spines_are_written_apart_and_listed(tmp_path
 
 @pytest.mark.slow
 def test_negatives_are_prepared_with_every_point_known_absent(tmp_path):
-    from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
+    from tfmssass.data.tfrecords import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
     from tfmssass.stages.keypoints.orientation import NOT_LATERAL, _example, has_negatives
     from tfmssass.stages.prepare import prepare
 
@@ -191,7 +191,7 @@ def test_levels_the_film_does_not_reach_are_told_by_where_they_would_have_to_be(
 
 def test_a_chain_that_ends_at_the_film_edge_sends_its_grades_to_review():
     # stage 1 may name every level one off on a film cut just past a level: no rule sees it, a reader must
-    from tfmssass.scoring.records import chain_at_film_edge
+    from tfmssass.scoring.record_maker import chain_at_film_edge
 
     chain = np.array([[150.0, y] for y in (200, 300, 400, 500, 600, 700)])
     whole = np.ones(6, bool)

@@ -511,8 +511,8 @@ def score(**given):
     from tfmssass.serving.predictors import ServingUnavailable, open_predictor
 
     options = ScoreOptions(**given)
-    pacs = _open_pacs(options)
     options.check()
+    pacs = _open_pacs(options)
     folder = ScoredFolder(options.out)
     with folder.writing():  # one run at a time, checked before the models load
         folder.check_start(options.resume, options.overwrite)
@@ -582,47 +582,19 @@ def _summary(options, counts: dict) -> None:
 
 
 def _open_pacs(options):
-    """(the PACS, the selection) for ``score --dicomweb``, or None for a folder; usage errors exit 2."""
-    import datetime as dt
-
-    directory, url, studies, patients, since = (options.directory, options.dicomweb_url, options.study_uids,
-                                                options.patient_ids, options.since)
-    auth_file, ca_bundle, send, meta_csv = options.auth_file, options.ca_bundle, options.send, options.meta_csv
-    pacs_only = {"--study": studies, "--patient": patients, "--since": since, "--auth-file": auth_file,
-                 "--ca-bundle": ca_bundle, "--store": send}
-    if not url:
-        if directory is None:
-            _fail("give a DIRECTORY to score, or --dicomweb URL", 2)
-        if given := [name for name, value in pacs_only.items() if value]:
-            _fail(f"{', '.join(given)} only make sense with --dicomweb", 2)
+    """(the PACS, the selection) for ``score --dicomweb`` (options already checked), or None for a folder."""
+    if not options.dicomweb_url:
         return None
-    from tfmssass.pacs.dicomweb import (
-        Pacs,
-        Selection,
-        auth_file_warning,
-        read_auth_file,
-    )
+    from tfmssass.pacs.dicomweb import Pacs, Selection, auth_file_warning, read_auth_file
     from tfmssass.pacs.errors import PacsUnavailable
 
-    if directory is not None:
-        _fail("give a DIRECTORY or --dicomweb, not both", 2)
-    if meta_csv:
-        _fail("--meta does not apply to --dicomweb: the DICOM headers name patient and date", 2)
-    if since:
-        try:
-            dt.date.fromisoformat(since)
-        except ValueError:
-            _fail(f"--since {since}: not a date YYYY-MM-DD", 2)
-    selection = Selection(tuple(studies), tuple(patients), since)
-    if not selection:
-        _fail("--dicomweb needs --study, --patient or --since (which studies to score)", 2)
     try:
-        auth = read_auth_file(auth_file) if auth_file else None
-        if auth_file and (warning := auth_file_warning(auth_file)):
+        auth = read_auth_file(options.auth_file) if options.auth_file else None
+        if options.auth_file and (warning := auth_file_warning(options.auth_file)):
             click.echo(warning, err=True)
-        pacs = Pacs(url, auth, ca_bundle)
+        pacs = Pacs(options.dicomweb_url, auth, options.ca_bundle)
         pacs.check()
-        return pacs, selection
+        return pacs, Selection(tuple(options.study_uids), tuple(options.patient_ids), options.since)
     except PacsUnavailable as exc:
         _fail(f"{exc}; nothing was fetched yet")
 
@@ -690,7 +662,7 @@ def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_ru
 
     predictor, note = None, ""
     if model_dir or keypoints_run or grader_run:
-        from tfmssass.scoring.records import Settings
+        from tfmssass.scoring.settings import Settings
         from tfmssass.serving.predictors import open_predictor
 
         predictor, text, phantom = open_predictor(model_dir, keypoints_run, grader_run, None, None, None)

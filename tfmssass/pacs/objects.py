@@ -49,9 +49,10 @@ from tfmssass.core.geometry import corner_marks, cranial_directions
 from tfmssass.io import RadiographError
 from tfmssass.io.dicom import read_dataset
 from tfmssass.pacs import codes as local
+from tfmssass.scoring.film import CornerRecord, FilmRecord, corner_table
 from tfmssass.scoring.folder import ScoredFolder
-from tfmssass.scoring.records import Settings, Status, corner_table
 from tfmssass.scoring.run import used_corners
+from tfmssass.scoring.settings import Settings
 from tfmssass.scoring.totals import visit_totals
 from tfmssass.stages.runs import PHANTOM_WARNING
 
@@ -145,10 +146,10 @@ def _pixel(point) -> np.ndarray:
     return np.asarray(point, float) + 0.5
 
 
-def _corner_text(corner: str, info: dict) -> str:
-    vertebra, side = corner.split("_")
-    grade = "-" if info["grade"] is None else str(info["grade"])
-    return f"{vertebra} {side} {grade}{'?' if info['review'] else ''}"
+def _corner_text(corner: CornerRecord) -> str:
+    vertebra, side = corner.corner.split("_")
+    grade = "-" if corner.grade is None else str(corner.grade)
+    return f"{vertebra} {side} {grade}{'?' if corner.review else ''}"
 
 
 def _lut_shape(source: Dataset) -> str:
@@ -161,15 +162,15 @@ def _lut_shape(source: Dataset) -> str:
     return "INVERSE" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "IDENTITY"
 
 
-def presentation_state(source: Dataset, record: dict, settings: Settings, note: str, when: _dt.datetime) -> Dataset:
+def presentation_state(source: Dataset, film: FilmRecord, settings: Settings, note: str, when: _dt.datetime) -> Dataset:
     """The radiograph's disk points, each graded corner's grade beside it, review corners ringed and a
     caption, as a GSPS over the stored pixels (nothing burnt in)."""
-    names = anatomy.LEVELS[record["view"]]
-    levels = record["levels"]
-    cut = [lv for lv in names if levels[lv]["cut"]]
-    centres = np.array([levels[lv]["c"] if lv in cut else [np.nan, np.nan] for lv in names], float)
+    names = anatomy.LEVELS[film.view]
+    levels = film.levels
+    cut = [lv for lv in names if levels[lv].cut]
+    centres = np.array([levels[lv].c if lv in cut else [np.nan, np.nan] for lv in names], float)
     ups = dict(zip(names, cranial_directions(centres)))
-    corners = {c["corner"]: c for c in record["corners"]}
+    corners = {c.corner: c for c in film.corners}
     layers = {name: hd.pr.GraphicLayer(name, order, description, colour) for order, (name, description, colour)
               in enumerate([("POINTS", "disk points (centre, anterior)", _YELLOW),
                             ("GRADES", "mSASSS corner grades", _WHITE),
@@ -177,18 +178,18 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
                             ("NOTE", "models and subtotal", _WHITE)], start=1)}
     points, texts, rings = [], [], []
     for lv in cut:
-        c, a = levels[lv]["c"], levels[lv]["a"]
+        c, a = levels[lv].c, levels[lv].a
         for p in (c, a):
             points.append(hd.pr.GraphicObject("POINT", _pixel(p)[None], "PIXEL"))
         inf_at, sup_at, depth = corner_marks(c, a, ups[lv])
         for corner, at in zip(anatomy.level_corners(lv), (inf_at, sup_at)):
-            texts.append(hd.pr.TextObject(_corner_text(corner, corners[corner]), "PIXEL",
+            texts.append(hd.pr.TextObject(_corner_text(corners[corner]), "PIXEL",
                                           anchor_point=tuple(_pixel(at)), anchor_point_visible=False))
-            if corners[corner]["review"]:
+            if corners[corner].review:
                 radius = 0.3 * depth + 2
                 rings.append(hd.pr.GraphicObject("CIRCLE", np.array([_pixel(at), _pixel(at) + (radius, 0)]), "PIXEL"))
-    review = sum(c["review"] for c in record["corners"])
-    caption = (f"tfmssass {record['view']} subtotal {record['score']} of 36, {record['corners_graded']}/12 "
+    review = sum(c.review for c in film.corners)
+    caption = (f"tfmssass {film.view} subtotal {film.score} of 36, {film.corners_graded}/12 "
                f"corners graded, {review} to review ({note})")
     rows, columns = int(source.Rows), int(source.Columns)
     band = max(8, rows // 25)  # a line of text at the top (caption) and at the bottom (warning)
@@ -201,6 +202,7 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
                    for name, graphics, text in (("POINTS", points, []), ("GRADES", [], texts),
                                                 ("REVIEW", rings, []), ("NOTE", [], boxes))
                    if graphics or text]
+    record = film.to_dict()
     content = {"record": {k: record[k] for k in ("view", "levels", "corners", "score")}, "note": note}
     study = str(source.StudyInstanceUID)
     ds = hd.pr.GrayscaleSoftcopyPresentationState(
@@ -208,7 +210,7 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
         series_instance_uid=_uid(study, "presentation states", note),
         series_number=PR_SERIES_NUMBER,
         sop_instance_uid=_uid(source.SOPInstanceUID, "presentation state", _digest(content)),
-        instance_number=anatomy.VIEWS.index(record["view"]) + 1,
+        instance_number=anatomy.VIEWS.index(film.view) + 1,
         manufacturer="tfmssass",
         manufacturer_model_name=_lo(settings.models),
         software_versions=__version__,
@@ -229,19 +231,19 @@ def presentation_state(source: Dataset, record: dict, settings: Settings, note: 
 
 # ---- structured report: one per visit -------------------------------------------------------------
 
-def _corner_group(corner: dict, source: Dataset, imputed: bool) -> MeasurementsAndQualitativeEvaluations:
-    graded = corner["grade"] is not None
-    evaluations = [QualitativeEvaluation(local.GRADE, local.GRADES[corner["grade"]] if graded else local.NOT_GRADED),
-                   QualitativeEvaluation(local.NEEDS_REVIEW, local.YES if corner["review"] else local.NO)]
+def _corner_group(corner: CornerRecord, source: Dataset, imputed: bool) -> MeasurementsAndQualitativeEvaluations:
+    graded = corner.grade is not None
+    evaluations = [QualitativeEvaluation(local.GRADE, local.GRADES[corner.grade] if graded else local.NOT_GRADED),
+                   QualitativeEvaluation(local.NEEDS_REVIEW, local.YES if corner.review else local.NO)]
     if not graded:
         evaluations.append(QualitativeEvaluation(local.IMPUTED, local.YES if imputed else local.NO))
     return MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(uid=_uid(source.SOPInstanceUID, corner["corner"]),
-                                               identifier=corner["corner"]),
+        tracking_identifier=TrackingIdentifier(uid=_uid(source.SOPInstanceUID, corner.corner),
+                                               identifier=corner.corner),
         finding_type=local.CORNER_FINDING,
-        finding_sites=[FindingSite(local.CORNERS[corner["corner"]])],
+        finding_sites=[FindingSite(local.CORNERS[corner.corner])],
         source_images=[SourceImageForMeasurementGroup.from_source_image(source)],
-        measurements=[Measurement(local.CONFIDENCE, float(corner["confidence"]), local.RATIO_UNIT)] if graded else None,
+        measurements=[Measurement(local.CONFIDENCE, float(corner.confidence), local.RATIO_UNIT)] if graded else None,
         qualitative_evaluations=evaluations,
     )
 
@@ -275,22 +277,22 @@ def _describable(source: Dataset) -> bool:
     return "PatientOrientation" in source and "ImagerPixelSpacing" in source and len(source.PatientOrientation) == 2
 
 
-def _imputed_corners(visit: pd.Series | None, view: str, corners: list[dict]) -> set[str]:
+def _imputed_corners(visit: pd.Series | None, view: str, corners: list[CornerRecord]) -> set[str]:
     """The ungraded corners that the visit's segment total counts at its mean (:mod:`tfmssass.scoring.totals`)."""
     if visit is None or pd.isna(visit.get(view)):
         return set()
-    return {c["corner"] for c in corners if c["grade"] is None}
+    return {c.corner for c in corners if c.grade is None}
 
 
-def structured_report(films: list[tuple[dict, Dataset]], visit: pd.Series | None, settings: Settings, note: str,
+def structured_report(films: list[tuple[FilmRecord, Dataset]], visit: pd.Series | None, settings: Settings, note: str,
                       when: _dt.datetime) -> Dataset:
     """TID 1500 measurement report of one visit: a group per corner of each film used (grade or "not
     graded", review, imputed), a group with the visit's subtotals and mSASSS, the models as the device
     observer and a note on them. It goes into the study of the visit's first film."""
     groups = []
-    for record, source in films:
-        imputed = _imputed_corners(visit, record["view"], record["corners"])
-        groups += [_corner_group(c, source, c["corner"] in imputed) for c in record["corners"]]
+    for film, source in films:
+        imputed = _imputed_corners(visit, film.view, film.corners)
+        groups += [_corner_group(c, source, c.corner in imputed) for c in film.corners]
     sources = [source for _, source in films]
     key = "|".join(str(s.SOPInstanceUID) for s in sources)
     groups.append(_totals_group(visit, sources, key))
@@ -306,7 +308,7 @@ def structured_report(films: list[tuple[dict, Dataset]], visit: pd.Series | None
                                  relationship_type="CONTAINS")
     notes.ContentSequence = [TextContentItem(local.MODEL_NOTE, note, relationship_type="CONTAINS")]
     report[0].ContentSequence.append(notes)
-    content = {"films": [{k: r[k] for k in ("view", "corners")} for r, _ in films], "note": note,
+    content = {"films": [{k: f.to_dict()[k] for k in ("view", "corners")} for f, _ in films], "note": note,
                "visit": None if visit is None else visit.to_dict()}
     study = str(sources[0].StudyInstanceUID)
     ds = hd.sr.Comprehensive3DSR(
@@ -333,9 +335,9 @@ def _source_root(folder: ScoredFolder) -> Path:
     return Path(root)
 
 
-def _read_source(root: Path, record: dict) -> Dataset | str:
+def _read_source(root: Path, film: FilmRecord) -> Dataset | str:
     """The source radiograph's header, or why there is none to reference."""
-    path = root / record["file"] if root.is_dir() else root
+    path = root / film.file if root.is_dir() else root
     try:
         ds = read_dataset(path, stop_before_pixels=True)
     except RadiographError as exc:
@@ -355,10 +357,10 @@ def _save(ds: Dataset, path: Path) -> None:
         ds.save_as(tmp, enforce_file_format=True)
 
 
-def _presentation_name(record: dict) -> str:
+def _presentation_name(film: FilmRecord) -> str:
     """``<patient>_<date>_<view>_<8 hex of the file>.pr.dcm``: readable, and unique per input file."""
-    tag = hashlib.sha1(record["file"].encode()).hexdigest()[:8]
-    return f"{_safe(record['patient_id'])}_{record['visit_date']}_{record['view']}_{tag}.pr.dcm"
+    tag = hashlib.sha1(film.file.encode()).hexdigest()[:8]
+    return f"{_safe(film.patient_id)}_{film.visit_date}_{film.view}_{tag}.pr.dcm"
 
 
 def write_dicom_objects(out, settings: Settings | None = None) -> Written:
@@ -372,56 +374,56 @@ def write_dicom_objects(out, settings: Settings | None = None) -> Written:
     note = settings.models_note
     with scored.writing():
         when = scored.dicom_created()
-        records, not_used, _ = scored.decided_records(settings)
-        return _write_objects(out, root, records, not_used, settings, note, when)
+        films, not_used, _ = scored.decided_records(settings)
+        return _write_objects(out, root, films, not_used, settings, note, when)
 
 
-def _write_objects(out: Path, root: Path, records: list[dict], not_used: dict, settings: Settings, note: str,
+def _write_objects(out: Path, root: Path, films: list[FilmRecord], not_used: dict, settings: Settings, note: str,
                    when: _dt.datetime) -> Written:
-    corners, _ = corner_table(records)
+    corners, _ = corner_table(films)
     visits = visit_totals(used_corners(corners, not_used), settings.impute).set_index(["patient_id", "visit_date"])
     folder = out / "dicom"
     written = Written()
     by_visit: dict[tuple, list] = {}
     unreferenced: dict[tuple, list] = {}  # films a visit's totals count that no object can cite
-    for record in records:
-        if record["status"] != Status.SCORED:
+    for film in films:
+        if not film.scored:
             continue
-        source = _read_source(root, record)
-        visit_key = (record["patient_id"], record["visit_date"])
+        source = _read_source(root, film)
+        visit_key = (film.patient_id, film.visit_date)
         if isinstance(source, str):
-            written.not_made.append({"file": record["file"], "reason": source})
-            unreferenced.setdefault(visit_key, []).append(record["file"])
+            written.not_made.append({"file": film.file, "reason": source})
+            unreferenced.setdefault(visit_key, []).append(film.file)
             continue
         try:
-            ds = presentation_state(source, record, settings, note, when)
+            ds = presentation_state(source, film, settings, note, when)
         except HEADER_ERRORS as exc:
-            written.not_made.append({"file": record["file"], "reason": f"no DICOM objects: {_why(exc)}"})
-            unreferenced.setdefault(visit_key, []).append(record["file"])
+            written.not_made.append({"file": film.file, "reason": f"no DICOM objects: {_why(exc)}"})
+            unreferenced.setdefault(visit_key, []).append(film.file)
             continue
-        path = folder / _presentation_name(record)
+        path = folder / _presentation_name(film)
         _save(ds, path)
-        written.rows.append(_row("presentation state", path, out, record["file"], record, ds))
-        if record["file"] not in not_used:
-            by_visit.setdefault(visit_key, []).append((record, source))
-    for (patient, date), films in sorted(by_visit.items()):
+        written.rows.append(_row("presentation state", path, out, film.file, film.patient_id, film.visit_date, ds))
+        if film.file not in not_used:
+            by_visit.setdefault(visit_key, []).append((film, source))
+    for (patient, date), visit_films in sorted(by_visit.items()):
         if missing := [f for f in unreferenced.get((patient, date), []) if f not in not_used]:
-            written.not_made.append({"file": "; ".join(r["file"] for r, _ in films),
+            written.not_made.append({"file": "; ".join(f.file for f, _ in visit_films),
                                      "reason": f"no structured report for {patient} on {date}: its totals count "
                                                f"{', '.join(missing)}, which it cannot cite"})
             continue
-        films.sort(key=lambda f: anatomy.VIEWS.index(f[0]["view"]))
+        visit_films.sort(key=lambda fs: anatomy.VIEWS.index(fs[0].view))
         visit = visits.loc[(patient, date)] if (patient, date) in visits.index else None
         try:
-            ds = structured_report(films, visit, settings, note, when)
+            ds = structured_report(visit_films, visit, settings, note, when)
         except HEADER_ERRORS as exc:
-            written.not_made.append({"file": "; ".join(r["file"] for r, _ in films),
+            written.not_made.append({"file": "; ".join(f.file for f, _ in visit_films),
                                      "reason": f"no structured report for {patient} on {date}: {_why(exc)}"})
             continue
         path = folder / f"{_safe(patient)}_{date}.sr.dcm"
         _save(ds, path)
-        written.rows.append(_row("structured report", path, out, "; ".join(r["file"] for r, _ in films),
-                                 {"patient_id": patient, "visit_date": date}, ds))
+        written.rows.append(_row("structured report", path, out, "; ".join(f.file for f, _ in visit_films),
+                                 patient, date, ds))
     keep = {Path(r["path"]).name for r in written.rows}
     for stale in folder.glob("*.dcm"):
         if stale.name not in keep:
@@ -431,7 +433,7 @@ def _write_objects(out: Path, root: Path, records: list[dict], not_used: dict, s
     return written
 
 
-def _row(kind: str, path: Path, out: Path, file: str, ident: dict, ds: Dataset) -> dict:
-    return {"kind": kind, "path": path.relative_to(out).as_posix(), "file": file, "patient_id": ident["patient_id"],
-            "visit_date": ident["visit_date"], "study_uid": str(ds.StudyInstanceUID),
+def _row(kind: str, path: Path, out: Path, file: str, patient_id: str, visit_date: str, ds: Dataset) -> dict:
+    return {"kind": kind, "path": path.relative_to(out).as_posix(), "file": file, "patient_id": patient_id,
+            "visit_date": visit_date, "study_uid": str(ds.StudyInstanceUID),
             "series_uid": str(ds.SeriesInstanceUID), "sop_uid": str(ds.SOPInstanceUID)}

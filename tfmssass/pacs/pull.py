@@ -22,9 +22,10 @@ from tfmssass.io.dicom import dicom_date
 from tfmssass.pacs.dicomweb import Pacs, Selection, qido_value
 from tfmssass.pacs.errors import PacsError, PacsUnavailable
 from tfmssass.pacs.objects import write_dicom_objects
+from tfmssass.scoring.film import Status
 from tfmssass.scoring.folder import FolderError, ScoredFolder
-from tfmssass.scoring.records import Settings, Status
 from tfmssass.scoring.run import score_files, write_outputs
+from tfmssass.scoring.settings import Settings
 from tfmssass.serving.predictors import Predictor
 
 #: The fetched radiographs, as ``<study UID>/<series UID>/<SOP instance UID>.dcm`` (hidden: inputs, not results).
@@ -96,7 +97,7 @@ def fetch(pacs: Pacs, selection: Selection, cache: Path, progress: bool) -> tupl
 
 
 def _studies_without_radiograph(folder: ScoredFolder, studies: dict[str, str]) -> list[dict]:
-    scored = {r["file"].split("/")[0] for r in folder.records() if r["status"] == Status.SCORED}
+    scored = {f.file.split("/")[0] for f in folder.records() if f.scored}
     return [{"file": uid, "status": Status.SKIPPED, "reason": f"{label}: no usable lateral spine radiograph"}
             for uid, label in studies.items() if uid not in scored]
 

@@ -91,7 +91,7 @@ class Pictures:
 
             from tfmssass.stages.grader.crops import corner_crops
 
-            return tf.function(lambda image, points, level_ok: corner_crops(image, points, level_ok, spec),
+            return tf.function(lambda image, points, to_cut: corner_crops(image, points, to_cut, spec),
                                input_signature=[tf.TensorSpec([None, None], tf.float32),
                                                 tf.TensorSpec([12, 2], tf.float32), tf.TensorSpec([6], tf.bool)])
 
@@ -108,8 +108,8 @@ class Pictures:
 
     def _cut(self, path: Path, view: str, points: np.ndarray, spec: CropSpec) -> dict[str, bytes | None]:
         finite = np.all(np.isfinite(points), axis=1)
-        level_ok = finite[0::2] & finite[1::2]
-        crops, cut = self._cutter(spec)(self.radiograph(path).image, np.nan_to_num(points), level_ok)
+        to_cut = finite[0::2] & finite[1::2]
+        crops, cut = self._cutter(spec)(self.radiograph(path).image, np.nan_to_num(points), to_cut)
         crops, cut = crops.numpy(), cut.numpy()
         out = {}
         for k, corner in enumerate(anatomy.CORNERS[view]):

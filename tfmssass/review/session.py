@@ -109,7 +109,8 @@ class ReviewSession:
         return film.reading
 
     def _predict(self, film: Film) -> dict:
-        from tfmssass.scoring.records import Item, RecordMaker, Settings
+        from tfmssass.scoring.record_maker import Item, RecordMaker
+        from tfmssass.scoring.settings import Settings
 
         predictor = self.worklist.predictor
         radiograph = self.pictures.radiograph(film.path)

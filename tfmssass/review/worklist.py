@@ -24,6 +24,7 @@ from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import CropSpec
 from tfmssass.io import RadiographError
 from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.scoring.film import FilmRecord, Status
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.inputs import (
     Skipped,
@@ -68,22 +69,22 @@ def view_fields(view: str) -> tuple[str, ...]:
     return anatomy.point_names(view) + anatomy.CORNERS[view]
 
 
-def reading_from_record(record: dict) -> tuple[dict, dict]:
+def reading_from_record(record: FilmRecord) -> tuple[dict, dict]:
     """A scoring record → (reading, model details). Points only of levels the model cut, grades
     only of corners it graded: a corner it could not grade stays open, never 0."""
     reading, model = {}, {}
-    if record.get("view"):
-        reading["view"] = record["view"]
-    for level, info in record.get("levels", {}).items():
+    if record.view:
+        reading["view"] = record.view
+    for level, info in record.levels.items():
         for p in anatomy.POINTS:
-            model[f"{level}_{p}"] = {"confidence": info["point_confidence"]}
-            if info["cut"]:
-                reading[f"{level}_{p}"] = [round(float(v), 2) for v in info[p]]
-    for c in record.get("corners", []):
-        model[c["corner"]] = {"confidence": c["confidence"], "p_grade": c.get("p_grade"), "review": bool(c["review"]),
-                              "why": c["why"], "p": c["p"]}
-        if c["grade"] is not None:
-            reading[c["corner"]] = int(c["grade"])
+            model[f"{level}_{p}"] = {"confidence": info.point_confidence}
+            if info.cut:
+                reading[f"{level}_{p}"] = [round(float(v), 2) for v in getattr(info, p)]
+    for c in record.corners:
+        model[c.corner] = {"confidence": c.confidence, "p_grade": c.p_grade, "review": bool(c.review),
+                           "review_reason": c.review_reason, "p": c.p}
+        if c.grade is not None:
+            reading[c.corner] = int(c.grade)
     return reading, model
 
 
@@ -140,18 +141,17 @@ def _scored(source: Path, images: Path | None) -> Worklist:
     films, skipped = [], []
     records, _, _ = folder.decided_records(settings)  # the grades the tables show (prior, longitudinal)
     for record in records:
-        if record["status"] == "skipped" or not record.get("patient_id"):
+        if record.status == Status.SKIPPED or not record.patient_id:
             continue
-        path = by_content.get(record["key"]) if pseudonymised else root / record["file"]
+        path = by_content.get(record.key) if pseudonymised else root / record.file
         if path is None or not path.is_file():
-            skipped.append(f"{record['file']}: radiograph not found under {root}")
+            skipped.append(f"{record.file}: radiograph not found under {root}")
             continue
         if not within(path, [root]):
-            skipped.append(f"{record['file']}: outside {root} (a link out?)")
+            skipped.append(f"{record.file}: outside {root} (a link out?)")
             continue
         reading, model = reading_from_record(record)
-        films.append(Film(record["file"], path, record["patient_id"], record["visit_date"], record.get("view"),
-                          reading, model))
+        films.append(Film(record.file, path, record.patient_id, record.visit_date, record.view, reading, model))
     return Worklist(films, [source, root], grader_crop(info.get("grader", {})),
                     f"pre-filled by {settings.models_note}", True, pseudonymised, skipped)
 

@@ -33,11 +33,14 @@ from pathlib import Path
 from tfmssass.core.atomic import keep_settings, write_text
 from tfmssass.core.errors import UsageError
 from tfmssass.scoring.cohort import decide
-from tfmssass.scoring.records import Settings, Status, choose_radiographs
+from tfmssass.scoring.film import FilmRecord, Status, choose_radiographs
+from tfmssass.scoring.settings import Settings
 
 #: 1: folders written before the format was versioned (no ``format.json``); read as they are.
 #: 2: adds ``format.json``, ``run.json`` and the lock.
-FORMAT_VERSION = 2
+#: 3: typed records (:mod:`tfmssass.scoring.film`): a level's ``on_film`` (was ``off_film``), a corner's
+#: ``review_code`` and ``review_reason`` (were ``code`` and ``why``). Formats 1 and 2 are read as they are.
+FORMAT_VERSION = 3
 RESULT_FILES = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv", "report.html")
 RESULT_FOLDERS = ("overlays", "crops", "dicom")
 LOCK_FILE = ".tfmssass.lock"
@@ -153,11 +156,11 @@ class ScoredFolder:
             keep_settings(self.work / "settings.json", wanted)
         self.records_dir.mkdir(parents=True, exist_ok=True)
         done = {}
-        for record in self.records():
-            if record["status"] == Status.SCORED:
-                done[record["key"]] = record["file"]
+        for film in self.records():
+            if film.scored:
+                done[film.key] = film.file
             else:
-                (self.records_dir / f"{record['key']}.json").unlink()
+                (self.records_dir / f"{film.key}.json").unlink()
         return done
 
     def clear(self) -> None:
@@ -171,8 +174,8 @@ class ScoredFolder:
 
     # ---- records -----------------------------------------------------------------------------------
 
-    def save_record(self, record: dict) -> None:
-        write_text(self.records_dir / f"{record['key']}.json", json.dumps(record, sort_keys=True))
+    def save_record(self, film: FilmRecord) -> None:
+        write_text(self.records_dir / f"{film.key}.json", json.dumps(film.to_dict(), sort_keys=True))
 
     def save_notes(self, notes) -> None:
         """Inputs that were not files to read (a PACS series that is no radiograph, a study without one),
@@ -180,13 +183,12 @@ class ScoredFolder:
         are tried again on ``--resume``."""
         for note in notes:
             key = "note-" + hashlib.sha1(note["file"].encode()).hexdigest()[:12]
-            self.save_record({"key": key, "file": note["file"], "status": str(note["status"]),
-                              "reason": note["reason"]})
+            self.save_record(FilmRecord(key=key, file=note["file"], status=Status(note["status"]), reason=note["reason"]))
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[FilmRecord]:
         """The per-radiograph records of the run (points, probabilities, reasons), by file."""
-        loaded = [json.loads(p.read_text()) for p in sorted(self.records_dir.glob("*.json"))]
-        return sorted(loaded, key=lambda r: r["file"])
+        loaded = [FilmRecord.from_dict(json.loads(p.read_text())) for p in sorted(self.records_dir.glob("*.json"))]
+        return sorted(loaded, key=lambda f: f.file)
 
     def settings(self) -> Settings:
         """The settings the run was made with."""

@@ -1,17 +1,18 @@
 """What ``tfmssass score`` was asked to do, as one object: the command line's options, checked once
 for combinations that cannot work (each a :class:`~tfmssass.core.errors.UsageError`, exit 2), and turned
-into the :class:`~tfmssass.scoring.records.Settings` a run keeps."""
+into the :class:`~tfmssass.scoring.settings.Settings` a run keeps."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 from tfmssass.core.errors import UsageError
 from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
 from tfmssass.scoring.longitudinal import DECREASE_COST
-from tfmssass.scoring.records import Settings
 from tfmssass.scoring.run import salt_id
+from tfmssass.scoring.settings import Settings
 
 #: The salt of --pseudonymize must be at least this long (a short one is guessed from the hashes).
 MIN_SALT = 8
@@ -57,6 +58,7 @@ class ScoreOptions:
     def check(self) -> None:
         """Refuse what cannot work together, before anything is read or loaded; reads --prior FILE and
         the salt file."""
+        self._check_source()
         if self.pseudonymize and (self.dicom_out or self.dicomweb_url):
             raise UsageError("--pseudonymize cannot be used with --dicom or --dicomweb: the DICOM objects must "
                              "reference the original radiographs")
@@ -78,6 +80,28 @@ class ScoreOptions:
                 raise UsageError(f"the pseudonymisation salt must have at least {MIN_SALT} characters")
         elif self.salt or self.salt_file:
             raise UsageError("--salt/--salt-file only make sense with --pseudonymize")
+
+    def _check_source(self) -> None:
+        """A folder or a PACS, not both, and the options of the one given."""
+        pacs_only = {"--study": self.study_uids, "--patient": self.patient_ids, "--since": self.since,
+                     "--auth-file": self.auth_file, "--ca-bundle": self.ca_bundle, "--store": self.send}
+        if not self.dicomweb_url:
+            if self.directory is None:
+                raise UsageError("give a DIRECTORY to score, or --dicomweb URL")
+            if given := [name for name, value in pacs_only.items() if value]:
+                raise UsageError(f"{', '.join(given)} only make sense with --dicomweb")
+            return
+        if self.directory is not None:
+            raise UsageError("give a DIRECTORY or --dicomweb, not both")
+        if self.meta_csv:
+            raise UsageError("--meta does not apply to --dicomweb: the DICOM headers name patient and date")
+        if self.since:
+            try:
+                dt.date.fromisoformat(self.since)
+            except ValueError:
+                raise UsageError(f"--since {self.since}: not a date YYYY-MM-DD") from None
+        if not (self.study_uids or self.patient_ids or self.since):
+            raise UsageError("--dicomweb needs --study, --patient or --since (which studies to score)")
 
     @property
     def model_source(self) -> dict:

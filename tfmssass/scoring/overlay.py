@@ -29,12 +29,12 @@ def _unit(v):
     return np.asarray(v, float) / n if n > 0 else np.zeros(2)
 
 
-def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: dict[str, dict],
+def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: dict[str, tuple],
                  caption: list[str], extent: float) -> np.ndarray:
     """BGR overlay of a grey uint8 ``image`` already shrunk by ``scale`` (overlay px / original px).
 
     ``levels``: dicts with level, c, a, up (original pixels; up points cranially) and the two
-    corner names; ``corners``: corner name → dict with grade (None if not graded) and review.
+    corner names; ``corners``: corner name → (grade or None if not graded, to review).
     """
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     thick = max(1, round(max(image.shape) / 600))
@@ -57,8 +57,7 @@ def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: d
         _outlined(canvas, lv["level"], behind, font, (255, 255, 255), thick)
         marks = corner_marks(c, a, lv["up"])
         for name, at in ((lv["inf_corner"], marks[0]), (lv["sup_corner"], marks[1])):
-            info = corners.get(name, {})
-            grade, review = info.get("grade"), info.get("review", False)
+            grade, review = corners.get(name, (None, False))
             text = "-" if grade is None else str(int(grade))
             colour = MISSING_COLOUR if grade is None else GRADE_COLOURS[int(grade)]
             if review:

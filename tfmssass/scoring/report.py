@@ -16,7 +16,8 @@ import jinja2
 import pandas as pd
 
 from tfmssass.core.atomic import write_text
-from tfmssass.scoring.records import CROP_PX, Status
+from tfmssass.scoring.film import FilmRecord
+from tfmssass.scoring.record_maker import CROP_PX
 from tfmssass.scoring.totals import PROGRESSION_DELTA
 
 VISIT_COLUMNS = ["visit_date", "cervical", "lumbar", "msasss", "corners_graded", "imputed", "complete"]
@@ -75,30 +76,30 @@ def progression_plot(visits: pd.DataFrame, width: int = 360, height: int = 180) 
             "first": known["visit_date"].iloc[0], "span": f"{years.max():.1f}"}
 
 
-def changing_corners(records: list[dict]) -> list[dict]:
+def changing_corners(films: list[FilmRecord]) -> list[dict]:
     """Per corner whose grade changes between the patient's visits: its course in visit order as
-    (record, index in the crop strip, corner). A corner whose grade stays the same is not listed, even
+    (film, index in the crop strip, corner). A corner whose grade stays the same is not listed, even
     where the visits together changed its grade alone (that corner is flagged for review)."""
     by_corner: dict[str, list] = {}
-    for r in sorted(records, key=lambda r: r["visit_date"]):
-        for k, c in enumerate(r["corners"]):
-            by_corner.setdefault(c["corner"], []).append((r, k, c))
+    for f in sorted(films, key=lambda f: f.visit_date):
+        for k, c in enumerate(f.corners):
+            by_corner.setdefault(c.corner, []).append((f, k, c))
     return [{"corner": corner, "course": course} for corner, course in by_corner.items()
-            if len({c["grade"] for _, _, c in course if c["grade"] is not None}) >= 2]
+            if len({c.grade for _, _, c in course if c.grade is not None}) >= 2]
 
 
-def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFrame,
+def render_report(films: list[FilmRecord], visits: pd.DataFrame, changes: pd.DataFrame,
                   not_used: dict[str, str], settings, run_id: str | None = None) -> str:
-    scored = [r for r in records if r["status"] == Status.SCORED]
-    problems = [r for r in records if r["status"] != Status.SCORED]
-    review = sorted(((r, c) for r in scored for c in r["corners"] if c["review"]),
-                    key=lambda rc: (-1.0 if rc[1].get("p_grade") is None else rc[1]["p_grade"], rc[0]["file"]))
+    scored = [f for f in films if f.scored]
+    problems = [f for f in films if not f.scored]
+    review = sorted(((f, c) for f in scored for c in f.corners if c.review),
+                    key=lambda fc: (-1.0 if fc[1].p_grade is None else fc[1].p_grade, fc[0].file))
     patients = []
     for patient, pv in visits.groupby("patient_id", sort=True):
-        mine = [r for r in scored if r["patient_id"] == patient]
+        mine = [f for f in scored if f.patient_id == patient]
         patients.append({"id": patient, "visits": _rows(pv), "plot": progression_plot(pv),
                          "changes": _rows(changes[changes["patient_id"] == patient]),
-                         "strips": changing_corners([r for r in mine if r["file"] not in not_used]),
+                         "strips": changing_corners([f for f in mine if f.file not in not_used]),
                          "films": mine})
     together = settings.longitudinal != "off"
     return _ENVIRONMENT.get_template("report.html.j2").render(
@@ -109,5 +110,5 @@ def render_report(records: list[dict], visits: pd.DataFrame, changes: pd.DataFra
         visit_columns=VISIT_COLUMNS, change_columns=CHANGE_COLUMNS)
 
 
-def write_report(path, records, visits, changes, not_used, settings, run_id: str | None = None) -> None:
-    write_text(path, render_report(records, visits, changes, not_used, settings, run_id))
+def write_report(path, films, visits, changes, not_used, settings, run_id: str | None = None) -> None:
+    write_text(path, render_report(films, visits, changes, not_used, settings, run_id))

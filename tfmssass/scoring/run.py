@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path
 from tfmssass.io import RadiographError, read_radiograph
-from tfmssass.scoring.folder import ScoredFolder, Status
+from tfmssass.scoring.film import FilmRecord, Status, corner_table
+from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.inputs import (
     Skipped,
     as_stored,
@@ -33,14 +34,9 @@ from tfmssass.scoring.inputs import (
     is_dicom,
     read_meta_table,
 )
-from tfmssass.scoring.records import (
-    Item,
-    RecordMaker,
-    Settings,
-    base_record,
-    corner_table,
-)
+from tfmssass.scoring.record_maker import Item, RecordMaker, base_film
 from tfmssass.scoring.report import write_report
+from tfmssass.scoring.settings import Settings
 from tfmssass.scoring.totals import for_output, progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
 
@@ -71,7 +67,7 @@ def salt_id(salt: str) -> str:
     return hashlib.sha256(f"tfmssass-salt\0{salt}".encode()).hexdigest()[:16]
 
 
-def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: str | None) -> list[dict]:
+def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: str | None) -> list[FilmRecord]:
     """Records of several radiographs from one predictor call; an input the server refuses fails
     alone (the others are asked again one by one)."""
     try:
@@ -80,7 +76,7 @@ def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: 
     except ServingError as exc:
         if len(items) > 1:
             return [r for i in items for r in _predict(predictor, maker, [i], view)]
-        return [{**base_record(items[0]), "status": Status.FAILED, "reason": str(exc)}]
+        return [base_film(items[0], Status.FAILED, str(exc))]
     return [maker.make(item, as_stored(out, item.stored_turns, item.image.shape)) for item, out in zip(items, outputs)]
 
 
@@ -167,12 +163,11 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
                 continue
             if item.error is not None:
                 status = Status.SKIPPED if isinstance(item.error, Skipped) else Status.FAILED
-                folder.save_record({"key": _file_key(item), "file": item.file, "status": status,
-                                    "reason": item.error.reason})
+                folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=status, reason=item.error.reason))
                 continue
             if item.key in seen:  # a copy of a file already scored in this run
-                folder.save_record({"key": _file_key(item), "file": item.file, "status": Status.SKIPPED,
-                                    "reason": f"skipped: same content as {seen[item.key]}"})
+                folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=Status.SKIPPED,
+                                        reason=f"skipped: same content as {seen[item.key]}"))
                 continue
             seen[item.key] = item.file
             pending.append(item)
@@ -214,22 +209,21 @@ def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> 
     returns the counts, with the first failed inputs and their reasons."""
     folder = out if isinstance(out, ScoredFolder) else ScoredFolder(out)
     out = folder.root
-    records, not_used, decoded = folder.decided_records(settings)
+    films, not_used, decoded = folder.decided_records(settings)
     image_rows, error_rows = [], []
-    for r in records:
-        if r["status"] != Status.SCORED:
-            error_rows.append({"file": r["file"], "reason": r["reason"]})
-            if r["status"] == Status.FAILED and r.get("patient_id"):
-                image_rows.append({"file": r["file"], "patient_id": r["patient_id"],
-                                   "visit_date": r["visit_date"], "view": r.get("view"),
-                                   "orientation": _orientation_text(r.get("orientation")), "score": None,
-                                   "corners_graded": 0, "status": r["reason"]})
+    for f in films:
+        if not f.scored:
+            error_rows.append({"file": f.file, "reason": f.reason})
+            if f.status == Status.FAILED and f.patient_id:
+                image_rows.append({"file": f.file, "patient_id": f.patient_id, "visit_date": f.visit_date,
+                                   "view": f.view, "orientation": _orientation_text(f.orientation), "score": None,
+                                   "corners_graded": 0, "status": f.reason})
             continue
-        image_rows.append({"file": r["file"], "patient_id": r["patient_id"], "visit_date": r["visit_date"],
-                           "view": r["view"], "orientation": _orientation_text(r.get("orientation")),
-                           "score": r["score"], "corners_graded": r["corners_graded"],
-                           "status": not_used.get(r["file"], "scored")})
-    corners, _ = corner_table(records)
+        image_rows.append({"file": f.file, "patient_id": f.patient_id, "visit_date": f.visit_date,
+                           "view": f.view, "orientation": _orientation_text(f.orientation),
+                           "score": f.score, "corners_graded": f.corners_graded,
+                           "status": not_used.get(f.file, "scored")})
+    corners, _ = corner_table(films)
     images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
     errors = pd.DataFrame(error_rows, columns=ERROR_COLUMNS)
     used = used_corners(corners, not_used)
@@ -242,9 +236,9 @@ def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> 
     _write_csv(out / "visits.csv", visits, note)
     _write_csv(out / "progression.csv", changes, note)
     _write_csv(out / "errors.csv", errors, note)
-    write_report(out / "report.html", records, visits, changes, not_used, settings, run_id=folder.run_id())
-    failures = [(r["file"], r["reason"]) for r in records if r["status"] == Status.FAILED]
-    skipped = sum(r["status"] == Status.SKIPPED for r in records)
-    return {"scored": len(records) - len(failures) - skipped, "failed": len(failures), "skipped": skipped,
+    write_report(out / "report.html", films, visits, changes, not_used, settings, run_id=folder.run_id())
+    failures = [(f.file, f.reason) for f in films if f.status == Status.FAILED]
+    skipped = sum(f.status == Status.SKIPPED for f in films)
+    return {"scored": len(films) - len(failures) - skipped, "failed": len(failures), "skipped": skipped,
             "files": files, "passed_over": passed_over, "not_used": len(not_used),
             "first_failures": failures[:FIRST_FAILURES]}

@@ -88,7 +88,7 @@ class Reading(NamedTuple):
     level_confidence: object  # [6] lower confidence of each level's two points
     turns: object  # int32 quarter turns the film was stored from upright; -1 not checked
     finding: object  # int32 outcome code (stage 1's FINDINGS)
-    level_ok: object  # [6] levels the plausibility gate let through
+    level_plausible: object  # [6] levels the plausibility gate let through
     level_implant: object  # [6] levels under metal-dense material
     level_on_film: object  # [6] levels the film reaches
 
@@ -97,16 +97,16 @@ class ScoringModule(tf.Module):
     """Stage 1, the crops, stage 2 and the grading rules as traced functions.
 
     ``stage1`` is a :class:`~tfmssass.stages.keypoints.detect.Stage1` (or anything with its
-    ``detect``), ``grader`` the Keras corner grader; ``point_threshold`` is the key-point
+    ``detect``), ``grader`` the Keras corner grader; ``confidence_threshold`` is the key-point
     confidence below which a level is not graded at all; ``calibration`` turns the grader's softmax
     into calibrated cohort probabilities (in the graph, so every signature answers the same).
     """
 
-    def __init__(self, stage1, grader, crop, point_threshold: float, metadata: dict,
+    def __init__(self, stage1, grader, crop, confidence_threshold: float, metadata: dict,
                  review_threshold: float = REVIEW_THRESHOLD, point_review: float = POINT_REVIEW,
                  calibration: Calibration = Calibration()):
         super().__init__(name="tfmssass")
-        self.stage1, self.crop, self.point_threshold = stage1, crop, float(point_threshold)
+        self.stage1, self.crop, self.confidence_threshold = stage1, crop, float(confidence_threshold)
         self._metadata = json.dumps(metadata)  # a string: tf.Module would wrap a dict for tracking
         self._note = str(metadata.get("note", ""))  # every output carries it
         self.review_threshold, self.point_review = review_threshold, point_review
@@ -179,21 +179,21 @@ class ScoringModule(tf.Module):
         det = self.stage1.detect_shrunk(upright_small, scale, view_hint)
         to_stored = quarter_turn_matrix(quarter, tf.shape(upright)[0], tf.shape(upright)[1])
         stored_points = apply_matrix(to_stored, det.points)  # NaN stays NaN
-        reason = tf.where(sure | tf.not_equal(det.reason, FOUND), det.reason, ORIENTATION_UNSURE)
-        reason = tf.where(not_lateral, NOT_LATERAL_FILM, reason)
-        return det._replace(points=stored_points, reason=reason), upright, det.points, turns
+        finding = tf.where(sure | tf.not_equal(det.finding, FOUND), det.finding, ORIENTATION_UNSURE)
+        finding = tf.where(not_lateral, NOT_LATERAL_FILM, finding)
+        return det._replace(points=stored_points, finding=finding), upright, det.points, turns
 
     def _read(self, image, view_hint):
         det, upright, upright_points, turns = self._upright(image, view_hint)
         span = det.view * 12 + tf.range(12)
         view_conf = tf.gather(det.confidence, span)
         level_conf = tf.minimum(view_conf[0::2], view_conf[1::2])
-        found = tf.equal(det.reason, FOUND)
+        found = tf.equal(det.finding, FOUND)
         implant = dense_levels(upright, tf.gather(upright_points, span)) & found
-        wanted = (level_conf >= self.point_threshold) & found & det.level_ok & det.on_film & ~implant
-        crops, cut = corner_crops(upright, tf.gather(upright_points, span), wanted, self.crop)
-        return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.reason,
-                       det.level_ok, implant, det.on_film)
+        to_cut = (level_conf >= self.confidence_threshold) & found & det.level_plausible & det.on_film & ~implant
+        crops, cut = corner_crops(upright, tf.gather(upright_points, span), to_cut, self.crop)
+        return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.finding,
+                       det.level_plausible, implant, det.on_film)
 
     def _finish(self, probabilities, level_confidence, cut):
         grades, confidence, review, reason = grade_corners(probabilities, level_confidence, cut,
@@ -209,7 +209,7 @@ class ScoringModule(tf.Module):
                 "grade_prior": tf.tile(self.prior[None], [tf.shape(reading.found)[0], 1]), **finished,
                 "model_note": tf.fill(tf.shape(reading.found), self._note),
                 "orientation": tf.where(reading.turns >= 0, reading.turns * 90, -1), "finding": reading.finding,
-                "level_plausible": reading.level_ok, "level_implant": reading.level_implant,
+                "level_plausible": reading.level_plausible, "level_implant": reading.level_implant,
                 "level_on_film": reading.level_on_film}
 
     def _reading_signature(self):
@@ -235,7 +235,7 @@ class ScoringModule(tf.Module):
     def keypoints_only(self, images) -> dict:
         def one(x):
             det = self._upright(x[:, :, 0], tf.constant(-1))[0]
-            return det.points, det.confidence, det.view, tf.equal(det.reason, FOUND)
+            return det.points, det.confidence, det.view, tf.equal(det.finding, FOUND)
 
         points, confidence, view, found = tf.map_fn(one, images, fn_output_signature=(
             tf.TensorSpec([24, 2], tf.float32), tf.TensorSpec([24], tf.float32), tf.TensorSpec([], tf.int32),

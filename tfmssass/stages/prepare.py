@@ -2,7 +2,7 @@
 
 Radiographs are split by patient (as a training run would) and cut into units of ``per_shard``
 radiographs. Each unit is decoded in parallel and written as one radiograph shard plus one corner
-shard per grade (:mod:`tfmssass.data.records`); a unit's marker in ``.units/`` is written last, so
+shard per grade (:mod:`tfmssass.data.tfrecords`); a unit's marker in ``.units/`` is written last, so
 a rerun skips every complete unit and redoes only the one a kill interrupted. When all units are
 there, ``index.json`` (counts per split, view and grade; the shard files with their record counts),
 ``patients.csv``, ``radiographs.csv``, ``split.csv`` and ``errors.csv`` are written.
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import keep_settings, write_text
 from tfmssass.core.system import usable_cpus
-from tfmssass.data.records import (
+from tfmssass.data.tfrecords import (
     CORNERS,
     FORMAT_VERSION,
     INDEX,

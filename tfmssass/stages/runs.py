@@ -19,7 +19,7 @@ import pandas as pd
 from tfmssass.core.atomic import keep_settings, write_text
 from tfmssass.core.config import GraderConfig, KeypointConfig, demo_model_dir
 from tfmssass.core.errors import UsageError
-from tfmssass.data.records import load_index
+from tfmssass.data.tfrecords import load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.io.split import split_patients, write_split
 from tfmssass.stages.grader.model import CornerGrader, build_grader

@@ -122,9 +122,21 @@ def resumed_epoch(run: Path, role: WorkerRole = WorkerRole()) -> int:
     return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
 
 
-def fit_run(run: Path, model: keras.Model, train_ds, steps_per_epoch: int, epochs: int,
-            monitor: str, mode: str = "min", val_ds=None, validation_steps=None,
-            metric_callbacks=(), extra_callbacks=(), verbose: int = 1,
+@dataclass(frozen=True)
+class FitPlan:
+    """What one training run fits and how it picks its best epoch."""
+
+    train_ds: object
+    steps_per_epoch: int
+    epochs: int
+    monitor: str  # the logged metric that chooses the best checkpoint
+    mode: str = "min"
+    val_ds: object = None
+    validation_steps: int | None = None
+    metric_callbacks: tuple = ()  # callbacks that add ``monitor`` to the logs (they run first)
+
+
+def fit_run(run: Path, model: keras.Model, plan: FitPlan, extra_callbacks=(), verbose: int = 1,
             role: WorkerRole = WorkerRole(), strategy: tf.distribute.Strategy | None = None
             ) -> keras.callbacks.History:
     """Fit with best-checkpointing, CSV + TensorBoard logs and resume after a kill.
@@ -140,19 +152,19 @@ def fit_run(run: Path, model: keras.Model, train_ds, steps_per_epoch: int, epoch
     own.mkdir(parents=True, exist_ok=True)
     callbacks = [AverageStatistics(strategy)] if role.count > 1 else []
     callbacks += [keras.callbacks.BackupAndRestore(str(own / "backup"), double_checkpoint=True),
-                  *metric_callbacks]  # these add the monitored metric to the logs, so they go first
+                  *plan.metric_callbacks]  # these add the monitored metric to the logs, so they go first
     if role.chief:
         callbacks += [
             keras.callbacks.ModelCheckpoint(
-                str(run / BEST), monitor=monitor, mode=mode, save_best_only=True,
-                save_weights_only=True, initial_value_threshold=_best_so_far(run, monitor, mode)),
+                str(run / BEST), monitor=plan.monitor, mode=plan.mode, save_best_only=True,
+                save_weights_only=True, initial_value_threshold=_best_so_far(run, plan.monitor, plan.mode)),
             keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
             keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
         ]
     callbacks += list(extra_callbacks)
     # the datasets shuffle themselves (per worker, seeded): Keras must not try to
-    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-                        validation_data=val_ds, validation_steps=validation_steps,
+    history = model.fit(plan.train_ds, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, shuffle=False,
+                        validation_data=plan.val_ds, validation_steps=plan.validation_steps,
                         callbacks=callbacks, verbose=verbose if role.chief else 0)
     tmp = own / f".{LAST}.{os.getpid()}.weights.h5"  # Keras insists on the suffix
     model.save_weights(str(tmp))

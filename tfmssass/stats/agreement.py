@@ -158,7 +158,7 @@ def new_syndesmophytes(scored: pd.DataFrame, reference: pd.DataFrame) -> dict:
 def calibration_error(scored_dir, reference: pd.DataFrame) -> dict:
     """ECE of the scored corners' probabilities against the reference grades, as the model gave
     them (calibrated) and with the calibration undone (the grader's softmax)."""
-    from tfmssass.scoring.folder import ScoredFolder, Status
+    from tfmssass.scoring.folder import ScoredFolder
     from tfmssass.stages.grader.calibration import (
         Calibration,
         expected_calibration_error,
@@ -167,8 +167,8 @@ def calibration_error(scored_dir, reference: pd.DataFrame) -> dict:
 
     folder = ScoredFolder(scored_dir)
     source = folder.source()
-    rows = [{"patient_id": r["patient_id"], "visit_date": r["visit_date"], "view": r["view"], "corner": c["corner"],
-             "p": c["p"]} for r in folder.records() if r["status"] == Status.SCORED for c in r["corners"] if c["p"]]
+    rows = [{"patient_id": f.patient_id, "visit_date": f.visit_date, "view": f.view, "corner": c.corner, "p": c.p}
+            for f in folder.records() if f.scored for c in f.graded_corners()]
     key = ["patient_id", "visit_date", "view", "corner"]
     joined = pd.DataFrame(rows, columns=key + ["p"]).merge(reference[key + ["grade"]], on=key).dropna(subset=["grade"])
     if joined.empty or not source.get("calibration"):
@@ -186,8 +186,8 @@ def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corner
     and together (:data:`MODES`)."""
     from dataclasses import replace
 
+    from tfmssass.scoring.film import corner_table
     from tfmssass.scoring.folder import ScoredFolder
-    from tfmssass.scoring.records import corner_table
     from tfmssass.scoring.run import used_corners
 
     folder = ScoredFolder(scored_dir)

@@ -739,66 +739,53 @@ def _sct(name: str):
     return item
 
 
-def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition):
-    """A DX 'for presentation' data set as a detector would send it: raw values, window, spacing."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
+def _stored_pixels(case: Case, display: np.ndarray, acq: Acquisition) -> tuple[np.ndarray, float, float]:
+    """The detector's raw values of a display image [0, 1], and the window (centre, width) that shows it."""
     top = 2**acq.bits_stored - 1
     kind = list(FILM_HEADERS).index(case.view)
-    body_part, lateral, description = FILM_HEADERS[case.view]
     rng = _rng(case.seed, case.patient, 5, case.visit, kind)
     lo, hi = top * rng.uniform(0.02, 0.12), top * rng.uniform(0.8, 0.97)
     raw = lo + display.astype(np.float64) * (hi - lo)
-    if acq.monochrome == "MONOCHROME1":
-        raw = top - raw
-    pixels = np.clip(np.rint(raw), 0, top).astype(np.uint16)
     centre, width = (lo + hi) / 2, (hi - lo)
     if acq.monochrome == "MONOCHROME1":
-        centre = top - centre
+        raw, centre = top - raw, top - centre
+    return np.clip(np.rint(raw), 0, top).astype(np.uint16), centre, width
 
-    date = row["visit_date"].replace("-", "")
-    study = _uid(case.seed, case.patient, case.visit, "study")
-    series = _uid(case.seed, case.patient, case.visit, case.view, "series")
-    sop = _uid(case.seed, case.patient, case.visit, case.view, "sop")
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, sop
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.Modality = "DX"
-    ds.PresentationIntentType = "FOR PRESENTATION"
+
+def _add_patient_and_study(ds, case: Case, visit_date: str) -> None:
+    """UIDs, dates and the phantom patient (de-identified: no patient was ever imaged)."""
+    date = visit_date.replace("-", "")
+    ds.StudyInstanceUID = _uid(case.seed, case.patient, case.visit, "study")
+    ds.SeriesInstanceUID = _uid(case.seed, case.patient, case.visit, case.view, "series")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "090000"
     ds.ReferringPhysicianName = ""
     ds.PatientBirthDate = ""
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(case.visit + 1), 1 + kind, 1
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(case.visit + 1), 1 + list(FILM_HEADERS).index(case.view), 1
     ds.AccessionNumber = f"{case.patient_id}V{case.visit + 1}"
     ds.PatientID = case.patient_id
     ds.PatientName = f"Phantom^{case.patient_id}"
     ds.PatientSex = "M" if _rng(case.seed, case.patient, 6).random() < 0.7 else "F"
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = PHANTOM_NOTE  # nothing to remove: no patient was ever imaged
+    ds.DeidentificationMethod = PHANTOM_NOTE
+
+
+def _add_view(ds, case: Case, acq: Acquisition) -> None:
+    """Body part, view and the way the film is stored, as a lateral (or frontal) film states them."""
+    body_part, lateral, description = FILM_HEADERS[case.view]
     ds.BodyPartExamined = body_part
     ds.AnatomicRegionSequence = [_sct(BODY_PART_REGIONS[body_part])]
     ds.ImageLaterality = "U"  # the spine is not a paired structure
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.LossyImageCompression = "00"
-    ds.DetectorType = "SCINTILLATOR"
-    ds.PositionerType = "NONE"
-    ds.AcquisitionContextSequence = []
     ds.PatientOrientation = ["L", "F"]  # a frontal (AP) film: the patient's left to the right
     if lateral:
         ds.ViewPosition = "LL" if acq.facing == "left" else "RL"
         ds.PatientOrientation = ["A" if acq.facing == "right" else "P", "F"]  # stored upright
         ds.ViewCodeSequence = [_sct("LeftLateral" if acq.facing == "left" else "RightLateral")]
     ds.StudyDescription = description
-    ds.ImageComments = PHANTOM_NOTE
-    ds.BurnedInAnnotation = "YES"  # the side marker
-    ds.Manufacturer = "tfmssass"
-    ds.ManufacturerModelName = f"phantom {__version__} ({case.difficulty})"
+
+
+def _add_pixels(ds, pixels: np.ndarray, centre: float, width: float, acq: Acquisition) -> None:
+    """The image pixel module, the window and the calibrated spacing."""
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = acq.monochrome
@@ -819,6 +806,35 @@ def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition
     ds.PixelSpacingCalibrationDescription = f"detector pitch / magnification {magnification:.3f} at the spine"
     ds.EstimatedRadiographicMagnificationFactor = f"{magnification:.3f}"
     ds.PixelData = pixels.tobytes()
+
+
+def phantom_dataset(case: Case, display: np.ndarray, row: dict, acq: Acquisition):
+    """A DX 'for presentation' data set as a detector would send it: raw values, window, spacing."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    sop = _uid(case.seed, case.patient, case.visit, case.view, "sop")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, sop
+    ds.Modality = "DX"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    _add_patient_and_study(ds, case, row["visit_date"])
+    _add_view(ds, case, acq)
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.LossyImageCompression = "00"
+    ds.DetectorType = "SCINTILLATOR"
+    ds.PositionerType = "NONE"
+    ds.AcquisitionContextSequence = []
+    ds.ImageComments = PHANTOM_NOTE
+    ds.BurnedInAnnotation = "YES"  # the side marker
+    ds.Manufacturer = "tfmssass"
+    ds.ManufacturerModelName = f"phantom {__version__} ({case.difficulty})"
+    pixels, centre, width = _stored_pixels(case, display, acq)
+    _add_pixels(ds, pixels, centre, width, acq)
     return ds
 
 

@@ -164,7 +164,7 @@ function drawPanel() {
       const flag = document.createElement("span");
       flag.className = "flag";
       flag.textContent = " ⚑";
-      flag.title = model.why || "flagged for review";
+      flag.title = model.review_reason || model.why || "flagged for review";
       tr.children[2].appendChild(flag);
     }
     const td = document.createElement("td");
@@ -180,7 +180,7 @@ function drawPanel() {
     body.appendChild(tr);
   }
   const flagged = state.field && !adjudicating ? film.model[state.field] || {} : {};
-  $("why").textContent = flagged.review ? `⚑ ${state.field}: ${flagged.why || "flagged for review"}` : "";
+  $("why").textContent = flagged.review ? `⚑ ${state.field}: ${flagged.review_reason || flagged.why || "flagged for review"}` : "";
   drawCrops();
 }
 

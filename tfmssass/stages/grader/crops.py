@@ -68,10 +68,10 @@ def canonical_crop(patch, c, a, up, sup, spec: CropSpec, jitter: CropJitter = Cr
     return clahe_float(x, spec.clip) if spec.clahe else x
 
 
-def corner_crops(image, points, level_ok, spec: CropSpec):
+def corner_crops(image, points, to_cut, spec: CropSpec):
     """Crops [12, S, S] of one radiograph (inf, sup per level) and which of the 6 levels were cut.
 
-    ``points`` [12, 2]: the view's (centre, anterior) per level in original pixels; ``level_ok``
+    ``points`` [12, 2]: the view's (centre, anterior) per level in original pixels; ``to_cut``
     [6]: levels with confident points. A level also needs a valid neighbour (to tell up from
     down) and a depth of at least 2 px; its crops are zeros otherwise, and never graded.
     """
@@ -79,7 +79,7 @@ def corner_crops(image, points, level_ok, spec: CropSpec):
     c, a = points[0::2], points[1::2]
     depth = tf.norm(a - c, axis=1)
     finite = tf.reduce_all(tf.math.is_finite(points), axis=1)
-    valid = level_ok & finite[0::2] & finite[1::2]
+    valid = to_cut & finite[0::2] & finite[1::2]
     up, has_up = cranial_directions(tf.where(valid[:, None], c, 0.0), valid)
     ok = valid & has_up & (tf.where(valid, depth, 0.0) >= 2.0)
     crops = []

@@ -27,7 +27,7 @@ from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
 from tfmssass.core.geometry import CropJitter, CropSpec, cranial_directions
-from tfmssass.data.records import CORNERS, load_png16, parse_corner, read_records
+from tfmssass.data.tfrecords import CORNERS, load_png16, parse_corner, read_records
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
 from tfmssass.io.labels import resolve_image

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core.config import GraderConfig, KeypointConfig
-from tfmssass.data.records import grade_counts, load_index
+from tfmssass.data.tfrecords import grade_counts, load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as grading_metrics
 from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, write_calibration
@@ -34,6 +34,7 @@ from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.prepare import prepare_for_run
 from tfmssass.stages.runs import IMAGENET, initial_weights, judge_learning, load_grader, run_data, start_run
 from tfmssass.stages.training import (
+    FitPlan,
     WorkerRole,
     choose_strategy,
     fit_run,
@@ -148,9 +149,8 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
             model.load_backbone_weights(init)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "max",
-            metric_callbacks=[GradingMetricsCallback(val_ds)], extra_callbacks=extra_callbacks,
-            verbose=verbose, role=role, strategy=chosen)
+    plan = FitPlan(train_ds, steps, config.epochs, MONITOR, "max", metric_callbacks=(GradingMetricsCallback(val_ds),))
+    fit_run(run, model, plan, extra_callbacks, verbose, role, chosen)
     if role.chief:
         calibrate_run(run, verbose=verbose)
         if warning := judge_learning(run, "grader"):

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
-from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, read_records
+from tfmssass.data.tfrecords import RADIOGRAPHS, parse_radiograph, read_records
 from tfmssass.ops.image import (
     IntensityJitter,
     apply_matrix,

@@ -37,7 +37,7 @@ from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
 from tfmssass.stages.keypoints.orientation import NOT_LATERAL, thumbnail
 from tfmssass.stages.keypoints.plausibility import check_chain, limit_tensors
 
-#: Detection outcome codes (``Stage1Result.reason``): stage 1's own, then the gate's (plausibility
+#: Detection outcome codes (``Stage1Result.finding``): stage 1's own, then the gate's (plausibility
 #: codes 1, 2, 3 shifted by ``GATE``), then the view check's. Codes never change meaning: exported
 #: models carry them.
 FOUND, NO_RESPONSE, TOO_FEW_POINTS, ORIENTATION_UNSURE = 0, 1, 2, 3
@@ -114,21 +114,23 @@ class Stage1Result(NamedTuple):
     points: object  # [24, 2] original pixels, NaN outside the view or when not found
     confidence: object  # [24] heatmap peaks (fine pass; coarse pass when nothing responded)
     view: object  # int32: 0 cervical, 1 lumbar
-    reason: object  # outcome code (FINDINGS)
+    finding: object  # outcome code (FINDINGS)
     confident: object  # confident points of the view
     region: object  # [4] the fine-pass box in original pixels
-    level_ok: object  # [6] bool: the view's levels the plausibility gate lets through
+    level_plausible: object  # [6] bool: the view's levels the plausibility gate lets through
     on_film: object  # [6] bool: the view's levels on the film (points NaN for the others)
 
 
 class Stage1:
     """Coarse-to-fine detection in TF ops: the graph that scoring and the SavedModel run."""
 
-    def __init__(self, model, input_size=(256, 192), long_side: int = 1024, threshold: float = 0.3,
+    def __init__(self, model, input_size=(256, 192), long_side: int = 1024,
+                 confidence_threshold: float = POINT_CONFIDENCE,
                  min_points: int = 8, margin: float = 0.2, flip_test: bool = False, orientation=None,
                  limits: dict | None = None):
         self.model, self.input_size, self.long_side = model, tuple(int(v) for v in input_size), long_side
-        self.threshold, self.min_points, self.margin, self.flip_test = threshold, min_points, margin, flip_test
+        self.confidence_threshold, self.min_points = confidence_threshold, min_points
+        self.margin, self.flip_test = margin, flip_test
         self.orientation = orientation  # both optional: runs made before the checks have neither
         self._limits = limit_tensors(limits) if limits is not None else None
         # one traced forward pass, called by both passes (and every exported signature)
@@ -182,22 +184,22 @@ class Stage1:
         points, conf2 = decode_heatmaps(fine)
         back = apply_matrix(invert_matrix(fine_matrix), heatmap_to_input(points))
         view_conf = tf.gather(conf2, span)
-        confident = tf.reduce_sum(tf.cast(view_conf >= self.threshold, tf.int32))
+        confident = tf.reduce_sum(tf.cast(view_conf >= self.confidence_threshold, tf.int32))
         view_points = tf.gather(back, span)
-        level_confident = tf.minimum(view_conf[0::2], view_conf[1::2]) >= self.threshold
+        level_confident = tf.minimum(view_conf[0::2], view_conf[1::2]) >= self.confidence_threshold
         on_film = (levels_on_film(view_points[0::2], level_confident, height, width) if self._limits is not None
                    else tf.ones([6], tf.bool))
-        gate, level_ok = self.check(view_points, level_confident & on_film, view)
-        reason = tf.where(~responded, NO_RESPONSE,
-                          tf.where(confident < self.min_points, TOO_FEW_POINTS,
-                                   tf.where(gate > 0, GATE + gate, FOUND)))
-        found = tf.equal(reason, FOUND)
+        gate, level_plausible = self.check(view_points, level_confident & on_film, view)
+        outcome = tf.where(~responded, NO_RESPONSE,
+                           tf.where(confident < self.min_points, TOO_FEW_POINTS,
+                                    tf.where(gate > 0, GATE + gate, FOUND)))
+        found = tf.equal(outcome, FOUND)
         original = (back + 0.5) / scale - 0.5
         kept = tf.scatter_nd(span[:, None], tf.repeat(on_film, 2), [24])  # the view's points on the film
         points = tf.where(kept[:, None] & found, original, float("nan"))
         region = tf.reshape((tf.reshape(box, [2, 2]) + 0.5) / scale - 0.5, [-1])
         confidence = tf.where(responded, conf2, conf1)
-        return Stage1Result(points, confidence, view, reason, confident, region, level_ok, on_film)
+        return Stage1Result(points, confidence, view, outcome, confident, region, level_plausible, on_film)
 
     def orient(self, small):
         """(quarter turns counter-clockwise the film was stored from upright, whether that is sure,
@@ -236,7 +238,7 @@ class Detection:
     confidence: np.ndarray
     view: str | None
     found: bool
-    reason: str = ""
+    finding: str = ""  # why the spine was not found (empty when it was)
     region: np.ndarray | None = None  # fine-pass box in original pixels
     low_confidence: np.ndarray = field(default_factory=lambda: np.zeros(24, bool))
 
@@ -249,7 +251,7 @@ class KeypointDetector:
                  confidence_threshold: float = POINT_CONFIDENCE, min_points: int = 8, margin: float = 0.2,
                  flip_test: bool = False):
         self.model, self.input_size, self.long_side = model, tuple(input_size), long_side
-        self.threshold, self.min_points = confidence_threshold, min_points
+        self.confidence_threshold, self.min_points = confidence_threshold, min_points
         self.stage1 = Stage1(model, input_size, long_side, confidence_threshold, min_points, margin, flip_test)
         self._detect = tf.function(self.stage1.detect, input_signature=[
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)], autograph=False)
@@ -266,10 +268,10 @@ class KeypointDetector:
         result = Stage1Result(*(t.numpy() for t in self._detect(tf.convert_to_tensor(image, tf.float32),
                                                                  tf.constant(hint))))
         view = anatomy.VIEWS[int(result.view)]
-        if int(result.reason) != FOUND:
+        if int(result.finding) != FOUND:
             return Detection(result.points, result.confidence, view, False,
-                             finding(result.reason, result.confident, view))
+                             finding(result.finding, result.confident, view))
         low = np.zeros(24, bool)
         span = anatomy.VIEW_SLICES[view]
-        low[span] = result.confidence[span] < self.threshold
+        low[span] = result.confidence[span] < self.confidence_threshold
         return Detection(result.points, result.confidence, view, True, "", result.region.astype(np.float32), low)

@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from tfmssass.core.atomic import write_text
-from tfmssass.data.records import NEGATIVE_VIEW, RADIOGRAPHS, load_index, parse_radiograph, read_records
+from tfmssass.data.tfrecords import NEGATIVE_VIEW, RADIOGRAPHS, load_index, parse_radiograph, read_records
 
 #: Side of the square thumbnail the classifier sees (the whole film, letterboxed).
 THUMBNAIL = 192

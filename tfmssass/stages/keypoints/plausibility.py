@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
-from tfmssass.data.records import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
+from tfmssass.data.tfrecords import RADIOGRAPHS, parse_radiograph, parse_radiograph_ids, read_records
 
 LIMITS = "plausibility.json"
 #: Share of the training range added below and above it, and at least this much per feature: the
@@ -97,7 +97,7 @@ def chain_features(points, valid):
 
 
 def check_chain(points, valid, limits):
-    """(code, level_ok [6]) for one view's upright points [12, 2]; ``limits`` maps each feature to
+    """(code, plausible [6]) for one view's upright points [12, 2]; ``limits`` maps each feature to
     [positions, 2] (low, high) tensors of the film's view."""
     values, measured = chain_features(points, valid)
     bad = {k: measured[k] & ((values[k] < limits[k][:, 0]) | (values[k] > limits[k][:, 1])) for k in FEATURES}

@@ -15,7 +15,7 @@ import numpy as np
 
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.config import GraderConfig, KeypointConfig
-from tfmssass.data.records import (
+from tfmssass.data.tfrecords import (
     NEGATIVE_VIEW,
     RADIOGRAPHS,
     load_index,
@@ -35,7 +35,7 @@ from tfmssass.stages.keypoints.orientation import train_orientation
 from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
 from tfmssass.stages.prepare import prepare_for_run
 from tfmssass.stages.runs import initial_weights, judge_learning, run_data, start_run
-from tfmssass.stages.training import WorkerRole, choose_strategy, fit_run, set_precision, worker_role
+from tfmssass.stages.training import FitPlan, WorkerRole, choose_strategy, fit_run, set_precision, worker_role
 
 MONITOR = "val_point_error"  # median radial error, % of the image diagonal
 
@@ -131,8 +131,8 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     steps = config.steps_per_epoch or max(1, n_train // config.batch_size)
     callback = PointErrorCallback(config, *val_points)
     val_steps = math.ceil(index["splits"]["val"]["radiographs"] / config.batch_size)
-    fit_run(run, model, train_ds, steps, config.epochs, MONITOR, "min", val_ds=val_ds, validation_steps=val_steps,
-            metric_callbacks=[callback], extra_callbacks=extra_callbacks, verbose=verbose, role=role, strategy=chosen)
+    plan = FitPlan(train_ds, steps, config.epochs, MONITOR, "min", val_ds, val_steps, metric_callbacks=(callback,))
+    fit_run(run, model, plan, extra_callbacks, verbose, role, chosen)
     if role.chief and (Path(run) / "done").is_file():
         learn_checks(run, config.orientation_epochs, config.orientation_steps, verbose=verbose)
         if warning := judge_learning(run, "keypoints"):
