@@ -237,7 +237,7 @@ def test_cli_prepare_in_parallel_lists_the_bad_file(labels, tmp_path):
                                        "--long-side", str(LONG_SIDE), "--patch-depth", str(DEPTH),
                                        "--workers", "2"])
     assert result.exit_code == 1, result.output  # one unreadable file: the rest is prepared
-    assert "broken.dcm: not a DICOM file" in result.output
+    assert "broken.dcm: skipped: not an image" in result.output
     assert "1 radiographs could not be read" in result.output
     assert load_index(tmp_path / "d")["training_data"]["radiographs"] == 8
 

@@ -227,7 +227,7 @@ def test_bad_inputs_give_one_line_reasons(tmp_path):
 
     text = tmp_path / "notes.dcm"
     text.write_text("patient was seen today; lateral views requested\n" * 10)
-    _one_line_error(text, "not a DICOM file")
+    _one_line_error(text, "not an image (no DICOM, PNG, JPEG or TIFF signature)")
 
     sr = make_dataset(phantom_pixels(), 12, sop_class="1.2.840.10008.5.1.4.1.1.88.11")
     del sr.PixelData
@@ -256,7 +256,7 @@ def test_cli_inspect_and_convert(tmp_path):
     assert result.exit_code == 1  # one input failed; the other was still reported
     records = [json.loads(line) for line in result.output.strip().splitlines()]
     assert records[0]["patient_id"] == "P001" and records[0]["inverted"] is True
-    assert records[1] == {"file": str(bad), "error": "not a DICOM file"}
+    assert records[1]["file"] == str(bad) and "not an image" in records[1]["error"]
 
     out = tmp_path / "g.png"
     result = runner.invoke(main, ["convert", good, str(out), "--bits", "16"])
@@ -267,7 +267,7 @@ def test_cli_inspect_and_convert(tmp_path):
     np.testing.assert_allclose(written / 65535.0, expected, atol=1 / 65535)
 
     result = runner.invoke(main, ["convert", str(bad), str(tmp_path / "x.png")])
-    assert result.exit_code == 1 and "not a DICOM file" in result.output
+    assert result.exit_code == 1 and "not an image" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.png").exists()
 
 

@@ -105,6 +105,92 @@ def test_token_is_required_and_no_path_reaches_a_file(scored):
     assert len(ReviewStore(scored / "review.sqlite").audit()) == 1
 
 
+def _raw(root: str, body: bytes, headers: dict, method: str = "POST", path: str = "/api/films/0") -> int:
+    """One request exactly as given (no header added): its status."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(root)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        connection.putheader(name, value)
+    connection.endheaders(body)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_only_the_servers_own_page_can_write(scored):
+    with review_server(scored, "--reader", "A") as (url, _):
+        root, token = base(url)
+        host = root.split("//")[1]
+        view = api(root, token, "films/0")["reading"]["view"]
+        corner, point = anatomy.CORNERS[view][0], anatomy.point_names(view)[0]
+        change = json.dumps({"field": corner, "value": 2}).encode()
+        own = {"Host": host, "X-Token": token, "Content-Type": "application/json"}
+        cookie = {"Cookie": f"tfmssass-review-{root.rsplit(':', 1)[1]}={token}"}
+        refused = [  # (what is wrong, headers, body, the answer)
+            ("cookie only, text/plain, foreign origin", {"Host": host, **cookie, "Content-Type": "text/plain",
+                                                         "Origin": "http://127.0.0.1:1"}, change, 403),
+            ("cookie only, JSON", {"Host": host, **cookie, "Content-Type": "application/json"}, change, 403),
+            ("token in the address only", {"Host": host, "Content-Type": "application/json"}, change, 403),
+            ("not JSON", {**own, "Content-Type": "text/plain"}, change, 415),
+            ("another origin", {**own, "Origin": "http://127.0.0.1:1"}, change, 403),
+            ("another host (DNS rebinding)", {**own, "Host": f"evil.example:{host.rsplit(':', 1)[1]}"}, change, 421),
+            ("too large", own, b'{"field": "' + b"x" * 200_000 + b'", "value": 1}', 413),
+            ("nested too deep", own, b"[" * 5000 + b"]" * 5000, 422),
+            ("a point of booleans", own, json.dumps({"field": point, "value": [True, False]}).encode(), 422),
+            ("not an object", own, b"[1, 2]", 422),
+        ]
+        for what, headers, body, answer in refused:
+            path = "/api/films/0" if "Cookie" in headers or "X-Token" in headers else f"/api/films/0?token={token}"
+            assert _raw(root, body, headers, path=path) == answer, what
+        assert _raw(root, b"", {"Host": f"evil.example:{host.rsplit(':', 1)[1]}"}, "GET",
+                    f"/api/session?token={token}") == 421
+        assert _raw(root, change, {**own, "Origin": root}) == 200  # the page's own request
+    audit = ReviewStore(scored / "review.sqlite").audit()
+    assert len(audit) == 1 and audit[0]["new"] == 2
+    for name in ("review.sqlite", "review.sqlite-wal", "review.sqlite-shm"):
+        if (scored / name).exists():
+            assert (scored / name).stat().st_mode & 0o077 == 0, name
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+def test_a_page_on_another_port_cannot_write_through_the_readers_browser(scored, tmp_path):
+    import http.server
+    import socketserver
+
+    with review_server(scored, "--reader", "A") as (url, _), browser_page() as (page, errors):
+        root, token = base(url)
+        view = api(root, token, "films/0")["reading"]["view"]
+        before = api(root, token, "films/0")["reading"].get(anatomy.CORNERS[view][0])
+        page.goto(url)  # the reader's browser now holds the cookie
+        page.wait_for_selector("#status:has-text('ready')")
+        evil = tmp_path / "evil"
+        evil.mkdir()
+        new = 3 if before != 3 else 0
+        (evil / "index.html").write_text(f"""<!doctype html><body><script>
+          const body = JSON.stringify({{field: "{anatomy.CORNERS[view][0]}", value: {new}}});
+          Promise.allSettled([
+            fetch("{root}/api/films/0", {{method: "POST", mode: "no-cors", credentials: "include",
+                                         headers: {{"Content-Type": "text/plain"}}, body}}),
+            fetch("{root}/api/films/0", {{method: "POST", credentials: "include",
+                                         headers: {{"Content-Type": "application/json"}}, body}}),
+          ]).then(() => document.title = "tried");
+        </script></body>""")
+        handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(evil))  # noqa: E731
+        with socketserver.TCPServer(("127.0.0.1", 0), handler) as other:
+            threading.Thread(target=other.serve_forever, daemon=True).start()
+            try:
+                page.goto(f"http://127.0.0.1:{other.server_address[1]}/index.html")
+                page.wait_for_function("document.title === 'tried'", timeout=20000)
+            finally:
+                other.shutdown()
+        assert api(root, token, "films/0")["reading"].get(anatomy.CORNERS[view][0]) == before
+    assert ReviewStore(scored / "review.sqlite").audit() == []
+
+
 @pytest.mark.slow
 def test_listening_on_every_address_warns_and_still_needs_the_token(scored):
     with review_server(scored, "--reader", "A", "--host", "0.0.0.0") as (url, proc):

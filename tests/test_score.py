@@ -139,7 +139,7 @@ def _mixed_folder(phantoms: Path, target: Path) -> dict[str, str]:
     repeat.SOPInstanceUID = pydicom.uid.generate_uid()
     repeat.save_as(first.parent / "lumbar_repeat.dcm", enforce_file_format=True)
     rel = lambda p: p.relative_to(target).as_posix()  # noqa: E731
-    return {"bad/empty.dcm": "empty file", "bad/truncated.dcm": "", "bad/notes.bin": "not a DICOM file",
+    return {"bad/empty.dcm": "empty file", "bad/truncated.dcm": "", "bad/notes.bin": "skipped: not an image",
             "bad/report.dcm": "skipped: not an image", "bad/brain.dcm": "skipped: not a radiograph (modality MR)",
             "bad/frontal.dcm": "skipped: AP view",
             rel(first.parent / "lumbar_copy.dcm"): f"skipped: same content as {rel(first)}"}
@@ -185,7 +185,7 @@ def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
     expected = _mixed_folder(phantoms, folder)
     counts = run_scoring(folder, tmp_path / "out", scoring_models(phantoms / "labels.csv"), settings(),
                          batch_size=16, progress=False)
-    assert counts["failed"] == 3 and counts["skipped"] == 4  # empty, truncated, not DICOM fail: exit 1
+    assert counts["failed"] == 2 and counts["skipped"] == 5  # empty and truncated fail: exit 1
 
     errors = pd.read_csv(tmp_path / "out" / "errors.csv")
     assert sorted(errors["file"]) == sorted(expected)

@@ -31,6 +31,16 @@ PROBABILITY_FLOOR = 1e-7
 #: DICOM modalities a lateral spine radiograph may come as: CR and DX from the detector; RG, OT and
 #: SC for digitised films and secondary captures found in archives. A PACS query asks for the same.
 RADIOGRAPH_MODALITIES = ("CR", "DX", "RG", "OT", "SC")
+#: Inputs larger than this are not read (a radiograph, even uncompressed 16-bit at 60 megapixels, is
+#: well under it).
+MAX_FILE_BYTES = 1 << 30
+#: A header declaring more pixels than this (rows × columns × frames) is refused before decoding: the
+#: largest detectors and film digitisers give about 60 megapixels; 200 leaves room, and bounds what
+#: one film can take in memory (about 10 bytes per pixel while it is converted).
+MAX_PIXELS = 200_000_000
+#: Seconds one input may take to be read and decoded before it is given up (``failed``) and the run
+#: goes on.
+DECODE_SECONDS = 120
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
-from tfmssass.io.radiograph import Radiograph, RadiographError
+from tfmssass.core.config import MAX_FILE_BYTES
+from tfmssass.io.radiograph import Radiograph, RadiographError, Skipped
 
-__all__ = ["Radiograph", "RadiographError", "read_radiograph", "sniff_format", "image_size"]
+__all__ = ["Radiograph", "RadiographError", "Skipped", "check_file", "read_radiograph", "sniff_format", "image_size"]
+
+_KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+          stat.S_ISBLK: "a block device", stat.S_ISDIR: "a folder"}
+
+
+def check_file(path: str | Path) -> int:
+    """Look before reading: only a regular file (links followed) of at most :data:`MAX_FILE_BYTES` is
+    opened, so a FIFO, a device or a link to one never blocks or floods a run. Returns its size."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise RadiographError(path, "no such file (or a broken link)") from None
+    except OSError as exc:
+        raise RadiographError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS.items() if test(info.st_mode)), "not a file")
+        raise Skipped(path, f"skipped: not a regular file ({kind})")
+    if info.st_size > MAX_FILE_BYTES:
+        raise RadiographError(path, f"image too large ({info.st_size} bytes; the limit is {MAX_FILE_BYTES >> 20} MiB)")
+    return info.st_size
 
 
 def sniff_format(path: str | Path) -> str:
@@ -14,8 +37,7 @@ def sniff_format(path: str | Path) -> str:
     from tfmssass.io.images import sniff_image_format
 
     path = Path(path)
-    if not path.is_file():
-        raise RadiographError(path, "no such file")
+    check_file(path)
     with open(path, "rb") as fh:
         head = fh.read(132)
     if not head:

@@ -198,10 +198,10 @@ def coco_to_labels(path: str | Path, images_root: str | Path | None = None,
 
 def _from_dicom_header(path: Path, patient, date):
     from tfmssass.io import RadiographError
-    from tfmssass.io.dicom import dataset_metadata, read_dataset
+    from tfmssass.io.dicom import header_metadata
 
     try:
-        meta = dataset_metadata(read_dataset(path, stop_before_pixels=True))
+        meta = header_metadata(path)
     except RadiographError:
         return patient, date
     return patient or meta["patient_id"], date or meta["study_date"]

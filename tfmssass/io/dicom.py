@@ -8,6 +8,7 @@ automatic DICOM→PNG conversion) → presentation (MONOCHROME1 or INVERSE shape
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import warnings as _warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tfmssass.io.radiograph import Radiograph, RadiographError
+from tfmssass.io.radiograph import Radiograph, RadiographError, Skipped, check_pixels, too_large
 
 GREY = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
@@ -27,6 +28,14 @@ AUTO_PERCENTILES = (0.5, 99.5)
 
 #: Tags a real DICOM data set has; a file forced open without any of them is not DICOM.
 _PLAUSIBLE = ("SOPClassUID", "Modality", "Rows", "PatientID", "StudyInstanceUID", "PixelData")
+
+
+#: A file with no image signature that does not parse as a DICOM data set either: honestly something else.
+NOT_AN_IMAGE = "skipped: not an image (no DICOM, PNG, JPEG or TIFF signature)"
+
+
+class HeaderValueError(ValueError):
+    """A header value that should be a number and is not (or is not finite)."""
 
 
 def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
@@ -42,9 +51,9 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> pydicom.
             _warnings.simplefilter("ignore")
             ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=stop_before_pixels)
     except Exception:  # noqa: BLE001
-        raise RadiographError(path, "not a DICOM file") from None
+        raise Skipped(path, NOT_AN_IMAGE) from None
     if not any(keyword in ds for keyword in _PLAUSIBLE):
-        raise RadiographError(path, "not a DICOM file")
+        raise Skipped(path, NOT_AN_IMAGE)
     if "TransferSyntaxUID" not in ds.file_meta:
         # No file meta: the encoding pydicom detected while parsing tells the transfer syntax.
         implicit, little = getattr(ds, "original_encoding", (True, True))
@@ -65,11 +74,20 @@ def dicom_date(value) -> str | None:
         return None
 
 
-def _floats(value) -> list[float] | None:
+def _floats(ds: pydicom.Dataset, keyword: str) -> list[float] | None:
+    """A numeric header value as floats (None when absent or empty); :class:`HeaderValueError` when it is
+    not a finite number, so a damaged header is a reason, never a NaN image."""
+    value = ds.get(keyword)
     if value is None or value == "":
         return None
     values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-    return [float(v) for v in values]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise HeaderValueError(f"damaged header: {keyword} is not a number ({str(value)[:40]!r})") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise HeaderValueError(f"damaged header: {keyword} is not a finite number ({str(value)[:40]!r})")
+    return numbers
 
 
 def _spacing(ds: pydicom.Dataset) -> tuple[list[float] | None, bool, str | None]:
@@ -79,7 +97,7 @@ def _spacing(ds: pydicom.Dataset) -> tuple[list[float] | None, bool, str | None]
     overstates anatomy by the geometric magnification, so it is reported as uncalibrated.
     """
     for keyword, calibrated in (("PixelSpacing", True), ("ImagerPixelSpacing", False)):
-        values = _floats(ds.get(keyword))
+        values = _floats(ds, keyword)
         if values and len(values) == 2 and all(v > 0 for v in values):
             return values, calibrated, keyword
     return None, False, None
@@ -131,6 +149,14 @@ def dataset_metadata(ds: pydicom.Dataset) -> dict:
     }
 
 
+def header_metadata(path: str | Path) -> dict:
+    """:func:`dataset_metadata` of a file's header, without its pixels; a damaged value is a reason."""
+    try:
+        return dataset_metadata(read_dataset(path, stop_before_pixels=True))
+    except HeaderValueError as exc:
+        raise RadiographError(path, str(exc)) from None
+
+
 def _window(values: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
     if function == "SIGMOID":
@@ -175,7 +201,7 @@ def _voi(stored: np.ndarray, values: np.ndarray, ds: pydicom.Dataset) -> tuple[n
     seq = ds.get("VOILUTSequence")
     if seq:
         return _voi_lut(values, seq[0]), "voi_lut"
-    centres, widths = _floats(ds.get("WindowCenter")), _floats(ds.get("WindowWidth"))
+    centres, widths = _floats(ds, "WindowCenter"), _floats(ds, "WindowWidth")
     if centres and widths and widths[0] > 0:
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
         return _window(values, centres[0], widths[0], function), "window"
@@ -202,7 +228,27 @@ def _frame(ds: pydicom.Dataset, path, warnings: list[str]) -> np.ndarray:
 
 
 def read_dicom(path: str | Path) -> Radiograph:
+    """A DICOM radiograph as a viewer shows it; a damaged header or pixel data is a one-line reason."""
     ds = read_dataset(path)
+    try:
+        return _read_dicom(path, ds)
+    except HeaderValueError as exc:
+        raise RadiographError(path, str(exc)) from None
+
+
+def _declared_pixels(path, ds: pydicom.Dataset) -> None:
+    """Refuse, before decoding, pixel data larger than the limit, or a size that is not a number."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise RadiographError(path, "damaged header: Rows, Columns or NumberOfFrames is not a number") from None
+    if rows <= 0 or columns <= 0:
+        raise RadiographError(path, f"damaged header: image size {rows} × {columns}")
+    too_large(path, rows, columns, frames)
+
+
+def _read_dicom(path, ds: pydicom.Dataset) -> Radiograph:
     meta = dataset_metadata(ds)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = ds.get("SOPClassUID")
@@ -211,6 +257,10 @@ def read_dicom(path: str | Path) -> Radiograph:
     photometric = meta["photometric_interpretation"] or ""
     if photometric not in GREY + COLOUR:
         raise RadiographError(path, f"unsupported photometric interpretation {photometric or '(none)'}")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise RadiographError(path, "damaged header: pixel data without Rows/Columns")
+    _declared_pixels(path, ds)
+    _floats(ds, "RescaleSlope"), _floats(ds, "RescaleIntercept")  # numbers, finite: else a reason, not NaN
     warnings: list[str] = []
     stored = _frame(ds, path, warnings)
     if photometric in COLOUR:
@@ -231,4 +281,4 @@ def read_dicom(path: str | Path) -> Radiograph:
     if inverted:
         display = 1.0 - display
     meta.update(voi=voi, inverted=inverted)
-    return Radiograph(str(path), display.astype(np.float32), meta, warnings)
+    return Radiograph(str(path), check_pixels(path, display.astype(np.float32)), meta, warnings)

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tfmssass.io.radiograph import Radiograph, RadiographError
+from tfmssass.io.radiograph import Radiograph, RadiographError, check_pixels, too_large
 
 #: Magic numbers by which non-DICOM image files are recognised (content, not extension).
 IMAGE_SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -35,11 +35,28 @@ def _to_grey(pixels: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image shape {pixels.shape}")
 
 
+def declared_size(path: str | Path, fmt: str) -> tuple[int, int, int]:
+    """(height, width, frames) as the file's header declares them, read without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            frames = int(getattr(img, "n_frames", 1) or 1)
+    except Image.DecompressionBombError as exc:
+        raise RadiographError(path, f"image too large ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on damaged headers
+        raise RadiographError(path, f"damaged: the {fmt} header could not be read ({exc})") from None
+    return height, width, frames
+
+
 def read_image(path: str | Path, fmt: str) -> Radiograph:
-    """Read an image file; integers are scaled by their type's range (8-bit /255, 16-bit /65535)."""
+    """Read an image file; integers are scaled by their type's range (8-bit /255, 16-bit /65535). The
+    header's size is checked before the pixels are decoded."""
+    too_large(path, *declared_size(path, fmt))
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if pixels is None:
-        raise RadiographError(path, f"{fmt} file could not be decoded (truncated or corrupt)")
+        raise RadiographError(path, f"damaged: the {fmt} file could not be decoded (truncated or corrupt)")
     try:
         grey = _to_grey(pixels)
     except ValueError as exc:
@@ -57,6 +74,7 @@ def read_image(path: str | Path, fmt: str) -> Radiograph:
         warnings.append("floating-point image rescaled to its own min/max")
     else:
         raise RadiographError(path, f"unsupported pixel type {grey.dtype}")
+    check_pixels(path, image)
     meta = {
         "format": fmt,
         "rows": int(image.shape[0]),

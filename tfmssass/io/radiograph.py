@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfmssass.core.config import MAX_PIXELS
 from tfmssass.core.errors import TfmssassError
 
 
@@ -17,6 +18,29 @@ class RadiographError(TfmssassError):
         self.path = str(path)
         self.reason = " ".join(str(reason).split())  # always one line
         super().__init__(f"{self.path}: {self.reason}")
+
+
+class Skipped(RadiographError):
+    """An input that is honestly something else (not an image, not a radiograph, a frontal view, not a
+    regular file): reported as ``skipped``, not a failure."""
+
+
+def too_large(path, rows: int, columns: int, frames: int = 1) -> None:
+    """Refuse, before decoding, a header declaring more pixels than :data:`MAX_PIXELS`."""
+    pixels = int(rows) * int(columns) * max(1, int(frames))
+    if pixels > MAX_PIXELS:
+        frames_text = f" × {frames} frames" if frames > 1 else ""
+        raise RadiographError(path, f"image too large ({rows} × {columns}{frames_text} pixels declared; the limit "
+                                    f"is {MAX_PIXELS // 1_000_000} megapixels)")
+
+
+def check_pixels(path, image: np.ndarray) -> np.ndarray:
+    """A decoded display image that is all finite and not one constant value, else why not."""
+    if not np.isfinite(image).all():
+        raise RadiographError(path, "damaged: pixel values are not finite (check RescaleSlope/RescaleIntercept)")
+    if image.size == 0 or float(image.max()) - float(image.min()) < 1e-6:
+        raise RadiographError(path, "damaged: every pixel has the same value (blank or undecodable image)")
+    return image
 
 
 @dataclass

@@ -31,7 +31,8 @@ class ChangeError(ValueError):
 
 
 def _is_point(value) -> bool:
-    return isinstance(value, list) and len(value) == 2
+    """Two numbers (JSON's true and false are not numbers)."""
+    return isinstance(value, list) and len(value) == 2 and not any(isinstance(v, bool) for v in value)
 
 
 def disagreements(a: dict, b: dict, tolerance_px: float = POINT_TOLERANCE_PX) -> dict[str, tuple]:

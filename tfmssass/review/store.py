@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -49,12 +50,17 @@ class ReviewStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            # readers' grades are about patients: 0600, like the tables; SQLite gives its -wal and -shm
+            # files the database's own permissions
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the review database ({exc})") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the review database ({exc.strerror or exc})") from None
 
     def close(self) -> None:
         self._db.close()

@@ -22,12 +22,11 @@ import pandas as pd
 from tfmssass.core import anatomy
 from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import CropSpec
-from tfmssass.io import RadiographError
+from tfmssass.io import RadiographError, Skipped
 from tfmssass.io.labels import load_labels, resolve_image
 from tfmssass.scoring.film import FilmRecord, Status
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.inputs import (
-    Skipped,
     check_dicom_header,
     discover,
     identify,
@@ -162,10 +161,10 @@ def _header(path: Path) -> dict:
     """Patient, date and view hints from a file's header (DICOM), without decoding its pixels."""
     if not is_dicom(path):
         return {}
-    from tfmssass.io.dicom import dataset_metadata, read_dataset
+    from tfmssass.io.dicom import header_metadata
 
     check_dicom_header(path)
-    return dataset_metadata(read_dataset(path, stop_before_pixels=True))
+    return header_metadata(path)
 
 
 def _folder(source: Path, labels_csv: Path | None, predictor, note: str) -> Worklist:

@@ -19,7 +19,7 @@ import pandas as pd
 from tfmssass.core.config import RADIOGRAPH_MODALITIES
 from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import turn_points
-from tfmssass.io import RadiographError, sniff_format
+from tfmssass.io import RadiographError, Skipped, sniff_format
 
 #: Files with these endings are never radiographs (labels, notes, our own outputs); they are
 #: passed over silently instead of being reported as "not DICOM".
@@ -27,11 +27,6 @@ TEXT_SUFFIXES = {".csv", ".json", ".txt", ".md", ".html", ".htm", ".xml", ".log"
                  ".yml", ".pdf", ".sqlite", ".sqlite-wal", ".sqlite-shm"}
 #: ViewPosition values that are not lateral: such radiographs are reported, not graded.
 FRONTAL_VIEWS = {"AP", "PA"}
-
-
-class Skipped(RadiographError):
-    """An input that is deliberately not scored (not a radiograph, a frontal view): reported, not
-    a failure."""
 
 
 def discover(root) -> tuple[list[Path], int]:
@@ -54,13 +49,18 @@ def discover(root) -> tuple[list[Path], int]:
 
 
 def check_dicom_header(path) -> None:
-    """Raise :class:`Skipped` for DICOM objects that are not lateral radiographs."""
+    """Raise :class:`Skipped` for DICOM objects that are not lateral radiographs (a report, a frontal
+    film), and :class:`RadiographError` for one that claims to be an image and is damaged."""
     from tfmssass.io.dicom import read_dataset
 
     ds = read_dataset(path, stop_before_pixels=True)
     if "Rows" not in ds:
-        kind = ds.SOPClassUID.name if "SOPClassUID" in ds else "no Rows/Columns"
-        raise Skipped(path, f"skipped: not an image ({kind})")
+        sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+        name = getattr(sop, "name", "")
+        if sop is None or "Image" in name:  # an image object without its size, or no object at all: damaged
+            raise RadiographError(path, f"damaged: {name or 'a DICOM file'} without Rows/Columns (truncated or "
+                                        "corrupt header)")
+        raise Skipped(path, f"skipped: not an image ({name or sop})")
     modality = str(ds.get("Modality", "")).upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
         raise Skipped(path, f"skipped: not a radiograph (modality {modality})")

@@ -13,19 +13,17 @@ what is done and ends with the same files as an uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path
-from tfmssass.io import RadiographError, read_radiograph
+from tfmssass.core.config import DECODE_SECONDS
+from tfmssass.io import RadiographError, Skipped, check_file, read_radiograph
 from tfmssass.scoring.film import FilmRecord, Status, corner_table
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.inputs import (
-    Skipped,
     as_stored,
     check_dicom_header,
     discover,
@@ -34,6 +32,7 @@ from tfmssass.scoring.inputs import (
     is_dicom,
     read_meta_table,
 )
+from tfmssass.scoring.read_ahead import read_ahead
 from tfmssass.scoring.record_maker import Item, RecordMaker, base_film
 from tfmssass.scoring.report import write_report
 from tfmssass.scoring.settings import Settings
@@ -41,7 +40,7 @@ from tfmssass.scoring.totals import for_output, progression, visit_totals
 from tfmssass.serving.predictors import Predictor, ServingError
 
 IMAGE_COLUMNS = ["file", "patient_id", "visit_date", "view", "orientation", "score", "corners_graded", "status"]
-ERROR_COLUMNS = ["file", "reason"]
+ERROR_COLUMNS = ["file", "status", "reason"]
 
 
 def pseudonym(value: str, salt: str, prefix: str = "P") -> str:
@@ -77,7 +76,17 @@ def _predict(predictor: Predictor, maker: RecordMaker, items: list[Item], view: 
         if len(items) > 1:
             return [r for i in items for r in _predict(predictor, maker, [i], view)]
         return [base_film(items[0], Status.FAILED, str(exc))]
-    return [maker.make(item, as_stored(out, item.stored_turns, item.image.shape)) for item, out in zip(items, outputs)]
+    return [_make(maker, item, out) for item, out in zip(items, outputs)]
+
+
+def _make(maker: RecordMaker, item: Item, out: dict) -> FilmRecord:
+    """One radiograph's record; a fault in it fails that radiograph alone."""
+    try:
+        return maker.make(item, as_stored(out, item.stored_turns, item.image.shape))
+    except OSError:
+        raise  # the output folder (disk full, read-only): the run stops and says so
+    except Exception as exc:  # noqa: BLE001
+        return base_film(item, Status.FAILED, f"could not be scored ({type(exc).__name__}: {exc})")
 
 
 def run_scoring(root, out, predictor: Predictor, settings: Settings, meta_csv=None, batch_size: int = 64,
@@ -123,6 +132,7 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
     def load(path: Path) -> Item:
         item = Item(path, display_name(path))
         try:
+            check_file(path)  # before anything opens it: a FIFO or a device would block or flood
             item.key = content_key(path)
             if done.get(item.key) == item.file:
                 item.done = True
@@ -138,7 +148,9 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
         except RadiographError as exc:
             item.error = exc
         except OSError as exc:
-            item.error = RadiographError(path, exc.strerror or str(exc))
+            item.error = RadiographError(path, f"cannot be read ({exc.strerror or exc})")
+        except Exception as exc:  # noqa: BLE001 - one input's fault never ends the batch
+            item.error = RadiographError(path, f"could not be read ({type(exc).__name__}: {exc})")
         return item
 
     def grade(items: list[Item]) -> None:
@@ -146,35 +158,30 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
             folder.save_record(record)
         items.clear()
 
+    def too_slow(path: Path, seconds: float) -> Item:
+        return Item(path, display_name(path), error=RadiographError(
+            path, f"given up: reading and decoding took longer than {seconds:g} s"))
+
     seen = dict(done)
     bar = tqdm(total=len(files), desc="scoring", unit="file", disable=not progress)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        queue = deque()
-        for path in files[:lookahead]:
-            queue.append(pool.submit(load, path))
-        next_file = lookahead
-        while queue:
-            item = queue.popleft().result()
-            if next_file < len(files):
-                queue.append(pool.submit(load, files[next_file]))
-                next_file += 1
-            bar.update(1)
-            if item.done:
-                continue
-            if item.error is not None:
-                status = Status.SKIPPED if isinstance(item.error, Skipped) else Status.FAILED
-                folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=status, reason=item.error.reason))
-                continue
-            if item.key in seen:  # a copy of a file already scored in this run
-                folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=Status.SKIPPED,
-                                        reason=f"skipped: same content as {seen[item.key]}"))
-                continue
-            seen[item.key] = item.file
-            pending.append(item)
-            if len(pending) >= per_call:
-                grade(pending)
-        if pending:
+    for item in read_ahead(load, files, too_slow, lookahead, timeout=DECODE_SECONDS):
+        bar.update(1)
+        if item.done:
+            continue
+        if item.error is not None:
+            status = Status.SKIPPED if isinstance(item.error, Skipped) else Status.FAILED
+            folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=status, reason=item.error.reason))
+            continue
+        if item.key in seen:  # a copy of a file already scored in this run
+            folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=Status.SKIPPED,
+                                          reason=f"skipped: same content as {seen[item.key]}"))
+            continue
+        seen[item.key] = item.file
+        pending.append(item)
+        if len(pending) >= per_call:
             grade(pending)
+    if pending:
+        grade(pending)
     bar.close()
     return len(files), passed_over
 
@@ -213,7 +220,7 @@ def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> 
     image_rows, error_rows = [], []
     for f in films:
         if not f.scored:
-            error_rows.append({"file": f.file, "reason": f.reason})
+            error_rows.append({"file": f.file, "status": str(f.status), "reason": f.reason})
             if f.status == Status.FAILED and f.patient_id:
                 image_rows.append({"file": f.file, "patient_id": f.patient_id, "visit_date": f.visit_date,
                                    "view": f.view, "orientation": _orientation_text(f.orientation), "score": None,

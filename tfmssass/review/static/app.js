@@ -12,8 +12,10 @@ const state = { summary: null, index: 0, film: null, field: null, wl: [0.5, 1.0]
 window.reviewState = state;  // for the browser tests and the bench
 
 async function api(path, body) {
+  // a change carries the token in a header: a page from elsewhere has the cookie, never the header
+  const token = document.querySelector('meta[name="tfmssass-token"]').content;
   const options = body === undefined ? {} : { method: "POST", body: JSON.stringify(body),
-                                              headers: { "Content-Type": "application/json" } };
+                                              headers: { "Content-Type": "application/json", "X-Token": token } };
   const response = await fetch(path, options);
   const data = await response.json();
   if (!response.ok) throw new Error(data.error || response.statusText);
