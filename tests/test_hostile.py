@@ -118,3 +118,48 @@ def test_a_header_value_that_is_not_a_number_names_the_tag(tmp_path):
     with pytest.raises(RadiographError, match="WindowCenter is not a finite number"):
         read_radiograph(path)
     assert pydicom.dcmread(path).Rows == 96  # the file itself is a readable data set
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (root only: skipped where mounting is not allowed); unmounted after the test."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_run_and_resume_after_freeing_space_gives_the_same_tables(phantoms, tmp_path,
+                                                                                        small_disk):
+    import errno
+    import subprocess
+
+    clean = tmp_path / "clean"
+    run_scoring(phantoms, clean, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    out = small_disk / "out"
+    with pytest.raises(OSError) as info:
+        run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
+    assert info.value.errno == errno.ENOSPC
+    assert not list(out.rglob("*.tmp")), "a torn temporary file was left behind"
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), resume=True, progress=False)
+    for table in ("corners.csv", "visits.csv", "images.csv", "errors.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / table), pd.read_csv(clean / table), obj=table)
+
+
+def test_an_out_that_cannot_be_written_is_one_line_and_exit_2(phantoms, small_disk):
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from tfmssass.cli import main
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(small_disk / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Read-only file system" in lines[0] and str(small_disk / "out") in lines[0]

@@ -86,8 +86,8 @@ def test_missing_image_files_are_errors(tmp_path):
     table = make_table(1).drop(columns=["image_height", "image_width"])
     write_labels(table, tmp_path / "labels.csv")
     report = validate_labels(read_labels(tmp_path / "labels.csv"), check_images=True)
-    assert len(report.errors) == len(table)
-    assert all(e.endswith(": no such file") and ".png" in e for e in report.errors)
+    assert len(report.failed) == len(report.unreadable) == len(table) and not report.errors
+    assert all("no such file" in e and ".png" in e for e in report.failed)
 
 
 def test_cli_labels_check_exit_codes(tmp_path):
@@ -170,3 +170,30 @@ def test_split_is_patient_level_stratified_and_seeded():
         assert (split_patients(make_table(n), 0.2, seed=0)["split"] == "val").sum() == 1
     sides = table.merge(split, on="patient_id").groupby("patient_id")["split"].nunique()
     assert (sides == 1).all()
+
+
+def test_control_characters_and_blank_images_are_errors_by_line(tmp_path):
+    table = make_table(1)
+    table.loc[0, "patient_id"] = "P0\x00"  # would be a new patient that prints like P0
+    table.loc[1, "visit_date"] = "2019-03-01\x1b"
+    table.loc[2, "image"] = None
+    write_labels(table, tmp_path / "labels.csv")
+    report = validate_labels(read_labels(tmp_path / "labels.csv"), check_images=False)
+    assert report.errors == ["line 2: patient_id has a control character ('\\x00')",
+                             "line 3: visit_date has a control character ('\\x1b')",
+                             "line 4: image is blank"]
+
+
+def test_prepare_refuses_what_labels_check_fails(phantoms, tmp_path):
+    # no image sizes in the file: only the images tell that a point lies outside
+    table = pd.read_csv(phantoms / "labels.csv").drop(columns=["image_height", "image_width"])
+    table.loc[3, f"{anatomy.LEVELS[table.loc[3, 'view']][0]}_cx"] = 99_999
+    table["image"] = [str(phantoms / image) for image in table["image"]]
+    path = tmp_path / "outside.csv"
+    table.to_csv(path, index=False)
+    check = CliRunner().invoke(main, ["labels", "check", str(path)])
+    assert check.exit_code == 1 and "line 5:" in check.output and "is outside the" in check.output
+    assert "1 errors" in check.output
+    prepared = CliRunner().invoke(main, ["prepare", "--labels", str(path), "--out", str(tmp_path / "d")])
+    assert prepared.exit_code == check.exit_code and "line 5:" in prepared.output and "is outside the" in prepared.output
+    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.tfrecord*"))

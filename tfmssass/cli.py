@@ -3,6 +3,7 @@ so ``tfmssass --help`` is instant."""
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,20 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except TfmssassError as exc:
             _fail(str(exc), exc.exit_code)
+        except OSError as exc:  # an output that cannot be written: one line, never a traceback
+            _fail(*_output_fault(exc))
+
+
+def _output_fault(exc: OSError) -> tuple[str, int]:
+    """(message, exit code) of a file-system fault the per-input boundaries let through: the output
+    folder. Outputs are written atomically, so what exists is complete and a later run may trust it."""
+    where = exc.filename or "an output file"
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: {reason}; what was written is complete: free space and run again with --resume", 1
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}: {reason}: cannot write there; give an --out this user can write", 2
+    return f"{where}: {reason}", 1
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,7 +146,7 @@ def labels_check(csv, no_images):
 
     frame = read_labels(csv)
     report = validate_labels(frame, check_images=not no_images)
-    for line in report.errors:
+    for line in report.failed:
         click.echo(f"error: {csv}: {line}")
     for line in report.warnings:
         click.echo(f"warning: {csv}: {line}")
@@ -139,8 +154,8 @@ def labels_check(csv, no_images):
 
     graded = int(frame[list(anatomy.ALL_CORNERS)].notna().sum().sum())
     click.echo(f"{csv}: {len(frame)} radiographs, {frame['patient_id'].nunique()} patients, "
-               f"{graded} graded corners, {len(report.errors)} errors, {len(report.warnings)} warnings")
-    sys.exit(1 if report.errors else 0)
+               f"{graded} graded corners, {len(report.failed)} errors, {len(report.warnings)} warnings")
+    sys.exit(1 if report.failed else 0)
 
 
 @labels.command("split")
@@ -585,7 +600,12 @@ def _open_pacs(options):
     """(the PACS, the selection) for ``score --dicomweb`` (options already checked), or None for a folder."""
     if not options.dicomweb_url:
         return None
-    from tfmssass.pacs.dicomweb import Pacs, Selection, auth_file_warning, read_auth_file
+    from tfmssass.pacs.dicomweb import (
+        Pacs,
+        Selection,
+        auth_file_warning,
+        read_auth_file,
+    )
     from tfmssass.pacs.errors import PacsUnavailable
 
     try:

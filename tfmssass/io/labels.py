@@ -35,6 +35,14 @@ class LabelError(TfmssassError):
 class LabelReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: images that could not be read: errors for ``labels check``; ``prepare`` prepares the rest, names
+    #: them and exits 1, as it does for every bad input
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        """Every error ``labels check`` reports (exit 1)."""
+        return self.errors + self.unreadable
 
 
 def empty_labels(n: int = 0) -> pd.DataFrame:
@@ -114,8 +122,13 @@ def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelRepo
     for index, row in frame.iterrows():
         where = _csv_line(index)
         image = row["image"]
-        if not image:
-            report.errors.append(f"{where}: empty image path")
+        if not isinstance(image, str) or not image.strip():
+            report.errors.append(f"{where}: image is blank")
+            continue
+        controls = [f"{column} has a control character ({_control(row[column])!r})" for column in ID_COLUMNS
+                    if isinstance(row[column], str) and _control(row[column])]
+        if controls:  # a NUL in an id would make a new patient that prints like an old one
+            report.errors.extend(f"{where}: {text}" for text in controls)
             continue
         if image in seen:
             report.errors.append(f"{where}: duplicate image {image} (first on {_csv_line(seen[image])})")
@@ -153,7 +166,7 @@ def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelRepo
             try:
                 size = image_size(path)
             except RadiographError as exc:
-                report.errors.append(f"{where}: image {path}: {exc.reason}")
+                report.unreadable.append(f"{where}: image {path}: {exc.reason}")
         if "image_height" in frame and "image_width" in frame and size is None:
             if not pd.isna(row["image_height"]) and not pd.isna(row["image_width"]):
                 size = (float(row["image_height"]), float(row["image_width"]))
@@ -172,6 +185,11 @@ def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelRepo
     return report
 
 
+def _control(text: str) -> str:
+    """The first control character in ``text`` (tab and the like included), or ''."""
+    return next((c for c in text if ord(c) < 32 or 127 <= ord(c) < 160), "")
+
+
 def _as_grade(value) -> int | None:
     """A valid grade 0-3 as int, else None (blank, text, fractions and out-of-range alike)."""
     try:
@@ -188,7 +206,8 @@ def _show(value) -> str:
 
 
 def load_labels(path: str | Path, check_images: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Read and validate; raise :class:`LabelError` on errors, return (table, warnings)."""
+    """Read and validate as ``labels check`` does; raise :class:`LabelError` on its errors, return (table,
+    warnings). Images that cannot be read are left to the caller, which reads each one and reports it."""
     frame = read_labels(path)
     report = validate_labels(frame, check_images=check_images)
     if report.errors:

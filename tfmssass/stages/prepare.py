@@ -239,7 +239,7 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
     """
     labels_csv, out = Path(labels_csv), Path(out)
     negatives_csv = Path(negatives_csv) if negatives_csv is not None else None
-    frame, _ = load_labels(labels_csv, check_images=False)
+    frame, _ = load_labels(labels_csv)
     negatives = read_negatives(negatives_csv) if negatives_csv is not None else None
     settings = _settings(labels_csv, long_side, patch_depth_px, val_fraction, seed, per_shard, corners_from,
                          negatives_csv)

@@ -81,7 +81,7 @@ def start_run(source, out, stage: str, config: dict, init, mixed_precision: bool
         frame, split = None, pd.read_csv(source / "split.csv")
         origin = {"data": str(source.resolve()), "training_data": index["training_data"]}
     else:
-        frame, _ = load_labels(source, check_images=False)
+        frame, _ = load_labels(source)
         split = None
         origin = {"labels": str(source.resolve()), "training_data": training_data_summary(source, frame)}
     run, done = open_run(out, {"stage": stage, **origin, stage: config, "init": init,
