@@ -133,6 +133,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_resume_after_freeing_space_gives_the_same_tables(phantoms, tmp_path,
                                                                                         small_disk):
     import errno

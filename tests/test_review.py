@@ -156,6 +156,7 @@ def test_only_the_servers_own_page_can_write(scored):
             assert (scored / name).stat().st_mode & 0o077 == 0, name
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
 def test_a_page_on_another_port_cannot_write_through_the_readers_browser(scored, tmp_path):
     import http.server
