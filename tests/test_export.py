@@ -410,6 +410,7 @@ def _p_of_grade(row) -> float:
     return row[f"p{int(row['grade_independent'])}"]
 
 
+@pytest.mark.slow
 def test_review_threshold_works_with_an_exported_model(exported, tmp_path):
     """The graph decided at 0.6 (used as it is); at other thresholds scoring decides again from the
     probabilities, and in each case exactly the corners under the threshold are doubtful."""

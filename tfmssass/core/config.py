@@ -36,8 +36,15 @@ RADIOGRAPH_MODALITIES = ("CR", "DX", "RG", "OT", "SC")
 MAX_FILE_BYTES = 1 << 30
 #: A header declaring more pixels than this (rows × columns × frames) is refused before decoding: the
 #: largest detectors and film digitisers give about 60 megapixels; 200 leaves room, and bounds what
-#: one film can take in memory (about 10 bytes per pixel while it is converted).
+#: one film can take in memory while it is decoded and graded.
 MAX_PIXELS = 200_000_000
+#: Memory of a scoring run: radiographs are read ahead only while the pixels being read and waiting
+#: to be graded stay within :data:`READ_PIXELS`, and the ones read are graded as soon as they add up
+#: to :data:`PENDING_PIXELS` (a film larger than either still goes through, alone): one large film is
+#: decoded while another is graded, whatever the number of films (docs/inputs.md gives the peak memory
+#: bench/memory.py measured).
+READ_PIXELS = 150_000_000
+PENDING_PIXELS = 100_000_000
 #: Seconds one input may take to be read and decoded before it is given up (``failed``) and the run
 #: goes on.
 DECODE_SECONDS = 120

@@ -9,7 +9,8 @@ from pathlib import Path
 from tfmssass.core.config import MAX_FILE_BYTES
 from tfmssass.io.radiograph import Radiograph, RadiographError, Skipped
 
-__all__ = ["Radiograph", "RadiographError", "Skipped", "check_file", "read_radiograph", "sniff_format", "image_size"]
+__all__ = ["Radiograph", "RadiographError", "Skipped", "check_file", "declared_pixels", "read_radiograph",
+           "sniff_format", "image_size"]
 
 _KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
           stat.S_ISBLK: "a block device", stat.S_ISDIR: "a folder"}
@@ -80,3 +81,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except Exception as exc:  # noqa: BLE001
         raise RadiographError(path, f"{fmt} header could not be read ({exc})") from None
     return height, width
+
+
+def declared_pixels(path: str | Path) -> int:
+    """How many pixels a file's header declares (rows × columns × frames), read without decoding;
+    0 where it cannot tell (the read that follows says why)."""
+    try:
+        fmt = sniff_format(path)
+        if fmt.startswith("DICOM"):
+            from tfmssass.io.dicom import read_dataset
+
+            ds = read_dataset(path, stop_before_pixels=True)
+            return int(ds.Rows) * int(ds.Columns) * max(1, int(ds.get("NumberOfFrames", 1) or 1))
+        from tfmssass.io.images import declared_size
+
+        height, width, frames = declared_size(path, fmt)
+        return height * width * frames
+    except Exception:  # noqa: BLE001 - a damaged header weighs nothing; reading it reports the damage
+        return 0

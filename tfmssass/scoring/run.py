@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from tfmssass.core.atomic import atomic_path
-from tfmssass.core.config import DECODE_SECONDS
-from tfmssass.io import RadiographError, Skipped, check_file, read_radiograph
+from tfmssass.core.config import DECODE_SECONDS, PENDING_PIXELS, READ_PIXELS
+from tfmssass.io import RadiographError, Skipped, check_file, declared_pixels, read_radiograph
 from tfmssass.scoring.film import FilmRecord, Status, corner_table
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.inputs import (
@@ -164,7 +164,8 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
 
     seen = dict(done)
     bar = tqdm(total=len(files), desc="scoring", unit="file", disable=not progress)
-    for item in read_ahead(load, files, too_slow, lookahead, timeout=DECODE_SECONDS):
+    for item in read_ahead(load, files, too_slow, lookahead, timeout=DECODE_SECONDS, weigh=declared_pixels,
+                           budget=READ_PIXELS):
         bar.update(1)
         if item.done:
             continue
@@ -178,8 +179,8 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
             continue
         seen[item.key] = item.file
         pending.append(item)
-        if len(pending) >= per_call:
-            grade(pending)
+        if len(pending) >= per_call or sum(i.image.size for i in pending) >= PENDING_PIXELS:
+            grade(pending)  # a few films, or fewer large ones: the images waiting stay bounded in bytes
     if pending:
         grade(pending)
     bar.close()
