@@ -164,3 +164,46 @@ def test_an_out_that_cannot_be_written_is_one_line_and_exit_2(phantoms, small_di
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Read-only file system" in lines[0] and str(small_disk / "out") in lines[0]
+
+
+def test_a_read_that_never_returns_is_given_up_and_the_rest_go_on():
+    import threading
+
+    from tfmssass.scoring.read_ahead import read_ahead
+
+    never = threading.Event()
+
+    def read(path):
+        if path.name == "stuck":
+            never.wait()  # a decoder that hangs
+        return f"read {path.name}"
+
+    files = [Path(n) for n in ("a", "stuck", "b", "c", "d")]
+    answers = list(read_ahead(read, files, lambda path, s: f"gave up {path.name}", lookahead=2, workers=1,
+                              timeout=0.5))
+    assert answers == ["read a", "gave up stuck", "read b", "read c", "read d"]  # in order, one slot freed
+
+
+def test_large_films_are_read_one_at_a_time_within_the_pixel_budget():
+    import threading
+    import time
+
+    from tfmssass.scoring.read_ahead import read_ahead
+
+    sizes = {"big1": 120, "small1": 10, "big2": 120, "small2": 10, "big3": 120}
+    alive, most, lock = [0], [0], threading.Lock()
+
+    def read(path):
+        with lock:
+            alive[0] += sizes[path.name]
+            most[0] = max(most[0], alive[0])
+        time.sleep(0.05)
+        return path.name
+
+    out = []
+    for name in read_ahead(read, [Path(n) for n in sizes], lambda p, s: None, lookahead=4, workers=2,
+                           weigh=lambda p: sizes[p.name], budget=150):
+        out.append(name)
+        with lock:
+            alive[0] -= sizes[name]  # handed on: no longer held by the reader
+    assert out == list(sizes) and most[0] <= 150  # never two large films at once, order kept
