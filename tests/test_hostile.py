@@ -60,6 +60,12 @@ def _hostile(folder: Path, good: Path) -> dict[str, tuple[str, str]]:
     put("spacing.dcm", _dicom_bytes(PixelSpacing=["7.777777", "7.777777"]).replace(b"7.777777\\", b"abcdefgh\\"),
         "failed", "PixelSpacing is not a number")
     put("flat.dcm", _dicom_bytes(PixelData=np.full((96, 72), 700, np.uint16).tobytes()), "failed", "same value")
+    for syntax in (pydicom.uid.JPEG2000Lossless, pydicom.uid.JPEGLSLossless):  # a compressed stream cut short
+        ds = make_dataset(phantom_pixels(rows=256, cols=192))
+        ds.compress(syntax)
+        stream = io.BytesIO()
+        ds.save_as(stream, enforce_file_format=True)
+        put(f"cut_{syntax.keyword}.dcm", stream.getvalue()[: len(stream.getvalue()) * 3 // 4], "failed", "cut short")
     film = next(good.rglob("lumbar.dcm")).read_bytes()
     put("preamble_only.dcm", film[:132], "failed", "damaged")
     put("letter.docx", b"PK\x03\x04" + bytes(range(256)) * 8, "skipped", "not an image")

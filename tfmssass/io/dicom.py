@@ -149,6 +149,18 @@ def dataset_metadata(ds: pydicom.Dataset) -> dict:
     }
 
 
+def sop_class(ds: pydicom.Dataset):
+    """The object's SOP class, from the data set or else its file meta (None when neither says)."""
+    return ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+
+
+def claims_image(ds: pydicom.Dataset) -> bool:
+    """Whether a data set says it is an image (an image SOP class), or says nothing at all of what it is
+    (a header cut short): then missing pixels or size are damage, not a different kind of object."""
+    sop = sop_class(ds)
+    return sop is None or "Image" in getattr(sop, "name", "")
+
+
 def header_metadata(path: str | Path) -> dict:
     """:func:`dataset_metadata` of a file's header, without its pixels; a damaged value is a reason."""
     try:
@@ -251,6 +263,9 @@ def _declared_pixels(path, ds: pydicom.Dataset) -> None:
 def _read_dicom(path, ds: pydicom.Dataset) -> Radiograph:
     meta = dataset_metadata(ds)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if claims_image(ds):  # an image whose pixels are gone: the file was cut short
+            raise RadiographError(path, "damaged: the header describes an image but its pixel data is missing "
+                                        "or cut short (truncated file?)")
         sop = ds.get("SOPClassUID")
         what = f" ({sop.name})" if sop is not None and hasattr(sop, "name") else ""
         raise RadiographError(path, f"no pixel data{what}")

@@ -51,16 +51,16 @@ def discover(root) -> tuple[list[Path], int]:
 def check_dicom_header(path) -> None:
     """Raise :class:`Skipped` for DICOM objects that are not lateral radiographs (a report, a frontal
     film), and :class:`RadiographError` for one that claims to be an image and is damaged."""
-    from tfmssass.io.dicom import read_dataset
+    from tfmssass.io.dicom import claims_image, read_dataset, sop_class
 
     ds = read_dataset(path, stop_before_pixels=True)
     if "Rows" not in ds:
-        sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-        name = getattr(sop, "name", "")
-        if sop is None or "Image" in name:  # an image object without its size, or no object at all: damaged
+        sop = sop_class(ds)
+        name = getattr(sop, "name", "") or str(sop or "")
+        if claims_image(ds):  # an image object without its size, or no object at all: damaged
             raise RadiographError(path, f"damaged: {name or 'a DICOM file'} without Rows/Columns (truncated or "
                                         "corrupt header)")
-        raise Skipped(path, f"skipped: not an image ({name or sop})")
+        raise Skipped(path, f"skipped: not an image ({name})")
     modality = str(ds.get("Modality", "")).upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
         raise Skipped(path, f"skipped: not a radiograph (modality {modality})")

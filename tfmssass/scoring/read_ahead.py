@@ -108,7 +108,7 @@ def read_ahead(read: Callable[[Path], object], files: list[Path], give_up: Calla
                     slots.release()  # the stuck reader keeps running, without its slot
             if late:
                 break
-        pixels.give(job.pixels)  # handed on: the consumer bounds what it keeps
         if (following_path := next(following, None)) is not None:
             pending.append(start(following_path))
         yield job.result if job.done.is_set() and not job.abandoned else give_up(job.path, timeout)
+        pixels.give(job.pixels)  # the consumer asks for the next: it has taken this one over
