@@ -152,7 +152,8 @@ def test_a_full_disk_stops_the_run_and_resume_after_freeing_space_gives_the_same
         run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), progress=False)
     assert info.value.errno == errno.ENOSPC
     assert not list(out.rglob("*.tmp")), "a torn temporary file was left behind"
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    if subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], capture_output=True).returncode:
+        pytest.skip("cannot grow the tmpfs here")
     run_scoring(phantoms, out, scoring_models(phantoms / "labels.csv"), settings(), resume=True, progress=False)
     for table in ("corners.csv", "visits.csv", "images.csv", "errors.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(out / table), pd.read_csv(clean / table), obj=table)
@@ -165,7 +166,8 @@ def test_an_out_that_cannot_be_written_is_one_line_and_exit_2(phantoms, small_di
 
     from tfmssass.cli import main
 
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    if subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True).returncode:
+        pytest.skip("cannot remount the tmpfs read-only here")
     result = CliRunner().invoke(main, ["score", str(phantoms), "--out", str(small_disk / "out")])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
