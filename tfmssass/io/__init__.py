@@ -9,8 +9,8 @@ from pathlib import Path
 from tfmssass.core.config import MAX_FILE_BYTES
 from tfmssass.io.radiograph import Radiograph, RadiographError, Skipped
 
-__all__ = ["Radiograph", "RadiographError", "Skipped", "check_file", "declared_pixels", "read_radiograph",
-           "sniff_format", "image_size"]
+__all__ = ["Radiograph", "RadiographError", "Skipped", "check_file", "declared_pixels", "declared_shape",
+           "read_radiograph", "sniff_format", "image_size"]
 
 _KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
           stat.S_ISBLK: "a block device", stat.S_ISDIR: "a folder"}
@@ -63,23 +63,22 @@ def read_radiograph(path: str | Path) -> Radiograph:
     return read_image(path, fmt)
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of a radiograph, reading only the header where the format allows."""
+def declared_shape(path: str | Path) -> tuple[int, int, int]:
+    """(height, width, frames) as a radiograph's header declares them, without decoding its pixels."""
     fmt = sniff_format(path)
     if fmt.startswith("DICOM"):
+        from tfmssass.io.dicom import declared_shape as dicom_shape
         from tfmssass.io.dicom import read_dataset
 
-        ds = read_dataset(path, stop_before_pixels=True)
-        if "Rows" not in ds or "Columns" not in ds:
-            raise RadiographError(path, "no image size (Rows/Columns) in the header")
-        return int(ds.Rows), int(ds.Columns)
-    from PIL import Image
+        return dicom_shape(path, read_dataset(path, stop_before_pixels=True))
+    from tfmssass.io.images import declared_size
 
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except Exception as exc:  # noqa: BLE001
-        raise RadiographError(path, f"{fmt} header could not be read ({exc})") from None
+    return declared_size(path, fmt)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of a radiograph, reading only the header."""
+    height, width, _ = declared_shape(path)
     return height, width
 
 
@@ -87,15 +86,7 @@ def declared_pixels(path: str | Path) -> int:
     """How many pixels a file's header declares (rows × columns × frames), read without decoding;
     0 where it cannot tell (the read that follows says why)."""
     try:
-        fmt = sniff_format(path)
-        if fmt.startswith("DICOM"):
-            from tfmssass.io.dicom import read_dataset
-
-            ds = read_dataset(path, stop_before_pixels=True)
-            return int(ds.Rows) * int(ds.Columns) * max(1, int(ds.get("NumberOfFrames", 1) or 1))
-        from tfmssass.io.images import declared_size
-
-        height, width, frames = declared_size(path, fmt)
-        return height * width * frames
+        height, width, frames = declared_shape(path)
     except Exception:  # noqa: BLE001 - a damaged header weighs nothing; reading it reports the damage
         return 0
+    return height * width * frames

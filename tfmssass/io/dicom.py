@@ -248,8 +248,11 @@ def read_dicom(path: str | Path) -> Radiograph:
         raise RadiographError(path, str(exc)) from None
 
 
-def _declared_pixels(path, ds: pydicom.Dataset) -> None:
-    """Refuse, before decoding, pixel data larger than the limit, or a size that is not a number."""
+def declared_shape(path, ds: pydicom.Dataset) -> tuple[int, int, int]:
+    """(rows, columns, frames) as the header declares them; a size missing or not a positive number is
+    a one-line reason."""
+    if "Rows" not in ds or "Columns" not in ds:
+        raise RadiographError(path, "no image size (Rows/Columns) in the header")
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -257,7 +260,7 @@ def _declared_pixels(path, ds: pydicom.Dataset) -> None:
         raise RadiographError(path, "damaged header: Rows, Columns or NumberOfFrames is not a number") from None
     if rows <= 0 or columns <= 0:
         raise RadiographError(path, f"damaged header: image size {rows} × {columns}")
-    too_large(path, rows, columns, frames)
+    return rows, columns, frames
 
 
 def _read_dicom(path, ds: pydicom.Dataset) -> Radiograph:
@@ -272,9 +275,7 @@ def _read_dicom(path, ds: pydicom.Dataset) -> Radiograph:
     photometric = meta["photometric_interpretation"] or ""
     if photometric not in GREY + COLOUR:
         raise RadiographError(path, f"unsupported photometric interpretation {photometric or '(none)'}")
-    if "Rows" not in ds or "Columns" not in ds:
-        raise RadiographError(path, "damaged header: pixel data without Rows/Columns")
-    _declared_pixels(path, ds)
+    too_large(path, *declared_shape(path, ds))  # before decoding
     _floats(ds, "RescaleSlope"), _floats(ds, "RescaleIntercept")  # numbers, finite: else a reason, not NaN
     warnings: list[str] = []
     stored = _frame(ds, path, warnings)
