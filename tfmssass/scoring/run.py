@@ -62,6 +62,11 @@ def _file_key(item: Item) -> str:
     return f"{item.key or 'unread'}-{hashlib.sha1(item.file.encode()).hexdigest()[:12]}"
 
 
+def _not_scored(item: Item, status: Status, reason: str) -> FilmRecord:
+    """The record of an input that was not read into a radiograph (failed or skipped)."""
+    return FilmRecord(key=_file_key(item), file=item.file, status=status, reason=reason)
+
+
 def salt_id(salt: str) -> str:
     return hashlib.sha256(f"tfmssass-salt\0{salt}".encode()).hexdigest()[:16]
 
@@ -171,11 +176,10 @@ def score_files(root, folder: ScoredFolder, done: dict[str, str], predictor: Pre
             continue
         if item.error is not None:
             status = Status.SKIPPED if isinstance(item.error, Skipped) else Status.FAILED
-            folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=status, reason=item.error.reason))
+            folder.save_record(_not_scored(item, status, item.error.reason))
             continue
         if item.key in seen:  # a copy of a file already scored in this run
-            folder.save_record(FilmRecord(key=_file_key(item), file=item.file, status=Status.SKIPPED,
-                                          reason=f"skipped: same content as {seen[item.key]}"))
+            folder.save_record(_not_scored(item, Status.SKIPPED, f"skipped: same content as {seen[item.key]}"))
             continue
         seen[item.key] = item.file
         pending.append(item)
