@@ -115,6 +115,10 @@ class _TokenGate(BaseHTTPMiddleware):
         return response
 
 
+class _TooLarge(Exception):
+    """A change's body ran past :data:`MAX_BODY` (413)."""
+
+
 async def read_change(request: Request) -> dict:
     """A change's JSON body, read no further than :data:`MAX_BODY` bytes (a body without a length too)
     and checked for nesting; ``ValueError`` with the reason otherwise."""
@@ -134,10 +138,6 @@ async def read_change(request: Request) -> dict:
     if not isinstance(value, dict) or not isinstance(value.get("field"), str) or "value" not in value:
         raise ValueError('a change is {"field": name, "value": value}')
     return value
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def build_app(session: ReviewSession, token: str, hosts: frozenset[str] | None = None) -> Starlette:
