@@ -80,7 +80,8 @@ def main() -> None:
         peak, seconds, code = score(work / "in", work / "out", args.code.resolve())
         print("| films | large films | peak RSS | time | exit |")
         print("| --- | --- | --- | --- | --- |")
-        print(f"| {args.large + args.ordinary} | {args.large} × {args.side}² | {peak:.2f} GB | {seconds:.0f} s | {code} |")
+        films = args.large + args.ordinary
+        print(f"| {films} | {args.large} × {args.side}² | {peak:.2f} GB | {seconds:.0f} s | {code} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -195,5 +195,6 @@ def test_prepare_refuses_what_labels_check_fails(phantoms, tmp_path):
     assert check.exit_code == 1 and "line 5:" in check.output and "is outside the" in check.output
     assert "1 errors" in check.output
     prepared = CliRunner().invoke(main, ["prepare", "--labels", str(path), "--out", str(tmp_path / "d")])
-    assert prepared.exit_code == check.exit_code and "line 5:" in prepared.output and "is outside the" in prepared.output
+    assert prepared.exit_code == check.exit_code
+    assert "line 5:" in prepared.output and "is outside the" in prepared.output
     assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.tfrecord*"))

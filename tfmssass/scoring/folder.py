@@ -183,7 +183,8 @@ class ScoredFolder:
         are tried again on ``--resume``."""
         for note in notes:
             key = "note-" + hashlib.sha1(note["file"].encode()).hexdigest()[:12]
-            self.save_record(FilmRecord(key=key, file=note["file"], status=Status(note["status"]), reason=note["reason"]))
+            self.save_record(FilmRecord(key=key, file=note["file"], status=Status(note["status"]),
+                                        reason=note["reason"]))
 
     def records(self) -> list[FilmRecord]:
         """The per-radiograph records of the run (points, probabilities, reasons), by file."""

@@ -45,7 +45,7 @@ class Item:
 def base_film(item: Item, status: Status = Status.SCORED, reason: str = "") -> FilmRecord:
     """The film record of an item, before its levels and corners are known."""
     return FilmRecord(key=item.key, file=item.file, status=status, reason=reason,
-                patient_id=item.ident.get("patient_id"), visit_date=item.ident.get("visit_date"))
+                      patient_id=item.ident.get("patient_id"), visit_date=item.ident.get("visit_date"))
 
 
 #: Why a level under metal-dense material (:mod:`tfmssass.stages.implants`) has no grades.
@@ -96,8 +96,8 @@ def _levels(view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarr
     whether the film reaches them."""
     points = points[VIEW_SLICES[view]]
     return {level: LevelRecord(c=points[2 * j].tolist(), a=points[2 * j + 1].tolist(),
-                         point_confidence=round(float(level_conf[j]), 4), cut=bool(cut[j]),
-                         plausible=bool(plausible[j]), implant=bool(implant[j]), on_film=bool(on_film[j]))
+                               point_confidence=round(float(level_conf[j]), 4), cut=bool(cut[j]),
+                               plausible=bool(plausible[j]), implant=bool(implant[j]), on_film=bool(on_film[j]))
             for j, level in enumerate(anatomy.LEVELS[view])}
 
 
@@ -151,14 +151,14 @@ def _corners(film: FilmRecord, probabilities, grade_of, confidence, codes, confi
         level = film.levels[levels[k // 2]]
         if not level.cut:
             corners.append(CornerRecord(level=levels[k // 2], corner=name, grade=None, p=None, confidence=None,
-                                  review=True, review_code=grades.NOT_GRADED,
-                                  review_reason=_not_graded_reason(level, confidence_threshold)))
+                                        review=True, review_code=grades.NOT_GRADED,
+                                        review_reason=_not_graded_reason(level, confidence_threshold)))
             continue
         code = int(codes[k])
         corners.append(CornerRecord(level=levels[k // 2], corner=name, grade=int(grade_of[k]),
-                              p=[round(float(v), 4) for v in probabilities[k]],
-                              confidence=round(float(confidence[k]), 4), review=code > 0, review_code=code,
-                              review_reason=review_text(code, level.point_confidence, review_threshold)))
+                                    p=[round(float(v), 4) for v in probabilities[k]],
+                                    confidence=round(float(confidence[k]), 4), review=code > 0, review_code=code,
+                                    review_reason=review_text(code, level.point_confidence, review_threshold)))
     return corners
 
 
