@@ -308,7 +308,7 @@ def structured_report(films: list[tuple[FilmRecord, Dataset]], visit: pd.Series 
                                  relationship_type="CONTAINS")
     notes.ContentSequence = [TextContentItem(local.MODEL_NOTE, note, relationship_type="CONTAINS")]
     report[0].ContentSequence.append(notes)
-    content = {"films": [{k: f.to_dict()[k] for k in ("view", "corners")} for f, _ in films], "note": note,
+    content = {"films": [{k: d[k] for k in ("view", "corners")} for d in (f.to_dict() for f, _ in films)], "note": note,
                "visit": None if visit is None else visit.to_dict()}
     study = str(sources[0].StudyInstanceUID)
     ds = hd.sr.Comprehensive3DSR(
