@@ -3,9 +3,10 @@ step that came later (``tfmssass calibrate``) can be done for a model whose run 
 
     python bench/recover_runs.py saved_models/phantom-demo/1 --data PREPARED --out WORKDIR
 
-The SavedModel keeps every weight once, stage 1's then the grader's, in the networks' own order
-(:class:`tfmssass.serving.module.ScoringModule`); the networks are rebuilt from the presets that
-``metadata.json`` names and their weights are copied in. ``--data`` must be the prepared folder of
+The SavedModel keeps every weight once, stage 1's, then its orientation classifier's (exports since
+issue 16), then the grader's, in the networks' own order (:class:`tfmssass.serving.module.ScoringModule`);
+the networks are rebuilt from the presets that ``metadata.json`` names and their weights are copied in.
+The stage-1 run gets the classifier and the plausibility limits back too. ``--data`` must be the prepared folder of
 the training phantoms (``bench/train_demo.sh`` makes it): the runs point at it for their
 validation corners and their grade counts. Writes WORKDIR/keypoints and WORKDIR/grader.
 """
@@ -36,14 +37,25 @@ def main():
     from tfmssass.data.tfrecords import load_index
     from tfmssass.stages.grader.model import build_grader
     from tfmssass.stages.keypoints.model import build_hrnet
+    from tfmssass.stages.keypoints.orientation import SUMMARY as ORIENTATION_SUMMARY
+    from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
+    from tfmssass.stages.keypoints.orientation import build_orientation_model
+    from tfmssass.stages.keypoints.plausibility import LIMITS
     from tfmssass.stages.runs import BEST
 
     meta = json.loads((Path(args.model) / "metadata.json").read_text())
     kp = keypoint_config(meta["keypoints"]["preset"], epochs=args.epochs[0])
-    gr = grader_config(meta["grader"]["preset"], epochs=args.epochs[1])
+    gr = grader_config(meta["grader"]["preset"], epochs=args.epochs[1],
+                       gradability=meta["grader"].get("gradability", False))
     networks = {"keypoints": (build_hrnet(kp), kp), "grader": (build_grader(gr), gr)}
     saved = tf.saved_model.load(str(args.model)).model_variables
-    weights = [w for net, _ in networks.values() for w in net.weights]
+    classifier = None
+    if meta.get("orientation", {}).get("classifier"):
+        # five classes once it learnt to tell films that are not lateral spines ("skipped: ...")
+        classes = 5 if any(t.startswith("skipped") for t in meta.get("findings", {}).values()) else 4
+        classifier = build_orientation_model(classes)
+    order = [networks["keypoints"][0]] + ([classifier] if classifier else []) + [networks["grader"][0]]
+    weights = [w for net in order for w in net.weights]
     if len(weights) != len(saved) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(weights, saved)):
         raise SystemExit(f"{args.model}: its weights do not fit the {kp.preset}/{gr.preset} presets")
     for w, value in zip(weights, saved):
@@ -60,6 +72,11 @@ def main():
              "init": None, "mixed_precision": False, "recovered_from": str(Path(args.model).resolve())},
             indent=1, sort_keys=True))
         write_text(run / "done", "recovered from the exported model\n")
+        if stage == "keypoints" and classifier is not None:
+            classifier.save_weights(str(run / ORIENTATION_WEIGHTS))
+            write_text(run / ORIENTATION_SUMMARY, json.dumps({"classes": classes, "recovered_from": args.model}) + "\n")
+        if stage == "keypoints" and meta.get("plausibility"):
+            write_text(run / LIMITS, json.dumps(meta["plausibility"], indent=1) + "\n")
         print(f"{run}: {len(net.weights)} weights from {args.model}")
 
 

@@ -1,6 +1,6 @@
 """Stand-ins for the trained stages, so the scoring run's bookkeeping can be tested without
 hours of training: stage 1 answers with the phantoms' labelled points (found by image content),
-stage 2 is a tiny untrained grader with fixed weights. Run as a script, it scores a folder
+stage 2 is a tiny untrained grader with fixed weights that calls every corner gradable. Run as a script, it scores a folder
 (used by the kill-and-resume test, which needs a process it can SIGKILL).
 """
 
@@ -89,6 +89,9 @@ def scoring_models(labels_csv, batch_size: int = 64):
 
     keras.utils.set_random_seed(0)
     grader = CornerGrader("tiny", 64)
+    head = grader.get_layer("gradable")  # untrained, it would call half the corners not gradable at random:
+    head.kernel.assign(np.zeros(head.kernel.shape, np.float32))  # these doubles see every corner
+    head.bias.assign(np.full(head.bias.shape, 8.0, np.float32))
     stage1 = LabelledPoints(labels_csv)
     metadata = {"note": "PHANTOM-TRAINED test doubles", "phantom_trained": True,
                 "keypoints": {"confidence_threshold": 0.3}, "grader": {"extent": 2.8},

@@ -37,10 +37,10 @@ from tfmssass.serving.predictors import (
     ServingError,
     ServingUnavailable,
 )
-from tfmssass.stages.grader.calibration import Calibration, calibrate
+from tfmssass.stages.grader.calibration import Calibration, calibrate, calibrate_gradable
 from tfmssass.stages.grader.crops import cranial_directions, level_patch
 from tfmssass.stages.grader.grades import grade_corners
-from tfmssass.stages.grader.model import build_grader
+from tfmssass.stages.grader.model import build_grader, grader_outputs
 from tfmssass.stages.keypoints.detect import KeypointDetector, strongest_region
 from tfmssass.stages.keypoints.model import build_hrnet
 from tfmssass.stages.runs import EXPORT_INIT, RunFolderError, initial_weights
@@ -128,7 +128,8 @@ def _tiny_models():
 
 
 #: A calibration far from the identity, so that an export that dropped it would be seen.
-CALIBRATION = Calibration(temperature=1.7, bias=(0.0, -1.2, -1.8, -2.6), prior=(0.7, 0.15, 0.1, 0.05), fitted=True)
+CALIBRATION = Calibration(temperature=1.7, bias=(0.0, -1.2, -1.8, -2.6), prior=(0.7, 0.15, 0.1, 0.05), fitted=True,
+                          gradable=(0.8, 0.4))
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +221,12 @@ def test_stage_signatures_alone(exported):
     det = KeypointDetector(model, kp.input_size, kp.cache_long_side, 0.0, 0).detect(image)
     assert np.nanmax(np.abs(points["keypoints"].numpy()[0] - det.points)) <= 0.5
     crops = np.random.default_rng(0).random((5, gr.input_size, gr.input_size, 1)).astype(np.float32)
-    probs = loaded.signatures["grader"](crops=tf.constant(crops))["grade_probabilities"].numpy()
-    raw = np.asarray(grader(crops, training=False))
+    answer = loaded.signatures["grader"](crops=tf.constant(crops))
+    probs, gradable = answer["grade_probabilities"].numpy(), answer["gradable_probability"].numpy()
+    raw, raw_gradable = (np.asarray(t) for t in grader_outputs(grader, crops))
     np.testing.assert_allclose(probs, calibrate(raw, CALIBRATION), atol=1e-5)  # the calibration is in the graph
-    assert np.abs(probs - raw).max() > 0.01
+    np.testing.assert_allclose(gradable, calibrate_gradable(raw_gradable, CALIBRATION), atol=1e-5)
+    assert np.abs(probs - raw).max() > 0.01 and np.abs(gradable - raw_gradable).max() > 0.01
     whole = loaded.signatures["image_tensor"](images=tf.constant(image[None, :, :, None]))
     np.testing.assert_allclose(whole["grade_prior"].numpy()[0], CALIBRATION.prior, atol=1e-6)
 
@@ -245,13 +248,13 @@ def test_init_demo_fine_tunes_from_the_shipped_models_weights(tmp_path):
     path, whole = initial_weights("demo", "grader", grader_config("small").to_dict(), tmp_path)
     assert whole and Path(path) == (tmp_path / EXPORT_INIT).resolve()
     grader = build_grader(grader_config("small"))
-    grader.load_weights(path)
+    grader.load_grader_weights(path)
     demo = demo_model_dir()
     calibration = Calibration.from_dict(json.loads((demo / "metadata.json").read_text())["calibration"])
     crops = np.random.default_rng(0).random((3, 128, 128, 1)).astype(np.float32)
     loaded = tf.saved_model.load(str(demo))  # held: its functions need their variables alive
     theirs = loaded.grade(crops)["grade_probabilities"].numpy()
-    np.testing.assert_allclose(calibrate(grader(crops).numpy(), calibration), theirs, atol=1e-4)
+    np.testing.assert_allclose(calibrate(np.asarray(grader_outputs(grader, crops)[0]), calibration), theirs, atol=1e-4)
     assert initial_weights("demo", "keypoints", keypoint_config("small").to_dict(), tmp_path / "kp")[1]
     with pytest.raises(RunFolderError, match="trained with --preset small"):
         initial_weights("demo", "grader", grader_config("tiny").to_dict(), tmp_path)
@@ -395,12 +398,13 @@ def test_review_reasons_come_from_the_saved_model(exported):
     assert meta["review"]["reasons"]["2"] == "doubtful grade"
     image = np.random.default_rng(4).uniform(0, 1, (1, 300, 240, 1)).astype(np.float32)
     out = {k: v.numpy() for k, v in exported["loaded"].signatures["image_tensor"](images=tf.constant(image)).items()}
-    cut = out["grades"][0, 0::2] >= 0
+    cut = out["grades"][0, 0::2] != -1
     assert cut.any()
     view = 12 * list(anatomy.VIEWS).index(out["view"][0].decode())
     conf = out["keypoint_confidence"][0, view:view + 12]
     level_conf = np.minimum(conf[0::2], conf[1::2])
-    _, _, review, reason = (t.numpy() for t in grade_corners(out["grade_probabilities"][0], level_conf, cut, 0.6, 0.5))
+    _, _, review, reason = (t.numpy() for t in grade_corners(out["grade_probabilities"][0], level_conf, cut, 0.6, 0.5,
+                                                             out["gradable_probability"][0]))
     np.testing.assert_array_equal(out["review_reason"][0], reason)
     np.testing.assert_array_equal(out["review"][0], review)
     assert (out["review_reason"][0][np.repeat(~cut, 2)] == 8).all()  # levels not cut: "not graded"

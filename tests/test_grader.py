@@ -29,7 +29,13 @@ from tfmssass.stages.grader.metrics import (
     read_confusion_csv,
     summary,
 )
-from tfmssass.stages.grader.model import CornerGrader
+from tfmssass.stages.grader.model import (
+    NOT_GRADABLE_LABEL,
+    CornerGrader,
+    grade_loss,
+    gradability_loss,
+    grader_outputs,
+)
 from tfmssass.synth.phantoms import Case, make_case
 from tfmssass.synth.sets import synthesize
 
@@ -193,38 +199,65 @@ def test_bridge_rule_gives_one_answer_per_disk():
 
 
 @pytest.mark.slow
-def test_grader_training_lowers_the_loss():
+def test_grader_training_lowers_the_loss_of_both_heads():
+    """The grades and the gradability head learn from one label (0-3, or 4 for NG); an NG corner adds
+    nothing to the grade loss, so a batch of NG corners alone leaves it at 0."""
     keras.utils.set_random_seed(1)
     model = CornerGrader("tiny", 64)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"grades": grade_loss, "gradable": gradability_loss})
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 32)
-    x = rng.random((32, 64, 64, 1)).astype("float32") * 0.2
-    for i, g in enumerate(y):  # a learnable cue: brightness of a corner patch by grade
-        x[i, :16, 48:] += 0.25 * g
-    losses = [float(model.train_on_batch(x, y)) for _ in range(15)]
-    assert losses[-1] < 0.6 * losses[0]
+    y = rng.integers(0, 5, 40)
+    x = rng.random((40, 64, 64, 1)).astype("float32") * 0.2
+    for i, g in enumerate(y):  # learnable cues: a dense band hides an NG corner; brightness by grade
+        if g == NOT_GRADABLE_LABEL:
+            x[i, 16:48, :] += 0.5
+        else:
+            x[i, :16, 48:] += 0.25 * g
+    first = model.train_on_batch(x, {"grades": y, "gradable": y})
+    for _ in range(25):
+        last = model.train_on_batch(x, {"grades": y, "gradable": y})
+    assert last[1] < 0.3 * first[1] and last[2] < 0.3 * first[2]  # [total, grades, gradable]
+    _, gradable = grader_outputs(model, x, training=True)
+    assert np.all((np.asarray(gradable) < 0.5) == (y == NOT_GRADABLE_LABEL))
+    ng_only = np.full(4, NOT_GRADABLE_LABEL)
+    assert float(np.sum(grade_loss(ng_only, np.full((4, 4), 0.25, "float32")))) == 0.0
+
+
+def test_grader_without_the_head_answers_gradable_and_gives_its_weights(tmp_path):
+    """A grader from before NG (no head) says every corner is gradable, and fine-tuning one with the
+    head takes all its weights but the head's."""
+    old = CornerGrader("tiny", 64, gradability=False)
+    x = np.random.default_rng(2).random((3, 64, 64, 1)).astype("float32")
+    p, gradable = grader_outputs(old, x)
+    assert np.asarray(p).shape == (3, 4) and np.all(np.asarray(gradable) == 1.0)
+    old.save_weights(str(tmp_path / "old.weights.h5"))
+    new = CornerGrader("tiny", 64)
+    new.load_grader_weights(str(tmp_path / "old.weights.h5"))
+    np.testing.assert_allclose(np.asarray(grader_outputs(new, x)[0]), np.asarray(p), atol=1e-6)
 
 
 def test_grader_config_round_trip(tmp_path):
     tiny = CornerGrader("tiny", 64)
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype("float32")
     tiny.save(tmp_path / "g.keras")
-    np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), tiny(x), atol=1e-5)
+    again, now = keras.models.load_model(tmp_path / "g.keras")(x), tiny(x)
+    for name in ("grades", "gradable"):
+        np.testing.assert_allclose(again[name], now[name], atol=1e-5)
     # the dtype policy travels with the config: a mixed-precision grader stays one when reloaded
     mixed = CornerGrader("tiny", 64, dtype="mixed_float16")
     assert keras.config.dtype_policy().name == "float32"  # building under it left the global policy alone
     again = CornerGrader.from_config(mixed.get_config())
     assert mixed.get_config()["dtype"] == "mixed_float16"
-    assert {layer.dtype_policy.name for layer in again.layers if layer.name not in ("crop", "grades")} == {"mixed_float16"}
-    assert again.get_layer("grades").dtype_policy.name == "float32"  # outputs stay float32
+    heads = ("grades", "gradable")
+    assert {layer.dtype_policy.name for layer in again.layers if layer.name not in ("crop", *heads)} == {"mixed_float16"}
+    assert {again.get_layer(h).dtype_policy.name for h in heads} == {"float32"}  # outputs stay float32
 
 
 @pytest.mark.slow
 def test_resnet152_paper_size_builds_and_runs():
     paper = CornerGrader("resnet152", 224)
-    out = np.asarray(paper(np.zeros((1, 224, 224, 1), "float32")))
-    assert out.shape == (1, 4) and abs(out.sum() - 1) < 1e-4
+    p, gradable = (np.asarray(t) for t in grader_outputs(paper, np.zeros((1, 224, 224, 1), "float32")))
+    assert p.shape == (1, 4) and abs(p.sum() - 1) < 1e-4 and gradable.shape == (1,) and 0 < gradable[0] < 1
     assert 58e6 < paper.count_params() < 59e6
 
 

@@ -10,7 +10,16 @@ from click.testing import CliRunner
 from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.io.coco import CocoError, coco_to_labels, write_coco
-from tfmssass.io.labels import LabelError, load_labels, read_labels, validate_labels, write_labels
+from tfmssass.io.labels import (
+    NOT_GRADABLE,
+    LabelError,
+    corner_label,
+    load_labels,
+    ng_column,
+    read_labels,
+    validate_labels,
+    write_labels,
+)
 from tfmssass.io.split import split_patients
 
 
@@ -52,6 +61,33 @@ def test_round_trip_keeps_blanks_extras_and_values(tmp_path):
     np.testing.assert_allclose(back["C2-C3_ax"].dropna(), table["C2-C3_ax"].dropna())
     write_labels(back, tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_text() == path.read_text()
+
+
+def test_ng_is_kept_apart_from_blank_and_never_counts_as_a_grade(tmp_path):
+    """A corner cell holds 0-3, NG (a reader's "not gradable") or blank (not read): the file keeps the
+    three apart through every read and write, and NG is missing in any sum, never a 0."""
+    table = make_table(1).astype({"C2_inf": object, "L5_sup": object})
+    table.loc[0, "C2_inf"], table.loc[1, "L5_sup"] = "NG", "ng"  # any case on the way in
+    path = tmp_path / "labels.csv"
+    write_labels(table, path)
+    assert path.read_text().count(",NG,") + path.read_text().count(",NG\n") == 2
+    back, _ = load_labels(path, check_images=False)
+    assert pd.isna(back.loc[0, "C2_inf"]) and back.loc[0, ng_column("C2_inf")]
+    assert corner_label(back.loc[0], "C2_inf") == NOT_GRADABLE
+    blank = anatomy.CORNERS["cervical"][3]
+    assert corner_label(back.loc[0], blank) is None and not back.loc[0, ng_column(blank)]  # blank stays blank
+    assert corner_label(back.loc[0], "C3_sup") == int(table.loc[0, "C3_sup"])
+    graded_before = int(pd.to_numeric(table["C2_inf"], errors="coerce").iloc[1:].sum())
+    assert int(back["C2_inf"].sum()) == graded_before  # NG adds nothing to a sum
+    write_labels(back, tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_text() == path.read_text()
+    result = CliRunner().invoke(main, ["labels", "check", str(path), "--no-images"])
+    assert result.exit_code == 0 and "2 not gradable (NG)" in result.output
+    bad = tmp_path / "bad.csv"
+    text = path.read_text().replace(",NG,", ",NA,", 1)
+    bad.write_text(text)
+    report = validate_labels(read_labels(bad), check_images=False)  # a cell neither a grade nor NG is named
+    assert any("is not an integer 0-3 or NG" in e for e in report.errors)
 
 
 def test_validation_names_every_problem_by_line(tmp_path):
@@ -113,7 +149,15 @@ def test_coco_round_trip(tmp_path):
     assert len(ann["keypoints"]) == 3 * 12 and ann["num_keypoints"] == 12
     assert anatomy.CORNERS["cervical"][3] not in ann["attributes"]  # blank grade is not exported as 0
 
+    table = table.astype({anatomy.CORNERS["cervical"][0]: object})
+    table.loc[0, anatomy.CORNERS["cervical"][0]] = NOT_GRADABLE  # NG travels as an attribute value
+    write_labels(table, tmp_path / "labels.csv")
+    frame = read_labels(tmp_path / "labels.csv")
+    write_coco(frame, tmp_path / "coco.json")
+    assert json.loads((tmp_path / "coco.json").read_text())["annotations"][0]["attributes"][
+        anatomy.CORNERS["cervical"][0]] == "NG"
     back = coco_to_labels(tmp_path / "coco.json", labels_dir=tmp_path)
+    assert corner_label(back.loc[0], anatomy.CORNERS["cervical"][0]) == NOT_GRADABLE
     for col in ("image", "patient_id", "visit_date", "view"):
         assert list(back[col]) == list(frame[col])
     for col in anatomy.ALL_KEYPOINT_COLUMNS + anatomy.ALL_CORNERS:

@@ -410,7 +410,8 @@ def test_the_docs_list_the_coding_scheme_as_the_code_defines_it():
     section = (REPO / "docs" / "pacs.md").read_text()
     assert f"`{codes.DESIGNATOR}` version {codes.SCHEME_VERSION}" in section
     rows = dict(re.findall(r"^\| `([A-Z0-9]+)` \| ([^|(]+?) (?:\(.*\) )?\|$", section, flags=re.M))
-    defined = [codes.PROCEDURE, codes.CORNER_FINDING, codes.GRADE, codes.NOT_GRADED, codes.NEEDS_REVIEW,
+    defined = [codes.PROCEDURE, codes.CORNER_FINDING, codes.GRADE, codes.NOT_GRADED, codes.NOT_GRADABLE,
+               codes.NOT_ON_FILM, codes.NEEDS_REVIEW,
                codes.IMPUTED, codes.CONFIDENCE, codes.VISIT_TOTALS, codes.TOTAL, codes.CORNERS_GRADED,
                codes.CORNERS_IMPUTED, codes.NOT_COMPUTED, codes.MODEL_NOTE, *codes.SUBTOTALS.values(),
                *codes.GRADES.values()]

@@ -23,6 +23,8 @@ from tfmssass.data.tfrecords import (
     CORNER_SPEC,
     CORNERS,
     RADIOGRAPH_SPEC,
+    LABEL_CLASSES,
+    NOT_GRADABLE_RECORD,
     RADIOGRAPHS,
     PrepareError,
     decode_png16,
@@ -31,7 +33,7 @@ from tfmssass.data.tfrecords import (
     shard_files,
 )
 from tfmssass.io import read_radiograph
-from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.io.labels import NOT_GRADABLE, corner_label, load_labels, resolve_image
 from tfmssass.ops.image import shrink_to_long_side
 from tfmssass.stages.grader.data import (
     CornerAugment,
@@ -80,14 +82,15 @@ def test_index_counts_match_the_labels(labels, prepared):
     index = load_index(prepared)
     # Corners evaluation cuts from the labels (croppable, graded) are exactly the prepared ones.
     patches, _ = extract_patches(readable, prepared.parent / "patches", DEPTH, progress=False)
-    samples = corner_samples(patches)
+    samples = corner_samples(patches, include_ng=True)  # NG corners are prepared too, as label 4
+    assert (samples["grade"] == NOT_GRADABLE_RECORD).any()  # the phantoms hide C7-T1 behind shoulders
     for name in ("train", "val"):
         part = readable[readable["patient_id"].map(split) == name]
         counts = index["splits"][name]
         assert counts["radiographs"] == len(part) and counts["patients"] == part["patient_id"].nunique()
         assert counts["views"] == {v: int((part["view"] == v).sum()) for v in anatomy.VIEWS}
         expected = samples[samples["patient_id"].map(split) == name]["grade"].value_counts()
-        assert counts["grades"] == {str(g): int(expected.get(g, 0)) for g in range(4)}
+        assert counts["grades"] == {str(g): int(expected.get(g, 0)) for g in LABEL_CLASSES}
         in_files = sum(n for f, n in index["files"].items() if f.startswith(f"{CORNERS}/{name}-"))
         assert in_files == sum(counts["grades"].values())
     assert index["splits"]["train"]["patients"] >= 1 and index["splits"]["val"]["patients"] >= 1
@@ -125,9 +128,10 @@ def test_radiograph_records_hold_the_labelled_points_grades_and_image(labels, pr
             other = slice(12, 24) if offset == 0 else slice(0, 12)
             assert np.isnan(points[other]).all() and (r["weights"].numpy()[other] == 1).all()
             grades = r["grades"].numpy()
-            for k, corner in enumerate(anatomy.ALL_CORNERS):
-                value = row.get(corner)
-                assert grades[k] == (-1 if pd.isna(value) else int(value)), corner
+            for k, corner in enumerate(anatomy.ALL_CORNERS):  # 0-3, 4 for NG, -1 blank
+                label = corner_label(row, corner)
+                assert grades[k] == (-1 if label is None else NOT_GRADABLE_RECORD if label == NOT_GRADABLE
+                                     else label), corner
             seen += 1
     assert seen == len(frame)
 
@@ -136,8 +140,8 @@ def test_corner_records_equal_the_labelled_crops(labels, prepared):
     frame, _ = load_labels(labels, check_images=False)
     frame = frame[frame["image"] != "broken.dcm"]
     patches, _ = extract_patches(frame, prepared.parent / "patches", DEPTH, progress=False)
-    samples = corner_samples(patches).set_index(["image", "corner"])
-    records = [r for g in range(4) for split in ("train", "val")
+    samples = corner_samples(patches, include_ng=True).set_index(["image", "corner"])
+    records = [r for g in LABEL_CLASSES for split in ("train", "val")
                for path in shard_files(prepared, CORNERS, split, g) for r in _parse(path, CORNER_SPEC)]
     assert len(records) == len(samples)
     for r in records[::5]:
@@ -167,9 +171,9 @@ def test_corners_can_be_cut_at_other_points(labels, tmp_path):
                     corners_from="shifted")
     assert index["settings"]["corners_from"] == "shifted"
     there = corner_samples(extract_patches(readable, tmp_path / "there", DEPTH, points_from=moved,
-                                           progress=False)[0]).set_index(["image", "corner"])
-    labelled = corner_samples(extract_patches(readable, tmp_path / "labelled", DEPTH, progress=False)[0]
-                              ).set_index(["image", "corner"])
+                                           progress=False)[0], include_ng=True).set_index(["image", "corner"])
+    labelled = corner_samples(extract_patches(readable, tmp_path / "labelled", DEPTH, progress=False)[0],
+                              include_ng=True).set_index(["image", "corner"])
     records = [r for path in sorted((data / CORNERS).glob("*.tfrecord")) for r in _parse(path, CORNER_SPEC)]
     assert len(records) == len(there)
     for r in records[::7]:
@@ -186,7 +190,7 @@ def test_training_stream_draws_the_grades_equally(prepared):
     stream = prepared_balanced_dataset(prepared, counts, 0, CropSpec(size=32, depth_px=DEPTH), 40, seed=1,
                                        augment=CornerAugment(enabled=False))
     grades = np.concatenate([y.numpy() for _, y in stream.take(12)])
-    shares = np.bincount(grades, minlength=4)[present] / len(grades)
+    shares = np.bincount(grades, minlength=len(LABEL_CLASSES))[present] / len(grades)
     # 480 draws: a share's standard error is about 0.02 around 1 / (grades present)
     assert np.abs(shares - 1 / len(present)).max() < 0.08, shares
 

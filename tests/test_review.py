@@ -20,10 +20,10 @@ from review_helpers import CHROMIUM, api, base, browser_page, call, review_serve
 from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.core.config import keypoint_config
-from tfmssass.io.labels import load_labels, write_labels
+from tfmssass.io.labels import corner_label, load_labels, ng_column, write_labels
 from tfmssass.review.export import export_labels
 from tfmssass.review.session import ReviewSession, disagreements
-from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
+from tfmssass.review.store import CONFIRMED, NOT_GRADABLE, NOT_VISIBLE, ReviewStore
 from tfmssass.review.worklist import SourceError, open_worklist, reading_from_record
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.run import run_scoring
@@ -244,9 +244,22 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
         page.mouse.up()
         page.wait_for_selector(f"#status:has-text('saved {level}_a')")
         page.click(f"#corners tr[data-field='{corner}'] td:first-child")  # select a corner …
+        assert "(pre-fill)" in page.inner_text(f"#corners tr[data-field='{corner}']")  # the model's, not yet the reader's
         page.keyboard.press(str(new_grade))  # … and grade it by keyboard
         page.wait_for_selector(f"#status:has-text('saved {corner} = {new_grade}')")
         assert f"a bridge spans {anatomy.CORNER_LEVEL[corner]}" in page.inner_text("#status")
+        assert "(pre-fill)" not in page.inner_text(f"#corners tr[data-field='{corner}']")
+        # another corner the reader cannot see: x writes "not gradable"; a third, Enter confirms the model's
+        hidden, kept = (c for c in corners if c != corner and model[film].get(c) is not None)
+        page.click(f"#corners tr[data-field='{hidden}'] td:first-child")
+        page.keyboard.press("x")
+        page.wait_for_selector(f"#status:has-text('saved {hidden} = NG')")
+        page.click(f"#corners tr[data-field='{kept}'] td:first-child")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"#status:has-text('saved {kept} = {model[film][kept]}')")
+        assert "still pre-filled" in page.inner_text("#prefills")
+        provenance = api(root, token, "films/0")["provenance"]
+        assert provenance == {f"{level}_a": "set", corner: "set", hidden: "set", kept: "confirmed"}
         page.screenshot(path=str(tmp_path / "review.png"))
         page.reload()
         page.wait_for_selector("#status:has-text('ready')")
@@ -257,10 +270,21 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
     assert math.isclose(moved[0], x + 12, abs_tol=1.0) and math.isclose(moved[1], y, abs_tol=1.0)
     print(f"screenshot: {tmp_path / 'review.png'}")
 
+    # the export holds what the reader set or confirmed on that film, and not one pre-fill
     out = tmp_path / "export" / "labels.csv"
     result = _command("review", "export", scored, "--reader", "A", "--out", out)
     assert result.returncode == 0, result.stderr
     assert _command("labels", "check", out).returncode == 0
+    frame, _ = load_labels(out)
+    assert len(frame) == 1 and frame.loc[0, "image"].endswith(film.split("/")[-1])
+    row = frame.loc[0]
+    read = {name: corner_label(row, name) for name in anatomy.CORNERS[row["view"]] if corner_label(row, name) is not None}
+    assert read == {corner: new_grade, hidden: "NG", kept: model[film][kept]}
+    placed = [c for c in anatomy.view_keypoint_columns(row["view"]) if pd.notna(row[c])]
+    assert placed == [f"{level}_ax", f"{level}_ay"]
+    # --include-prefill adds every pre-fill, and says how many
+    result = _command("review", "export", scored, "--reader", "A", "--out", out, "--include-prefill")
+    assert result.returncode == 0 and "pre-filled values nobody confirmed are written" in result.stderr
     frame, _ = load_labels(out)
     changed = []
     for _, row in frame.iterrows():
@@ -268,7 +292,8 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
             (scored / ".work" / "source.json").read_text())["root"])
         reading = model[key]
         for name in anatomy.CORNERS[row["view"]]:
-            if (None if pd.isna(row[name]) else int(row[name])) != reading.get(name):
+            said = {"NG": NOT_GRADABLE}.get(corner_label(row, name), corner_label(row, name))
+            if said != reading.get(name):
                 changed.append((key, name))
         for lv in anatomy.LEVELS[row["view"]]:
             for p, (cx, cy) in (("c", anatomy.keypoint_columns(lv)[:2]), ("a", anatomy.keypoint_columns(lv)[2:])):
@@ -276,7 +301,7 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
                 got = None if pd.isna(row[cx]) else [row[cx], row[cy]]
                 if (want is None) != (got is None) or (want and math.dist(want, got) > 0.01):
                     changed.append((key, f"{lv}_{p}"))
-    assert sorted(changed) == sorted([(film, corner), (film, f"{level}_a")])
+    assert sorted(changed) == sorted([(film, corner), (film, hidden), (film, f"{level}_a")])
 
 
 @needs_browser
@@ -405,6 +430,14 @@ def _labelled_folder(phantoms, tmp_path) -> tuple[Path, Path]:
     return folder, folder / "labels.csv"
 
 
+def _confirm_everything(store: ReviewStore, reader: str, worklist) -> None:
+    """A reader who went through every film and accepted every value shown (Enter on each)."""
+    for film in worklist.films:
+        for name, value in (film.reading or {}).items():
+            if name != "view":
+                store.set(reader, film.key, name, value, CONFIRMED)
+
+
 def test_disagreements_rule():
     a = {"view": "cervical", "C2-C3_c": [100.0, 100.0], "C2-C3_a": [150.0, 100.0], "C2_inf": 1, "C3_sup": 0,
          "C3_inf": 2}
@@ -458,8 +491,8 @@ def test_adjudication_shows_exactly_the_disagreements_and_its_export(phantoms, t
     assert pd.isna(row[x_column(p1[2])])  # undecided point: blank, not a guess
     x = row[x_column(p1[4])]
     assert math.isclose(x, start[p1[4]][0] + 2, abs_tol=0.01)  # within tolerance: the mean
-    other = frame[frame["image"].str.endswith(two.key)].iloc[0]
-    assert pd.isna(other[c2[5]])
+    # the other film: its one disagreement undecided, and nothing else anybody decided: no row at all
+    assert not frame["image"].str.endswith(two.key).any()
 
 
 def test_reader_agreement_from_two_exports(phantoms, tmp_path):
@@ -469,6 +502,8 @@ def test_reader_agreement_from_two_exports(phantoms, tmp_path):
     store.keep_setting("labels", str(labels_csv))
     for reader in ("A", "B"):
         store.register(reader, "reader")
+    for reader in ("A", "B"):
+        _confirm_everything(store, reader, worklist)
     film = worklist.films[0]
     store.set("B", film.key, anatomy.CORNERS[film.view][0], 3)
     store.close()
@@ -497,11 +532,13 @@ def test_pseudonymised_folder_stays_pseudonymised(phantoms, tmp_path):
         text = call(f"{root}/api/session", token=token)[1].decode()
         detail = call(f"{root}/api/films/0", token=token)[1].decode()
         assert call(f"{root}/api/films/0/image", token=token)[0] == 200
+        view = json.loads(detail)["reading"]["view"]
+        assert call(f"{root}/api/films/0", {"field": anatomy.CORNERS[view][0], "value": 1}, token)[0] == 200
     for secret in ("PH000", "cervical.dcm", "lumbar.dcm", str(phantoms)):
         assert secret not in text and secret not in detail
     assert _command("review", "export", out, "--reader", "A", "--out", tmp_path / "p.csv").returncode == 0
     exported = (tmp_path / "p.csv").read_text()
-    assert "PH000" not in exported and ".dcm" not in exported
+    assert len(exported.splitlines()) == 2 and "PH000" not in exported and ".dcm" not in exported
 
 
 # ---- retraining from corrections ------------------------------------------------------------------
@@ -514,7 +551,9 @@ def test_a_reviewed_export_fine_tunes_a_run(phantoms, tmp_path):
     store = ReviewStore(folder / "review.sqlite")
     store.keep_setting("labels", str(labels_csv))
     store.register("A", "reader")
-    film = open_worklist(folder, labels_csv).films[0]
+    worklist = open_worklist(folder, labels_csv)
+    _confirm_everything(store, "A", worklist)
+    film = worklist.films[0]
     store.set("A", film.key, anatomy.CORNERS[film.view][2], 2)
     store.close()
     export = tmp_path / "reviewed.csv"
@@ -545,11 +584,17 @@ def test_export_of_an_unknown_reader_fails_cleanly(scored, tmp_path):
 def test_labels_written_back_keep_their_format(phantoms, tmp_path):
     # a round trip through the review of a labelled folder changes nothing a reader did not change
     folder, labels_csv = _labelled_folder(phantoms, tmp_path)
+    labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    labels.loc[0, anatomy.CORNERS[labels.loc[0, "view"]][4]] = "NG"  # a reader's "not gradable" comes back as NG
+    labels.to_csv(labels_csv, index=False)
     store = ReviewStore(folder / "review.sqlite")
     store.keep_setting("labels", str(labels_csv))
     store.register("A", "reader")
-    store.close()
     out = folder / "again.csv"
+    result = _command("review", "export", folder, "--reader", "A", "--out", out)
+    assert result.returncode == 0 and "0 radiographs" in result.stdout  # nothing read yet: nothing exported
+    _confirm_everything(store, "A", open_worklist(folder, labels_csv))
+    store.close()
     assert _command("review", "export", folder, "--reader", "A", "--out", out).returncode == 0
     before, _ = load_labels(labels_csv)
     after, _ = load_labels(out)
@@ -558,6 +603,8 @@ def test_labels_written_back_keep_their_format(phantoms, tmp_path):
     after = after.sort_values("image").reset_index(drop=True)
     assert list(after["image"]) == list(before["image"])
     pd.testing.assert_frame_equal(after[columns], before[columns], check_dtype=False, atol=0.01)
+    ng = [ng_column(c) for c in anatomy.ALL_CORNERS]
+    assert before[ng].to_numpy().any() and (after[ng].to_numpy() == before[ng].to_numpy()).all()  # NG stays NG
     write_labels(after, tmp_path / "rewritten.csv")  # the export is an ordinary label file
 
 
@@ -578,8 +625,13 @@ def test_a_model_prefills_a_folder_once_and_the_export_keeps_it(phantoms, tmp_pa
     graded = [c for c in anatomy.CORNERS[film.path.stem] if c in detail["reading"]]
     assert len(graded) >= 10 and all(detail["reading"][c] in (0, 1, 2, 3) for c in graded)
     assert store.prefill(film.key)["reading"] == detail["reading"]  # kept: the model runs once a film
-    store.set("A", film.key, graded[0], "not gradable")
+    session.change(0, graded[0], "not gradable")
+    session.change(0, graded[1], detail["reading"][graded[1]])  # confirmed
     rows, _ = export_labels(open_worklist(folder), store, tmp_path / "a.csv", "A")  # no model needed now
     assert rows == 1
-    row = pd.read_csv(tmp_path / "a.csv").iloc[0]
-    assert pd.isna(row[graded[0]]) and row[graded[1]] == detail["reading"][graded[1]]
+    row = pd.read_csv(tmp_path / "a.csv", dtype=str, keep_default_na=False).iloc[0]
+    assert row[graded[0]] == "NG" and row[graded[1]] == str(detail["reading"][graded[1]])
+    assert row[graded[2]] == ""  # the model's pre-fill, never confirmed
+    rows, warnings = export_labels(open_worklist(folder), store, tmp_path / "b.csv", "A", include_prefill=True)
+    row = pd.read_csv(tmp_path / "b.csv").iloc[0]
+    assert row[graded[2]] == detail["reading"][graded[2]] and any("pre-filled values" in w for w in warnings)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfmssass.core import anatomy
+from tfmssass.io.labels import NOT_GRADABLE
 from tfmssass.synth.others import OTHER_KINDS, make_other, other_case
 from tfmssass.synth.phantoms import LORDOSIS_DEG, Case, build_spine, make_case, plan_case
 from tfmssass.synth.sets import synthesize
@@ -68,8 +69,8 @@ def test_levels_under_a_plate_are_not_gradable_and_the_metal_is_saturated():
         plan = plan_case(case)
         image, row, _ = make_case(case)
         plated = [anatomy.LEVELS[view][j] for j in plan.variant.plated]
-        for level in plated:
-            assert [row[c] for c in anatomy.level_corners(level)] == [None, None]
+        for level in plated:  # on the film, and a reader calls them not gradable
+            assert [row[c] for c in anatomy.level_corners(level)] == [NOT_GRADABLE, NOT_GRADABLE]
         # the detector of metal-dense levels, on the labelled points, finds exactly the plated levels
         points = np.array([row[c] for level in anatomy.LEVELS[view] for c in anatomy.keypoint_columns(level)],
                           np.float32).reshape(12, 2)
@@ -79,7 +80,8 @@ def test_levels_under_a_plate_are_not_gradable_and_the_metal_is_saturated():
         plain, plain_row, _ = make_case(Case(case.seed, case.patient, case.visit, view, "realistic"))
         plain_points = np.array([plain_row[c] for level in anatomy.LEVELS[view]
                                  for c in anatomy.keypoint_columns(level)], np.float32).reshape(12, 2)
-        hidden = [j for j, lv in enumerate(anatomy.LEVELS[view]) if plain_row[anatomy.level_corners(lv)[0]] is None]
+        hidden = [j for j, lv in enumerate(anatomy.LEVELS[view])
+                  if plain_row[anatomy.level_corners(lv)[0]] in (None, NOT_GRADABLE)]
         assert not dense_levels(plain, plain_points).numpy()[[j for j in range(6) if j not in hidden]].any()
 
 

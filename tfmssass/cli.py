@@ -142,7 +142,7 @@ def labels():
 @click.option("--no-images", is_flag=True, help="Do not open the images (skip size checks).")
 def labels_check(csv, no_images):
     """Report every problem in CSV, one line each; exit 1 if there are errors."""
-    from tfmssass.io.labels import read_labels, validate_labels
+    from tfmssass.io.labels import count_corners, read_labels, validate_labels
 
     frame = read_labels(csv)
     report = validate_labels(frame, check_images=not no_images)
@@ -150,11 +150,10 @@ def labels_check(csv, no_images):
         click.echo(f"error: {csv}: {line}")
     for line in report.warnings:
         click.echo(f"warning: {csv}: {line}")
-    from tfmssass.core import anatomy
-
-    graded = int(frame[list(anatomy.ALL_CORNERS)].notna().sum().sum())
+    graded, not_gradable = count_corners(frame)
     click.echo(f"{csv}: {len(frame)} radiographs, {frame['patient_id'].nunique()} patients, "
-               f"{graded} graded corners, {len(report.failed)} errors, {len(report.warnings)} warnings")
+               f"{graded} graded corners, {not_gradable} not gradable (NG), {len(report.failed)} errors, "
+               f"{len(report.warnings)} warnings")
     sys.exit(1 if report.failed else 0)
 
 
@@ -710,8 +709,11 @@ def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_ru
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="labels.csv to write.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Where a scored folder's radiographs are (as for review).")
-def review_export(source, reader, adjudicated, out, images):
-    """Write a reader's (or the adjudicated) readings of SOURCE as a label file for train."""
+@click.option("--include-prefill", is_flag=True,
+              help="Also write pre-filled values (model or label file) that no reader set or confirmed.")
+def review_export(source, reader, adjudicated, out, images, include_prefill):
+    """Write a reader's (or the adjudicated) readings of SOURCE as a label file for train: only the values a
+    reader set or confirmed, unless --include-prefill."""
     from tfmssass.review.export import export_labels
 
     if bool(reader) == adjudicated:
@@ -721,7 +723,7 @@ def review_export(source, reader, adjudicated, out, images):
     if not (Path(source) / DATABASE).is_file():
         _fail(f"{source}: nothing reviewed here yet (no {DATABASE}; start with 'tfmssass review {source}')", 2)
     worklist, store = _open_review(source, images=images)
-    rows, warnings = export_labels(worklist, store, out, reader)
+    rows, warnings = export_labels(worklist, store, out, reader, include_prefill)
     for line in warnings:
         click.echo(f"warning: {out}: {line}", err=True)
     click.echo(f"{out}: {rows} radiographs ({reader or 'adjudicated'}); check with 'tfmssass labels check {out}'")

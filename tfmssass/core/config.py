@@ -23,6 +23,10 @@ def demo_model_dir() -> Path:
 #: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
 REVIEW_THRESHOLD = 0.6  # grade probability below this → review
 POINT_REVIEW = 0.5  # key-point confidence below this → review
+#: A corner whose calibrated probability of being gradable is below this is "not gradable" (NG): no
+#: grade, missing in the totals. Between the two review bounds the call is borderline → review.
+GRADABLE_THRESHOLD = 0.5
+GRADABILITY_REVIEW = (0.2, 0.8)
 #: Key-point confidence below which a level is not graded at all (stage 1's default; a run folder
 #: and an export carry their own).
 POINT_CONFIDENCE = 0.3
@@ -125,6 +129,7 @@ class GraderConfig:
     extent: float = DEFAULT_EXTENT  # crop side in centre→anterior distances
     patch_depth_px: int = 96  # centre→anterior distance in patch pixels (resolution kept)
     augment: dict = field(default_factory=dict)  # overrides of CornerAugment
+    gradability: bool = True  # the head that learns from NG labels whether a corner can be graded
 
     @property
     def crop(self) -> CropSpec:
@@ -135,7 +140,7 @@ class GraderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GraderConfig":
-        return cls(**data)
+        return cls(**{"gradability": False, **data})  # a run from before the head has none
 
 
 GRADER_PRESETS: dict[str, GraderConfig] = {

@@ -3,9 +3,9 @@
 Two kinds of record, one file family each, so that each stage reads only what it needs:
 
 - ``radiographs/<split>-<unit>.tfrecord``: one record per radiograph, for stage 1: the display
-  image (16-bit PNG, long side ``long_side``), its 24 key points in display pixels (NaN where
-  absent), their supervision weights, the 24 corner grades (-1 where blank) and the ids.
-- ``corners/<split>-g<grade>-<unit>.tfrecord``: one record per graded corner, for stage 2: the
+  absent), their supervision weights, the 24 corner labels (0-3, 4 for ``NG``, -1 where blank) and the ids.
+- ``corners/<split>-g<label>-<unit>.tfrecord``: one record per corner read (graded 0-3, or 4: a reader's
+  ``NG``, which teaches the grader when a corner cannot be graded), for stage 2: the
   level patch (16-bit PNG, centre→anterior distance ``patch_depth_px``), the level's points in patch
   pixels, whether it is a ``_sup`` corner, the grade and the ids. One file family per grade lets
   training draw the grades evenly without reading the common grades in full.
@@ -23,6 +23,10 @@ from tfmssass.core.errors import TfmssassError
 
 RADIOGRAPHS = "radiographs"
 CORNERS = "corners"
+#: A corner a reader called not gradable (``NG``), as prepared records and training labels hold it.
+NOT_GRADABLE_RECORD = 4
+#: The corner labels a prepared folder keeps, one shard family each: grades 0-3 and NG.
+LABEL_CLASSES = (0, 1, 2, 3, NOT_GRADABLE_RECORD)
 #: The view id of a negative: a film that is not a lateral cervical or lumbar radiograph, every point
 #: known absent (all 24 weights 1, all points NaN).
 NEGATIVE_VIEW = "other"
@@ -150,7 +154,7 @@ def read_records(data_dir, kind: str, split: str, grade: int | None = None, *, r
     return _no_auto_shard(records)
 
 
-FORMAT_VERSION = 2  # 2: radiographs shrunk with TF's area resize, as inference does
+FORMAT_VERSION = 3  # 2: radiographs shrunk with TF's area resize, as inference does; 3: NG corners kept
 
 
 INDEX = "index.json"

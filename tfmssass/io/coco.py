@@ -3,7 +3,7 @@
 One COCO category per view (``cervical_spine``, ``lumbar_spine``) whose keypoint names are
 ``<level>_c`` and ``<level>_a`` (e.g. ``C2-C3_c``). Coordinates are pixel indices, as COCO and
 labels.csv both use them. Grades travel as annotation ``attributes`` named after the corners
-(CVAT exports attributes there); patient and visit as image fields ``patient_id``/``visit_date``.
+(CVAT exports attributes there), each a grade 0-3 or ``NG`` (not gradable); patient and visit as image fields ``patient_id``/``visit_date``.
 Visibility 0 means the point was not placed: it stays blank, never (0, 0).
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
 from tfmssass.core.errors import TfmssassError
-from tfmssass.io.labels import empty_labels, resolve_image
+from tfmssass.io.labels import corner_label, empty_labels, is_not_gradable, ng_column, resolve_image
 
 CATEGORY_NAMES = {"cervical": "cervical_spine", "lumbar": "lumbar_spine"}
 _PATIENT_DATE = re.compile(r"(?:^|/)([^/]+)/(\d{4}-\d{2}-\d{2})/[^/]+$")
@@ -83,9 +83,8 @@ def labels_to_coco(frame: pd.DataFrame) -> dict:
         bbox = [0.0, 0.0, 0.0, 0.0]
         if xs:
             bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-        attributes = {
-            corner: int(row[corner]) for corner in anatomy.CORNERS[view] if not pd.isna(row[corner])
-        }
+        attributes = {corner: corner_label(row, corner) for corner in anatomy.CORNERS[view]
+                      if corner_label(row, corner) is not None}  # a grade 0-3 or "NG"
         annotations.append(
             {
                 "id": n,
@@ -180,7 +179,9 @@ def coco_to_labels(path: str | Path, images_root: str | Path | None = None,
                     frame.at[i, f"{level}_{point}x"] = float(x)
                     frame.at[i, f"{level}_{point}y"] = float(y)
             for corner, grade in (ann.get("attributes") or {}).items():
-                if corner in anatomy.CORNER_VIEW and grade not in (None, ""):
+                if corner in anatomy.CORNER_VIEW and is_not_gradable(grade):
+                    frame.at[i, ng_column(corner)] = True
+                elif corner in anatomy.CORNER_VIEW and grade not in (None, ""):
                     frame.at[i, corner] = int(grade)
         view = image.get("view") or (views.pop() if len(views) == 1 else None)
         frame.at[i, "view"] = view

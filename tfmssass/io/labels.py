@@ -1,7 +1,11 @@
 """``labels.csv``: one row per radiograph with key points and per-corner grades (docs/architecture.md).
 
-Reading never turns a blank grade into 0: blank means "not gradable" and stays missing (pandas
-``Int64`` NA). Validation collects every problem with its CSV line instead of stopping at the first.
+A corner cell holds a grade 0-3, ``NG`` (a reader's "not gradable") or nothing (not read). Reading
+never turns either into 0: both are missing grades (pandas ``Int64`` NA), so every sum treats them as
+the mSASSS rules do, and a ``NG`` is kept apart in a companion flag column (:func:`ng_column`) that the
+code which must tell the two apart reads (training, exports, the workstation). Files written before
+``NG`` existed read as before. Validation collects every problem with its CSV line instead of stopping
+at the first.
 """
 
 from __future__ import annotations
@@ -19,6 +23,29 @@ from tfmssass.core.errors import TfmssassError
 
 ID_COLUMNS = ("image", "patient_id", "visit_date", "view")
 LABEL_COLUMNS = ID_COLUMNS + anatomy.ALL_KEYPOINT_COLUMNS + anatomy.ALL_CORNERS
+#: What a reader writes in a corner cell for a corner that cannot be graded (hidden, covered, blurred).
+NOT_GRADABLE = "NG"
+
+
+def ng_column(corner: str) -> str:
+    """The in-memory flag column of a corner: true where the file says ``NG`` (never written as such)."""
+    return f"{corner}__ng"
+
+
+NG_COLUMNS = tuple(ng_column(c) for c in anatomy.ALL_CORNERS)
+
+
+def is_not_gradable(value) -> bool:
+    """Whether a raw cell or value says "not gradable" (``NG`` in any case)."""
+    return isinstance(value, str) and value.strip().upper() == NOT_GRADABLE
+
+
+def corner_label(row, corner: str):
+    """A label row's corner as a reader said it: a grade 0-3, :data:`NOT_GRADABLE`, or None (not read)."""
+    if bool(row.get(ng_column(corner), False)) or is_not_gradable(row.get(corner)):
+        return NOT_GRADABLE
+    value = row.get(corner)
+    return None if value is None or pd.isna(value) else int(value)
 
 
 class LabelError(TfmssassError):
@@ -54,6 +81,8 @@ def empty_labels(n: int = 0) -> pd.DataFrame:
         frame[col] = np.nan
     for col in anatomy.ALL_CORNERS:
         frame[col] = pd.array([pd.NA] * n, dtype="Int64")
+    for col in NG_COLUMNS:
+        frame[col] = False
     return frame
 
 
@@ -88,18 +117,21 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     for col in anatomy.ALL_CORNERS:
         if col not in frame:
             frame[col] = pd.array([pd.NA] * len(frame), dtype="Int64")
+            frame[ng_column(col)] = False
             continue
+        frame[ng_column(col)] = frame[col].map(is_not_gradable).astype(bool)
+        frame[col] = frame[col].where(~frame[ng_column(col)], None)
         numeric = pd.to_numeric(frame[col], errors="coerce")
         whole = numeric.notna() & (numeric == numeric.round())
         if whole.sum() == frame[col].notna().sum():
             frame[col] = numeric.astype("Int64")
         # else: keep text; validation reports the offending cells.
     for col in frame.columns:
-        if col not in LABEL_COLUMNS:  # extra columns: numbers when they all are, else text
+        if col not in LABEL_COLUMNS and col not in NG_COLUMNS:  # extra columns: numbers when they all are, else text
             numeric = pd.to_numeric(frame[col], errors="coerce")
             if numeric.notna().sum() == frame[col].notna().sum():
                 frame[col] = numeric
-    ordered = [c for c in LABEL_COLUMNS] + [c for c in frame.columns if c not in LABEL_COLUMNS]
+    ordered = list(LABEL_COLUMNS) + [c for c in frame.columns if c not in LABEL_COLUMNS]
     frame = frame[ordered]
     frame.attrs["source"] = str(path)
     return frame
@@ -150,14 +182,14 @@ def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelRepo
         grades = {corner: row[corner] for corner in anatomy.CORNERS[view]}
         for corner, value in grades.items():
             if not pd.isna(value) and _as_grade(value) is None:
-                report.errors.append(f"{where}: grade {corner}={value} is not an integer 0-3")
+                report.errors.append(f"{where}: grade {corner}={value} is not an integer 0-3 or {NOT_GRADABLE}")
         for level in anatomy.LEVELS[view]:
             upper, lower = anatomy.level_corners(level)
             pair = (_as_grade(grades[upper]), _as_grade(grades[lower]))
             if anatomy.BRIDGE_GRADE in pair and pair != (anatomy.BRIDGE_GRADE,) * 2:
                 report.warnings.append(
-                    f"{where}: {level} is bridged on one corner only ({upper}={_show(grades[upper])}, "
-                    f"{lower}={_show(grades[lower])}); a bridge grades both corners 3"
+                    f"{where}: {level} is bridged on one corner only ({upper}={_show(row, upper)}, "
+                    f"{lower}={_show(row, lower)}); a bridge grades both corners 3"
                 )
 
         size = None
@@ -201,8 +233,16 @@ def _as_grade(value) -> int | None:
     return int(number)
 
 
-def _show(value) -> str:
-    return "blank" if pd.isna(value) else str(value)
+def _show(row, corner: str) -> str:
+    value = corner_label(row, corner) if pd.isna(row[corner]) else row[corner]
+    return "blank" if value is None else str(value)
+
+
+def count_corners(frame: pd.DataFrame) -> tuple[int, int]:
+    """(graded corners, corners a reader called not gradable) of a label table."""
+    graded = int(frame[list(anatomy.ALL_CORNERS)].notna().sum().sum())
+    ng = int(frame[[c for c in NG_COLUMNS if c in frame]].sum().sum())
+    return graded, ng
 
 
 def load_labels(path: str | Path, check_images: bool = True) -> tuple[pd.DataFrame, list[str]]:
@@ -223,8 +263,12 @@ def write_labels(frame: pd.DataFrame, path: str | Path) -> None:
     for col in LABEL_COLUMNS:
         if col not in out:
             out[col] = pd.NA
-    for corner in anatomy.ALL_CORNERS:
-        out[corner] = pd.to_numeric(out[corner], errors="coerce").astype("Int64")
+    for corner in anatomy.ALL_CORNERS:  # a grade 0-3, NG (flag column or the cell itself), or blank
+        flag = out[ng_column(corner)].fillna(False).astype(bool) if ng_column(corner) in out else False
+        ng = out[corner].map(is_not_gradable) | flag
+        numbers = pd.to_numeric(out[corner].where(~ng, None), errors="coerce").astype("Int64")
+        out[corner] = [NOT_GRADABLE if n else ("" if pd.isna(v) else str(int(v))) for n, v in zip(ng, numbers)]
+    out = out.drop(columns=[c for c in NG_COLUMNS if c in out])
     # points to 0.01 px; extra columns (e.g. a phantom's pixel spacing) keep their precision
     points = list(anatomy.ALL_KEYPOINT_COLUMNS)
     out[points] = out[points].apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{float(v):.2f}"))

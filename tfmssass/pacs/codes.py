@@ -38,8 +38,12 @@ CORNERS: dict[str, CodedConcept] = {c: _code(c, _corner_meaning(c)) for c in ana
 #: Concept name of a corner's grade, and its values.
 GRADE = _code("GRADE", "mSASSS corner grade")
 GRADES: dict[int, CodedConcept] = {g: _code(f"G{g}", f"grade {g}: {text}") for g, text in anatomy.GRADES.items()}
-#: A corner the model could not grade (cut off, not found, under an implant, ...): never a 0.
+#: A corner the model could not grade (points not found, under an implant, ...): never a 0.
 NOT_GRADED = _code("NG", "not graded")
+#: A corner the model judged not gradable (hidden or covered: a reader's "not gradable"): never a 0.
+NOT_GRADABLE = _code("NOTGRADABLE", "not gradable: the corner cannot be seen well enough to grade")
+#: A corner whose level the film does not reach (cut off): never a 0.
+NOT_ON_FILM = _code("OFFFILM", "not on the film")
 
 #: Yes or no: the grade (or the missing grade) needs a human look.
 NEEDS_REVIEW = _code("REVIEW", "needs review by a reader")

@@ -49,7 +49,7 @@ from tfmssass.core.geometry import corner_marks, cranial_directions
 from tfmssass.io import RadiographError
 from tfmssass.io.dicom import read_dataset
 from tfmssass.pacs import codes as local
-from tfmssass.scoring.film import CornerRecord, FilmRecord, corner_table
+from tfmssass.scoring.film import CornerRecord, FilmRecord, LevelRecord, corner_table
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.run import used_corners
 from tfmssass.scoring.settings import Settings
@@ -231,9 +231,20 @@ def presentation_state(source: Dataset, film: FilmRecord, settings: Settings, no
 
 # ---- structured report: one per visit -------------------------------------------------------------
 
-def _corner_group(corner: CornerRecord, source: Dataset, imputed: bool) -> MeasurementsAndQualitativeEvaluations:
+def _missing_grade(corner: CornerRecord, level: LevelRecord | None):
+    """Why a corner has no grade, as a coded value: judged not gradable, not on the film, or not graded."""
+    if corner.not_gradable:
+        return local.NOT_GRADABLE
+    if level is not None and not level.on_film:
+        return local.NOT_ON_FILM
+    return local.NOT_GRADED
+
+
+def _corner_group(corner: CornerRecord, level: LevelRecord | None, source: Dataset,
+                  imputed: bool) -> MeasurementsAndQualitativeEvaluations:
     graded = corner.grade is not None
-    evaluations = [QualitativeEvaluation(local.GRADE, local.GRADES[corner.grade] if graded else local.NOT_GRADED),
+    evaluations = [QualitativeEvaluation(local.GRADE, local.GRADES[corner.grade] if graded else
+                                         _missing_grade(corner, level)),
                    QualitativeEvaluation(local.NEEDS_REVIEW, local.YES if corner.review else local.NO)]
     if not graded:
         evaluations.append(QualitativeEvaluation(local.IMPUTED, local.YES if imputed else local.NO))
@@ -292,7 +303,7 @@ def structured_report(films: list[tuple[FilmRecord, Dataset]], visit: pd.Series 
     groups = []
     for film, source in films:
         imputed = _imputed_corners(visit, film.view, film.corners)
-        groups += [_corner_group(c, source, c.corner in imputed) for c in film.corners]
+        groups += [_corner_group(c, film.levels.get(c.level), source, c.corner in imputed) for c in film.corners]
     sources = [source for _, source in films]
     key = "|".join(str(s.SOPInstanceUID) for s in sources)
     groups.append(_totals_group(visit, sources, key))

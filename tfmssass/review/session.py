@@ -19,7 +19,7 @@ from tfmssass.core import anatomy
 from tfmssass.core.errors import UsageError
 from tfmssass.io import image_size
 from tfmssass.review.render import Pictures
-from tfmssass.review.store import NOT_GRADABLE, NOT_VISIBLE, ReviewStore
+from tfmssass.review.store import CONFIRMED, NOT_GRADABLE, NOT_VISIBLE, SET, ReviewStore
 from tfmssass.review.worklist import Film, Worklist, ordered, reading_from_record, view_fields
 
 #: Two readers' points farther apart than this (original pixels) are a disagreement.
@@ -195,7 +195,7 @@ class ReviewSession:
                   "visit_date": None if self.order == "blinded" else film.visit_date,
                   "width": width, "height": height, "reading": reading, "start": self.start(film),
                   "model": film.model, "open": self.open_fields(film, reading), "visits": siblings,
-                  "crops": crop_version(reading)}
+                  "crops": crop_version(reading), "provenance": self.store.provenance(self.reader, film.key)}
         if self.adjudicate:
             detail["readers"] = {r: self.reading_of(film, r) for r in self.pair}
             detail["differences"] = list(self.differences(film))
@@ -224,7 +224,9 @@ class ReviewSession:
                 value = [round(float(value[0]), 2), round(float(value[1]), 2)]
         else:
             raise ChangeError(f"unknown field {field!r}")
-        return self.store.set(self.reader, film.key, field, value)
+        prefilled = self.start(film).get(field)  # what the model or the label file said
+        how = CONFIRMED if prefilled is not None and prefilled == value else SET
+        return self.store.set(self.reader, film.key, field, value, how)
 
     def crops(self, index: int, corner: str):
         film = self.films[index]

@@ -7,6 +7,10 @@ browser or server loses nothing that was acknowledged on screen.
 
 Values are JSON: a grade is 0-3 or ``"not gradable"``; a point is ``[x, y]`` in original-image
 pixels or ``"not visible"``; the view is ``"cervical"`` or ``"lumbar"``.
+
+Every stored value knows how it got there (``how``): the reader **set** it (a value other than the one
+shown), or **confirmed** the pre-filled value shown (a model's or a label file's). A value with no row
+here is still a pre-fill: nobody has decided it, and ``review export`` leaves it out.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from tfmssass.core.errors import UsageError
 DATABASE = "review.sqlite"
 NOT_GRADABLE = "not gradable"
 NOT_VISIBLE = "not visible"
+#: How a stored value got there (a pre-fill has no stored value).
+SET, CONFIRMED = "set", "confirmed"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readers (name TEXT PRIMARY KEY, role TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS value (reader TEXT NOT NULL, item TEXT NOT NULL, field TEXT NOT NULL,
-                                  value TEXT NOT NULL, time TEXT NOT NULL, PRIMARY KEY (reader, item, field));
+                                  value TEXT NOT NULL, time TEXT NOT NULL, how TEXT NOT NULL DEFAULT 'set',
+                                  PRIMARY KEY (reader, item, field));
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, reader TEXT NOT NULL, time TEXT NOT NULL,
                                   item TEXT NOT NULL, field TEXT NOT NULL, old TEXT, new TEXT);
 CREATE TABLE IF NOT EXISTS prefill (item TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +64,9 @@ class ReviewStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(value)")]
+            if "how" not in columns:  # a database from before provenance: every value was a reader's
+                self._db.execute("ALTER TABLE value ADD COLUMN how TEXT NOT NULL DEFAULT 'set'")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the review database ({exc})") from None
         except OSError as exc:
@@ -79,18 +89,21 @@ class ReviewStore:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT name FROM readers WHERE role = ? ORDER BY name", (role,))]
 
-    def set(self, reader: str, item: str, field: str, value) -> str:
-        """Save one value; returns the time it was saved. Unchanged values still leave an audit row
-        (a reader confirming the model's reading is a decision)."""
+    def set(self, reader: str, item: str, field: str, value, how: str = SET) -> str:
+        """Save one value, with how it got there (:data:`SET` or :data:`CONFIRMED`); returns the time it
+        was saved. Unchanged values still leave an audit row (a reader confirming the model's reading is
+        a decision)."""
+        if how not in (SET, CONFIRMED):
+            raise ValueError(f"how must be {SET!r} or {CONFIRMED!r}")
         new, time = json.dumps(value), _now()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT value FROM value WHERE reader = ? AND item = ? AND field = ?",
                                        (reader, item, field)).fetchone()
-                self._db.execute("INSERT INTO value VALUES (?, ?, ?, ?, ?) ON CONFLICT (reader, item, field) "
-                                 "DO UPDATE SET value = excluded.value, time = excluded.time",
-                                 (reader, item, field, new, time))
+                self._db.execute("INSERT INTO value VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (reader, item, field) "
+                                 "DO UPDATE SET value = excluded.value, time = excluded.time, how = excluded.how",
+                                 (reader, item, field, new, time, how))
                 self._db.execute("INSERT INTO audit (reader, time, item, field, old, new) VALUES (?, ?, ?, ?, ?, ?)",
                                  (reader, time, item, field, row[0] if row else None, new))
                 self._db.execute("COMMIT")
@@ -113,6 +126,11 @@ class ReviewStore:
     def item_values(self, reader: str, item: str) -> dict:
         """{field: value} of one reader on one item."""
         return self.values(reader, item).get(item, {})
+
+    def provenance(self, reader: str, item: str) -> dict:
+        """{field: how} of one reader's stored values on one item (:data:`SET` or :data:`CONFIRMED`)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT field, how FROM value WHERE reader = ? AND item = ?", (reader, item)))
 
     def audit(self, item: str | None = None) -> list[dict]:
         query = "SELECT reader, time, item, field, old, new FROM audit"

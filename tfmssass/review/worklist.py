@@ -23,7 +23,8 @@ from tfmssass.core import anatomy
 from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import CropSpec
 from tfmssass.io import RadiographError, Skipped
-from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.io.labels import NOT_GRADABLE as NG_CELL
+from tfmssass.io.labels import corner_label, load_labels, resolve_image
 from tfmssass.scoring.film import FilmRecord, Status
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.inputs import (
@@ -32,6 +33,7 @@ from tfmssass.scoring.inputs import (
     identify,
     is_dicom,
 )
+from tfmssass.review.store import NOT_GRADABLE
 from tfmssass.scoring.run import content_key
 
 
@@ -70,7 +72,8 @@ def view_fields(view: str) -> tuple[str, ...]:
 
 def reading_from_record(record: FilmRecord) -> tuple[dict, dict]:
     """A scoring record → (reading, model details). Points only of levels the model cut, grades
-    only of corners it graded: a corner it could not grade stays open, never 0."""
+    only of corners it graded, "not gradable" where it judged a corner so: a corner it could not grade
+    stays open, never 0."""
     reading, model = {}, {}
     if record.view:
         reading["view"] = record.view
@@ -81,14 +84,16 @@ def reading_from_record(record: FilmRecord) -> tuple[dict, dict]:
                 reading[f"{level}_{p}"] = [round(float(v), 2) for v in getattr(info, p)]
     for c in record.corners:
         model[c.corner] = {"confidence": c.confidence, "p_grade": c.p_grade, "review": bool(c.review),
-                           "review_reason": c.review_reason, "p": c.p}
+                           "review_reason": c.review_reason, "p": c.p, "p_gradable": c.p_gradable}
         if c.grade is not None:
             reading[c.corner] = int(c.grade)
+        elif c.not_gradable:
+            reading[c.corner] = NOT_GRADABLE
     return reading, model
 
 
 def reading_from_labels(row) -> dict:
-    """A label row → reading. A blank grade is left open (the reader decides), not 'not gradable'."""
+    """A label row → reading. ``NG`` is 'not gradable'; a blank grade is left open (the reader decides)."""
     reading = {}
     view = row.get("view")
     if view in anatomy.VIEWS:
@@ -100,8 +105,9 @@ def reading_from_labels(row) -> dict:
             if pd.notna(ax) and pd.notna(ay):
                 reading[f"{level}_a"] = [float(ax), float(ay)]
         for corner in anatomy.CORNERS[view]:
-            if pd.notna(row.get(corner)):
-                reading[corner] = int(row[corner])
+            label = corner_label(row, corner)
+            if label is not None:
+                reading[corner] = NOT_GRADABLE if label == NG_CELL else label
     return reading
 
 

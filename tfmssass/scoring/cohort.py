@@ -63,14 +63,16 @@ def regrade(film: FilmRecord, prior: tuple, review_threshold: float, point_revie
                   for c in film.corners], np.float32)
     point = np.array([lv.point_confidence for lv in levels], np.float32)
     cut = np.array([lv.cut for lv in levels], bool)
-    grades, confidence, _, codes = (t.numpy() for t in grade_corners(p, point, cut, review_threshold, point_review))
+    gradable = np.array([1.0 if c.p_gradable is None else c.p_gradable for c in film.corners], np.float32)
+    grades, confidence, _, codes = (t.numpy() for t in grade_corners(p, point, cut, review_threshold, point_review,
+                                                                     gradable))
     for k, c in enumerate(film.corners):
-        if c.p is None:
+        if c.p is None:  # not cut, or not gradable: the prior changes nothing
             continue
         code = int(codes[k])
         c.p, c.grade, c.confidence = [round(float(v), 4) for v in p[k]], int(grades[k]), round(float(confidence[k]), 4)
         c.review, c.review_code = bool(code), code
-        c.review_reason = review_text(code, levels[k // 2].point_confidence, review_threshold)
+        c.review_reason = review_text(code, levels[k // 2].point_confidence, review_threshold, gradable[k])
     flag_film_edge(film)
     film.prior = list(prior)
 

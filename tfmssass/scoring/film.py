@@ -16,7 +16,10 @@ import pandas as pd
 
 #: corners.csv: every corner of every scored radiograph.
 CORNER_COLUMNS = ["file", "patient_id", "visit_date", "view", "level", "corner", "grade", "grade_independent",
-                  "p0", "p1", "p2", "p3", "confidence", "review", "review_reason"]
+                  "gradable", "p_gradable", "p0", "p1", "p2", "p3", "confidence", "review", "review_reason"]
+#: corners.csv's ``gradable``: graded, judged not gradable (the label files' ``NG``), or blank when the
+#: level was not cut (off the film, points not confident, implant).
+GRADABLE, NOT_GRADABLE = "yes", "NG"
 
 
 class Status(enum.StrEnum):
@@ -61,6 +64,8 @@ class CornerRecord:
     review_reason: str = ""  # the code's words
     grade_independent: int | None = None  # the grade from this radiograph alone (set by the cohort)
     p_grade: float | None = None  # probability of the final grade, the patient's visits together
+    p_gradable: float | None = None  # calibrated probability that the corner can be graded (None: not cut)
+    not_gradable: bool = False  # judged not gradable: no grade, missing in the totals, out of the chain
 
     @classmethod
     def from_dict(cls, data: dict) -> "CornerRecord":
@@ -127,9 +132,11 @@ def corner_table(films: list[FilmRecord]) -> tuple[pd.DataFrame, list[CornerReco
             continue
         for c in f.corners:
             p = c.p or [None] * 4
+            gradable = NOT_GRADABLE if c.not_gradable else GRADABLE if c.grade is not None else None
             rows.append({"file": f.file, "patient_id": f.patient_id, "visit_date": f.visit_date, "view": f.view,
                          "level": c.level, "corner": c.corner, "grade": c.grade,
-                         "grade_independent": c.grade_independent, "p0": p[0], "p1": p[1], "p2": p[2], "p3": p[3],
+                         "grade_independent": c.grade_independent, "gradable": gradable, "p_gradable": c.p_gradable,
+                         "p0": p[0], "p1": p[1], "p2": p[2], "p3": p[3],
                          "confidence": c.confidence, "review": c.review, "review_reason": c.review_reason})
             entries.append(c)
     return pd.DataFrame(rows, columns=CORNER_COLUMNS), entries

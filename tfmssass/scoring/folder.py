@@ -40,7 +40,9 @@ from tfmssass.scoring.settings import Settings
 #: 2: adds ``format.json``, ``run.json`` and the lock.
 #: 3: typed records (:mod:`tfmssass.scoring.film`): a level's ``on_film`` (was ``off_film``), a corner's
 #: ``review_code`` and ``review_reason`` (were ``code`` and ``why``). Formats 1 and 2 are read as they are.
-FORMAT_VERSION = 3
+#: 4: a corner's ``p_gradable`` and ``not_gradable`` (corners.csv's ``gradable``, ``p_gradable``); older
+#: records read with neither (every graded corner gradable).
+FORMAT_VERSION = 4
 RESULT_FILES = ("corners.csv", "images.csv", "visits.csv", "progression.csv", "errors.csv", "report.html")
 RESULT_FOLDERS = ("overlays", "crops", "dicom")
 LOCK_FILE = ".tfmssass.lock"

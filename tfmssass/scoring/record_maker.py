@@ -101,7 +101,7 @@ def _levels(view: str, points: np.ndarray, level_conf: np.ndarray, cut: np.ndarr
             for j, level in enumerate(anatomy.LEVELS[view])}
 
 
-def review_text(code: int, point_confidence: float, review_threshold: float) -> str:
+def review_text(code: int, point_confidence: float, review_threshold: float, p_gradable: float = 1.0) -> str:
     """The words for the grading rule's review reasons (:data:`~tfmssass.stages.grader.grades.REVIEW_REASONS`)
     of one graded corner; the film-edge and longitudinal reasons are added where they are decided."""
     reasons = []
@@ -112,7 +112,17 @@ def review_text(code: int, point_confidence: float, review_threshold: float) -> 
                        f"{review_threshold:g})")
     if code & grades.BRIDGE_DISAGREES:
         reasons.append(grades.REVIEW_REASONS[grades.BRIDGE_DISAGREES])
+    if code & grades.GRADABILITY_DOUBTFUL:
+        reasons.append(f"gradability doubtful (probability that it can be graded {p_gradable:.2f})")
     return "; ".join(reasons)
+
+
+def not_gradable_text(code: int, point_confidence: float, p_gradable: float, review_threshold: float) -> str:
+    """Why a corner judged not gradable has no grade, then any review reasons it has."""
+    first = (f"not gradable: the corner cannot be seen well enough to grade (probability that it can be graded "
+             f"{p_gradable:.2f})")
+    rest = review_text(code & ~grades.GRADABILITY_DOUBTFUL, point_confidence, review_threshold)
+    return "; ".join(filter(None, [first, rest]))
 
 
 def decide_grades(out: dict, level_conf: np.ndarray, settings: Settings, exported: dict) -> tuple:
@@ -123,10 +133,20 @@ def decide_grades(out: dict, level_conf: np.ndarray, settings: Settings, exporte
         exported.get("point_review") == settings.point_review
     if "review_reason" in out and same:
         return out["grades"], out["corner_confidence"], out["review_reason"]
-    cut = np.asarray(out["grades"])[0::2] >= 0
     graded, confidence, _, reason = grades.grade_corners(out["grade_probabilities"], level_conf.astype(np.float32),
-                                                         cut, settings.review_threshold, settings.point_review)
+                                                         levels_cut(out), settings.review_threshold,
+                                                         settings.point_review, gradable_of(out))
     return graded.numpy(), confidence.numpy(), reason.numpy()
+
+
+def levels_cut(out: dict) -> np.ndarray:
+    """Which of the view's 6 levels were cut, from the grades (-1 on both corners of a level not cut)."""
+    return np.asarray(out["grades"])[0::2] != grades.NOT_CUT_GRADE
+
+
+def gradable_of(out: dict) -> np.ndarray:
+    """P(gradable) [12] of a radiograph's corners; 1 from a model that does not say (exported before NG)."""
+    return np.asarray(out.get("gradable_probability", np.ones(12)), np.float32)
 
 
 def _not_graded_reason(level: LevelRecord, confidence_threshold: float) -> str:
@@ -142,9 +162,10 @@ def _not_graded_reason(level: LevelRecord, confidence_threshold: float) -> str:
     return "no neighbouring level or disk too small"
 
 
-def _corners(film: FilmRecord, probabilities, grade_of, confidence, codes, confidence_threshold: float,
+def _corners(film: FilmRecord, probabilities, gradable, grade_of, confidence, codes, confidence_threshold: float,
              review_threshold: float) -> list[CornerRecord]:
-    """Corners from the decided grades; corners of levels not cut stay blank, never 0."""
+    """Corners from the decided grades; corners of levels not cut, and corners judged not gradable, stay
+    blank, never 0."""
     levels = anatomy.LEVELS[film.view]
     corners = []
     for k, name in enumerate(anatomy.CORNERS[film.view]):
@@ -154,11 +175,19 @@ def _corners(film: FilmRecord, probabilities, grade_of, confidence, codes, confi
                                         review=True, review_code=grades.NOT_GRADED,
                                         review_reason=_not_graded_reason(level, confidence_threshold)))
             continue
-        code = int(codes[k])
+        code, p_gradable = int(codes[k]), round(float(gradable[k]), 4)
+        if code & grades.NOT_GRADABLE:
+            corners.append(CornerRecord(level=levels[k // 2], corner=name, grade=None, p=None, confidence=None,
+                                        review=grades.needs_review(code), review_code=code,
+                                        review_reason=not_gradable_text(code, level.point_confidence, p_gradable,
+                                                                        review_threshold),
+                                        p_gradable=p_gradable, not_gradable=True))
+            continue
         corners.append(CornerRecord(level=levels[k // 2], corner=name, grade=int(grade_of[k]),
                                     p=[round(float(v), 4) for v in probabilities[k]],
                                     confidence=round(float(confidence[k]), 4), review=code > 0, review_code=code,
-                                    review_reason=review_text(code, level.point_confidence, review_threshold)))
+                                    review_reason=review_text(code, level.point_confidence, review_threshold,
+                                                              p_gradable), p_gradable=p_gradable))
     return corners
 
 
@@ -243,12 +272,12 @@ class RecordMaker:
             film.reason = text.format(n=confident, view=out["view"])
             return film
         film.orientation = int(out["orientation"]) if "orientation" in out else None
-        cut = out["grades"][0::2] >= 0
+        cut = levels_cut(out)
         plausible = out.get("level_plausible", np.ones(6, bool))
         implant = out.get("level_implant", np.zeros(6, bool))  # older exports do not check
         on_film = np.asarray(out.get("level_on_film", np.ones(6, bool)), bool)
         film.levels = _levels(out["view"], out["keypoints"], level_conf, cut, plausible, implant, on_film)
-        film.corners = _corners(film, out["grade_probabilities"],
+        film.corners = _corners(film, out["grade_probabilities"], gradable_of(out),
                                 *decide_grades(out, level_conf, self.settings, self.exported),
                                 self.confidence_threshold, self.settings.review_threshold)
         count_graded(film)

@@ -20,7 +20,9 @@ NaN outside the view or when the spine is not found), ``keypoint_confidence`` [B
 (string), ``spine_found`` [B], ``grade_probabilities`` [B, 12, 4] (calibrated: the run's
 temperature and its training cohort's prior, :mod:`tfmssass.stages.grader.calibration`),
 ``grade_prior`` [B, 4] (the prior those probabilities assume, so a client can change it by Bayes'
-rule), ``grades`` [B, 12] (-1 = not graded), ``corner_confidence`` [B, 12], ``review`` [B, 12],
+rule), ``gradable_probability`` [B, 12] (calibrated probability that the corner can be graded at all;
+1 for a grader without the gradability head), ``grades`` [B, 12] (-1 = level not graded, -2 = corner
+not gradable), ``corner_confidence`` [B, 12], ``review`` [B, 12],
 ``review_reason`` [B, 12] (int32 bits: why a corner is flagged, ``metadata.json``'s ``review`` has the
 table and the thresholds the graph used; :data:`tfmssass.stages.grader.grades.REVIEW_REASONS`), and
 ``model_note`` [B] (says so when the weights are phantom-trained, so a TF Serving client learns it
@@ -42,6 +44,8 @@ import tensorflow as tf
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.config import (
+    GRADABILITY_REVIEW,
+    GRADABLE_THRESHOLD,
     POINT_REVIEW,
     PROBABILITY_FLOOR,
     REVIEW_THRESHOLD,
@@ -51,7 +55,8 @@ from tfmssass.core.config import (
 from tfmssass.ops.image import apply_matrix, quarter_turn_matrix, shrink_to_long_side
 from tfmssass.stages.grader.calibration import Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
-from tfmssass.stages.grader.grades import REVIEW_REASONS, grade_corners
+from tfmssass.stages.grader.grades import NOT_GRADABLE, REVIEW_REASONS, grade_corners
+from tfmssass.stages.grader.model import grader_outputs
 from tfmssass.stages.implants import MIN_SHARE, SATURATED, dense_levels
 from tfmssass.stages.keypoints.detect import (
     FINDINGS,
@@ -72,7 +77,7 @@ from tfmssass.stages.runs import (
 )
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
-                "grades", "corner_confidence", "review", "review_reason", "model_note", "orientation", "finding",
+                "gradable_probability", "grades", "corner_confidence", "review", "review_reason", "model_note", "orientation", "finding",
                 "level_plausible", "level_implant", "level_on_film")
 
 
@@ -118,25 +123,30 @@ class ScoringModule(tf.Module):
         size = crop.size
         self.prior = tf.constant(calibration.prior, tf.float32)
         temperature, shift = float(calibration.temperature), tf.constant(calibration.bias, tf.float32)
+        slope, offset = (float(v) for v in calibration.gradable)
 
         def calibrated(crops):
-            p = tf.cast(grader(crops, training=False), tf.float32)
-            return {"grade_probabilities": tf.nn.softmax(tf.math.log(tf.maximum(p, PROBABILITY_FLOOR)) / temperature + shift)}
+            p, g = (tf.cast(t, tf.float32) for t in grader_outputs(grader, crops))
+            g = tf.clip_by_value(g, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+            return {"grade_probabilities": tf.nn.softmax(tf.math.log(tf.maximum(p, PROBABILITY_FLOOR)) / temperature + shift),
+                    "gradable_probability": tf.sigmoid(slope * (tf.math.log(g) - tf.math.log1p(-g)) + offset)}
 
         self.grade = tf.function(calibrated, input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],
                                  autograph=False)
         self.read = tf.function(self._read, autograph=False, input_signature=[
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)])
         self.finish = tf.function(self._finish, autograph=False, input_signature=[
-            tf.TensorSpec([None, 12, 4], tf.float32), tf.TensorSpec([None, 6], tf.float32),
-            tf.TensorSpec([None, 6], tf.bool)])
+            tf.TensorSpec([None, 12, 4], tf.float32), tf.TensorSpec([None, 12], tf.float32),
+            tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None, 6], tf.bool)])
 
     @property
     def metadata(self) -> dict:
         """What the model is, with the thresholds its grading rule decides with (``review``)."""
         review = {"review_threshold": self.review_threshold, "point_review": self.point_review,
+                  "gradable_threshold": GRADABLE_THRESHOLD, "gradability_review": list(GRADABILITY_REVIEW),
                   "reasons": {str(bit): text for bit, text in REVIEW_REASONS.items()},
-                  "meaning": "review_reason: the sum of the bits that apply; 0 = not flagged"}
+                  "meaning": "review_reason: the sum of the bits that apply; 0 = not flagged; review: any bit "
+                             f"but {NOT_GRADABLE} (a confident not gradable)"}
         return {**json.loads(self._metadata), "review": review}
 
     @classmethod
@@ -195,17 +205,19 @@ class ScoringModule(tf.Module):
         return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.finding,
                        det.level_plausible, implant, det.on_film)
 
-    def _finish(self, probabilities, level_confidence, cut):
+    def _finish(self, probabilities, gradable, level_confidence, cut):
         grades, confidence, review, reason = grade_corners(probabilities, level_confidence, cut,
-                                                           self.review_threshold, self.point_review)
+                                                           self.review_threshold, self.point_review, gradable)
         return {"grades": grades, "corner_confidence": confidence, "review": review, "review_reason": reason}
 
-    def outputs(self, reading: Reading, probabilities) -> dict:
-        """The named outputs of a batch from its readings and its grade probabilities [B, 12, 4]."""
-        finished = self.finish(probabilities, reading.level_confidence, reading.cut)
+    def outputs(self, reading: Reading, graded: dict) -> dict:
+        """The named outputs of a batch from its readings and the grader's calibrated answers on its crops
+        (``grade_probabilities`` [B, 12, 4], ``gradable_probability`` [B, 12])."""
+        probabilities, gradable = graded["grade_probabilities"], graded["gradable_probability"]
+        finished = self.finish(probabilities, gradable, reading.level_confidence, reading.cut)
         return {"keypoints": reading.points, "keypoint_confidence": reading.confidence,
                 "view": tf.gather(tf.constant(anatomy.VIEWS), reading.view), "spine_found": reading.found,
-                "grade_probabilities": probabilities,
+                "grade_probabilities": probabilities, "gradable_probability": gradable,
                 "grade_prior": tf.tile(self.prior[None], [tf.shape(reading.found)[0], 1]), **finished,
                 "model_note": tf.fill(tf.shape(reading.found), self._note),
                 "orientation": tf.where(reading.turns >= 0, reading.turns * 90, -1), "finding": reading.finding,
@@ -229,8 +241,9 @@ class ScoringModule(tf.Module):
 
         reading = tf.map_fn(one, images, fn_output_signature=self._reading_signature())
         s = self.crop.size
-        probabilities = self.grade(tf.reshape(reading.crops, [-1, s, s, 1]))["grade_probabilities"]
-        return self.outputs(reading, tf.reshape(probabilities, [-1, 12, 4]))
+        graded = self.grade(tf.reshape(reading.crops, [-1, s, s, 1]))
+        return self.outputs(reading, {"grade_probabilities": tf.reshape(graded["grade_probabilities"], [-1, 12, 4]),
+                                      "gradable_probability": tf.reshape(graded["gradable_probability"], [-1, 12])})
 
     def keypoints_only(self, images) -> dict:
         def one(x):
@@ -275,12 +288,13 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
                       + (" after CLAHE" if gr.clahe else ""),
         },
         "outputs": list(OUTPUT_NAMES),
-        "grades_missing_value": -1,
+        "grades_missing_value": -1, "grades_not_gradable_value": -2,
         "keypoints": {"preset": kp.preset, "backbone": kp.backbone, "input_size": list(kp.input_size),
                       "confidence_threshold": kp.confidence_threshold,
                       "training_data": keypoints_config.get("training_data")},
         "grader": {"preset": gr.preset, "backbone": gr.backbone, "input_size": gr.input_size,
                    "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
+                   "gradability": gr.gradability,
                    "training_data": grader_config.get("training_data")},
         "findings": {str(code): text for code, text in FINDINGS.items()},
         "orientation": {"classifier": orientation,

@@ -31,6 +31,7 @@ from tfmssass.io.images import encode_png16
 
 #: JSON → NumPy types of the outputs (a JSON null in a float output becomes NaN).
 OUTPUT_DTYPES = {"keypoints": float, "keypoint_confidence": float, "grade_probabilities": np.float32, "grade_prior": float,
+                 "gradable_probability": np.float32,
                  "corner_confidence": float, "grades": np.int32, "review": bool, "review_reason": np.int32,
                  "spine_found": bool,
                  "view": object, "model_note": object, "level_plausible": bool, "level_implant": bool,
@@ -82,9 +83,10 @@ class ModulePredictor:
                     for image, view in zip(images, views)]
         batch = Reading(*(tf.stack(parts) for parts in zip(*readings)))
         crops = tf.reshape(batch.crops, [-1, self.module.crop.size, self.module.crop.size, 1])
-        probabilities = tf.concat([self.module.grade(crops[i:i + self.batch_size])["grade_probabilities"]
-                                   for i in range(0, int(crops.shape[0]), self.batch_size)], axis=0)
-        outputs = self.module.outputs(batch, tf.reshape(probabilities, [-1, 12, 4]))
+        parts = [self.module.grade(crops[i:i + self.batch_size]) for i in range(0, int(crops.shape[0]), self.batch_size)]
+        graded = {name: tf.reshape(tf.concat([p[name] for p in parts], axis=0), shape) for name, shape in
+                  (("grade_probabilities", [-1, 12, 4]), ("gradable_probability", [-1, 12]))}
+        outputs = self.module.outputs(batch, graded)
         arrays = {k: v.numpy() for k, v in outputs.items()}
         return [_one(arrays, i) for i in range(len(images))]
 

@@ -29,7 +29,9 @@ from tfmssass.data.tfrecords import (
     CORNERS,
     FORMAT_VERSION,
     INDEX,
+    LABEL_CLASSES,
     NEGATIVE_VIEW,
+    NOT_GRADABLE_RECORD,
     RADIOGRAPHS,
     PrepareError,
     corner_example,
@@ -37,7 +39,7 @@ from tfmssass.data.tfrecords import (
 )
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
-from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.io.labels import NOT_GRADABLE, corner_label, load_labels, resolve_image
 from tfmssass.io.split import split_patients, write_split
 from tfmssass.ops.image import shrink_to_long_side
 from tfmssass.stages.grader.crops import level_patch
@@ -45,9 +47,15 @@ from tfmssass.stages.grader.data import croppable_levels, level_points, patch_po
 from tfmssass.stages.keypoints.data import row_points
 
 
+def _record_grade(row, corner: str) -> int | None:
+    """A corner's label as prepared records hold it: 0-3, :data:`NOT_GRADABLE_RECORD` for NG, None blank."""
+    label = corner_label(row, corner)
+    return NOT_GRADABLE_RECORD if label == NOT_GRADABLE else label
+
+
 def _grades(row) -> list[int]:
-    """The 24 corner grades in :data:`anatomy.ALL_CORNERS` order, -1 where blank."""
-    return [-1 if pd.isna(row.get(c)) else int(row.get(c)) for c in anatomy.ALL_CORNERS]
+    """The 24 corner labels in :data:`anatomy.ALL_CORNERS` order, -1 where blank."""
+    return [-1 if (g := _record_grade(row, c)) is None else g for c in anatomy.ALL_CORNERS]
 
 
 def prepare_one(task: dict) -> dict:
@@ -80,10 +88,10 @@ def prepare_one(task: dict) -> dict:
     depth_px = task["patch_depth_px"]
     level_points_used = level_points(row) if task.get("points") is None else task["points"]
     for level, c, a, up, depth in croppable_levels(row["view"], level_points_used):
-        graded = [(name, sup, row.get(name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
-                  if not pd.isna(row.get(name))]
+        graded = [(name, sup, _record_grade(row, name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
+                  if _record_grade(row, name) is not None]
         if not graded:
-            continue  # not gradable: never a 0, never trained on
+            continue  # not read: never a 0, never trained on (an NG corner teaches gradability)
         patch, _, _ = level_patch(image, tf.constant(c, tf.float32), float(depth), depth_px)
         png = encode_png16(patch.numpy())
         p = patch_points(c, a, up, depth, depth_px)
@@ -158,7 +166,7 @@ def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: 
     if good:
         _write_records(out / shard, [r["radiograph"] for r in good])
         files[shard] = len(good)
-    for grade in range(4):
+    for grade in LABEL_CLASSES:
         records = [b for r in good for g, b in r["corners"] if g == grade]
         if records:
             name = f"{CORNERS}/{split}-g{grade}-{number}.tfrecord"
@@ -167,7 +175,7 @@ def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: 
     rows = []
     for r in good:
         row = frame.loc[r["row"]]
-        counts = [sum(1 for g, _ in r["corners"] if g == grade) for grade in range(4)]
+        counts = [sum(1 for g, _ in r["corners"] if g == grade) for grade in LABEL_CLASSES]
         rows.append({"image": row["image"], "patient_id": row["patient_id"], "visit_date": row["visit_date"],
                      "view": row["view"], "split": split, "shard": shard,
                      **{f"grade_{g}": n for g, n in enumerate(counts)}})
@@ -194,8 +202,8 @@ def _units(side: pd.Series, per_shard: int, prefix: str = "") -> list[tuple[str,
 def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) -> dict:
     table = pd.DataFrame([r for m in markers for r in m["radiographs"]],
                          columns=["image", "patient_id", "visit_date", "view", "split", "shard",
-                                  "grade_0", "grade_1", "grade_2", "grade_3"])
-    grade_cols = [f"grade_{g}" for g in range(4)]
+                                  *(f"grade_{g}" for g in LABEL_CLASSES)])
+    grade_cols = [f"grade_{g}" for g in LABEL_CLASSES]
     lateral = table["view"] != NEGATIVE_VIEW  # negatives have no patient to count
     splits = {}
     for name in ("train", "val"):
@@ -205,7 +213,7 @@ def _summarise(out: Path, settings: dict, markers: list[dict], phantom: bool) ->
             views[NEGATIVE_VIEW] = int((part["view"] == NEGATIVE_VIEW).sum())
         splits[name] = {
             "radiographs": int(len(part)), "patients": int(part.loc[lateral[part.index], "patient_id"].nunique()),
-            "views": views, "grades": {str(g): int(part[f"grade_{g}"].sum()) for g in range(4)},
+            "views": views, "grades": {str(g): int(part[f"grade_{g}"].sum()) for g in LABEL_CLASSES},
         }
     patients = table[lateral].groupby(["patient_id", "split"], sort=True).agg(
         radiographs=("image", "size"), **{c: (c, "sum") for c in grade_cols}).reset_index()

@@ -165,8 +165,10 @@ def weights_from_export(export_dir, stage: str, config: dict, weights_path: Path
     if differ:
         preset = f" (it was trained with --preset {exported['preset']})" if exported.get("preset") else ""
         raise RunFolderError(f"{export_dir}: another {stage} network{preset}: {'; '.join(differ)}")
+    # a grader exported before the gradability head has none: its weights are taken as they are, and
+    # the fine-tuned grader starts its head from scratch (CornerGrader.load_grader_weights)
     model = build_hrnet(KeypointConfig.from_dict(config)) if stage == "keypoints" else \
-        build_grader(GraderConfig.from_dict(config))
+        build_grader(GraderConfig.from_dict({**config, "gradability": exported.get("gradability", False)}))
     variables = tf.saved_model.load(str(export_dir)).model_variables
     taken = variables[:len(model.weights)] if stage == "keypoints" else variables[-len(model.weights):]
     for weight, variable in zip(model.weights, taken):

@@ -7,8 +7,8 @@ enough that a broken pipeline fails on it. Anatomy is built in millimetres in a 
 affine places everything on the detector: spacing, rotation, facing left/right, position.
 
 Grades follow a skewed cohort distribution and never decrease between a patient's visits; a bridge
-(grade 3) always takes both corners of its disk. Corners hidden behind the shoulders are labelled
-blank (not gradable), never 0. Every random draw comes from a generator seeded by
+(grade 3) always takes both corners of its disk. Corners hidden behind the shoulders or under an
+implant are labelled ``NG`` (not gradable), corners of levels off a cut film blank (not read), never 0. Every random draw comes from a generator seeded by
 (seed, patient, visit, view), so the same seed gives byte-identical files in any order or process.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import atomic_path
+from tfmssass.io.labels import NOT_GRADABLE
 from tfmssass.synth.variants import EDGE_MARGIN_MM, Variant, cut_rows, draw_metal, draw_variant, level_on_film
 
 VERTEBRAE = {
@@ -631,8 +632,9 @@ def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
 PHANTOM_NOTE = "tfmssass synthetic spine phantom - not a patient"
 #: The drawing's revision, in every set's synth.json: raised whenever the same seed draws other films or
 #: headers, so a folder made before is not taken for the same set (2: shoulders on cervical films, and
-#: PatientOrientation in the header; 3: headers complete for a DX image, as dciodvfy checks them).
-RENDERING = 3
+#: PatientOrientation in the header; 3: headers complete for a DX image, as dciodvfy checks them; 4: the
+#: labels say NG for hidden and implant-covered corners, where they were blank).
+RENDERING = 4
 #: What each kind of film's header says: body part, whether it is lateral (a frontal film's ViewPosition
 #: is left out, as in many exports) and the study description. Series are numbered in this order.
 FILM_HEADERS = {
@@ -691,7 +693,7 @@ def plan_case(case: Case) -> Plan:
     rows = cut_rows(variant, bodies, to_px, acq.height)
 
     row: dict = {"patient_id": case.patient_id, "visit_date": date, "view": case.view}
-    hidden = set()
+    hidden, off_film = set(), set()  # not gradable (NG, as a reader says it), and not labelled at all
     if acq.overlap and case.view == "cervical":
         hidden = {c for level in HIDDEN_BY_SHOULDERS for c in anatomy.level_corners(level)}
     for j, level in enumerate(anatomy.LEVELS[case.view]):
@@ -702,10 +704,12 @@ def plan_case(case: Case) -> Plan:
         (cx, cy), (ax, ay) = outline[:2] - np.array([0.0, rows[0]])
         for col, value in zip(anatomy.keypoint_columns(level), (cx, cy, ax, ay)):
             row[col] = round(float(value), 2) if on_film else None  # a level off the film is not labelled
-        if not on_film or j in variant.plated:  # off the film or under metal: not gradable
+        if not on_film:  # off the film: nothing to read there, so nothing is said (blank)
+            off_film.update(anatomy.level_corners(level))
+        elif j in variant.plated:  # under metal: on the film, and a reader calls it not gradable
             hidden.update(anatomy.level_corners(level))
     for corner in anatomy.CORNERS[case.view]:
-        row[corner] = None if corner in hidden else grades[corner]
+        row[corner] = None if corner in off_film else NOT_GRADABLE if corner in hidden else grades[corner]
     row.update(image_height=rows[1] - rows[0], image_width=acq.width,
                pixel_spacing_mm=round(acq.spacing, 4), facing=acq.facing,
                photometric=acq.monochrome, difficulty=case.difficulty)

@@ -38,6 +38,8 @@ function levelOf(corner) {
   const [vertebra, side] = corner.split("_");
   return levels().find((l) => side === "inf" ? l.startsWith(vertebra + "-") : l.endsWith("-" + vertebra));
 }
+// A value shown that no reader has set or confirmed yet: the model's or the label file's.
+const isPrefill = (f) => state.film.reading[f] !== undefined && !(f in (state.film.provenance || {})) && !state.film.readers;
 const pointName = (f) => f.replace(/_c$/, " centre").replace(/_a$/, " anterior");
 
 // ---- loading ----------------------------------------------------------------------------------------
@@ -156,12 +158,16 @@ function drawPanel() {
     const tr = document.createElement("tr");
     tr.className = (corner === state.field ? "selected " : "") + (film.open.includes(corner) ? "open" : "");
     tr.dataset.field = corner;
-    const model = film.model[corner] || {};
-    const cells = [corner, fmt(reading[corner])];
+    const model = film.model[corner] || {}, prefilled = isPrefill(corner);
+    const cells = [corner, fmt(reading[corner]) + (prefilled ? " (pre-fill)" : "")];
     if (adjudicating) cells.push(fmt(film.readers[s.pair[0]][corner]), fmt(film.readers[s.pair[1]][corner]));
     else cells.push(film.start[corner] === undefined ? "–" :
       `${fmt(film.start[corner])} (${model.p_grade == null ? "?" : model.p_grade.toFixed(2)})`);
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
+    if (prefilled) {
+      tr.children[1].className = "prefill";
+      tr.children[1].title = "pre-filled, not yet yours: Enter confirms it, a key sets another; only what you set or confirm is exported";
+    }
     if (model.review && !adjudicating) {
       const flag = document.createElement("span");
       flag.className = "flag";
@@ -181,6 +187,9 @@ function drawPanel() {
     tr.onclick = (e) => { if (e.target.tagName !== "BUTTON") { state.field = corner; draw(); } };
     body.appendChild(tr);
   }
+  const left = fields().filter(isPrefill);
+  $("prefills").textContent = left.length ? `${left.length} value(s) still pre-filled (grey): not exported until you ` +
+    "confirm (Enter) or change them" : "";
   const flagged = state.field && !adjudicating ? film.model[state.field] || {} : {};
   $("why").textContent = flagged.review ? `⚑ ${state.field}: ${flagged.review_reason || flagged.why || "flagged for review"}` : "";
   drawCrops();
@@ -248,6 +257,7 @@ async function save(field, value) {
     const result = await api(`api/films/${state.index}`, { field, value });
     state.saveTimes.push(performance.now() - t0);
     state.film.reading[field] = value;
+    if (field !== "view") (state.film.provenance = state.film.provenance || {})[field] = "saved";  // no longer a pre-fill
     drawMarks();
     drawPanel();
     status(`saved ${field} = ${fmt(value)} at ${result.saved.slice(11, 23)}` + bridgeNote(field, value));

@@ -15,6 +15,10 @@ cohort's prior than the balanced one gets a smaller share (bench/RESULTS.md has 
 grade frequencies π (kept in the run as ``calibration.json`` with T and b). Scoring may change that
 prior by Bayes' rule (:func:`change_prior`), to another cohort's or to the scored cohort's own,
 estimated by EM (:func:`em_prior`, Saerens et al. 2002).
+
+The gradability head's P(gradable) is calibrated apart, by Platt scaling of its logit,
+sigmoid(s · logit p + o), fitted on the validation corners that readers graded or called ``NG``
+(:func:`fit_gradability`); with no ``NG`` among them it stays as trained.
 """
 
 from __future__ import annotations
@@ -44,14 +48,16 @@ class Calibration:
     prior: tuple = UNIFORM  # the grade frequencies the calibrated probabilities assume (the training cohort's)
     fitted: bool = False
     validation: dict = field(default_factory=dict)  # corners, NLL and ECE before/after, the Bayes shift
+    gradable: tuple = (1.0, 0.0)  # Platt scaling of P(gradable): slope and offset of its logit
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "bias": list(self.bias), "prior": list(self.prior)}
+        return {**asdict(self), "bias": list(self.bias), "prior": list(self.prior), "gradable": list(self.gradable)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
         return cls(float(data["temperature"]), tuple(map(float, data["bias"])), tuple(map(float, data["prior"])),
-                   bool(data.get("fitted", True)), dict(data.get("validation", {})))
+                   bool(data.get("fitted", True)), dict(data.get("validation", {})),
+                   tuple(map(float, data.get("gradable", (1.0, 0.0)))))
 
 
 def read_calibration(run_dir) -> Calibration:
@@ -89,6 +95,38 @@ def calibrate(probabilities, calibration: Calibration) -> np.ndarray:
     """The grader's raw softmax [..., 4] → calibrated probabilities under ``calibration.prior``.
     (The SavedModel does the same in-graph: :class:`tfmssass.serving.module.ScoringModule`.)"""
     return softmax(_log(probabilities) / calibration.temperature + np.asarray(calibration.bias), axis=-1)
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return np.log(p) - np.log1p(-p)
+
+
+def calibrate_gradable(p_gradable, calibration: Calibration) -> np.ndarray:
+    """The head's raw P(gradable) → calibrated (the SavedModel does the same in-graph)."""
+    slope, offset = calibration.gradable
+    return 1.0 / (1.0 + np.exp(-(slope * _logit(p_gradable) + offset)))
+
+
+def fit_gradability(p_gradable, gradable) -> tuple[tuple, dict]:
+    """Platt scaling (slope, offset) of P(gradable) on corners whose truth is known (``gradable``: true
+    for a graded corner, false for a reader's NG), and what it did; the identity without both kinds."""
+    from scipy.optimize import minimize
+
+    truth = np.asarray(gradable, bool)
+    z = _logit(p_gradable)
+    report = {"corners": int(len(truth)), "not_gradable": int((~truth).sum())}
+    if truth.all() or not truth.any():
+        return (1.0, 0.0), {**report, "fitted": False}
+
+    def nll(x):
+        q = np.clip(1.0 / (1.0 + np.exp(-(x[0] * z + x[1]))), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return float(-np.mean(np.where(truth, np.log(q), np.log1p(-q))))
+
+    result = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(0.05, 20.0), (-20.0, 20.0)])
+    slope, offset = (float(v) for v in result.x)
+    return (slope, offset), {**report, "fitted": True, "nll_before": nll(np.array([1.0, 0.0])),
+                             "nll_after": float(result.fun)}
 
 
 def uncalibrate(probabilities, calibration: Calibration) -> np.ndarray:

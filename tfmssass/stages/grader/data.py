@@ -27,10 +27,10 @@ from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
 from tfmssass.core.geometry import CropJitter, CropSpec, cranial_directions
-from tfmssass.data.tfrecords import CORNERS, load_png16, parse_corner, read_records
+from tfmssass.data.tfrecords import CORNERS, NOT_GRADABLE_RECORD, load_png16, parse_corner, read_records
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
-from tfmssass.io.labels import resolve_image
+from tfmssass.io.labels import NOT_GRADABLE, corner_label, resolve_image
 from tfmssass.ops.image import IntensityJitter, jitter_intensity
 from tfmssass.stages.grader.crops import PATCH_EXTENT, canonical_crop, level_patch
 from tfmssass.stages.runs import load_detector
@@ -150,19 +150,26 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                 "row": index, "image": row["image"], "patient_id": row["patient_id"],
                 "visit_date": row["visit_date"], "view": view, "level": level, "patch_path": str(target),
                 **patch_points(c, a, up, depth, depth_px), "inf_corner": upper, "sup_corner": lower,
-                "grade_inf": row.get(upper), "grade_sup": row.get(lower),
+                "grade_inf": _label(row, upper), "grade_sup": _label(row, lower),
             })
     return pd.DataFrame(rows), errors
 
 
-def corner_samples(patches: pd.DataFrame) -> pd.DataFrame:
-    """One row per graded corner: the patch, whether it is a ``_sup`` corner, and its grade."""
+def _label(row, corner: str):
+    """A corner's label as training holds it: 0-3, 4 for a reader's NG, None when not read."""
+    label = corner_label(row, corner)
+    return NOT_GRADABLE_RECORD if label == NOT_GRADABLE else label
+
+
+def corner_samples(patches: pd.DataFrame, include_ng: bool = False) -> pd.DataFrame:
+    """One row per graded corner (and with ``include_ng`` per NG corner, grade 4): the patch, whether it
+    is a ``_sup`` corner, and its label."""
     out = []
     for _, p in patches.iterrows():
         for side in ("inf", "sup"):
             grade = p[f"grade_{side}"]
-            if pd.isna(grade):
-                continue  # not gradable: never a 0, never trained on
+            if pd.isna(grade) or (grade == NOT_GRADABLE_RECORD and not include_ng):
+                continue  # not read: never a 0, never trained on
             out.append({**p.to_dict(), "corner": p[f"{side}_corner"], "sup": side == "sup",
                         "grade": int(grade)})
     return pd.DataFrame(out)

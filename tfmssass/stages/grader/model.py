@@ -1,8 +1,16 @@
-"""Stage-2 corner grader: one canonical corner crop → probabilities of mSASSS grades 0–3.
+"""Stage-2 corner grader: one canonical corner crop → probabilities of mSASSS grades 0–3, and the
+probability that the corner can be graded at all.
 
 A 4-class softmax, as in the paper, rather than an ordinal head: it is what the paper evaluated,
 keeps per-grade probabilities for review flags and ROC curves, and needs no threshold tuning.
-Ordinality is measured instead, by quadratic weighted kappa. Backbones come from
+Ordinality is measured instead, by quadratic weighted kappa.
+
+Gradability is a separate sigmoid head on the same features, not a fifth class. A corner a reader
+calls not gradable (``NG``) has a true grade nobody can see, so it teaches the head only and never
+competes with the grades: the grade softmax stays the probability of each grade *if* the corner can
+be graded, which is what the bridge rule, the calibration to a cohort's prior and the joint decoding
+of visits need, and what TF Serving clients already read. The head is trained on every corner read
+(NG: 0, graded: 1) and calibrated on its own (:mod:`tfmssass.stages.grader.calibration`). Backbones come from
 ``keras.applications`` (``--init imagenet`` through Keras' own download, or a local file), or ``tiny``, a
 small residual network for CPUs, phantoms and tests. The grey crop in [0, 1] is turned into what
 each backbone expects inside the model, so serving needs no preprocessing.
@@ -64,11 +72,39 @@ def _tiny_backbone(x):
     return layers.GlobalAveragePooling2D()(x)
 
 
+#: The training label of a corner a reader called not gradable (grades are 0-3).
+NOT_GRADABLE_LABEL = 4
+
+
+def grade_loss(labels, probabilities):
+    """Cross-entropy of the grades over the corners that have one; an NG corner (label 4) adds nothing."""
+    labels = ops.reshape(ops.cast(labels, "int32"), [-1])
+    graded = ops.cast(labels < NOT_GRADABLE_LABEL, probabilities.dtype)
+    return keras.losses.sparse_categorical_crossentropy(ops.minimum(labels, 3), probabilities) * graded
+
+
+def gradability_loss(labels, gradable):
+    """Binary cross-entropy of "can be graded" (every graded corner) against "NG" (label 4)."""
+    target = ops.cast(ops.reshape(ops.cast(labels, "int32"), [-1, 1]) < NOT_GRADABLE_LABEL, gradable.dtype)
+    return keras.losses.binary_crossentropy(target, gradable)
+
+
+def grader_outputs(model, crops, training: bool = False):
+    """(grade probabilities [B, 4], P(gradable) [B]) of any grader: one without the gradability head
+    (trained before ``NG`` existed) answers 1, "gradable", for every corner."""
+    out = model(crops, training=training)
+    if isinstance(out, dict):
+        return out["grades"], ops.reshape(out["gradable"], [-1])
+    return out, ops.ones(ops.shape(out)[:1], dtype=out.dtype)
+
+
 @keras.saving.register_keras_serializable(package="tfmssass")
 class CornerGrader(keras.Model):
-    """Crop [B, S, S, 1] in [0, 1] → grade probabilities [B, 4]."""
+    """Crop [B, S, S, 1] in [0, 1] → {"grades": probabilities [B, 4], "gradable": P [B, 1]} (grades alone,
+    [B, 4], for a grader built without the gradability head)."""
 
-    def __init__(self, backbone="tiny", input_size=128, num_classes=4, dropout=0.2, dtype=None, **kwargs):
+    def __init__(self, backbone="tiny", input_size=128, num_classes=4, dropout=0.2, dtype=None,
+                 gradability: bool = True, **kwargs):
         with dtype_policy(dtype):  # layers take the policy in force when made
             if backbone not in BACKBONES:
                 raise ValueError(f"unknown backbone {backbone!r} (expected {', '.join(BACKBONES)})")
@@ -88,9 +124,12 @@ class CornerGrader(keras.Model):
                 features = net(x)
             features = layers.Dropout(dropout)(features)
             outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="grades")(features)
+            if gradability:  # its weights are told apart by name ("gradable"), wherever Keras lists them
+                gradable = layers.Dense(1, activation="sigmoid", dtype="float32", name="gradable")(features)
+                outputs = {"grades": outputs, "gradable": gradable}
             super().__init__(inputs=inputs, outputs=outputs, **kwargs)
             self.backbone_name, self.input_size = backbone, input_size
-            self.num_classes, self.dropout = num_classes, dropout
+            self.num_classes, self.dropout, self.gradability = num_classes, dropout, gradability
 
     def load_imagenet(self) -> None:
         """The backbone's ImageNet weights through Keras' own download and cache (``~/.keras/models``),
@@ -113,9 +152,24 @@ class CornerGrader(keras.Model):
         else:
             self.get_layer("backbone").load_weights(path)
 
+    def load_grader_weights(self, path: str) -> None:
+        """A whole earlier grader's weights of this backbone (a run's best epoch, or an export's). One
+        trained before the gradability head existed gives every weight but the head's, which then
+        starts from scratch (``train grader --init demo`` with the first demo)."""
+        try:
+            self.load_weights(path)
+            return
+        except ValueError:
+            if not self.gradability:
+                raise
+        donor = CornerGrader(self.backbone_name, self.input_size, self.num_classes, self.dropout, gradability=False)
+        donor.load_weights(path)
+        for weight, value in zip([w for w in self.weights if "gradable" not in w.path], donor.weights):
+            weight.assign(value)
+
     def get_config(self):
-        return {**base_config(self), "backbone": self.backbone_name,
-                "input_size": self.input_size, "num_classes": self.num_classes, "dropout": self.dropout}
+        return {**base_config(self), "backbone": self.backbone_name, "input_size": self.input_size,
+                "num_classes": self.num_classes, "dropout": self.dropout, "gradability": self.gradability}
 
     @classmethod
     def from_config(cls, config):
@@ -124,4 +178,4 @@ class CornerGrader(keras.Model):
 
 def build_grader(config: GraderConfig) -> CornerGrader:
     """The network a training configuration asks for."""
-    return CornerGrader(config.backbone, config.input_size)
+    return CornerGrader(config.backbone, config.input_size, gradability=config.gradability)

@@ -8,18 +8,18 @@ prepared folder; ``--labels`` prepares into ``RUN/data`` first.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from tfmssass.core.config import GraderConfig, KeypointConfig
+from tfmssass.core.config import GRADABLE_THRESHOLD, GraderConfig, KeypointConfig
 from tfmssass.data.tfrecords import grade_counts, load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as grading_metrics
-from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, write_calibration
+from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, fit_gradability, write_calibration
 from tfmssass.stages.grader.data import (
     CornerAugment,
     balanced_steps,
@@ -30,7 +30,13 @@ from tfmssass.stages.grader.data import (
     prepared_balanced_dataset,
     prepared_validation_dataset,
 )
-from tfmssass.stages.grader.model import build_grader
+from tfmssass.stages.grader.model import (
+    NOT_GRADABLE_LABEL,
+    build_grader,
+    grade_loss,
+    gradability_loss,
+    grader_outputs,
+)
 from tfmssass.stages.prepare import prepare_for_run
 from tfmssass.stages.runs import IMAGENET, initial_weights, judge_learning, load_grader, run_data, start_run
 from tfmssass.stages.training import (
@@ -43,18 +49,36 @@ from tfmssass.stages.training import (
     worker_role,
 )
 
-#: Best epoch by balanced accuracy on the (naturally skewed) validation corners: plain accuracy
-#: would favour a grader that calls everything 0.
+#: Best epoch by balanced accuracy on the (naturally skewed) validation corners, over the answers a
+#: reader gives (grades 0-3, and NG where validation corners are NG): plain accuracy would favour a
+#: grader that calls everything 0, and grades alone would not see the gradability head.
 MONITOR = "val_balanced_accuracy"
 
 
-def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(grade probabilities [N, 4], true grades [N]) over a dataset of (crop, grade) batches."""
-    probs, grades = [np.zeros((0, 4), np.float32)], [np.zeros(0, np.int64)]
+@dataclass
+class Predicted:
+    """A grader's raw answers on labelled corners: grade probabilities [N, 4], P(gradable) [N], and the
+    labels [N] (0-3, or 4: a reader's NG)."""
+
+    probabilities: np.ndarray
+    gradable: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def graded(self) -> np.ndarray:
+        """Which corners have a grade (the grade metrics and the grade calibration use only these)."""
+        return self.labels < NOT_GRADABLE_LABEL
+
+
+def predict_dataset(model, dataset) -> Predicted:
+    """The grader's answers over a dataset of (crop, label) batches."""
+    probs, gradable, labels = [np.zeros((0, 4), np.float32)], [np.zeros(0, np.float32)], [np.zeros(0, np.int64)]
     for x, y in dataset:
-        probs.append(np.asarray(model(x, training=False), np.float32))
-        grades.append(np.asarray(y))
-    return np.concatenate(probs), np.concatenate(grades)
+        p, g = grader_outputs(model, x)
+        probs.append(np.asarray(p, np.float32))
+        gradable.append(np.asarray(g, np.float32))
+        labels.append(np.asarray(y))
+    return Predicted(np.concatenate(probs), np.concatenate(gradable), np.concatenate(labels))
 
 
 def samples_dataset(config: GraderConfig, samples: pd.DataFrame, batch_size: int = 64):
@@ -67,7 +91,7 @@ def predict_samples(model, config: GraderConfig, samples: pd.DataFrame, batch_si
     """Grade probabilities [N, 4] of corner samples, crops made exactly as in validation."""
     if samples.empty:
         return np.zeros((0, 4), np.float32)
-    return predict_dataset(model, samples_dataset(config, samples, batch_size))[0]
+    return predict_dataset(model, samples_dataset(config, samples, batch_size)).probabilities
 
 
 class GradingMetricsCallback(keras.callbacks.Callback):
@@ -78,15 +102,23 @@ class GradingMetricsCallback(keras.callbacks.Callback):
         self.val_ds = val_ds
 
     def on_epoch_end(self, epoch, logs=None):
-        probs, grades = predict_dataset(self.model, self.val_ds)
-        cm = grading_metrics.confusion_matrix(grades, probs.argmax(axis=1))
+        seen = predict_dataset(self.model, self.val_ds)
+        graded = seen.graded
+        cm = grading_metrics.confusion_matrix(seen.labels[graded], seen.probabilities[graded].argmax(axis=1))
         stats = grading_metrics.summary(cm)
         table = grading_metrics.per_grade_table(cm)
         if logs is not None:
-            logs[MONITOR] = stats["balanced_accuracy"]
+            # the answers a reader can give: a grade, or NG where the validation has NG corners
+            answers = np.where(seen.gradable < GRADABLE_THRESHOLD, NOT_GRADABLE_LABEL, seen.probabilities.argmax(axis=1))
+            logs[MONITOR] = float(np.mean([np.mean(answers[seen.labels == c] == c) for c in np.unique(seen.labels)]))
+            logs["val_grade_balanced_accuracy"] = stats["balanced_accuracy"]
             logs["val_exact_accuracy"] = stats["exact_accuracy"]
             logs["val_qwk"] = stats["quadratic_weighted_kappa"]
             logs["val_grade2_sensitivity"] = float(table.loc[2, "sensitivity"])
+            if (~graded).any():  # how often NG corners are called NG, and graded ones are not
+                said_ng = seen.gradable < GRADABLE_THRESHOLD
+                logs["val_ng_sensitivity"] = float(said_ng[~graded].mean())
+                logs["val_ng_false_rate"] = float(said_ng[graded].mean())
 
 
 def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: int, role: WorkerRole):
@@ -98,6 +130,10 @@ def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: i
         data_dir, train_counts, first_epoch, config.crop, config.batch_size, config.seed,
         CornerAugment(**config.augment), role, steps_per_epoch=steps)
     val_ds = prepared_validation_dataset(data_dir, val_counts, config.crop, 64, seed=config.seed)
+    if config.gradability:  # both heads learn from the one label: a grade 0-3, or 4 for NG
+        train_ds = train_ds.map(lambda x, y: (x, {"grades": y, "gradable": y}))
+    else:  # a grader without the head cannot learn from NG corners
+        train_ds = train_ds.unbatch().filter(lambda x, y: y < NOT_GRADABLE_LABEL).batch(config.batch_size)
     return train_ds, steps, val_ds, {g: n for g, n in train_counts.items() if n}
 
 
@@ -142,13 +178,14 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     with chosen.scope():
         model = build_grader(config)
         if init and from_run:  # fine-tune a whole earlier grader
-            model.load_weights(init)
+            model.load_grader_weights(init)
         elif init == IMAGENET:
             model.load_imagenet()
         elif init:
             model.load_backbone_weights(init)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        losses = {"grades": grade_loss, "gradable": gradability_loss} if config.gradability else \
+            "sparse_categorical_crossentropy"
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses)
     plan = FitPlan(train_ds, steps, config.epochs, MONITOR, "max", metric_callbacks=(GradingMetricsCallback(val_ds),))
     fit_run(run, model, plan, extra_callbacks, verbose, role, chosen)
     if role.chief:
@@ -158,8 +195,8 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     return run
 
 
-def calibration_corners(run_dir, model, config: GraderConfig, labels_csv=None, keypoints_run=None):
-    """(raw softmax [N, 4], true grades [N]) of the corners a run is calibrated on: its validation
+def calibration_corners(run_dir, model, config: GraderConfig, labels_csv=None, keypoints_run=None) -> Predicted:
+    """The grader's raw answers (:class:`Predicted`) on the corners a run is calibrated on: its validation
     corners as prepared (crops at the labelled points); or, with ``labels_csv``, the radiographs of
     that file whose patients the run did not train on, cut at a stage-1 run's predicted points when
     ``keypoints_run`` is given (the points scoring will use, so the confidence is the one scoring earns)."""
@@ -177,19 +214,23 @@ def calibration_corners(run_dir, model, config: GraderConfig, labels_csv=None, k
         raise ValueError(f"{labels_csv}: every patient in it trained the run; calibrate on patients it did not see")
     points = predicted_points(keypoints_run, frame) if keypoints_run else None
     with tempfile.TemporaryDirectory(prefix="tfmssass-calibration-") as work:
-        samples = corner_samples(extract_patches(frame, work, config.patch_depth_px, points)[0])
+        samples = corner_samples(extract_patches(frame, work, config.patch_depth_px, points)[0], include_ng=True)
         if samples.empty:
             raise ValueError(f"{labels_csv}: no graded corner could be cut")
-        return predict_samples(model, config, samples), samples["grade"].to_numpy()
+        return predict_dataset(model, samples_dataset(config, samples))
 
 
 def calibrate_run(run_dir, labels_csv=None, keypoints_run=None, verbose: int = 1):
     """Fit the run's calibration (:mod:`tfmssass.stages.grader.calibration`) with its best weights
     on :func:`calibration_corners`, and keep it in the run (``calibration.json``)."""
     model, config = load_grader(run_dir)
-    probs, grades = calibration_corners(run_dir, model, config, labels_csv, keypoints_run)
-    calibration = fit_calibration(probs, grades, grade_counts(load_index(run_data(run_dir)), "train"))
-    calibration = replace(calibration, validation={
+    seen = calibration_corners(run_dir, model, config, labels_csv, keypoints_run)
+    graded = seen.graded
+    calibration = fit_calibration(seen.probabilities[graded], seen.labels[graded],
+                                  grade_counts(load_index(run_data(run_dir)), "train"))
+    gradable, gradability = fit_gradability(seen.gradable, graded) if config.gradability else ((1.0, 0.0), {})
+    calibration = replace(calibration, gradable=gradable, validation={
+        "gradability": gradability,
         **calibration.validation, "corners_from": str(Path(labels_csv).resolve()) if labels_csv else "validation split",
         "points": "stage-1 run " + str(Path(keypoints_run).resolve()) if keypoints_run else "labelled"})
     write_calibration(run_dir, calibration)
@@ -198,4 +239,8 @@ def calibrate_run(run_dir, labels_csv=None, keypoints_run=None, verbose: int = 1
         print(f"calibration on {v['corners']} corners ({v['corners_from']}, {v['points']} points): temperature "
               f"{calibration.temperature:.3f}, prior {', '.join(f'{p:.3f}' for p in calibration.prior)}; "
               f"ECE {v['ece_before']:.3f} before, {v['ece_after']:.3f} after")
+        if gradability.get("fitted"):
+            print(f"gradability on {gradability['corners']} corners ({gradability['not_gradable']} NG): logit "
+                  f"scaled by {gradable[0]:.3f}, shifted by {gradable[1]:+.3f}; NLL {gradability['nll_before']:.3f} "
+                  f"before, {gradability['nll_after']:.3f} after")
     return calibration

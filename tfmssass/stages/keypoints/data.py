@@ -46,7 +46,8 @@ class KeypointAugment:
     noise: float = 0.02
     clahe_probability: float = 0.25  # CLAHE (as stage 2 uses it), so contrast styles vary
     cut_probability: float = 0.4  # the film cut off at the top or bottom: the levels cut away must not respond
-    cut_share: float = 0.4  # at most this share of the film's height is cut away
+    cut_share: float = 0.4  # at most this share of the film's height is cut away (films without levels to cut by)
+    cut_levels: tuple[int, int] = (1, 3)  # a cut film loses this many levels at one end (as archives' films do)
 
 
 def row_points(row, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,14 +113,39 @@ def draw_augmentation(augment: KeypointAugment, seed, has_points) -> tuple[Regio
     return region, intensity, rand[11] < augment.clahe_probability
 
 
+def level_cut_row(points, levels_off, top, where):
+    """The film row at which to cut so that ``levels_off`` levels fall off the top (or the bottom): between
+    the last disk centre cut away and the first kept, ``where`` (0-1) of the way; -1 when fewer than
+    ``levels_off`` + 3 centres are labelled (the rest must still make a chain)."""
+    centres = points[0::2]
+    ys = tf.sort(tf.boolean_mask(centres[:, 1], tf.reduce_all(tf.math.is_finite(centres), axis=-1)))
+    n = tf.shape(ys)[0]
+    enough = n >= levels_off + 3
+    k = tf.minimum(levels_off, tf.maximum(n - 1, 0))
+    gone = tf.where(top, k - 1, n - k)  # the centre cut away next to the edge, and the one kept
+    kept = tf.where(top, k, n - k - 1)
+    padded = tf.concat([ys, [0.0]], axis=0)  # a film with no labelled level (a negative) has none to take
+    at = lambda i: tf.gather(padded, tf.clip_by_value(i, 0, tf.maximum(n - 1, 0)))  # noqa: E731
+    row = at(gone) + where * (at(kept) - at(gone))
+    return tf.where(enough, row, -1.0)
+
+
 def cut_film(image, points, augment: KeypointAugment, seed):
     """The film cut off at the top or bottom at random (``augment.cut_probability``), as films cut off
-    above or below the graded levels are; points keep their place, so those cut away lie off the film."""
-    rand = tf.random.stateless_uniform([3], seed=seed)
+    above or below the graded levels are: 1-3 levels (``augment.cut_levels``) fall off, the edge between
+    two disks; a film without enough labelled levels is cut by a share of its height instead. Points keep
+    their place, so those cut away lie off the film and their heatmaps are trained to stay empty."""
+    rand = tf.random.stateless_uniform([5], seed=seed)
     rows = tf.shape(image)[0]
-    cut = tf.cast(rand[0] * augment.cut_share * tf.cast(rows, tf.float32), tf.int32)
-    cut = tf.where(rand[1] < augment.cut_probability, cut, 0)
+    rows_f = tf.cast(rows, tf.float32)
     top = rand[2] < 0.5
+    low, high = augment.cut_levels
+    levels_off = low + tf.cast(rand[3] * (high - low + 1), tf.int32)
+    edge = level_cut_row(points, tf.minimum(levels_off, high), top, 0.3 + 0.4 * rand[4])
+    by_share = rand[0] * augment.cut_share * rows_f
+    cut = tf.where(edge >= 0, tf.where(top, edge, rows_f - edge), by_share)
+    cut = tf.cast(tf.clip_by_value(cut, 0.0, 0.6 * rows_f), tf.int32)
+    cut = tf.where(rand[1] < augment.cut_probability, cut, 0)
     start = tf.where(top, cut, 0)
     return image[start:rows - tf.where(top, 0, cut)], points - tf.stack([0.0, tf.cast(start, tf.float32)])
 
