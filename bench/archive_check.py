@@ -37,13 +37,14 @@ def main() -> None:
 
     from tfmssass.core import anatomy
     from tfmssass.io import read_radiograph
+    from tfmssass.io.labels import load_labels
 
     parser = model_args.parser(__doc__, "A folder made by 'tfmssass synth --unusual --negatives'.")
     args = parser.parse_args()
     predictor, text = model_args.open_model(args)
     findings = predictor.metadata.get("findings", {})
     root = Path(args.phantoms)
-    labels = pd.read_csv(root / "labels.csv")
+    labels, _ = load_labels(root / "labels.csv", check_images=False)  # NG and blank: both missing grades
     count = defaultdict(Counter)
     reasons = Counter()
     for _, row in labels.iterrows():
@@ -60,12 +61,12 @@ def main() -> None:
         if out["view"] != row["view"]:
             c["wrong view"] += 1
             continue
-        truth = row[list(anatomy.CORNERS[row["view"]])].to_numpy(float)
+        truth = pd.to_numeric(row[list(anatomy.CORNERS[row["view"]])], errors="coerce").to_numpy(float)
         graded = out["grades"] >= 0
         levels = anatomy.LEVELS[row["view"]]
         plated = [lv.strip() for lv in row["variant"].split("over ")[1].split(",")] if kind == "implant" else []
         # not gradable because of what the film is: a level off it (no labelled points) or under metal
-        # (corners hidden by the shoulders are blank in the labels too, but are not counted here)
+        # (corners hidden by the shoulders are NG in the labels too, but are not counted here)
         off = np.array([np.isnan(row[anatomy.keypoint_columns(lv)[0]]) or lv in plated for lv in levels]).repeat(2)
         c["graded not gradable"] += int((graded & off).sum())
         both = graded & ~np.isnan(truth)

@@ -29,13 +29,14 @@ def main() -> None:
 
     from tfmssass.core import anatomy
     from tfmssass.io import read_radiograph
+    from tfmssass.io.labels import load_labels
 
     parser = model_args.parser(__doc__, "Upright labelled films ('tfmssass synth').")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     predictor, text = model_args.open_model(args)
     root = Path(args.phantoms)
-    labels = pd.read_csv(root / "labels.csv")
+    labels, _ = load_labels(root / "labels.csv", check_images=False)  # NG and blank: both missing grades
     rng = np.random.default_rng(args.seed)
     count = defaultdict(Counter)
     for _, row in labels.iterrows():
@@ -44,7 +45,7 @@ def main() -> None:
         centres = np.array([[row[f"{lv}_cx"], row[f"{lv}_cy"]] for lv in levels], float)
         if np.isnan(centres).any():
             continue
-        grades = row[list(anatomy.CORNERS[view])].to_numpy(float)
+        grades = pd.to_numeric(row[list(anatomy.CORNERS[view])], errors="coerce").to_numpy(float)
         off, depth = int(rng.integers(1, 4)), rng.uniform(0.2, 0.8)
         top = int(centres[off - 1, 1] + depth * (centres[off, 1] - centres[off - 1, 1]))
         bottom = int(centres[5 - off, 1] + depth * (centres[6 - off, 1] - centres[5 - off, 1]))
@@ -60,7 +61,7 @@ def main() -> None:
             if not out["spine_found"] or out["view"] != view:
                 c["refused"] += 1
                 continue
-            graded = out["grades"][0::2] >= 0
+            graded = out["grades"][0::2] != -1  # cut and read (a corner may still be judged not gradable: -2)
             found = out["keypoints"][anatomy.VIEW_SLICES[view]][0::2] + [0.0, shift]
             step = np.median(np.linalg.norm(np.diff(centres, axis=0), axis=1))
             misplaced = np.linalg.norm(np.nan_to_num(found, nan=1e9) - centres, axis=1) > step / 3
@@ -68,7 +69,7 @@ def main() -> None:
             c["on-film levels graded"] += int((graded & on_film).sum())
             c["off-film levels graded"] += int((graded & ~on_film).sum())
             c["graded on the wrong level"] += int((graded & on_film & misplaced).sum())
-            corners = np.repeat(graded & on_film, 2) & ~np.isnan(grades)
+            corners = np.repeat(graded & on_film, 2) & ~np.isnan(grades) & (out["grades"] >= 0)
             c["corners"] += int(corners.sum())
             c["exact"] += int((out["grades"][corners] == grades[corners]).sum())
     print(f"model: {text}; films of {root}, cut with seed {args.seed}")

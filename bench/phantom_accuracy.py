@@ -48,6 +48,23 @@ def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
     return errors, failed, len(labels)
 
 
+def print_gradability(joined) -> None:
+    """Corners the labels call NG (hidden, covered) and corners they grade, against what scoring made of them:
+    graded, judged not gradable (NG), or blank (its level not cut, or the radiograph not scored)."""
+    from tfmssass.io.labels import NOT_GRADABLE
+
+    print("\n| labels say → scoring made | corners | graded | judged NG | level not cut / film not scored |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, rows in (("NG (hidden or covered)", joined[joined["label"] == NOT_GRADABLE]),
+                       ("a grade (visible)", joined[joined["label"].map(lambda v: isinstance(v, int))])):
+        n = len(rows)
+        graded = int(rows["grade"].notna().sum())
+        ng = int((rows["gradable"] == NOT_GRADABLE).sum())
+        blank = n - graded - ng
+        share = lambda k: f"{k} ({100 * k / n:.1f}%)" if n else "-"  # noqa: E731
+        print(f"| {name} | {n} | {share(graded)} | {share(ng)} | {share(blank)} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model"), parser.add_argument("--keypoints"), parser.add_argument("--grader")
@@ -63,6 +80,7 @@ def main():
     import pandas as pd
 
     from tfmssass.core import anatomy
+    from tfmssass.io.labels import corner_label, load_labels
     from tfmssass.scoring.folder import ScoredFolder
     from tfmssass.scoring.run import run_scoring
     from tfmssass.scoring.settings import Settings
@@ -84,7 +102,7 @@ def main():
     start = time.perf_counter()
     run_scoring(phantoms, out, predictor, Settings(models=text, phantom=phantom), resume=True)
     seconds = time.perf_counter() - start
-    labels = pd.read_csv(phantoms / "labels.csv", dtype={"patient_id": str})
+    labels, _ = load_labels(phantoms / "labels.csv", check_images=False)  # NG: a flag beside a missing grade
 
     errors, failed, total = point_errors(ScoredFolder(out).records(), labels)
     print(f"\n{text} on {phantoms} ({total} radiographs, {seconds:.0f} s scoring)\n")
@@ -94,10 +112,11 @@ def main():
     print(f"| radiographs not scored or wrong view | {failed} / {total} |")
 
     corners = pd.read_csv(out / "corners.csv")
-    truth = [{"file": r["image"], "corner": c, "truth": r[c]} for _, r in labels.iterrows()
-             for c in anatomy.CORNERS[r["view"]]]
-    joined = pd.DataFrame(truth).merge(corners[["file", "corner", "grade", "grade_independent"]],
+    truth = [{"file": r["image"], "corner": c, "truth": r[c], "label": corner_label(r, c)}
+             for _, r in labels.iterrows() for c in anatomy.CORNERS[r["view"]]]
+    joined = pd.DataFrame(truth).merge(corners[["file", "corner", "grade", "grade_independent", "gradable"]],
                                        on=["file", "corner"], how="left")
+    print_gradability(joined)
     graded = joined.dropna(subset=["truth", "grade"])
     blank = int((joined["truth"].notna() & joined["grade"].isna()).sum())
     print("\n| stage 2 (corners graded in both) | radiograph alone | visits together |\n| --- | ---: | ---: |")

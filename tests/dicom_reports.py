@@ -15,6 +15,7 @@ import pandas as pd
 import pydicom
 
 from tfmssass.pacs import codes as local
+from tfmssass.scoring.record_maker import OFF_FILM_REASON
 
 DSRDUMP, DCIODVFY, DCMP2PGM = shutil.which("dsrdump"), shutil.which("dciodvfy"), shutil.which("dcmp2pgm")
 MISSING_TOOLS = None if DSRDUMP and DCIODVFY and DCMP2PGM else "dcmtk or dicom3tools (dciodvfy) not installed"
@@ -30,9 +31,15 @@ def _named(items, concept) -> list:
     return [i for i in items if i.name.value == concept.value and i.name.scheme_designator == concept.scheme_designator]
 
 
+#: How a report says a corner has no grade: the code's value → the words the tests use.
+MISSING = {local.NOT_GRADED.value: "not graded", local.NOT_GRADABLE.value: "not gradable",
+           local.NOT_ON_FILM.value: "not on the film"}
+
+
 def read_report(path) -> dict:
     """The SR through highdicom: {"corners": {(sop uid, corner): {grade, review, imputed}}, "totals": {...},
-    "note": text}. A grade is an int or "not graded"; a total with no value is None."""
+    "note": text}. A grade is an int, "not graded", "not gradable" or "not on the film"; a total with no
+    value is None."""
     sr = hd.sr.srread(path)
     corners, totals = {}, {}
     for group in sr.content.get_image_measurement_groups():
@@ -43,7 +50,7 @@ def read_report(path) -> dict:
             grade = _named(evaluations, local.GRADE)[0].value.value
             imputed = _named(evaluations, local.IMPUTED)
             corners[(sop, group.tracking_identifier)] = {
-                "grade": "not graded" if grade == local.NOT_GRADED.value else int(grade[1:]),
+                "grade": MISSING.get(grade) or int(grade[1:]),
                 "review": _named(evaluations, local.NEEDS_REVIEW)[0].value.value == local.YES.value,
                 "imputed": bool(imputed) and imputed[0].value.value == local.YES.value}
         elif finding == local.VISIT_TOTALS.value:
@@ -93,8 +100,9 @@ def check_reports_match_tables(out: Path, root: Path) -> list[dict]:
         assert len(report["corners"]) == len(mine) == 12 * len(expected)
         for (sop, corner), said in report["corners"].items():
             line = mine[(mine["file"] == by_sop[sop]) & (mine["corner"] == corner)].iloc[0]
-            if pd.isna(line["grade"]):
-                assert said["grade"] == "not graded"
+            if pd.isna(line["grade"]):  # the reason it has none, as corners.csv tells it
+                assert said["grade"] == ("not gradable" if line["gradable"] == "NG" else
+                                         "not on the film" if line["review_reason"] == OFF_FILM_REASON else "not graded")
                 assert said["imputed"] == (not math.isnan(visit[line["view"]]))
             else:
                 assert said["grade"] == int(line["grade"]) and not said["imputed"]
@@ -105,7 +113,7 @@ def check_reports_match_tables(out: Path, root: Path) -> list[dict]:
         dumped = dump_report(out / row.path)
         assert len(dumped["grades"]) == len(mine)
         graded = mine["grade"].dropna().astype(int)
-        assert sorted(g for g in dumped["grades"] if g != "NG") == sorted(f"G{g}" for g in graded)
+        assert sorted(g for g in dumped["grades"] if g not in MISSING) == sorted(f"G{g}" for g in graded)
         for name, column in (("mSASSS cervical subtotal", "cervical"), ("mSASSS lumbar subtotal", "lumbar"),
                              ("mSASSS", "msasss")):
             value = dumped["totals"][name]

@@ -263,26 +263,43 @@ def test_resnet152_paper_size_builds_and_runs():
 
 @pytest.mark.slow
 def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
+    """NG from the label file to the SavedModel: readers' NG corners are prepared, teach the gradability
+    head, calibrate it, stay out of the grade metrics, and the export answers gradable_probability."""
+    labels = pd.read_csv(phantoms / "labels.csv", dtype=str, keep_default_na=False)
+    labels["image"] = [str(phantoms / image) for image in labels["image"]]
+    for i, row in labels.iterrows():  # a reader could not grade the lowest level of every film
+        for corner in anatomy.level_corners(anatomy.LEVELS[row["view"]][-1]):
+            labels.loc[i, corner] = "NG"
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    labels_csv = tmp_path / "labels.csv"
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "grader", "--labels", str(phantoms / "labels.csv"),
+    result = runner.invoke(main, ["labels", "check", str(labels_csv), "--no-images"])
+    assert result.exit_code == 0 and f"{2 * len(labels)} not gradable (NG)" in result.output
+    result = runner.invoke(main, ["train", "grader", "--labels", str(labels_csv),
                                   "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "1"])
     assert result.exit_code == 0, result.output
+    assert f"NG: " in result.output  # the training counts name the NG corners
     # --labels trains from records prepared into the run folder, at the preset's patch scale
     index = json.loads((tmp_path / "run" / "data" / "index.json").read_text())
     assert index["settings"]["patch_depth_px"] == 48 and index["settings"]["corners_from"] == "labels"
-    labels = pd.read_csv(phantoms / "labels.csv")
-    graded = sum(labels.loc[labels.view == v, list(anatomy.CORNERS[v])].notna().sum().sum() for v in anatomy.VIEWS)
-    assert sum(n for split in index["splits"].values() for n in split["grades"].values()) == graded
+    grades = labels[list(anatomy.ALL_CORNERS)]
+    graded = int(grades.isin(["0", "1", "2", "3"]).sum().sum())
+    ng = sum(int(split["grades"].get("4", 0)) for split in index["splits"].values())
+    assert ng == 2 * len(labels)  # every NG corner became a record of its own (label 4), never a 0
+    assert sum(n for split in index["splits"].values() for n in split["grades"].values()) == graded + ng
     # the run is calibrated on its validation corners, under its training cohort's prior
     calibration = json.loads((tmp_path / "run" / "calibration.json").read_text())
     val = index["splits"]["val"]["grades"]
-    assert calibration["fitted"] and calibration["validation"]["corners"] == sum(val.values())
+    assert calibration["fitted"] and calibration["validation"]["corners"] == sum(val.values()) - val["4"]
+    gradability = calibration["validation"]["gradability"]  # the head is calibrated on graded and NG corners
+    assert gradability["fitted"] and gradability["not_gradable"] == val["4"]
+    assert gradability["nll_after"] <= gradability["nll_before"] + 1e-9
     train = index["splits"]["train"]["grades"]
     expected = np.array([train.get(str(g), 0) + 1 for g in range(4)], float)
     np.testing.assert_allclose(calibration["prior"], expected / expected.sum())
     assert 0.05 < calibration["temperature"] < 20
     result = runner.invoke(main, ["evaluate", "grader", "--model", str(tmp_path / "run"),
-                                  "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev")])
+                                  "--labels", str(labels_csv), "--out", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
     assert "ECE" in result.output
     corners = pd.read_csv(tmp_path / "ev" / "corners.csv")
@@ -293,6 +310,21 @@ def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
     assert runner.invoke(main, ["calibrate", "--grader", str(tmp_path / "run")]).exit_code == 0
     again = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert again["temperature"] == pytest.approx(calibration["temperature"], rel=1e-3)
+    assert again["gradable"] == pytest.approx(calibration["gradable"], rel=1e-3)
+    # exported with a stage-1 run: the SavedModel serves the calibrated gradability as a named output
+    result = runner.invoke(main, ["train", "keypoints", "--labels", str(labels_csv), "--out", str(tmp_path / "kp"),
+                                  "--preset", "tiny", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["export", "--keypoints", str(tmp_path / "kp"), "--grader", str(tmp_path / "run"),
+                                  "--out", str(tmp_path / "model" / "1")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "model" / "1" / "metadata.json").read_text())
+    assert meta["grader"]["gradability"] and "gradable_probability" in meta["outputs"]
+    assert meta["calibration"]["gradable"] == pytest.approx(calibration["gradable"], rel=1e-3)
+    loaded = tf.saved_model.load(str(tmp_path / "model" / "1"))
+    crops = np.random.default_rng(1).random((3, 64, 64, 1)).astype("float32")
+    answer = loaded.signatures["grader"](crops=tf.constant(crops))
+    assert answer["gradable_probability"].shape == (3,)
 
 
 def test_init_imagenet_takes_the_backbone_weights_keras_downloads(tmp_path, monkeypatch):

@@ -38,7 +38,10 @@ from tfmssass.core import anatomy, retry
 from tfmssass.io import read_radiograph
 from tfmssass.pacs import dicomweb
 from tfmssass.pacs.objects import write_dicom_objects
-from tfmssass.scoring.run import run_scoring
+from tfmssass.scoring.folder import ScoredFolder
+from tfmssass.scoring.record_maker import OFF_FILM_REASON
+from tfmssass.scoring.run import run_scoring, write_outputs
+from tfmssass.stages.grader.grades import NOT_GRADABLE, NOT_GRADED
 
 REPO = Path(__file__).resolve().parents[1]
 needs_tools = pytest.mark.skipif(MISSING_TOOLS is not None, reason=MISSING_TOOLS or "")
@@ -60,6 +63,43 @@ def _score_with_gaps(phantoms, out):
             det.confidence[[0, 1, 2, 3]] = 0.05
     run_scoring(phantoms, out, models, settings(), progress=False)
     return first_cervical
+
+
+@needs_tools
+def test_not_gradable_and_off_the_film_are_coded_apart_and_count_as_missing(phantoms, tmp_path):
+    """A corner the grader judged not gradable is NG in corners.csv (grade blank, the reason said), imputed in
+    its visit's total, left out of the patient's chain at that visit, and a coded "not gradable" item in the
+    SR, apart from a corner whose level is off the film."""
+    out = tmp_path / "out"
+    _score_with_gaps(phantoms, out)
+    folder = ScoredFolder(out)
+    records = [r for r in folder.records() if r.scored and r.view == "cervical"]
+    covered, cut = records[1], records[2]
+    for corner in covered.corners:
+        if corner.corner in ("C7_inf", "T1_sup"):  # what the grader says of corners behind the shoulders
+            corner.grade, corner.p, corner.confidence, corner.review = None, None, None, False
+            corner.not_gradable, corner.p_gradable, corner.review_code = True, 0.03, NOT_GRADABLE
+            corner.review_reason = "not gradable: the corner cannot be seen well enough to grade (0.03)"
+    covered.score = sum(c.grade for c in covered.corners if c.grade is not None)
+    cut.levels["C2-C3"].on_film, cut.levels["C2-C3"].cut = False, False
+    for corner in cut.corners[:2]:
+        corner.grade, corner.p, corner.confidence, corner.review_code = None, None, None, NOT_GRADED
+        corner.review_reason = OFF_FILM_REASON
+    for record in (covered, cut):
+        folder.save_record(record)
+    write_outputs(out, 12, settings())
+    corners = pd.read_csv(out / "corners.csv")
+    ng = corners[corners["gradable"] == "NG"]
+    assert sorted(ng["corner"]) == ["C7_inf", "T1_sup"] and ng["file"].eq(covered.file).all()
+    assert ng["grade"].isna().all() and ng["review_reason"].str.startswith("not gradable:").all()
+    assert not ng["review"].any()  # a sure NG is an answer, not a question
+    visits = pd.read_csv(out / "visits.csv").set_index(["patient_id", "visit_date"])
+    # missing, imputed, never 0: the two NG corners and the two of the lumbar film's lost level
+    assert visits.loc[(covered.patient_id, covered.visit_date), "imputed"] == 2 + 2
+    write_dicom_objects(out)
+    reports = check_reports_match_tables(out, phantoms)
+    said = [c["grade"] for r in reports for c in r["corners"].values()]
+    assert said.count("not gradable") == 2 and said.count("not on the film") == 2
 
 
 @needs_tools

@@ -167,6 +167,35 @@ def test_stage1_training_cuts_films_and_the_levels_cut_away_must_not_respond():
     assert {(True, False), (False, True)} <= seen_cut  # both sides are cut across the draws
 
 
+def test_stage1_cut_films_lose_one_to_three_whole_levels_and_the_rest_keep_their_names():
+    """A cut drawn by level: the edge runs between two disks, 1-3 whole levels (both points) fall off one end,
+    and each level left on the film is still supervised at its own channel (its name), at its own place."""
+    from tfmssass.stages.keypoints.data import KeypointAugment, cut_film, on_film
+
+    image = tf.zeros([900, 300])
+    points = np.full((24, 2), np.nan, np.float32)
+    for j in range(6):  # a lumbar chain: disk centre and anterior point 120 px apart
+        points[12 + 2 * j] = (140.0, 150.0 + 120 * j)
+        points[12 + 2 * j + 1] = (190.0, 145.0 + 120 * j)
+    augment = KeypointAugment(cut_probability=1.0)
+    lost = set()
+    for counter in range(40):
+        cut, moved = cut_film(image, tf.constant(points), augment, tf.constant([5, counter], tf.int64))
+        seen = on_film(moved, cut).numpy()[12:].reshape(6, 2)
+        assert (seen[:, 0] == seen[:, 1]).all()  # a level is on the film whole, or off it whole
+        kept = np.flatnonzero(seen[:, 0])
+        off = 6 - len(kept)
+        assert 1 <= off <= 3 and kept[-1] - kept[0] + 1 == len(kept)  # one end lost 1-3 levels
+        shift = float(points[12, 1] - moved.numpy()[12, 1])  # rows cut from the top
+        np.testing.assert_allclose(moved.numpy()[12:][np.repeat(seen[:, 0], 2)],
+                                   (points[12:] - [0, shift])[np.repeat(seen[:, 0], 2)])  # names and places kept
+        edge = 0.0 if kept[0] > 0 else float(cut.shape[0])  # the film's first or last row
+        disks = points[12::2, 1] - shift
+        assert np.abs(disks - edge).min() > 0.25 * 120  # the edge runs between disks, not through one
+        lost.add((kept[0] > 0, off))
+    assert {side for side, _ in lost} == {True, False} and {n for _, n in lost} == {1, 2, 3}
+
+
 def test_levels_the_film_does_not_reach_are_told_by_where_they_would_have_to_be():
     from tfmssass.stages.keypoints.film_edge import levels_on_film
 

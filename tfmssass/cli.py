@@ -225,13 +225,14 @@ def labels_from_coco(coco_json, out, images_root):
                    "thoracic spine, chest): stage 1 learns to refuse them.")
 def prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers, negatives_csv):
     """Decode every labelled radiograph once into TFRecord shards for 'train --data'. Rerun to resume."""
+    from tfmssass.data.tfrecords import label_counts_text
     from tfmssass.stages.prepare import prepare as run_prepare
 
     index = run_prepare(labels_csv, out, long_side, patch_depth_px, val_fraction, seed, per_shard, workers,
                         negatives_csv=negatives_csv)
     for name in ("train", "val"):
         part = index["splits"][name]
-        grades = ", ".join(f"{g}: {n}" for g, n in part["grades"].items())
+        grades = label_counts_text(part["grades"])
         others = part["views"].get("other", 0)
         click.echo(f"{out}: {name}: {part['radiographs'] - others} radiographs of {part['patients']} patients; "
                    f"corners per grade {grades}" + (f"; {others} negatives" if others else ""))

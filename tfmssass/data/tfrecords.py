@@ -27,6 +27,12 @@ CORNERS = "corners"
 NOT_GRADABLE_RECORD = 4
 #: The corner labels a prepared folder keeps, one shard family each: grades 0-3 and NG.
 LABEL_CLASSES = (0, 1, 2, 3, NOT_GRADABLE_RECORD)
+
+
+def label_counts_text(counts: dict) -> str:
+    """Corner counts per label as people read them: "0: 2696, 1: 902, ..., NG: 116"."""
+    return ", ".join(f"{'NG' if int(g) == NOT_GRADABLE_RECORD else g}: {n}" for g, n in sorted(counts.items(),
+                                                                                            key=lambda i: int(i[0])))
 #: The view id of a negative: a film that is not a lateral cervical or lumbar radiograph, every point
 #: known absent (all 24 weights 1, all points NaN).
 NEGATIVE_VIEW = "other"

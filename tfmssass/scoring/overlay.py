@@ -3,7 +3,8 @@
 A reader should be able to see at a glance whether the points sit on the right disks and which
 grades to look at again: each disk space is named behind its centre point, each corner's grade is
 written beside it in its grade's colour, corners flagged for review get a magenta ring and a "?",
-ungraded corners a grey "-"; a legend under the picture says what the marks are.
+ungraded corners a grey "-", corners judged not gradable a grey "NG"; a legend under the picture says what
+the marks are.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: d
     """BGR overlay of a grey uint8 ``image`` already shrunk by ``scale`` (overlay px / original px).
 
     ``levels``: dicts with level, c, a, up (original pixels; up points cranially) and the two
-    corner names; ``corners``: corner name → (grade or None if not graded, to review).
+    corner names; ``corners``: corner name → (grade, "NG" if judged not gradable, or None if not graded; to
+    review).
     """
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     thick = max(1, round(max(image.shape) / 600))
@@ -58,8 +60,8 @@ def draw_overlay(image: np.ndarray, scale: float, levels: list[dict], corners: d
         marks = corner_marks(c, a, lv["up"])
         for name, at in ((lv["inf_corner"], marks[0]), (lv["sup_corner"], marks[1])):
             grade, review = corners.get(name, (None, False))
-            text = "-" if grade is None else str(int(grade))
-            colour = MISSING_COLOUR if grade is None else GRADE_COLOURS[int(grade)]
+            text = "-" if grade is None else grade if isinstance(grade, str) else str(int(grade))
+            colour = MISSING_COLOUR if grade is None or isinstance(grade, str) else GRADE_COLOURS[int(grade)]
             if review:
                 cv2.circle(canvas, tuple(np.round(at).astype(int)), int(depth * 0.3) + 2, REVIEW_COLOUR,
                            thick, cv2.LINE_AA)
@@ -83,7 +85,7 @@ def _outlined(canvas, text: str, origin, font: float, colour, thick: int) -> Non
 
 def _legend(band: np.ndarray, baseline: int, line_h: int, font: float) -> None:
     """One line saying what the marks are: the two points, the crop the grader saw, the grade colours,
-    a corner to review and one not graded."""
+    a corner to review, one not graded and one not gradable."""
     x, r = 6, max(3, line_h // 5)
     mid = baseline - line_h // 3
 
@@ -107,7 +109,8 @@ def _legend(band: np.ndarray, baseline: int, line_h: int, font: float) -> None:
     cv2.circle(band, (x + 2 * r, mid), 2 * r, REVIEW_COLOUR, 1, cv2.LINE_AA)
     x += 4 * r + 4
     words("? to review  ")
-    words("-", MISSING_COLOUR), words("not graded")
+    words("-", MISSING_COLOUR), words("not graded  ")
+    words("NG", MISSING_COLOUR), words("not gradable")
 
 
 def shrink_for_overlay(image: np.ndarray) -> tuple[np.ndarray, float]:

@@ -205,7 +205,7 @@ def _write_overlay(film: FilmRecord, overlay_state, out: Path, settings: Setting
     ups = dict(zip(names, cranial_directions(centres)))
     levels = [{"level": lv, "c": film.levels[lv].c, "a": film.levels[lv].a, "up": ups[lv],
                "inf_corner": anatomy.level_corners(lv)[0], "sup_corner": anatomy.level_corners(lv)[1]} for lv in cut]
-    corners = {c.corner: (c.grade, c.review) for c in film.corners}
+    corners = {c.corner: ("NG" if c.not_gradable else c.grade, c.review) for c in film.corners}
     review = sum(c.review for c in film.corners)
     turned = film.orientation or 0
     caption = [f"{film.file}  |  {film.view}  |  subtotal {film.score} of 36 "

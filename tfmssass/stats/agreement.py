@@ -88,11 +88,12 @@ def bland_altman(scored: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def reference_visits(labels: pd.DataFrame, impute: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Visit totals and corner table from a labels.csv frame (the same missing-corner rule as score)."""
+    """Visit totals and corner table from a labels.csv frame (the same missing-corner rule as score: NG and
+    blank are missing alike)."""
     rows = []
     for _, r in labels.iterrows():
         for corner in anatomy.CORNERS[r["view"]]:
-            grade = r.get(corner)
+            grade = pd.to_numeric(r.get(corner), errors="coerce")  # a raw "NG" cell is missing too
             rows.append({"patient_id": str(r["patient_id"]), "visit_date": r["visit_date"], "view": r["view"],
                          "corner": corner, "grade": float(grade) if pd.notna(grade) else np.nan})
     corners = pd.DataFrame(rows)

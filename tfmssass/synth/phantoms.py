@@ -390,15 +390,25 @@ def _placement(bodies: list[Body], acq: Acquisition) -> np.ndarray:
     return np.hstack([linear, shift[:, None]])
 
 
+#: Attenuation of the shoulders drawn below the cervical spine, and of shoulders raised over C6-T1 (both
+#: sides' soft tissue and the humeral heads in the beam: they wash out what lies beneath).
+SHOULDER_DENSITY, SHOULDER_OVER_SPINE_DENSITY = 0.6, 2.4
+#: A corner under at least this much of the raised shoulders' attenuation cannot be seen: labelled NG.
+SHOULDER_HIDES = 1.2
+
+
 def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisition,
-           rng: np.random.Generator, diff: Difficulty, variant: Variant = Variant()) -> tuple[np.ndarray, np.ndarray]:
-    """Display image (float32, bone bright, [0, 1]) and the affine mm → px used."""
+           rng: np.random.Generator, diff: Difficulty, variant: Variant = Variant()
+           ) -> tuple[np.ndarray, np.ndarray, set[str]]:
+    """Display image (float32, bone bright, [0, 1]), the affine mm → px used, and the corners the
+    shoulders hide (their drawn attenuation at the corner decides, not which level it is)."""
     to_px = _placement(bodies, acq)
     cv = Canvas(acq.height, acq.width, to_px)
     px_per_mm = 1.0 / acq.spacing
     s = acq.lesion_strength
 
     tissue, bone, posterior = cv.layer(), cv.layer(), cv.layer()
+    hidden: set[str] = set()
     top, bottom = bodies[0], bodies[-1]
     axis_mid = (top.axis + bottom.axis) / 2
 
@@ -447,12 +457,15 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
     if view == "cervical":  # the shoulders: over C7-T1 when they overlap, else below it (always on a real film)
         # an overlap draws from the film's stream; shoulders clear of the spine from their own, so a
         # film drawn before they were added keeps every other pixel
-        drop = rng.uniform(-5, 25) if acq.overlap else np.random.default_rng(
+        drop = rng.uniform(-15, 15) if acq.overlap else np.random.default_rng(
             [acq.height, acq.width, int(acq.rotation * 1e3) % 100000]).uniform(25, 40)
         c = bodies[-1].point(0, drop)
         ang = np.linspace(0, 2 * np.pi, 40)
-        cv.fill(extra, c + np.stack([np.cos(ang) * 130, np.sin(ang) * 30 + 20], 1), 0.6)
+        density = SHOULDER_OVER_SPINE_DENSITY if acq.overlap else SHOULDER_DENSITY
+        cv.fill(extra, c + np.stack([np.cos(ang) * 130, np.sin(ang) * 30 + 20], 1), density)
         extra = _blur_coarse(extra, 8 * px_per_mm)
+        if acq.overlap:
+            hidden = _hidden_corners(cv, extra, bodies)
     if acq.overlap and view == "lumbar":  # iliac crest over L4-S1
         c = bodies[-2].point(-rng.uniform(0, 30), rng.uniform(0, 20))
         path = [c + np.array([math.cos(a) * 90, math.sin(a) * 70]) for a in np.linspace(3.6, 5.8, 16)]
@@ -462,7 +475,20 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
     if variant.plated:
         metal = cv.layer()
         draw_metal(cv, metal, bodies, variant, rng)
-    return expose(tissue, bone + 0.45 * _blur(posterior, 1.0 * px_per_mm) + extra, acq, rng, metal), to_px
+    return expose(tissue, bone + 0.45 * _blur(posterior, 1.0 * px_per_mm) + extra, acq, rng, metal), to_px, hidden
+
+
+def _hidden_corners(cv: Canvas, shoulders: np.ndarray, bodies: list[Body]) -> set[str]:
+    """The corners of a cervical spine under at least :data:`SHOULDER_HIDES` of the shoulders' attenuation."""
+    names = {"ia": "inf", "sa": "sup"}
+    hidden = set()
+    for b, vertebra in zip(bodies, ("C2", "C3", "C4", "C5", "C6", "C7", "T1")):
+        for which, side in names.items():
+            x, y = np.rint(cv.px(b.corner(which)[None])[0]).astype(int)
+            inside = 0 <= y < shoulders.shape[0] and 0 <= x < shoulders.shape[1]
+            if inside and shoulders[y, x] >= SHOULDER_HIDES:
+                hidden.add(f"{vertebra}_{side}")
+    return hidden & set(anatomy.CORNERS["cervical"])
 
 
 def expose(tissue: np.ndarray, dense: np.ndarray, acq: Acquisition, rng, metal: np.ndarray | None = None
@@ -632,8 +658,9 @@ def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
 PHANTOM_NOTE = "tfmssass synthetic spine phantom - not a patient"
 #: The drawing's revision, in every set's synth.json: raised whenever the same seed draws other films or
 #: headers, so a folder made before is not taken for the same set (2: shoulders on cervical films, and
-#: PatientOrientation in the header; 3: headers complete for a DX image, as dciodvfy checks them; 4: the
-#: labels say NG for hidden and implant-covered corners, where they were blank).
+#: PatientOrientation in the header; 3: headers complete for a DX image, as dciodvfy checks them; 4: shoulders
+#: raised over the spine dense enough to wash out what they cover, and the labels say NG for the corners
+#: they cover (their drawn attenuation decides) and for implant-covered ones, where they were blank).
 RENDERING = 4
 #: What each kind of film's header says: body part, whether it is lateral (a frontal film's ViewPosition
 #: is left out, as in many exports) and the study description. Series are numbered in this order.
@@ -644,8 +671,6 @@ FILM_HEADERS = {
 }
 #: The anatomic region of each body part (``pydicom.sr.codedict.codes.SCT`` names, from DICOM's CID 4031).
 BODY_PART_REGIONS = {"CSPINE": "CervicalSpine", "LSPINE": "LumbarSpine", "TSPINE": "ThoracicSpine", "CHEST": "Chest"}
-#: Levels hidden when the shoulders overlap a cervical view: their corners are not gradable.
-HIDDEN_BY_SHOULDERS = ("C7-T1",)
 
 
 @dataclass(frozen=True)
@@ -694,8 +719,6 @@ def plan_case(case: Case) -> Plan:
 
     row: dict = {"patient_id": case.patient_id, "visit_date": date, "view": case.view}
     hidden, off_film = set(), set()  # not gradable (NG, as a reader says it), and not labelled at all
-    if acq.overlap and case.view == "cervical":
-        hidden = {c for level in HIDDEN_BY_SHOULDERS for c in anatomy.level_corners(level)}
     for j, level in enumerate(anatomy.LEVELS[case.view]):
         upper, lower = bodies[j], bodies[j + 1]
         centre, anterior = level_points(upper, lower)
@@ -721,8 +744,11 @@ def plan_case(case: Case) -> Plan:
 def make_case(case: Case) -> tuple[np.ndarray, dict, Acquisition]:
     """Render one radiograph; return (display image, label row without the image path, acquisition)."""
     plan = plan_case(case)
-    display, _ = render(case.view, plan.bodies, plan.grades, plan.acq, plan.rng, DIFFICULTIES[case.difficulty],
-                        plan.variant)
+    display, _, hidden = render(case.view, plan.bodies, plan.grades, plan.acq, plan.rng,
+                                DIFFICULTIES[case.difficulty], plan.variant)
+    for corner in hidden:  # under the shoulders, on the film: a reader cannot grade it
+        if plan.row[corner] is not None:
+            plan.row[corner] = NOT_GRADABLE
     return display[plan.rows[0]:plan.rows[1]], plan.row, plan.acq
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core.config import GRADABLE_THRESHOLD, GraderConfig, KeypointConfig
-from tfmssass.data.tfrecords import grade_counts, load_index
+from tfmssass.data.tfrecords import grade_counts, label_counts_text, load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as grading_metrics
 from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, fit_gradability, write_calibration
@@ -172,7 +172,7 @@ def train_grader(source, out, config: GraderConfig, init: str | None = None,
     first_epoch = resumed_epoch(run, role)  # a resumed run reseeds its grade streams from here
     train_ds, steps, val_ds, counts = _prepared_inputs(data, index, config, first_epoch, role)
     if role.chief:
-        print("training corners per grade: " + ", ".join(f"{g}: {n}" for g, n in sorted(counts.items())))
+        print("training corners per grade: " + label_counts_text(counts))
 
     set_precision(mixed_precision)
     with chosen.scope():
