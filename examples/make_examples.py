@@ -23,6 +23,7 @@ import pydicom
 from pydicom.uid import JPEGLSNearLossless
 
 from tfmssass.core import anatomy
+from tfmssass.io.labels import write_labels
 from tfmssass.synth.sets import synthesize
 
 FACTOR = 2
@@ -56,7 +57,7 @@ def main(out: Path) -> None:
     labels["image_height"] //= FACTOR
     labels["image_width"] //= FACTOR
     labels["pixel_spacing_mm"] *= FACTOR
-    labels.to_csv(out / "labels.csv", index=False)
+    write_labels(labels, out / "labels.csv")  # the label contract: grades, NG, blank
     size = sum(p.stat().st_size for p in out.rglob("*.dcm")) / 1e6
     print(f"{out}: {len(labels)} radiographs, {size:.1f} MB of DICOM")
 

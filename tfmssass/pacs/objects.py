@@ -53,7 +53,7 @@ from tfmssass.scoring.film import CornerRecord, FilmRecord, LevelRecord, corner_
 from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.run import used_corners
 from tfmssass.scoring.settings import Settings
-from tfmssass.scoring.totals import visit_totals
+from tfmssass.scoring.totals import for_output, visit_totals
 from tfmssass.stages.runs import PHANTOM_WARNING
 
 #: Series numbers of the new series (one SR series and one presentation-state series per study).
@@ -392,7 +392,9 @@ def write_dicom_objects(out, settings: Settings | None = None) -> Written:
 def _write_objects(out: Path, root: Path, films: list[FilmRecord], not_used: dict, settings: Settings, note: str,
                    when: _dt.datetime) -> Written:
     corners, _ = corner_table(films)
-    visits = visit_totals(used_corners(corners, not_used), settings.impute).set_index(["patient_id", "visit_date"])
+    # rounded as visits.csv rounds them (totals.for_output), so the report and the table say the same number
+    visits = for_output(visit_totals(used_corners(corners, not_used), settings.impute)).set_index(
+        ["patient_id", "visit_date"])
     folder = out / "dicom"
     written = Written()
     by_visit: dict[tuple, list] = {}
