@@ -1,7 +1,7 @@
 """Stand-ins for the trained stages, so the scoring run's bookkeeping can be tested without
 hours of training: stage 1 answers with the phantoms' labelled points (found by image content),
-stage 2 is a tiny untrained grader with fixed weights that calls every corner gradable. Run as a script, it scores a folder
-(used by the kill-and-resume test, which needs a process it can SIGKILL).
+stage 2 is a tiny untrained grader with fixed weights that calls every corner gradable. Run as a
+script, it scores a folder (used by the kill-and-resume test, which needs a process it can SIGKILL).
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
         page.mouse.up()
         page.wait_for_selector(f"#status:has-text('saved {level}_a')")
         page.click(f"#corners tr[data-field='{corner}'] td:first-child")  # select a corner …
-        assert "(pre-fill)" in page.inner_text(f"#corners tr[data-field='{corner}']")  # the model's, not yet the reader's
+        # the model's value, not yet the reader's
+        assert "(pre-fill)" in page.inner_text(f"#corners tr[data-field='{corner}']")
         page.keyboard.press(str(new_grade))  # … and grade it by keyboard
         page.wait_for_selector(f"#status:has-text('saved {corner} = {new_grade}')")
         assert f"a bridge spans {anatomy.CORNER_LEVEL[corner]}" in page.inner_text("#status")
@@ -294,7 +295,8 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
     frame, _ = load_labels(out)
     assert len(frame) == 1 and frame.loc[0, "image"].endswith(film.split("/")[-1])
     row = frame.loc[0]
-    read = {name: corner_label(row, name) for name in anatomy.CORNERS[row["view"]] if corner_label(row, name) is not None}
+    read = {name: corner_label(row, name) for name in anatomy.CORNERS[row["view"]]
+            if corner_label(row, name) is not None}
     assert read == {corner: new_grade, hidden: "NG", kept: model[film][kept]}
     placed = [c for c in anatomy.view_keypoint_columns(row["view"]) if pd.notna(row[c])]
     assert placed == [f"{level}_ax", f"{level}_ay"]

@@ -3,7 +3,8 @@
 One COCO category per view (``cervical_spine``, ``lumbar_spine``) whose keypoint names are
 ``<level>_c`` and ``<level>_a`` (e.g. ``C2-C3_c``). Coordinates are pixel indices, as COCO and
 labels.csv both use them. Grades travel as annotation ``attributes`` named after the corners
-(CVAT exports attributes there), each a grade 0-3 or ``NG`` (not gradable); patient and visit as image fields ``patient_id``/``visit_date``.
+(CVAT exports attributes there), each a grade 0-3 or ``NG`` (not gradable); patient and visit as image
+fields ``patient_id``/``visit_date``.
 Visibility 0 means the point was not placed: it stays blank, never (0, 0).
 """
 

@@ -103,7 +103,7 @@ def _legend(band: np.ndarray, baseline: int, line_h: int, font: float) -> None:
     dot(ANTERIOR_COLOUR), words("anterior point  ")
     cv2.rectangle(band, (x, mid - r), (x + 2 * r, mid + r), BOX_COLOUR, 1)
     x += 2 * r + 4
-    words("corner crops graded  grades")
+    words("crops graded  grades")
     for g, colour in GRADE_COLOURS.items():
         words(str(g), colour)
     cv2.circle(band, (x + 2 * r, mid), 2 * r, REVIEW_COLOUR, 1, cv2.LINE_AA)

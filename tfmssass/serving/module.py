@@ -77,8 +77,8 @@ from tfmssass.stages.runs import (
 )
 
 OUTPUT_NAMES = ("keypoints", "keypoint_confidence", "view", "spine_found", "grade_probabilities", "grade_prior",
-                "gradable_probability", "grades", "corner_confidence", "review", "review_reason", "model_note", "orientation", "finding",
-                "level_plausible", "level_implant", "level_on_film")
+                "gradable_probability", "grades", "corner_confidence", "review", "review_reason", "model_note",
+                "orientation", "finding", "level_plausible", "level_implant", "level_on_film")
 
 
 class Reading(NamedTuple):
@@ -128,7 +128,8 @@ class ScoringModule(tf.Module):
         def calibrated(crops):
             p, g = (tf.cast(t, tf.float32) for t in grader_outputs(grader, crops))
             g = tf.clip_by_value(g, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-            return {"grade_probabilities": tf.nn.softmax(tf.math.log(tf.maximum(p, PROBABILITY_FLOOR)) / temperature + shift),
+            logits = tf.math.log(tf.maximum(p, PROBABILITY_FLOOR)) / temperature + shift
+            return {"grade_probabilities": tf.nn.softmax(logits),
                     "gradable_probability": tf.sigmoid(slope * (tf.math.log(g) - tf.math.log1p(-g)) + offset)}
 
         self.grade = tf.function(calibrated, input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],

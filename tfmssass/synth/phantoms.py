@@ -8,8 +8,9 @@ affine places everything on the detector: spacing, rotation, facing left/right, 
 
 Grades follow a skewed cohort distribution and never decrease between a patient's visits; a bridge
 (grade 3) always takes both corners of its disk. Corners hidden behind the shoulders or under an
-implant are labelled ``NG`` (not gradable), corners of levels off a cut film blank (not read), never 0. Every random draw comes from a generator seeded by
-(seed, patient, visit, view), so the same seed gives byte-identical files in any order or process.
+implant are labelled ``NG`` (not gradable), corners of levels off a cut film blank (not read), never 0.
+Every random draw comes from a generator seeded by (seed, patient, visit, view), so the same seed gives
+byte-identical files in any order or process.
 """
 
 from __future__ import annotations
