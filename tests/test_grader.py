@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.core.geometry import CropSpec, level_frame
+from tfmssass.data.tfrecords import NOT_GRADABLE_RECORD
 from tfmssass.io.labels import load_labels
 from tfmssass.ops.image import canonical_matrix, clahe
 from tfmssass.stages.grader.data import (
@@ -30,7 +31,6 @@ from tfmssass.stages.grader.metrics import (
     summary,
 )
 from tfmssass.stages.grader.model import (
-    NOT_GRADABLE_LABEL,
     CornerGrader,
     grade_loss,
     gradability_loss,
@@ -209,7 +209,7 @@ def test_grader_training_lowers_the_loss_of_both_heads():
     y = rng.integers(0, 5, 40)
     x = rng.random((40, 64, 64, 1)).astype("float32") * 0.2
     for i, g in enumerate(y):  # learnable cues: a dense band hides an NG corner; brightness by grade
-        if g == NOT_GRADABLE_LABEL:
+        if g == NOT_GRADABLE_RECORD:
             x[i, 16:48, :] += 0.5
         else:
             x[i, :16, 48:] += 0.25 * g
@@ -218,8 +218,8 @@ def test_grader_training_lowers_the_loss_of_both_heads():
         last = model.train_on_batch(x, {"grades": y, "gradable": y})
     assert last[1] < 0.3 * first[1] and last[2] < 0.3 * first[2]  # [total, grades, gradable]
     _, gradable = grader_outputs(model, x, training=True)
-    assert np.all((np.asarray(gradable) < 0.5) == (y == NOT_GRADABLE_LABEL))
-    ng_only = np.full(4, NOT_GRADABLE_LABEL)
+    assert np.all((np.asarray(gradable) < 0.5) == (y == NOT_GRADABLE_RECORD))
+    ng_only = np.full(4, NOT_GRADABLE_RECORD)
     assert float(np.sum(grade_loss(ng_only, np.full((4, 4), 0.25, "float32")))) == 0.0
 
 

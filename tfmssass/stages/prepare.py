@@ -31,7 +31,6 @@ from tfmssass.data.tfrecords import (
     INDEX,
     LABEL_CLASSES,
     NEGATIVE_VIEW,
-    NOT_GRADABLE_RECORD,
     RADIOGRAPHS,
     PrepareError,
     corner_example,
@@ -39,23 +38,17 @@ from tfmssass.data.tfrecords import (
 )
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
-from tfmssass.io.labels import NOT_GRADABLE, corner_label, load_labels, resolve_image
+from tfmssass.io.labels import load_labels, resolve_image
 from tfmssass.io.split import split_patients, write_split
 from tfmssass.ops.image import shrink_to_long_side
 from tfmssass.stages.grader.crops import level_patch
-from tfmssass.stages.grader.data import croppable_levels, level_points, patch_points
+from tfmssass.stages.grader.data import croppable_levels, level_points, patch_points, record_label
 from tfmssass.stages.keypoints.data import row_points
-
-
-def _record_grade(row, corner: str) -> int | None:
-    """A corner's label as prepared records hold it: 0-3, :data:`NOT_GRADABLE_RECORD` for NG, None blank."""
-    label = corner_label(row, corner)
-    return NOT_GRADABLE_RECORD if label == NOT_GRADABLE else label
 
 
 def _grades(row) -> list[int]:
     """The 24 corner labels in :data:`anatomy.ALL_CORNERS` order, -1 where blank."""
-    return [-1 if (g := _record_grade(row, c)) is None else g for c in anatomy.ALL_CORNERS]
+    return [-1 if (g := record_label(row, c)) is None else g for c in anatomy.ALL_CORNERS]
 
 
 def prepare_one(task: dict) -> dict:
@@ -88,8 +81,8 @@ def prepare_one(task: dict) -> dict:
     depth_px = task["patch_depth_px"]
     level_points_used = level_points(row) if task.get("points") is None else task["points"]
     for level, c, a, up, depth in croppable_levels(row["view"], level_points_used):
-        graded = [(name, sup, _record_grade(row, name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
-                  if _record_grade(row, name) is not None]
+        graded = [(name, sup, record_label(row, name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
+                  if record_label(row, name) is not None]
         if not graded:
             continue  # not read: never a 0, never trained on (an NG corner teaches gradability)
         patch, _, _ = level_patch(image, tf.constant(c, tf.float32), float(depth), depth_px)

@@ -481,15 +481,14 @@ def render(view: str, bodies: list[Body], grades: dict[str, int], acq: Acquisiti
 
 def _hidden_corners(cv: Canvas, shoulders: np.ndarray, bodies: list[Body]) -> set[str]:
     """The corners of a cervical spine under at least :data:`SHOULDER_HIDES` of the shoulders' attenuation."""
-    names = {"ia": "inf", "sa": "sup"}
     hidden = set()
-    for b, vertebra in zip(bodies, ("C2", "C3", "C4", "C5", "C6", "C7", "T1")):
-        for which, side in names.items():
-            x, y = np.rint(cv.px(b.corner(which)[None])[0]).astype(int)
+    for j, level in enumerate(anatomy.LEVELS["cervical"]):  # level j: body j's lower corner, body j+1's upper
+        for name, corner in zip(anatomy.level_corners(level), (bodies[j].corner("ia"), bodies[j + 1].corner("sa"))):
+            x, y = np.rint(cv.px(corner[None])[0]).astype(int)
             inside = 0 <= y < shoulders.shape[0] and 0 <= x < shoulders.shape[1]
             if inside and shoulders[y, x] >= SHOULDER_HIDES:
-                hidden.add(f"{vertebra}_{side}")
-    return hidden & set(anatomy.CORNERS["cervical"])
+                hidden.add(name)
+    return hidden
 
 
 def expose(tissue: np.ndarray, dense: np.ndarray, acq: Acquisition, rng, metal: np.ndarray | None = None

@@ -114,13 +114,13 @@ def fit_gradability(p_gradable, gradable) -> tuple[tuple, dict]:
     from scipy.optimize import minimize
 
     truth = np.asarray(gradable, bool)
-    z = _logit(p_gradable)
     report = {"corners": int(len(truth)), "not_gradable": int((~truth).sum())}
     if truth.all() or not truth.any():
         return (1.0, 0.0), {**report, "fitted": False}
 
     def nll(x):
-        q = np.clip(1.0 / (1.0 + np.exp(-(x[0] * z + x[1]))), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        q = np.clip(calibrate_gradable(p_gradable, Calibration(gradable=tuple(x))), PROBABILITY_FLOOR,
+                    1 - PROBABILITY_FLOOR)
         return float(-np.mean(np.where(truth, np.log(q), np.log1p(-q))))
 
     result = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(0.05, 20.0), (-20.0, 20.0)])

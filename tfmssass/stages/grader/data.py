@@ -150,13 +150,14 @@ def extract_patches(frame: pd.DataFrame, patch_dir, depth_px: int = 96, points_f
                 "row": index, "image": row["image"], "patient_id": row["patient_id"],
                 "visit_date": row["visit_date"], "view": view, "level": level, "patch_path": str(target),
                 **patch_points(c, a, up, depth, depth_px), "inf_corner": upper, "sup_corner": lower,
-                "grade_inf": _label(row, upper), "grade_sup": _label(row, lower),
+                "grade_inf": record_label(row, upper), "grade_sup": record_label(row, lower),
             })
     return pd.DataFrame(rows), errors
 
 
-def _label(row, corner: str):
-    """A corner's label as training holds it: 0-3, 4 for a reader's NG, None when not read."""
+def record_label(row, corner: str) -> int | None:
+    """A label row's corner as prepared records and training hold it: 0-3, :data:`NOT_GRADABLE_RECORD` (4)
+    for a reader's NG, None when not read."""
     label = corner_label(row, corner)
     return NOT_GRADABLE_RECORD if label == NOT_GRADABLE else label
 

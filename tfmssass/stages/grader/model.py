@@ -22,6 +22,7 @@ import keras
 from keras import layers, ops
 
 from tfmssass.core.config import GraderConfig
+from tfmssass.data.tfrecords import NOT_GRADABLE_RECORD  # the training label of a reader's NG (grades 0-3)
 from tfmssass.stages.dtype import base_config, dtype_policy
 
 BACKBONES = {
@@ -72,20 +73,16 @@ def _tiny_backbone(x):
     return layers.GlobalAveragePooling2D()(x)
 
 
-#: The training label of a corner a reader called not gradable (grades are 0-3).
-NOT_GRADABLE_LABEL = 4
-
-
 def grade_loss(labels, probabilities):
     """Cross-entropy of the grades over the corners that have one; an NG corner (label 4) adds nothing."""
     labels = ops.reshape(ops.cast(labels, "int32"), [-1])
-    graded = ops.cast(labels < NOT_GRADABLE_LABEL, probabilities.dtype)
+    graded = ops.cast(labels < NOT_GRADABLE_RECORD, probabilities.dtype)
     return keras.losses.sparse_categorical_crossentropy(ops.minimum(labels, 3), probabilities) * graded
 
 
 def gradability_loss(labels, gradable):
     """Binary cross-entropy of "can be graded" (every graded corner) against "NG" (label 4)."""
-    target = ops.cast(ops.reshape(ops.cast(labels, "int32"), [-1, 1]) < NOT_GRADABLE_LABEL, gradable.dtype)
+    target = ops.cast(ops.reshape(ops.cast(labels, "int32"), [-1, 1]) < NOT_GRADABLE_RECORD, gradable.dtype)
     return keras.losses.binary_crossentropy(target, gradable)
 
 

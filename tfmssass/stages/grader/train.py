@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core.config import GRADABLE_THRESHOLD, GraderConfig, KeypointConfig
-from tfmssass.data.tfrecords import grade_counts, label_counts_text, load_index
+from tfmssass.data.tfrecords import NOT_GRADABLE_RECORD, grade_counts, label_counts_text, load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as grading_metrics
 from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, fit_gradability, write_calibration
@@ -30,13 +30,7 @@ from tfmssass.stages.grader.data import (
     prepared_balanced_dataset,
     prepared_validation_dataset,
 )
-from tfmssass.stages.grader.model import (
-    NOT_GRADABLE_LABEL,
-    build_grader,
-    grade_loss,
-    gradability_loss,
-    grader_outputs,
-)
+from tfmssass.stages.grader.model import build_grader, grade_loss, gradability_loss, grader_outputs
 from tfmssass.stages.prepare import prepare_for_run
 from tfmssass.stages.runs import IMAGENET, initial_weights, judge_learning, load_grader, run_data, start_run
 from tfmssass.stages.training import (
@@ -67,7 +61,7 @@ class Predicted:
     @property
     def graded(self) -> np.ndarray:
         """Which corners have a grade (the grade metrics and the grade calibration use only these)."""
-        return self.labels < NOT_GRADABLE_LABEL
+        return self.labels < NOT_GRADABLE_RECORD
 
 
 def predict_dataset(model, dataset) -> Predicted:
@@ -109,14 +103,14 @@ class GradingMetricsCallback(keras.callbacks.Callback):
         table = grading_metrics.per_grade_table(cm)
         if logs is not None:
             # the answers a reader can give: a grade, or NG where the validation has NG corners
-            answers = np.where(seen.gradable < GRADABLE_THRESHOLD, NOT_GRADABLE_LABEL, seen.probabilities.argmax(axis=1))
+            said_ng = seen.gradable < GRADABLE_THRESHOLD
+            answers = np.where(said_ng, NOT_GRADABLE_RECORD, seen.probabilities.argmax(axis=1))
             logs[MONITOR] = float(np.mean([np.mean(answers[seen.labels == c] == c) for c in np.unique(seen.labels)]))
             logs["val_grade_balanced_accuracy"] = stats["balanced_accuracy"]
             logs["val_exact_accuracy"] = stats["exact_accuracy"]
             logs["val_qwk"] = stats["quadratic_weighted_kappa"]
             logs["val_grade2_sensitivity"] = float(table.loc[2, "sensitivity"])
             if (~graded).any():  # how often NG corners are called NG, and graded ones are not
-                said_ng = seen.gradable < GRADABLE_THRESHOLD
                 logs["val_ng_sensitivity"] = float(said_ng[~graded].mean())
                 logs["val_ng_false_rate"] = float(said_ng[graded].mean())
 
@@ -133,7 +127,7 @@ def _prepared_inputs(data_dir, index: dict, config: GraderConfig, first_epoch: i
     if config.gradability:  # both heads learn from the one label: a grade 0-3, or 4 for NG
         train_ds = train_ds.map(lambda x, y: (x, {"grades": y, "gradable": y}))
     else:  # a grader without the head cannot learn from NG corners
-        train_ds = train_ds.unbatch().filter(lambda x, y: y < NOT_GRADABLE_LABEL).batch(config.batch_size)
+        train_ds = train_ds.unbatch().filter(lambda x, y: y < NOT_GRADABLE_RECORD).batch(config.batch_size)
     return train_ds, steps, val_ds, {g: n for g, n in train_counts.items() if n}
 
 
