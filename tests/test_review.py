@@ -276,6 +276,10 @@ def test_review_in_the_browser_by_keyboard_and_mouse_then_export(scored, tmp_pat
         assert "still pre-filled" in page.inner_text("#prefills")
         provenance = api(root, token, "films/0")["provenance"]
         assert provenance == {f"{level}_a": "set", corner: "set", hidden: "set", kept: "confirmed"}
+        # a film with pre-fills left is not done, whatever is still flagged: its export would leave them out
+        summary, shown = api(root, token, "session"), api(root, token, "films/0")["reading"]
+        assert summary["films"][0]["prefills"] == len([f for f in shown if f != "view"]) - len(provenance) > 0
+        assert summary["done"] == 0 and f"{summary['prefills']} values still pre-filled" in page.inner_text("#progress")
         page.screenshot(path=str(tmp_path / "review.png"))
         page.reload()
         page.wait_for_selector("#status:has-text('ready')")

@@ -157,18 +157,28 @@ class ReviewSession:
         """A film's name on the page; blinded reading hides it (paths often hold the visit date)."""
         return f"film {index + 1}" if self.order == "blinded" else self.films[index].key
 
+    def prefills_left(self, film: Film) -> int:
+        """Pre-filled values of an opened film that this reader has neither set nor confirmed: an export
+        leaves them out, so a film with any is not done, whatever is still flagged."""
+        if self.adjudicate or film.reading is None:
+            return 0
+        own = self.store.item_values(self.reader, film.key)
+        return sum(1 for name in film.reading if name != "view" and name not in own)
+
     def summary(self) -> dict:
         rows = []
         for i, film in enumerate(self.films):
             left = self.open_fields(film) if film.reading is not None or self.adjudicate else None
             rows.append({"index": i, "film": self.shown_name(i), "patient_id": film.patient_id,
                          "visit_date": None if self.order == "blinded" else film.visit_date,
-                         "view": film.view, "open": None if left is None else len(left)})
+                         "view": film.view, "open": None if left is None else len(left),
+                         "prefills": self.prefills_left(film)})
         known = [r["open"] for r in rows if r["open"] is not None]
         return {"reader": self.reader, "mode": "adjudicate" if self.adjudicate else
                 "review" if self.worklist.scored else "label",
                 "order": self.order, "pair": self.pair, "note": self.worklist.note, "films": rows,
-                "done": sum(1 for n in known if n == 0), "items_open": sum(known),
+                "done": sum(1 for r in rows if r["open"] == 0 and r["prefills"] == 0), "items_open": sum(known),
+                "prefills": sum(r["prefills"] for r in rows),
                 "views": {v: {"points": list(anatomy.point_names(v)), "corners": list(anatomy.CORNERS[v])}
                           for v in anatomy.VIEWS},
                 "grades": {str(k): v for k, v in anatomy.GRADES.items()}}

@@ -51,6 +51,7 @@ async function loadSummary() {
   $("note").textContent = s.note;
   const opened = s.films.filter((f) => f.open !== null).length;
   $("progress").textContent = `${s.done} of ${s.films.length} radiographs done · ${s.items_open} items still open` +
+    (s.prefills ? ` · ${s.prefills} values still pre-filled` : "") +
     (opened < s.films.length ? ` (${s.films.length - opened} not opened yet)` : "");
   const nav = $("films");
   nav.textContent = "";
@@ -59,8 +60,10 @@ async function loadSummary() {
     b.className = f.index === state.index ? "current" : "";
     b.textContent = `${f.patient_id} ${f.visit_date || "film " + (f.index + 1)} ${f.view || ""}`;
     const left = document.createElement("span");
-    left.className = "left" + (f.open === 0 ? " done" : "");
-    left.textContent = f.open === null ? "" : f.open === 0 ? "✓" : f.open;
+    // done: nothing open and nothing left pre-filled (an export holds only what the reader decided)
+    const done = f.open === 0 && f.prefills === 0;
+    left.className = "left" + (done ? " done" : f.open === 0 ? " prefill" : "");
+    left.textContent = f.open === null ? "" : done ? "✓" : f.open || `${f.prefills} pre-filled`;
     b.appendChild(left);
     b.onclick = () => openFilm(f.index);
     nav.appendChild(b);
@@ -230,7 +233,9 @@ function drawPrompt() {
     const [a, b] = state.summary.pair.map((r) => fmt(film.readers[r][f]));
     text = `A says ${a}, B says ${b}: a or b takes one · ` + text;
   }
-  if (film.open.length === 0) text += " · this radiograph is done (n: next)";
+  const prefilled = fields().filter(isPrefill).length;
+  if (film.open.length === 0) text += prefilled ? ` · nothing flagged is left; ${prefilled} value(s) still pre-filled ` +
+    "(Enter confirms the one selected; n: next)" : " · this radiograph is done (n: next)";
   $("prompt").textContent = text;
 }
 
