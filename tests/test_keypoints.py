@@ -266,6 +266,13 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
              "--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "1"]
     assert runner.invoke(main, again).exit_code == 0
     assert (tmp_path / "run" / "orientation.weights.h5").is_file()
+    # the checks learnt again, the classifier fine-tuned from the run's own
+    before = json.loads((tmp_path / "run" / "orientation.json").read_text())
+    result = runner.invoke(main, ["train", "checks", "--keypoints", str(tmp_path / "run"), "--init",
+                                  str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((tmp_path / "run" / "orientation.json").read_text())
+    assert after["init"] == str((tmp_path / "run").resolve()) and "init" not in before
     result = runner.invoke(main, ["evaluate", "keypoints", "--model", str(tmp_path / "run"),
                                   "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev"),
                                   "--worst", "2"])
@@ -291,3 +298,51 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
     result = runner.invoke(main, ["train", "keypoints", "--labels", str(tmp_path / "nope.csv"),
                                   "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def _lumbar_chain(step=50.0):
+    """A lumbar film's points [24, 2] (centres down x=100, anterior points 30 px in front)."""
+    points = np.full((24, 2), np.nan, np.float32)
+    for j in range(6):
+        points[12 + 2 * j] = (100.0, 100.0 + step * j)
+        points[13 + 2 * j] = (130.0, 100.0 + step * j)
+    return points
+
+
+def test_validation_cuts_films_between_disks_and_counts_levels_named_wrong():
+    """The best stage-1 epoch is chosen by levels answered wrong on validation films whole and cut, read
+    as scoring reads them (the film-edge rule drops levels piled at the edge): a chain found one disk off
+    on a cut film, or a level cut away that is still answered, is wrong; the median point error on
+    whole films would not see either."""
+    from tfmssass.stages.keypoints.validation import cut_versions, levels_wrong
+
+    truth, image = _lumbar_chain(), np.zeros((500, 300), np.float32)
+    for index, (above, below) in enumerate([(1, 2), (2, 3), (3, 1)]):
+        whole, cut_above, cut_below = cut_versions(image, truth, "lumbar", index)
+        assert whole[0] is image
+        film, moved = cut_above
+        top = truth[12, 1] - moved[12, 1]  # the rows cut away, between two disks
+        assert truth[12 + 2 * (above - 1), 1] < top < truth[12 + 2 * above, 1] and film.shape[0] == 500 - top
+        assert (moved[12::2, 1] < 0).tolist() == [j < above for j in range(6)]
+        film, moved = cut_below
+        assert (moved[12::2, 1] > film.shape[0]).tolist() == [j >= 6 - below for j in range(6)]
+    film, moved = cut_versions(image, truth, "lumbar", 1)[1]  # two levels cut away above
+    rows, columns, step = film.shape[0], film.shape[1], 50.0
+    right = Detection(moved.copy(), np.ones(24), "lumbar", True)
+    right.points[12:16] = np.nan  # the levels cut away: not answered
+    right.low_confidence[12:16] = True
+    assert levels_wrong(right, moved, "lumbar", rows, columns, step) == (0, 6)
+    up = Detection(moved.copy(), np.ones(24), "lumbar", True)
+    up.points[12:24] = moved[12:24] - [0.0, step]  # every level placed on the disk above it
+    up.low_confidence[12:16] = True
+    assert levels_wrong(up, moved, "lumbar", rows, columns, step) == (4, 6)  # the four on the film, named wrong
+    down = Detection(moved.copy(), np.ones(24), "lumbar", True)
+    down.points[14:24] = moved[14:24] + [0.0, step]  # named as if one level fewer were cut: all on the film
+    down.low_confidence[12:14] = True
+    assert levels_wrong(down, moved, "lumbar", rows, columns, step) == (5, 6)  # four misnamed, one cut away answered
+    piled = Detection(right.points.copy(), np.ones(24), "lumbar", True)
+    piled.points[12:16] = np.tile(moved[16:18], (2, 1)) + [0.0, 3.0]  # the cut levels piled on the first kept
+    assert levels_wrong(piled, moved, "lumbar", rows, columns, step) == (0, 6)  # the film-edge rule drops them
+    missed = Detection(moved, np.zeros(24), "lumbar", False, "spine not found")
+    assert levels_wrong(missed, moved, "lumbar", rows, columns, step) == (4, 6)
+    assert levels_wrong(right, moved, "cervical", rows, columns, step) == (0, 0)  # no cervical level labelled

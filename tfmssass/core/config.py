@@ -70,9 +70,9 @@ class KeypointConfig:
     seed: int = 0
     cache_long_side: int = 1024  # working size: the long side radiographs are prepared and detected at
     confidence_threshold: float = POINT_CONFIDENCE
-    min_points: int = 8
+    min_points: int = 6  # confident points of the view: a film cut 3 of its 6 levels off still shows a chain of 3
     steps_per_epoch: int | None = 100  # None: one pass over the training radiographs
-    val_point_images: int = 24  # radiographs the per-epoch detector error is measured on
+    val_point_images: int = 48  # radiographs the per-epoch validation runs the detector on (whole and cut)
     augment: dict = field(default_factory=dict)  # overrides of KeypointAugment
     orientation_epochs: int = 40  # the orientation classifier, trained after the network (stages.keypoints.orientation)
     orientation_steps: int = 60

@@ -13,7 +13,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.config import GraderConfig, KeypointConfig
 from tfmssass.data.tfrecords import (
     NEGATIVE_VIEW,
@@ -33,31 +32,16 @@ from tfmssass.stages.keypoints.model import build_hrnet
 from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
 from tfmssass.stages.keypoints.orientation import train_orientation
 from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
+from tfmssass.stages.keypoints.validation import LEVELS_WRONG, validation_errors
 from tfmssass.stages.prepare import prepare_for_run
 from tfmssass.stages.runs import initial_weights, judge_learning, run_data, start_run
 from tfmssass.stages.training import FitPlan, WorkerRole, choose_strategy, fit_run, set_precision, worker_role
 
-MONITOR = "val_point_error"  # median radial error, % of the image diagonal
+MONITOR = LEVELS_WRONG  # the best epoch names the levels of whole and cut validation films right
 
 
-def median_error_percent(detector: KeypointDetector, images, points, views) -> float:
-    """Median radial error of the labelled points, as % of each image's diagonal (misses: 100%)."""
-    errors = []
-    for image, truth, view in zip(images, points, views):
-        det = detector.detect(image)
-        span = VIEW_SLICES[view]
-        diagonal = math.hypot(*image.shape)
-        known = np.all(np.isfinite(truth[span]), axis=1)
-        if not det.found or det.view != view:
-            errors += [100.0] * int(known.sum())
-            continue
-        err = np.linalg.norm(det.points[span][known] - truth[span][known], axis=1) / diagonal * 100
-        errors += err.tolist()
-    return float(np.median(errors)) if errors else float("nan")
-
-
-class PointErrorCallback(keras.callbacks.Callback):
-    """After each epoch, run the real coarse-to-fine detector on validation radiographs."""
+class ValidationCallback(keras.callbacks.Callback):
+    """After each epoch, run the real coarse-to-fine detector on validation radiographs, whole and cut."""
 
     def __init__(self, config: KeypointConfig, images, points, views):
         super().__init__()
@@ -66,7 +50,7 @@ class PointErrorCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         detector = KeypointDetector.from_config(self.model, self.config)
         if logs is not None:
-            logs[MONITOR] = median_error_percent(detector, self.images, self.points, self.views)
+            logs.update(validation_errors(detector, self.images, self.points, self.views))
 
 
 def _prepared_inputs(data_dir, index: dict, config: KeypointConfig, role: WorkerRole):
@@ -129,7 +113,7 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=WeightedHeatmapLoss(config.foreground_weight))
     steps = config.steps_per_epoch or max(1, n_train // config.batch_size)
-    callback = PointErrorCallback(config, *val_points)
+    callback = ValidationCallback(config, *val_points)
     val_steps = math.ceil(index["splits"]["val"]["radiographs"] / config.batch_size)
     plan = FitPlan(train_ds, steps, config.epochs, MONITOR, "min", val_ds, val_steps, metric_callbacks=(callback,))
     fit_run(run, model, plan, extra_callbacks, verbose, role, chosen)
@@ -140,13 +124,14 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
     return run
 
 
-def learn_checks(run_dir, epochs: int = 40, steps_per_epoch: int = 60, verbose: int = 1) -> dict:
+def learn_checks(run_dir, epochs: int = 40, steps_per_epoch: int = 60, verbose: int = 1, init=None) -> dict:
     """What stage 1 checks before a film is graded, learnt from the run's prepared data: which way up
-    a film is stored (:mod:`.orientation`) and the plausible chains (:mod:`.plausibility`)."""
+    a film is stored (:mod:`.orientation`; ``init`` an earlier run whose classifier is fine-tuned) and
+    the plausible chains (:mod:`.plausibility`)."""
     data = run_data(run_dir)
     write_limits(run_dir, limits_from_data(data))
     summary = train_orientation(data, run_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                verbose=2 if verbose else 0)
+                                verbose=2 if verbose else 0, init=init)
     if verbose:
         print(f"{run_dir}: orientation classifier, validation accuracy {summary['validation_accuracy']:.3f}; "
               f"plausibility limits in {Path(run_dir) / 'plausibility.json'}")
