@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfmssass.core import anatomy
 from tfmssass.ops.image import apply_matrix, quarter_turn_matrix
-from tfmssass.stages.keypoints.orientation import stored_turns
+from tfmssass.stages.keypoints.orientation import NOT_LATERAL, stored_turns, sure_and_right
 from tfmssass.stages.keypoints.plausibility import (
     LEVELS_IMPLAUSIBLE,
     OUT_OF_ORDER,
@@ -27,6 +27,38 @@ from tfmssass.synth.phantoms import Case, make_case, plan_case
 
 def turned_points(points, turns, height, width):
     return apply_matrix(quarter_turn_matrix(turns, height, width), tf.constant(points, tf.float32)).numpy()
+
+
+def test_the_classifier_is_judged_as_scoring_asks_it_sure_of_the_right_turn():
+    """An orientation classifier's epoch is kept for films it gets right as scoring reads them (the film
+    and its mirror averaged): the right turn at 0.9 or more, or a film that is no lateral spine called
+    so. Plain accuracy would count a film scoring refuses as "orientation unsure" as right."""
+
+    class Fixed:
+        """Answers per film: its index is written in its left column, which a mirror moves to the right."""
+
+        def __init__(self, film, mirrored):
+            self.film, self.mirrored = np.array(film, np.float32), np.array(mirrored, np.float32)
+
+        def __call__(self, x, training=False):
+            left, right = np.asarray(x)[:, 0, 0, 0], np.asarray(x)[:, 0, -1, 0]
+            mirrored = left == 0
+            index = np.round(np.where(mirrored, right, left) * 10).astype(int) - 1
+            return tf.constant(np.where(mirrored[:, None], self.mirrored[index], self.film[index]))
+
+    thumbnails = np.zeros((4, 8, 8, 1), np.float32)
+    thumbnails[:, 0, 0, 0] = (np.arange(4) + 1) / 10
+    # a mirror's left turn is the film's right one: turn 1 of the film is turn 3 of its mirror
+    film = [[0.02, 0.95, 0.01, 0.01, 0.01], [0.05, 0.85, 0.05, 0.03, 0.02], [0.02, 0.95, 0.01, 0.01, 0.01],
+            [0.01, 0.01, 0.01, 0.01, 0.96]]
+    mirrored = [[0.02, 0.01, 0.01, 0.95, 0.01], [0.05, 0.03, 0.05, 0.85, 0.02], [0.02, 0.01, 0.01, 0.95, 0.01],
+                [0.01, 0.01, 0.01, 0.01, 0.96]]
+    labels = np.array([1, 1, 3, NOT_LATERAL])
+    # film 0 right and sure; film 1 right but unsure (0.85); film 2 sure of the wrong turn; film 3 no spine
+    assert sure_and_right(Fixed(film, mirrored), thumbnails, labels) == pytest.approx(2 / 4)
+    # the same answers with the mirror disagreeing on film 0: averaged, it is no longer sure
+    mirrored[0] = [0.02, 0.95, 0.01, 0.01, 0.01]
+    assert sure_and_right(Fixed(film, mirrored), thumbnails, labels) == pytest.approx(1 / 4)
 
 
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
@@ -71,11 +103,21 @@ def test_every_labelled_chain_passes_its_own_limits_and_broken_ones_do_not(label
 
     p, view = points[0], views[0]
     chain = view_chain(p, view)
-    # the anterior point of one level on the other side of the spine: that level alone is left out
+    # the anterior point of one level on the other side of the spine: that level is left out, and the
+    # levels past it towards the nearer end (named by counting past a point out of place) with it
     one = chain.copy()
     one[5] = 2 * one[4] - one[5]
     code, level_ok = gate(one, limits, view)
-    assert code == PLAUSIBLE and level_ok.tolist() == [True, True, False, True, True, True]
+    assert code == PLAUSIBLE and level_ok.tolist() == [False, False, False, True, True, True]
+    low = chain.copy()
+    low[9] = 2 * low[8] - low[9]  # the fifth level odd: the sixth goes with it
+    assert gate(low, limits, view)[1].tolist() == [True, True, True, True, False, False]
+    # the odd level in the middle of a film cut above one level: as many levels on each side, both kept
+    valid = np.array([False, True, True, True, True, True])
+    middle = chain.copy()
+    middle[7] = 2 * middle[6] - middle[7]
+    assert gate(np.where(valid.repeat(2)[:, None], middle, 0.0), limits, view, valid)[1].tolist() == [
+        True, True, True, False, True, True]
     # two such levels: not a lateral spine the model knows
     two = one.copy()
     two[9] = 2 * two[8] - two[9]

@@ -317,14 +317,18 @@ def train_keypoints_cmd(labels_csv, data_dir, out, preset, epochs, batch_size, l
               help="Stage-1 training run folder (trained before it learnt these itself).")
 @click.option("--epochs", type=click.IntRange(1), default=40, show_default=True,
               help="Epochs of the orientation classifier (60 steps of 16 films each).")
-def train_checks_cmd(keypoints_run, epochs):
+@click.option("--init", "init_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="An earlier stage-1 run folder whose orientation classifier is fine-tuned (instead of "
+                   "training one from scratch).")
+def train_checks_cmd(keypoints_run, epochs, init_run):
     """What stage 1 checks before a film is graded: which way up it was stored (a small classifier)
     and whether its chain of points is a plausible lateral spine (limits from the training labels).
-    'train keypoints' learns both at its end; this adds them to a run trained before."""
+    'train keypoints' learns both at its end; this adds them to a run trained before, or learns
+    them again."""
     from tfmssass.stages.keypoints.train import learn_checks
 
     try:
-        learn_checks(keypoints_run, epochs)
+        learn_checks(keypoints_run, epochs, init=init_run)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
 

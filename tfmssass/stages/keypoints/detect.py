@@ -34,7 +34,7 @@ from tfmssass.ops.image import (
 )
 from tfmssass.stages.keypoints.film_edge import levels_on_film
 from tfmssass.stages.keypoints.heatmaps import heatmap_to_input
-from tfmssass.stages.keypoints.orientation import NOT_LATERAL, thumbnail
+from tfmssass.stages.keypoints.orientation import NOT_LATERAL, ORIENTATION_THRESHOLD, thumbnail, with_mirror
 from tfmssass.stages.keypoints.plausibility import check_chain, limit_tensors
 
 #: Detection outcome codes (``Stage1Result.finding``): stage 1's own, then the gate's (plausibility
@@ -56,8 +56,6 @@ FINDINGS = {
     GATE + 3: "implausible spine: two or more levels out of proportion for a lateral {view} spine",
     NOT_LATERAL_FILM: SKIPPED + "not a lateral cervical or lumbar radiograph",
 }
-#: Below this probability of its most likely turn a film's orientation is not trusted.
-ORIENTATION_THRESHOLD = 0.9
 
 
 def decode_heatmaps(heatmaps):
@@ -210,7 +208,7 @@ class Stage1:
         seen = thumbnail(small)
         p = tf.cast(self.orientation(tf.stack([seen, seen[:, ::-1]]), training=False), tf.float32)
         classes = p.shape[-1]  # 4, or 5 with the not-lateral class
-        p = (p[0] + tf.gather(p[1], [0, 3, 2, 1, 4][:classes])) / 2.0  # a mirror's left turn is the film's right
+        p = with_mirror(p[0], p[1])
         turn_p = p[:4]
         not_lateral = tf.equal(tf.argmax(p, output_type=tf.int32), NOT_LATERAL) if classes > 4 else tf.constant(False)
         return (tf.argmax(turn_p, output_type=tf.int32), tf.reduce_max(turn_p) >= ORIENTATION_THRESHOLD,

@@ -37,6 +37,16 @@ WEIGHTS = "orientation.weights.h5"
 SUMMARY = "orientation.json"
 #: The class of films that are not lateral cervical or lumbar radiographs (after the four quarter turns).
 NOT_LATERAL = 4
+#: Below this probability of its most likely turn a film's orientation is not trusted.
+ORIENTATION_THRESHOLD = 0.9
+#: A mirrored film's class for each class of the film: a mirror's left turn is the film's right.
+MIRRORED = (0, 3, 2, 1, 4)
+
+
+def with_mirror(p, p_mirrored):
+    """Class probabilities [..., classes] of a film averaged with its mirror's, mapped back."""
+    classes = p.shape[-1]  # 4, or 5 with the not-lateral class
+    return (p + tf.gather(p_mirrored, list(MIRRORED[:classes]), axis=-1)) / 2.0
 
 
 def thumbnail(image):
@@ -76,8 +86,9 @@ def stored_turns(points):
 
 
 #: Training films are cut at random: up to this share of each side (top, bottom, left, right), each
-#: side with probability CUT_PROBABILITY, as films cut off above or below the graded levels are.
-CUT_SHARE, CUT_PROBABILITY = (0.35, 0.35, 0.15, 0.15), 0.3
+#: side with probability CUT_PROBABILITY, as films cut off above or below the graded levels are (up to
+#: half the spine: a film cut 3 of its 6 levels off loses about 45% of its height).
+CUT_SHARE, CUT_PROBABILITY = (0.45, 0.45, 0.15, 0.15), 0.4
 
 
 def _cut(image, seed_pair):
@@ -134,24 +145,79 @@ def has_negatives(data_dir) -> bool:
     return load_index(data_dir)["splits"]["train"]["views"].get(NEGATIVE_VIEW, 0) > 0
 
 
+def sure_and_right(model, thumbnails, labels) -> float:
+    """Share of films the classifier gets right as scoring asks it (the film and its mirror averaged): a
+    lateral film's turn right with probability at least :data:`ORIENTATION_THRESHOLD` (else scoring
+    refuses it as "orientation unsure"), a film that is no lateral spine called so."""
+    p = with_mirror(model(thumbnails, training=False), model(thumbnails[:, :, ::-1], training=False)).numpy()
+    turn_p = p[:, :4]
+    lateral = labels < NOT_LATERAL
+    right_turn = (turn_p.argmax(axis=1) == labels) & (turn_p.max(axis=1) >= ORIENTATION_THRESHOLD)
+    if p.shape[1] > NOT_LATERAL:
+        right_turn &= p.argmax(axis=1) != NOT_LATERAL
+        right = np.where(lateral, right_turn, p.argmax(axis=1) == NOT_LATERAL)
+    else:
+        right = right_turn[lateral]
+    return float(np.mean(right)) if right.size else float("nan")
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """After each epoch, :func:`sure_and_right` on fixed validation thumbnails; the best epoch's weights
+    (-1: those it started from) are put back at the end: the last epoch's confidence swings from one
+    epoch to the next."""
+
+    def __init__(self, thumbnails, labels):
+        super().__init__()
+        self.thumbnails, self.labels = thumbnails, labels
+        self.best, self.best_epoch, self.weights = -1.0, -1, None
+
+    def on_train_begin(self, logs=None):
+        self.on_epoch_end(-1)  # the weights it starts from (fine-tuning) are a candidate too
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = sure_and_right(self.model, self.thumbnails, self.labels)
+        if logs is not None:
+            logs["val_sure_and_right"] = score
+        if score > self.best:
+            self.best, self.best_epoch, self.weights = score, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
 def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int = 60, batch_size: int = 16,
-                      seed: int = 0, verbose: int = 1) -> dict:
-    """Train the classifier into ``RUN/orientation.weights.h5``; its validation accuracy (every film
-    of the validation split cut, turned and mirrored at random) goes into ``RUN/orientation.json``."""
+                      seed: int = 0, verbose: int = 1, init=None) -> dict:
+    """Train the classifier into ``RUN/orientation.weights.h5``, keeping the epoch with the most
+    validation films sure and right (:func:`sure_and_right`; every film of the validation split cut,
+    turned and mirrored at random, twice, the same draws each epoch); that share and the plain accuracy
+    go into ``RUN/orientation.json``. ``init``: an earlier stage-1 run folder whose classifier (of the
+    same classes) is fine-tuned."""
     keras.utils.set_random_seed(seed)
     classes = 5 if has_negatives(data_dir) else 4
     model = build_orientation_model(classes)
+    if init is not None:
+        earlier = load_orientation(init)
+        if earlier is None or earlier.output_shape[-1] != classes:
+            raise ValueError(f"{init}: no orientation classifier of {classes} classes to start from")
+        model.set_weights(earlier.get_weights())
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    val = orientation_dataset(data_dir, "val", batch_size, seed + 1, repeat=False).repeat(2)
+    batches = list(val.as_numpy_iterator())
+    thumbnails, labels = (np.concatenate([b[i] for b in batches]) for i in (0, 1))
+    keep = _KeepBest(thumbnails, labels)
     train = orientation_dataset(data_dir, "train", batch_size, seed, repeat=True)
-    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
-    val = orientation_dataset(data_dir, "val", batch_size, seed + 1, repeat=False)
-    _, accuracy = model.evaluate(val, verbose=0)
+    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose, callbacks=[keep])
+    accuracy = float(np.mean(model.predict(thumbnails, verbose=0).argmax(axis=1) == labels))
     run = Path(run_dir)
     tmp = run / f".{WEIGHTS}.{os.getpid()}.weights.h5"  # written whole, then renamed (Keras insists on the suffix)
     model.save_weights(str(tmp))
     os.replace(tmp, run / WEIGHTS)
-    summary = {"validation_accuracy": round(float(accuracy), 4), "epochs": epochs,
+    summary = {"validation_accuracy": round(accuracy, 4), "validation_sure_and_right": round(keep.best, 4),
+               "best_epoch": keep.best_epoch, "validation_films": int(len(labels)), "epochs": epochs,
                "steps_per_epoch": steps_per_epoch, "thumbnail": THUMBNAIL, "classes": classes}
+    if init is not None:
+        summary["init"] = str(Path(init).resolve())
     write_text(run / SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
 

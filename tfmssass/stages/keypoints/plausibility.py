@@ -18,7 +18,8 @@ The limits are the training labels' own range per view and position, widened on 
 quarter of that range and at least by an allowance for stage 1's point error (:data:`FLOOR`;
 :func:`measure_limits`, kept in the stage-1 run as ``plausibility.json``).
 A film whose direction or order fails, or with two or more implausible levels, is refused; a
-single implausible level is left blank. Only levels whose two points are confident take part.
+single implausible level is left blank, and with it the levels past it towards the nearer end of the
+chain (:func:`beyond_a_break`). Only levels whose two points are confident take part.
 """
 
 from __future__ import annotations
@@ -107,7 +108,21 @@ def check_chain(points, valid, limits):
                     tf.where(tf.reduce_any(bad["order"]), OUT_OF_ORDER,
                              tf.where(tf.reduce_sum(tf.cast(level_bad, tf.int32)) >= 2, LEVELS_IMPLAUSIBLE,
                                       PLAUSIBLE)))
-    return code, ~level_bad
+    return code, ~(level_bad | beyond_a_break(level_bad, valid))
+
+
+def beyond_a_break(level_bad, valid):
+    """[6] the levels past a single implausible one, on the side of the chain with fewer levels: their
+    names were counted past a point out of place (under dense shoulders stage 1 can put the last levels
+    a disk off, and only the first of them looks odd), so they are left blank with it. A tie leaves
+    both sides."""
+    level_bad, valid = tf.convert_to_tensor(level_bad, tf.bool), tf.convert_to_tensor(valid, tf.bool)
+    index = tf.range(6)
+    at = tf.argmax(tf.cast(level_bad, tf.int32), output_type=tf.int32)
+    above, below = valid & (index < at), valid & (index > at)
+    n_above, n_below = tf.reduce_sum(tf.cast(above, tf.int32)), tf.reduce_sum(tf.cast(below, tf.int32))
+    single = tf.equal(tf.reduce_sum(tf.cast(level_bad & valid, tf.int32)), 1)
+    return single & tf.where(n_above < n_below, above, tf.where(n_below < n_above, below, tf.zeros([6], tf.bool)))
 
 
 def measure_limits(points: np.ndarray, views: list[str]) -> dict:
