@@ -39,6 +39,8 @@ def main() -> None:
     labels, _ = load_labels(root / "labels.csv", check_images=False)  # NG and blank: both missing grades
     rng = np.random.default_rng(args.seed)
     count = defaultdict(Counter)
+    refusals = defaultdict(Counter)  # per cut, why films were refused
+    findings = predictor.metadata.get("findings", {})
     for _, row in labels.iterrows():
         view, levels = row["view"], anatomy.LEVELS[row["view"]]
         image = read_radiograph(root / row["image"]).image.astype(np.float32)
@@ -56,11 +58,15 @@ def main() -> None:
         for name, (film, shift, on_film) in cuts.items():
             c = count[name]
             c["films"] += 1
+            c[f"films, {6 - int(on_film.sum())} off"] += 1
             c["levels on the film"] += int(on_film.sum())
             out = predictor.predict([np.ascontiguousarray(film)], [None])[0]
             if not out["spine_found"] or out["view"] != view:
                 c["refused"] += 1
+                why = findings.get(str(int(out["finding"])), "?") if not out["spine_found"] else "read as the other view"
+                refusals[name][why.replace("{view} ", "")] += 1
                 continue
+            c[f"read, {6 - int(on_film.sum())} off"] += 1
             graded = out["grades"][0::2] != -1  # cut and read (a corner may still be judged not gradable: -2)
             found = out["keypoints"][anatomy.VIEW_SLICES[view]][0::2] + [0.0, shift]
             step = np.median(np.linalg.norm(np.diff(centres, axis=0), axis=1))
@@ -78,6 +84,11 @@ def main() -> None:
              f"{c['exact'] / c['corners']:.3f} ({c['corners']})" if c["corners"] else "-"] for name, c in count.items()]
     model_args.print_table(["films", "n", "read", "refused", "on-film levels graded", "off-film levels graded",
                             "graded on the wrong level", "exact on graded corners"], rows)
+    print()
+    model_args.print_table(["films", "read with 1 / 2 / 3 levels off", "refused because"], [
+        [name, " / ".join(f"{c[f'read, {k} off']} of {c[f'films, {k} off']}" for k in (1, 2, 3)),
+         "; ".join(f"{why} ({n})" for why, n in refusals[name].most_common()) or "-"]
+        for name, c in count.items() if name != "uncut"])
 
 if __name__ == "__main__":
     main()
