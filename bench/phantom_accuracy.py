@@ -100,7 +100,7 @@ def main():
     out = Path(args.out or f"{phantoms}_scored")
     predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader)
     start = time.perf_counter()
-    run_scoring(phantoms, out, predictor, Settings(models=text, phantom=phantom), resume=True)
+    run_scoring(phantoms, out, predictor, Settings(models=text, phantom=phantom, model_fingerprint=predictor.fingerprint), resume=True)
     seconds = time.perf_counter() - start
     labels, _ = load_labels(phantoms / "labels.csv", check_images=False)  # NG: a flag beside a missing grade
 

@@ -187,3 +187,34 @@ def test_a_killed_holder_leaves_the_folder_free(tmp_path):
     time.sleep(0.1)
     with ScoredFolder(out).writing():
         pass
+
+
+def test_resuming_with_other_weights_under_the_same_name_is_refused(phantoms, films, tmp_path):
+    """A model exported again under the same name and version, or a run trained further, is not the
+    model that scored the folder: its answers must not be mixed in by --resume."""
+    out = tmp_path / "out"
+    run_scoring(films, out, _models(phantoms), settings(model_fingerprint="aaaa"), progress=False)
+    with pytest.raises(FolderError, match="other weights under the same name"):
+        run_scoring(films, out, _models(phantoms), settings(model_fingerprint="bbbb"), resume=True, progress=False)
+    # a folder scored before fingerprints were kept resumes on the names alone, and keeps one from then on
+    kept = out / ".work" / "settings.json"
+    earlier = json.loads(kept.read_text())
+    del earlier["model_fingerprint"]
+    kept.write_text(json.dumps(earlier))
+    run_scoring(films, out, _models(phantoms), settings(model_fingerprint="bbbb"), resume=True, progress=False)
+    assert json.loads(kept.read_text())["model_fingerprint"] == "bbbb"
+    with pytest.raises(FolderError, match="other weights"):
+        run_scoring(films, out, _models(phantoms), settings(model_fingerprint="cccc"), resume=True, progress=False)
+
+
+def test_the_fingerprint_follows_the_files_not_their_names(tmp_path):
+    from tfmssass.core.config import demo_model_dir
+    from tfmssass.serving.predictors import SavedModelPredictor, files_fingerprint
+
+    copy = tmp_path / "phantom-demo" / "1"
+    shutil.copytree(demo_model_dir(), copy)
+    files = lambda folder: [p for p in folder.rglob("*") if p.is_file()]  # noqa: E731
+    assert SavedModelPredictor(copy).fingerprint == files_fingerprint(files(demo_model_dir()))
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "calibration": None}))  # exported again, other calibration
+    assert files_fingerprint(files(copy)) != files_fingerprint(files(demo_model_dir()))

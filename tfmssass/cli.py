@@ -536,7 +536,7 @@ def score(**given):
     with folder.writing():  # one run at a time, checked before the models load
         folder.check_start(options.resume, options.overwrite)
         predictor, text, phantom = open_predictor(**options.model_source)
-        settings = options.settings(text, phantom, predictor.metadata)
+        settings = options.settings(text, phantom, predictor.metadata, predictor.fingerprint)
         if phantom:
             click.echo(f"note: {settings.models_note}", err=True)
         if undertrained := predictor.metadata.get("undertrained"):

@@ -146,9 +146,11 @@ class ScoredFolder:
         wanted = asdict(settings)
         self.check_start(resume, overwrite)
         if self.resumable(resume):
+            self._settings_before_fingerprints(wanted)
             if not keep_settings(self.work / "settings.json", wanted):
-                raise FolderError(f"{self.root}: --resume with different models or settings than the first run "
-                                  "(use another --out, or --overwrite to start again)")
+                raise FolderError(f"{self.root}: --resume with different models (or other weights under the same "
+                                  "name) or settings than the first run (use another --out, or --overwrite to start "
+                                  "again)")
         else:
             self.clear()
             write_text(self.work / "format.json", json.dumps({"format": FORMAT_VERSION}) + "\n")
@@ -164,6 +166,17 @@ class ScoredFolder:
             else:
                 (self.records_dir / f"{film.key}.json").unlink()
         return done
+
+    def _settings_before_fingerprints(self, wanted: dict) -> None:
+        """A folder scored before runs kept the models' fingerprint resumes on the models' names alone."""
+        path = self.work / "settings.json"
+        try:
+            earlier = json.loads(path.read_text())
+        except ValueError:
+            return  # unreadable: keep_settings refuses it
+        if "model_fingerprint" not in earlier:
+            write_text(path, json.dumps({**earlier, "model_fingerprint": wanted["model_fingerprint"]}, indent=1,
+                                        sort_keys=True) + "\n")
 
     def clear(self) -> None:
         """Remove the results and the work folder (never the readers' ``review.sqlite``)."""

@@ -110,7 +110,7 @@ class ScoreOptions:
                 "server": self.server, "grpc_target": self.grpc_target, "model_name": self.model_name,
                 "batch_size": self.batch_size, "review_threshold": self.review_threshold}
 
-    def settings(self, models: str, phantom: bool, metadata: dict) -> Settings:
+    def settings(self, models: str, phantom: bool, metadata: dict, fingerprint: str = "") -> Settings:
         """The run's settings once the model is known; a prior other than the training cohort's needs a
         model that says which prior its probabilities assume."""
         if self.prior != "data" and metadata and "calibration" not in metadata:
@@ -120,4 +120,4 @@ class ScoreOptions:
         return Settings(models=models, phantom=phantom, view=self.view, impute=self.impute,
                         review_threshold=self.review_threshold, salt_id=salt_id(self.salt) if self.salt else None,
                         prior=self.prior, longitudinal=self.longitudinal,
-                        decrease_cost=self.decrease_cost or DECREASE_COST)
+                        decrease_cost=self.decrease_cost or DECREASE_COST, model_fingerprint=fingerprint)

@@ -24,6 +24,7 @@ class Settings:
     prior: str | tuple = "data"  # data, uniform, em, or four grade frequencies (tfmssass.scoring.cohort)
     longitudinal: str = "monotone"  # monotone, soft or off (tfmssass.scoring.longitudinal)
     decrease_cost: float = DECREASE_COST  # soft: the cost of a grade going down
+    model_fingerprint: str = ""  # what the models' answers come from (serving.predictors.files_fingerprint)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":

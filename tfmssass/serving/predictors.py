@@ -16,6 +16,7 @@ image, the SavedModel's named outputs as NumPy arrays (:data:`tfmssass.serving.m
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -51,6 +52,7 @@ class ServingUnavailable(TfmssassError):
 
 class Predictor(Protocol):
     metadata: dict  # metadata.json of the model (empty when a server does not tell)
+    fingerprint: str  # what the model's answers come from (weights, limits, calibration); "" for a server
 
     def predict(self, images: list[np.ndarray], views: list[str | None]) -> list[dict]:
         """Per image, the named outputs. ``views`` may force the view (None: the model tells)."""
@@ -71,6 +73,7 @@ class ModulePredictor:
 
     def __init__(self, module, batch_size: int = 64):
         self.module, self.batch_size, self.metadata = module, batch_size, module.metadata
+        self.fingerprint = ""
 
     def predict(self, images, views):
         import tensorflow as tf
@@ -108,6 +111,7 @@ class SavedModelPredictor:
         self.metadata = read_metadata(model_dir)
         self._fn = tf.saved_model.load(str(model_dir)).signatures["image_tensor"]
         self._tf = tf
+        self.fingerprint = files_fingerprint(p for p in Path(model_dir).rglob("*") if p.is_file())
 
     def predict(self, images, views):
         return [_one({k: v.numpy() for k, v in self._fn(
@@ -122,7 +126,7 @@ class RestPredictor:
                  timeout: float = 300.0):
         self.endpoint = f"{url.rstrip('/')}/v1/models/{model_name}:predict"
         self.retry, self.timeout = RetryPolicy(retries, backoff), timeout
-        self.metadata = {}
+        self.metadata, self.fingerprint = {}, ""
 
     def _post(self, body: bytes) -> dict:
         request = urllib.request.Request(self.endpoint, data=body, headers={"Content-Type": "application/json"})
@@ -178,7 +182,7 @@ class GrpcPredictor:
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target, options))
         self.target, self.model_name = target, model_name
         self.retry, self.timeout = RetryPolicy(retries, backoff), timeout
-        self.metadata = {}
+        self.metadata, self.fingerprint = {}, ""
 
     def _transient(self, exc: Exception) -> str | None:
         codes = self._grpc.StatusCode
@@ -205,6 +209,22 @@ class GrpcPredictor:
         return _one({k: tf.make_ndarray(v) for k, v in reply.outputs.items()})
 
 
+#: The files of a training run that make its answers (the rest are logs).
+RUN_FILES = ("config.json", "best.weights.h5", "orientation.weights.h5", "plausibility.json", "calibration.json")
+
+
+def files_fingerprint(paths) -> str:
+    """A short hash of the files a model's answers come from: a scored folder resumed with a model of
+    the same name but other weights (exported again, a run trained further) is refused, not mixed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def open_predictor(model_dir=None, keypoints_run=None, grader_run=None, server=None, grpc_target=None,
                    model_name=None, batch_size: int = 64, **thresholds) -> tuple[Predictor, str, bool]:
     """Exactly one model source → (predictor, description, phantom-trained?).
@@ -225,7 +245,10 @@ def open_predictor(model_dir=None, keypoints_run=None, grader_run=None, server=N
         except OSError as exc:
             raise UsageError(str(exc)) from None
         text = f"keypoints {Path(keypoints_run).resolve().name}, grader {Path(grader_run).resolve().name}"
-        return ModulePredictor(module, batch_size), text, module.metadata["phantom_trained"]
+        predictor = ModulePredictor(module, batch_size)
+        predictor.fingerprint = files_fingerprint(Path(run) / name for run in (keypoints_run, grader_run)
+                                                  for name in RUN_FILES if (Path(run) / name).is_file())
+        return predictor, text, module.metadata["phantom_trained"]
     if server or grpc_target:
         if not model_name:
             raise UsageError("--server/--grpc need --model-name")

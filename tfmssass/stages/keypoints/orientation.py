@@ -190,7 +190,7 @@ def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int 
                       seed: int = 0, verbose: int = 1, init=None) -> dict:
     """Train the classifier into ``RUN/orientation.weights.h5``, keeping the epoch with the most
     validation films sure and right (:func:`sure_and_right`; every film of the validation split cut,
-    turned and mirrored at random, twice, the same draws each epoch); that share and the plain accuracy
+    turned and mirrored at random, the same draws each epoch); that share and the plain accuracy
     go into ``RUN/orientation.json``. ``init``: an earlier stage-1 run folder whose classifier (of the
     same classes) is fine-tuned."""
     keras.utils.set_random_seed(seed)
@@ -202,7 +202,7 @@ def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int 
             raise ValueError(f"{init}: no orientation classifier of {classes} classes to start from")
         model.set_weights(earlier.get_weights())
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    val = orientation_dataset(data_dir, "val", batch_size, seed + 1, repeat=False).repeat(2)
+    val = orientation_dataset(data_dir, "val", batch_size, seed + 1, repeat=False)
     batches = list(val.as_numpy_iterator())
     thumbnails, labels = (np.concatenate([b[i] for b in batches]) for i in (0, 1))
     keep = _KeepBest(thumbnails, labels)
