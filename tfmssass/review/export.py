@@ -20,7 +20,7 @@ from tfmssass.core import anatomy
 from tfmssass.core.errors import UsageError
 from tfmssass.io.labels import NOT_GRADABLE as NOT_GRADABLE_CELL
 from tfmssass.io.labels import empty_labels, write_labels
-from tfmssass.review.session import agreed, disagreements
+from tfmssass.review.session import agreed, disagreements, undecided
 from tfmssass.review.store import NOT_GRADABLE, ReviewStore
 from tfmssass.review.worklist import Film, Worklist
 
@@ -39,11 +39,11 @@ class _Readings:
 
     def keep(self, reading: dict, decided) -> dict:
         """``reading`` without the fields nobody decided (``decided``: the fields someone set or confirmed)."""
-        undecided = [name for name in reading if name != "view" and name not in decided]
+        prefills = undecided(reading, decided)
         if self.include_prefill:
-            self.prefills += len(undecided)
+            self.prefills += len(prefills)
             return reading
-        return {name: value for name, value in reading.items() if name not in undecided}
+        return {name: value for name, value in reading.items() if name not in prefills}
 
     def of(self, film: Film, own: dict) -> dict:
         return self.keep({**_start(film, self.store), **own}, own)
@@ -65,15 +65,15 @@ def readings(worklist: Worklist, store: ReviewStore, reader: str | None,
             raise UsageError(f"{store.path}: an adjudicated export needs two readers and one adjudicator "
                              f"(found readers {pair}, adjudicators {judges})")
         a_values, b_values, decided = store.values(pair[0]), store.values(pair[1]), store.values(judges[0])
-        undecided = 0
+        not_adjudicated = 0
         for film in worklist.films:  # agreement as the adjudicator saw it: each reader's reading on the page
             a_own, b_own = a_values.get(film.key, {}), b_values.get(film.key, {})
             a, b = ({**_start(film, store), **values} for values in (a_own, b_own))
             own = decided.get(film.key, {})
-            undecided += len(set(disagreements(a, b)) - set(own))
+            not_adjudicated += len(set(disagreements(a, b)) - set(own))
             out[film.key] = {**seen.keep(agreed(a, b), set(a_own) | set(b_own)), **own}
-        if undecided:
-            warnings.append(f"{undecided} disagreements not adjudicated yet: left blank")
+        if not_adjudicated:
+            warnings.append(f"{not_adjudicated} disagreements not adjudicated yet: left blank")
     if include_prefill:
         warnings.append(f"--include-prefill: {seen.prefills} pre-filled values nobody confirmed are written "
                         "as if read (model or label-file values)")

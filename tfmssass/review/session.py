@@ -35,6 +35,12 @@ def _is_point(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and not any(isinstance(v, bool) for v in value)
 
 
+def undecided(reading: dict, decided) -> list[str]:
+    """The fields of ``reading`` nobody set or confirmed (``decided``: the fields someone did): its
+    pre-fills. The view is not one: it places the columns, and the page shows it as the film's."""
+    return [name for name in reading if name != "view" and name not in decided]
+
+
 def disagreements(a: dict, b: dict, tolerance_px: float = POINT_TOLERANCE_PX) -> dict[str, tuple]:
     """Fields where two readings differ: the view; a grade (not gradable included); a point farther
     apart than ``tolerance_px`` or placed by one and 'not visible' to the other; and anything only
@@ -162,8 +168,7 @@ class ReviewSession:
         leaves them out, so a film with any is not done, whatever is still flagged."""
         if self.adjudicate or film.reading is None:
             return 0
-        own = self.store.item_values(self.reader, film.key)
-        return sum(1 for name in film.reading if name != "view" and name not in own)
+        return len(undecided(film.reading, self.store.item_values(self.reader, film.key)))
 
     def summary(self) -> dict:
         rows = []
