@@ -81,8 +81,9 @@ def prepare_one(task: dict) -> dict:
     depth_px = task["patch_depth_px"]
     level_points_used = level_points(row) if task.get("points") is None else task["points"]
     for level, c, a, up, depth in croppable_levels(row["view"], level_points_used):
-        graded = [(name, sup, record_label(row, name)) for name, sup in zip(anatomy.level_corners(level), (False, True))
-                  if record_label(row, name) is not None]
+        labelled = [(name, sup, record_label(row, name))
+                    for name, sup in zip(anatomy.level_corners(level), (False, True))]
+        graded = [(name, sup, label) for name, sup, label in labelled if label is not None]
         if not graded:
             continue  # not read: never a 0, never trained on (an NG corner teaches gradability)
         patch, _, _ = level_patch(image, tf.constant(c, tf.float32), float(depth), depth_px)
@@ -171,7 +172,7 @@ def _write_unit(out: Path, split: str, number: str, results: list[dict], frame: 
         counts = [sum(1 for g, _ in r["corners"] if g == grade) for grade in LABEL_CLASSES]
         rows.append({"image": row["image"], "patient_id": row["patient_id"], "visit_date": row["visit_date"],
                      "view": row["view"], "split": split, "shard": shard,
-                     **{f"grade_{g}": n for g, n in enumerate(counts)}})
+                     **{f"grade_{g}": n for g, n in zip(LABEL_CLASSES, counts)}})
     marker = {"files": files, "radiographs": rows, "errors": [r["error"] for r in results if r["error"]]}
     write_text(_marker(out, split, number), json.dumps(marker) + "\n")
     return marker
