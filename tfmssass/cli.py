@@ -115,7 +115,10 @@ def convert(source, target, bits):
 @click.option("--negatives", type=click.IntRange(0), default=0, show_default=True,
               help="Films of each kind that is not graded (AP cervical, AP lumbar, lateral thoracic, lateral "
                    "chest) under OUT/other/, listed in OUT/negatives.csv.")
-def synth(out, patients, visits, seed, difficulty, views, workers, resume, unusual, negatives):
+@click.option("--style", type=click.Choice(["geometric", "radiograph"]), default="geometric", show_default=True,
+              help="geometric: flat shapes, clean films; radiograph: 3-D anatomy projected through a physical "
+                   "image chain and a vendor's processing (docs/phantoms.md).")
+def synth(out, patients, visits, seed, difficulty, views, workers, resume, unusual, negatives, style):
     """Write spine phantoms (DICOM under OUT/<patient>/<date>/ and OUT/labels.csv).
 
     Synthetic radiographs, not patients: they exist to test and demonstrate the pipeline.
@@ -125,7 +128,7 @@ def synth(out, patients, visits, seed, difficulty, views, workers, resume, unusu
     try:
         frame = synthesize(out, patients, visits, seed=seed, difficulty=difficulty,
                            views=tuple(views) or ("cervical", "lumbar"), workers=workers,
-                           resume=resume, unusual=unusual, negatives=negatives)
+                           resume=resume, unusual=unusual, negatives=negatives, style=style)
     except ValueError as exc:
         _fail(str(exc), 2)
     extra = f" and {4 * negatives} negatives (negatives.csv)" if negatives else ""

@@ -56,8 +56,8 @@ class OtherCase(Case):
         return f"other/{self.view}/{self.patient_id}.dcm"
 
 
-def other_case(seed: int, index: int, kind: str, difficulty: str) -> OtherCase:
-    return OtherCase(seed, NEGATIVE_BASE + index, 0, kind, difficulty)
+def other_case(seed: int, index: int, kind: str, difficulty: str, style: str = "geometric") -> OtherCase:
+    return OtherCase(seed, NEGATIVE_BASE + index, 0, kind, difficulty, style=style)
 
 
 def plan_other(case: OtherCase) -> tuple[dict, Acquisition, np.random.Generator]:
@@ -73,11 +73,20 @@ def plan_other(case: OtherCase) -> tuple[dict, Acquisition, np.random.Generator]
 def make_other(case: OtherCase) -> tuple[np.ndarray, dict, Acquisition]:
     """Render one negative film: (display image, row, acquisition), as :func:`~.phantoms.make_case`."""
     row, acq, rng = plan_other(case)
+    finish = expose if case.style == "geometric" else _through_the_chain(case)
     if case.view.startswith("ap_"):
-        display = _render_ap(case.view[3:], acq, rng)
+        display = _render_ap(case.view[3:], acq, rng, finish)
     else:
-        display = _render_thoracic(case.view == "lateral_chest", acq, rng)
+        display = _render_thoracic(case.view == "lateral_chest", acq, rng, finish)
     return display, row, acq
+
+
+def _through_the_chain(case: OtherCase):
+    """For the radiograph style: the drawn layers through its image chain and a presentation look, so a
+    negative is not told apart from a lateral film by its processing."""
+    from tfmssass.synth.radiograph import process_layers
+
+    return lambda tissue, dense, acq, rng: process_layers(tissue, dense, acq, case)
 
 
 def write_other(case: OtherCase, out: Path) -> dict:
@@ -103,7 +112,7 @@ def _soft_tissue(cv: Canvas, bodies: list[Body], front: float, back: float, valu
     return layer * (value + 0.12 * _smooth_noise(rng, layer.shape, 6))
 
 
-def _render_ap(spine: str, acq: Acquisition, rng) -> np.ndarray:
+def _render_ap(spine: str, acq: Acquisition, rng, finish=expose) -> np.ndarray:
     """A frontal cervical or lumbar film: wide bodies, pedicle rings, spinous processes in the midline."""
     bodies = build_spine(spine, rng, float(rng.uniform(0.9, 1.1)), curve_deg=float(rng.uniform(-8, 8)))
     bodies = [dataclasses.replace(b, depth=b.depth * WIDTH_FACTOR[spine]) for b in bodies]
@@ -152,10 +161,10 @@ def _render_ap(spine: str, acq: Acquisition, rng) -> np.ndarray:
                                   rng.uniform(6, 18)), 1.0)
         tissue -= 0.2 * _blur(gas, 2 / cv.spacing)
     bone *= 1.0 + 0.12 * _smooth_noise(rng, bone.shape, 60)
-    return expose(tissue, bone + _blur_coarse(extra, 2 / cv.spacing), acq, rng)
+    return finish(tissue, bone + _blur_coarse(extra, 2 / cv.spacing), acq, rng)
 
 
-def _render_thoracic(chest: bool, acq: Acquisition, rng) -> np.ndarray:
+def _render_thoracic(chest: bool, acq: Acquisition, rng, finish=expose) -> np.ndarray:
     """A lateral thoracic spine (kyphotic, under ribs and lungs), or a lateral chest around it."""
     bodies = build_spine("thoracic", rng, float(rng.uniform(0.9, 1.1)))
     cv = Canvas(acq.height, acq.width, _placement(bodies, acq))
@@ -182,4 +191,4 @@ def _render_thoracic(chest: bool, acq: Acquisition, rng) -> np.ndarray:
         cv.line(extra, np.array([top.point(185, -30), bodies[6].point(175, 20)]), 0.3, int(9 / cv.spacing))
     bone *= 1.0 + 0.12 * _smooth_noise(rng, bone.shape, 60)
     dense = bone + 0.45 * _blur(posterior, 1 / cv.spacing) + _blur_coarse(extra, 1.5 / cv.spacing)
-    return expose(tissue, dense, acq, rng)
+    return finish(tissue, dense, acq, rng)

@@ -152,6 +152,7 @@ class Body:
     theta: float  # tilt of the caudal axis towards anterior, radians
     height: float
     depth: float
+    wedge: float = 0.0  # anterior height is height × (1 - wedge), posterior height × (1 + wedge)
 
     @property
     def axis(self) -> np.ndarray:  # unit vector cranial → caudal
@@ -168,15 +169,17 @@ class Body:
     def corner(self, which: str) -> np.ndarray:
         """Geometric corner: 'sa' superior-anterior, 'sp', 'ia' inferior-anterior, 'ip'."""
         x = self.depth / 2 if which[1] == "a" else -self.depth / 2
-        y = -self.height / 2 if which[0] == "s" else self.height / 2
-        return self.point(x, y)
+        half = self.height / 2 * ((1 - self.wedge) if which[1] == "a" else (1 + self.wedge))
+        return self.point(x, -half if which[0] == "s" else half)
 
 
 def build_spine(view: str, rng: np.random.Generator, size: float, posture_deg: float = 0.0,
-                last_disk_scale: float = 1.0, curve_deg: float | None = None) -> list[Body]:
+                last_disk_scale: float = 1.0, curve_deg: float | None = None,
+                disk_scales: dict[int, float] | None = None) -> list[Body]:
     """Vertebral bodies from cranial to caudal, stacked through wedged disks. ``posture_deg`` is added to
     the drawn lordosis (flexion, extension); ``last_disk_scale`` scales the lowest disk (transitional);
-    ``curve_deg`` replaces the lordosis (a frontal view's slight scoliosis)."""
+    ``curve_deg`` replaces the lordosis (a frontal view's slight scoliosis); ``disk_scales`` scales the
+    disks it names by level index (degenerate narrowing)."""
     names = VERTEBRAE[view]
     lordosis = math.radians(rng.uniform(*LORDOSIS_DEG[view]) + posture_deg)
     if curve_deg is not None:
@@ -192,6 +195,7 @@ def build_spine(view: str, rng: np.random.Generator, size: float, posture_deg: f
         else:
             disk = DISK_HEIGHT[view][i - 1] * size * rng.uniform(0.85, 1.15)
             disk *= last_disk_scale if i == len(names) - 1 else 1.0
+            disk *= (disk_scales or {}).get(i - 1, 1.0)
             prev_theta = theta
             theta -= lordosis * WEDGE_SHARE[view][i - 1] * rng.uniform(0.8, 1.2)
             mean_axis = np.array([math.sin((theta + prev_theta) / 2), math.cos((theta + prev_theta) / 2)])
@@ -681,6 +685,7 @@ class Case:
     view: str
     difficulty: str
     unusual: float = 0.0  # chance of an unusual film (:mod:`tfmssass.synth.variants`)
+    style: str = "geometric"  # or 'radiograph' (:mod:`tfmssass.synth.radiograph`)
 
     @property
     def patient_id(self) -> str:

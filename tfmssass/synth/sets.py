@@ -14,30 +14,48 @@ from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
 from tfmssass.core.system import usable_cpus
 from tfmssass.synth.others import OTHER_KINDS, OtherCase, other_case, plan_other, write_other
-from tfmssass.synth.phantoms import DIFFICULTIES, PHANTOM_NOTE, RENDERING, Case, plan_case, write_case
+from tfmssass.synth import radiograph
+from tfmssass.synth.phantoms import DIFFICULTIES, PHANTOM_NOTE, RENDERING, Case, make_case, plan_case, write_case
 
 #: The list of negative films beside labels.csv: image, patient_id, visit_date, kind, ...
 NEGATIVES = "negatives.csv"
+#: How lateral films are drawn: ``geometric`` (flat shapes, the tests' clean films) or ``radiograph``
+#: (projected 3-D anatomy through a physical image chain and a vendor's processing).
+STYLES = ("geometric", "radiograph")
+
+
+def _row(case) -> dict:
+    """A case's label row without rendering it, for a file that already exists."""
+    if isinstance(case, OtherCase):
+        return plan_other(case)[0]
+    if case.style == "radiograph":
+        return radiograph.plan_film(case).row
+    plan = plan_case(case)
+    if case.view == "cervical" and plan.acq.overlap:  # which corners the shoulders hide takes the pixels
+        return make_case(case)[1]
+    return plan.row
 
 
 def _work(args) -> dict:
     case, out, resume = args
-    other = isinstance(case, OtherCase)
     if resume:  # a file that exists is complete (atomic writes): only its row is needed
-        row = plan_other(case)[0] if other else plan_case(case).row
+        row = _row(case)
         rel = case.relative_path(row["visit_date"])
         if (out / rel).is_file():
             return {"image": rel, **row}
-    return write_other(case, out) if other else write_case(case, out)
+    if isinstance(case, OtherCase):
+        return write_other(case, out)
+    return radiograph.write_film(case, out) if case.style == "radiograph" else write_case(case, out)
 
 
 def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
                difficulty: str = "realistic", views=anatomy.VIEWS, workers: int | None = None,
                resume: bool = False, progress: bool = True, unusual: float = 0.0,
-               negatives: int = 0) -> pd.DataFrame:
+               negatives: int = 0, style: str = "geometric") -> pd.DataFrame:
     """Write a phantom set under ``out`` and return its labels. ``unusual``: each lateral film's chance
     of being cut, plated, flexed, extended or transitional (:mod:`.variants`); ``negatives``: films of
-    each kind that is not graded (:mod:`.others`), listed in ``negatives.csv``."""
+    each kind that is not graded (:mod:`.others`), listed in ``negatives.csv``; ``style``: one of
+    :data:`STYLES`."""
     from tqdm import tqdm
 
     from tfmssass.io.labels import empty_labels, write_labels
@@ -48,6 +66,8 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
         raise ValueError("patients and visits must be at least 1")
     if not 0 <= unusual <= 1 or negatives < 0:
         raise ValueError("unusual must be within 0-1 and negatives at least 0")
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r} (expected {', '.join(STYLES)})")
     out = Path(out)
     manifest = {"generator": "tfmssass synth", "version": __version__, "rendering": RENDERING, "seed": seed,
                 "patients": patients, "visits": visits, "difficulty": difficulty,
@@ -55,6 +75,8 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
                 "difficulty_settings": asdict(DIFFICULTIES[difficulty])}
     if unusual or negatives:  # absent otherwise, so sets made before them still resume
         manifest.update(unusual=unusual, negatives=negatives)
+    if style != "geometric":  # likewise
+        manifest.update(style=style, rendering=radiograph.RENDERING)
     manifest = json.loads(json.dumps(manifest))  # as it reads back: lists, not tuples
     manifest_path = out / "synth.json"
     if resume and manifest_path.is_file():
@@ -64,9 +86,9 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
                              "use a new folder or the same settings to resume")
     out.mkdir(parents=True, exist_ok=True)
     write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
-    cases = [Case(seed, p, v, view, difficulty, unusual)
+    cases = [Case(seed, p, v, view, difficulty, unusual, style)
              for p in range(patients) for v in range(visits) for view in views]
-    cases += [other_case(seed, i, kind, difficulty) for i in range(negatives) for kind in OTHER_KINDS]
+    cases += [other_case(seed, i, kind, difficulty, style) for i in range(negatives) for kind in OTHER_KINDS]
     jobs = [(case, out, resume) for case in cases]
     workers = workers or min(len(jobs), usable_cpus())
     bar = tqdm(total=len(jobs), desc="phantoms", unit="radiograph", disable=not progress)
