@@ -2,7 +2,8 @@
 it, and lesions close up.
 
 Usage: python bench/phantom_sheet.py [--style radiograph] [--seed 777] [--out docs/img]
-Writes OUT/phantoms-<style>.png (2 rows: cervical, lumbar; 3 columns: easy, realistic, hard) and, for the
+Writes OUT/phantoms-<style>.png (2 rows: cervical, lumbar; 3 columns: easy, realistic, hard, seeds S, S+1,
+S+2) and, for the
 radiograph style, OUT/phantoms-lesions.png (corners of each finding, cut around the labelled disk).
 """
 
@@ -26,10 +27,10 @@ def _tile(image: np.ndarray, text: str, size: int = TILE) -> np.ndarray:
     h, w = image.shape
     scale = size / max(h, w)
     small = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
-    tile = np.zeros((size, size), np.float32)
-    tile[:small.shape[0], :small.shape[1]] = small
+    tile = np.zeros((size + 22, size), np.float32)
+    tile[22:22 + small.shape[0], :small.shape[1]] = small
     tile = (np.clip(tile, 0, 1) * 255).astype(np.uint8)
-    cv2.putText(tile, text, (6, size - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA)
+    cv2.putText(tile, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA)
     return tile
 
 
@@ -37,9 +38,9 @@ def overview(style: str, seed: int, work: Path) -> np.ndarray:
     rows = []
     for view in anatomy.VIEWS:
         tiles = []
-        for difficulty in ("easy", "realistic", "hard"):
+        for k, difficulty in enumerate(("easy", "realistic", "hard")):
             out = work / f"{style}-{difficulty}-{view}"
-            frame = synthesize(out, 1, 1, seed=seed, difficulty=difficulty, views=(view,), workers=1,
+            frame = synthesize(out, 1, 1, seed=seed + k, difficulty=difficulty, views=(view,), workers=1,
                                progress=False, style=style)
             image = read_radiograph(out / frame.iloc[0]["image"]).image
             look = frame.iloc[0].get("look", "") if "look" in frame else ""

@@ -27,12 +27,16 @@ def digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_same_seed_same_bytes_with_one_or_two_workers(tmp_path):
+def test_same_seed_same_bytes_with_one_or_two_workers_and_on_resume(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     synthesize(one, patients=2, visits=1, seed=5, workers=1, progress=False, style="radiograph", unusual=0.3)
     synthesize(two, patients=2, visits=1, seed=5, workers=2, progress=False, style="radiograph", unusual=0.3)
     assert digest(one) == digest(two)
     assert len([k for k in digest(one) if k.endswith(".dcm")]) == 4
+    next(two.rglob("lumbar.dcm")).unlink()  # resumed: kept files' labels come from their plans
+    synthesize(two, patients=2, visits=1, seed=5, workers=1, progress=False, style="radiograph", unusual=0.3,
+               resume=True)
+    assert digest(one) == digest(two)
 
 
 def _plane(plan, x, y):

@@ -62,6 +62,18 @@ def test_resume_skips_existing_files_and_refuses_other_settings(generated, tmp_p
         synthesize(part, patients=3, visits=2, seed=99, workers=1, progress=False, resume=True)
 
 
+def test_a_resumed_set_keeps_the_corners_the_shoulders_hide(tmp_path):
+    """A kept file's row is planned again on resume; on a film with the shoulders over the spine the NG
+    corners come from its pixels, so they must not be lost."""
+    from tfmssass.synth.sets import _row
+
+    case = next(Case(7, p, 0, "cervical", "realistic") for p in range(30)
+                if plan_case(Case(7, p, 0, "cervical", "realistic")).acq.overlap
+                and NOT_GRADABLE in make_case(Case(7, p, 0, "cervical", "realistic"))[1].values())
+    assert _row(case) == make_case(case)[1]
+    assert NOT_GRADABLE not in plan_case(case).row.values()  # what resume wrote before: the NG corners lost
+
+
 def test_grades_are_cohort_like_monotone_and_bridged_in_pairs():
     counts = np.zeros(4)
     for patient in range(300):
