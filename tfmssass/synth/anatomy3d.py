@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfmssass.core import anatomy
 from tfmssass.synth.phantoms import Body
 from tfmssass.synth.projection import BodySolid, Ellipsoid, tube
 

@@ -73,7 +73,7 @@ def draw_degeneration(rng: np.random.Generator, view: str, chance: float) -> Deg
     return Degeneration(narrowed, tuple(vacuum), fracture, schmorl, osteophytes, dish, aorta)
 
 
-def _corner_place(body: Body, solid: BodySolid, which: str) -> tuple[float, float]:
+def _corner_place(body: Body, which: str) -> tuple[float, float]:
     """Local (u, v) of a body's anterior corner ('sa' or 'ia') and the sign of v towards its disk."""
     sign = -1.0 if which == "sa" else 1.0
     return body.height / 2 * (1 - body.wedge) * sign, sign
@@ -123,7 +123,7 @@ def draw_lesions(p: Patient3D, view: str, bodies: list[Body], fr: list[Frame3], 
         for body, f, corner, which in ((ub, uf, upper_c, "ia"), (lb, lf, lower_c, "sa")):
             grade = grades.get(corner)
             solid = p.bodies[body.name]
-            v0, sign = _corner_place(body, solid, which)
+            v0, sign = _corner_place(body, which)
             if grade == 2:
                 length = max(1.0, gap * rng.uniform(0.35, 0.75))
                 radius = rng.uniform(0.5, 0.8) * (0.7 + 0.3 * strength)
@@ -182,7 +182,7 @@ def draw_distractors(p: Patient3D, view: str, bodies: list[Body], fr: list[Frame
         name, end = corner.split("_")
         i = index[name]
         body, f, solid = bodies[i], fr[i], p.bodies[name]
-        v0, sign = _corner_place(body, solid, "sa" if end == "sup" else "ia")
+        v0, sign = _corner_place(body, "sa" if end == "sup" else "ia")
         if kind == "claw":  # from the margin forwards, then hooking towards the disk
             pts = [f.at(solid.front - 1.0 + 3.5 * math.sin(t * math.pi / 2), v0 - sign * 1.0 + sign * 2.8 * (1 - math.cos(t * math.pi / 2)))
                    for t in np.linspace(0, 1, 6)]

@@ -42,7 +42,7 @@ from tfmssass.synth.phantoms import (
     plan_acquisition,
     visit_dates,
 )
-from tfmssass.synth.projection import Beam, BodySolid, Ellipsoid, Raster
+from tfmssass.synth.projection import Beam, BodySolid, Raster
 from tfmssass.synth.variants import EDGE_MARGIN_MM, Variant, cut_rows, draw_metal, draw_variant, level_on_film
 
 #: Revision of this style's drawing, in synth.json (the geometric style keeps its own).
@@ -81,7 +81,6 @@ def _view_index(case: Case) -> int:
 
 def build_patient(case: Case, acq: Acquisition, deg: Degeneration) -> tuple[list[Body], a3.Patient3D, float, Variant]:
     """The 3-D patient of one visit: spine, posterior elements, neighbours, lesions and distractors."""
-    diff = DIFFICULTIES[case.difficulty]
     vi = _view_index(case)
     grades = patient_course(case.seed, case.patient, case.visit + 1)[case.visit]
     severity = float(_rng(case.seed, case.patient, 0).beta(0.8, 2.2))  # patient_course's first draw
@@ -112,24 +111,20 @@ def build_patient(case: Case, acq: Acquisition, deg: Degeneration) -> tuple[list
     return bodies, patient, shape.density, variant
 
 
-def attenuation_at(patient: a3.Patient3D, beam: Beam, density: float, plane: np.ndarray,
-                   groups: tuple[str, ...] | None = None) -> np.ndarray:
-    """Total attenuation of the rays through plane points [N, 2], from the parts (of ``groups``)."""
+def attenuation_at(patient: a3.Patient3D, beam: Beam, density: float, plane: np.ndarray) -> np.ndarray:
+    """Total attenuation of the rays through plane points [N, 2]: what a label needs, without rendering."""
     pts = np.asarray(plane, float).reshape(-1, 2)
     qx, qy = pts[:, 0], pts[:, 1]
     total = np.zeros(len(pts))
     carve = np.zeros(len(pts))
     for part in patient.parts:
-        if groups is not None and part.group not in groups:
-            continue
         value = part.mu * part.solid.chord(beam, qx, qy)
         if part.group == "carve":
             carve += value
         else:
             total += value
-    if groups is None or "bone" in groups:
-        for solid in patient.bodies.values():
-            total += _body_attenuation(solid, beam, density, qx, qy)
+    for solid in patient.bodies.values():
+        total += _body_attenuation(solid, beam, density, qx, qy)
     return total - carve
 
 
@@ -145,10 +140,6 @@ def _body_attenuation(solid: BodySolid, beam: Beam, density: float, qx, qy, text
 
 def _shell(solid: BodySolid) -> float:
     return a3.SHELL_MM["cervical"] if solid.front < 12 else a3.SHELL_MM["lumbar"]
-
-
-def _corner_plane(bodies, patient, beam, which_body: int, which: str) -> np.ndarray:
-    return beam.to_plane(a3.corner3(bodies[which_body], patient.frames[which_body], which))[0]
 
 
 def hidden_corners(plan_bits, corners_on_film: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> dict[str, str]:
