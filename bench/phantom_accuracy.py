@@ -73,6 +73,7 @@ def main():
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument("--visits", type=int, default=2)
     parser.add_argument("--difficulty", default="realistic")
+    parser.add_argument("--style", default="radiograph", choices=("radiograph", "geometric"))
     parser.add_argument("--out", help="scoring output folder (default: beside the phantoms)")
     args = parser.parse_args()
 
@@ -94,9 +95,10 @@ def main():
     )
     from tfmssass.synth.sets import synthesize
 
-    phantoms = Path(args.phantoms or f"bench_work/heldout_{args.seed}_{args.difficulty}_{args.visits}v")
+    phantoms = Path(args.phantoms or f"bench_work/heldout_{args.style}_{args.seed}_{args.difficulty}_{args.visits}v")
     if not args.phantoms:  # made, or completed; a folder drawn by another revision of the generator is refused
-        synthesize(phantoms, args.patients, args.visits, seed=args.seed, difficulty=args.difficulty, resume=True)
+        synthesize(phantoms, args.patients, args.visits, seed=args.seed, difficulty=args.difficulty, resume=True,
+                   style=args.style)
     out = Path(args.out or f"{phantoms}_scored")
     predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader)
     start = time.perf_counter()
@@ -121,6 +123,8 @@ def main():
     blank = int((joined["truth"].notna() & joined["grade"].isna()).sum())
     print("\n| stage 2 (corners graded in both) | radiograph alone | visits together |\n| --- | ---: | ---: |")
     print(f"| corners compared | {len(graded)} (+{blank} labelled but left blank by the model) | |")
+    if graded.empty:  # a model that scored nothing: there is nothing more to compare
+        return
     summaries, tables = [], []
     for column in ("grade_independent", "grade"):
         cm = grading_metrics.confusion_matrix(graded["truth"].astype(int), graded[column].astype(int))

@@ -37,7 +37,7 @@ def shrink_dataset(path: Path, target: Path) -> None:
     small = cv2.resize(pixels[: rows * FACTOR, : cols * FACTOR], (cols, rows), interpolation=cv2.INTER_AREA)
     ds.PixelData = np.rint(small).astype(ds.pixel_array.dtype).tobytes()
     ds.Rows, ds.Columns = rows, cols
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         if keyword in ds:
             setattr(ds, keyword, [f"{float(v) * FACTOR:.6f}" for v in getattr(ds, keyword)])
     ds.ImageComments = f"{ds.get('ImageComments', '')}; reduced {FACTOR}x for the examples folder"

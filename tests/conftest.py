@@ -14,5 +14,5 @@ def phantoms(tmp_path_factory) -> Path:
     from tfmssass.synth.sets import synthesize
 
     out = tmp_path_factory.mktemp("phantoms") / "ph"
-    synthesize(out, patients=3, visits=2, seed=11, workers=2, progress=False)
+    synthesize(out, patients=3, visits=2, seed=11, workers=2, progress=False, style="geometric")
     return out

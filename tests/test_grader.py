@@ -120,7 +120,7 @@ def test_tf_crop_equals_geometry_module():
 def test_phantom_crops_show_the_spur_on_the_graded_side(tmp_path):
     """On phantoms, a syndesmophyte (grade 2) leaves bone in the disk gap next to *its* corner."""
     synthesize(tmp_path, patients=8, visits=1, seed=42, views=("lumbar",), difficulty="easy",
-               workers=2, progress=False)
+               workers=2, progress=False, style="geometric")
     frame, _ = load_labels(tmp_path / "labels.csv", check_images=False)
     patches, errors = extract_patches(frame, tmp_path / "patches", 64, progress=False)
     samples = corner_samples(patches)

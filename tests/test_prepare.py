@@ -51,7 +51,7 @@ LONG_SIDE, DEPTH = 512, 48  # the tiny presets' working sizes
 def labels(tmp_path_factory):
     """Four phantom patients, one visit, both views, plus a label row whose file is not a DICOM."""
     out = tmp_path_factory.mktemp("prep_phantoms")
-    synthesize(out, patients=4, visits=1, seed=7, workers=2, progress=False)
+    synthesize(out, patients=4, visits=1, seed=7, workers=2, progress=False, style="geometric")
     (out / "broken.dcm").write_bytes(b"not a radiograph")
     frame = pd.read_csv(out / "labels.csv")
     bad = frame.iloc[[0]].copy()

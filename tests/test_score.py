@@ -243,7 +243,8 @@ def test_implanted_levels_are_blank_and_films_that_are_not_lateral_spines_are_sk
     from tfmssass.synth.sets import synthesize
 
     folder = tmp_path / "in"
-    labels = synthesize(folder, patients=2, visits=1, seed=3, workers=2, progress=False, unusual=1.0, negatives=1)
+    labels = synthesize(folder, patients=2, visits=1, seed=3, workers=2, progress=False, unusual=1.0, negatives=1,
+                        style="geometric")
     models = scoring_models(folder / "labels.csv")
     negatives = pd.read_csv(folder / "negatives.csv")
     for image in negatives["image"]:  # the orientation check calls these no lateral spine

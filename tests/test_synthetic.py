@@ -40,26 +40,26 @@ def test_layout_and_labels_validate(generated):
 def test_same_seed_is_byte_identical_whatever_the_workers(generated, tmp_path):
     out, _ = generated
     again = tmp_path / "again"
-    synthesize(again, patients=3, visits=2, seed=11, workers=1, progress=False)
+    synthesize(again, patients=3, visits=2, seed=11, workers=1, progress=False, style="geometric")
     assert digest(again) == digest(out)
     other = tmp_path / "other"
-    synthesize(other, patients=1, visits=1, seed=12, workers=1, progress=False, views=("lumbar",))
+    synthesize(other, patients=1, visits=1, seed=12, workers=1, progress=False, views=("lumbar",), style="geometric")
     assert digest(other)["labels.csv"] != digest(out)["labels.csv"]
 
 
 def test_resume_skips_existing_files_and_refuses_other_settings(generated, tmp_path):
     out, _ = generated
     part = tmp_path / "part"
-    synthesize(part, patients=3, visits=2, seed=11, workers=1, progress=False)
+    synthesize(part, patients=3, visits=2, seed=11, workers=1, progress=False, style="geometric")
     victim = next(part.rglob("lumbar.dcm"))
     victim.unlink()
     kept = next(part.rglob("cervical.dcm"))
     before = kept.stat().st_mtime_ns
-    synthesize(part, patients=3, visits=2, seed=11, workers=1, progress=False, resume=True)
+    synthesize(part, patients=3, visits=2, seed=11, workers=1, progress=False, resume=True, style="geometric")
     assert kept.stat().st_mtime_ns == before  # not rewritten
     assert digest(part) == digest(out)  # and the missing one is back, identical
     with pytest.raises(ValueError, match="other settings"):
-        synthesize(part, patients=3, visits=2, seed=99, workers=1, progress=False, resume=True)
+        synthesize(part, patients=3, visits=2, seed=99, workers=1, progress=False, resume=True, style="geometric")
 
 
 def test_a_resumed_set_keeps_the_corners_the_shoulders_hide(tmp_path):

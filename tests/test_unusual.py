@@ -33,8 +33,9 @@ def digests(folder):
 @pytest.mark.slow
 def test_a_set_without_unusual_films_is_byte_identical_to_one_made_before_them(tmp_path):
     # variants draw from their own stream: asking for none changes nothing, asking for some changes only those
-    plain = synthesize(tmp_path / "plain", patients=2, visits=2, seed=5, workers=1, progress=False)
-    some = synthesize(tmp_path / "some", patients=2, visits=2, seed=5, workers=1, progress=False, unusual=0.5)
+    plain = synthesize(tmp_path / "plain", patients=2, visits=2, seed=5, workers=1, progress=False, style="geometric")
+    some = synthesize(tmp_path / "some", patients=2, visits=2, seed=5, workers=1, progress=False, unusual=0.5,
+                      style="geometric")
     assert "variant" not in plain.columns
     a, b = digests(tmp_path / "plain"), digests(tmp_path / "some")
     same = [image for image, variant in zip(some["image"], some["variant"]) if variant == ""]
@@ -109,7 +110,8 @@ def test_flexion_extension_and_a_transitional_junction_change_the_spine_not_the_
 
 
 def test_films_that_are_not_lateral_spines_are_written_apart_and_listed(tmp_path):
-    frame = synthesize(tmp_path / "set", patients=1, visits=1, seed=2, workers=2, progress=False, negatives=1)
+    frame = synthesize(tmp_path / "set", patients=1, visits=1, seed=2, workers=2, progress=False, negatives=1,
+                       style="geometric")
     assert len(frame) == 2  # labels.csv lists the lateral films only
     negatives = pd.read_csv(tmp_path / "set" / "negatives.csv")
     assert sorted(negatives["kind"]) == sorted(OTHER_KINDS)
@@ -130,7 +132,7 @@ def test_negatives_are_prepared_with_every_point_known_absent(tmp_path):
     from tfmssass.stages.keypoints.orientation import NOT_LATERAL, _example, has_negatives
     from tfmssass.stages.prepare import prepare
 
-    synthesize(tmp_path / "set", patients=3, visits=1, seed=4, workers=2, progress=False, negatives=2)
+    synthesize(tmp_path / "set", patients=3, visits=1, seed=4, workers=2, progress=False, negatives=2, style="geometric")
     index = prepare(tmp_path / "set" / "labels.csv", tmp_path / "data", negatives_csv=tmp_path / "set" / "negatives.csv",
                     workers=1, progress=False)
     assert sum(index["splits"][s]["views"].get("other", 0) for s in ("train", "val")) == 8
