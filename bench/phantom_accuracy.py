@@ -73,7 +73,7 @@ def main():
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument("--visits", type=int, default=2)
     parser.add_argument("--difficulty", default="realistic")
-    parser.add_argument("--style", default="radiograph", choices=("radiograph", "geometric"))
+    parser.add_argument("--style", default="geometric", choices=("geometric", "radiograph"))
     parser.add_argument("--out", help="scoring output folder (default: beside the phantoms)")
     args = parser.parse_args()
 
@@ -138,6 +138,10 @@ def main():
     scored_visits = pd.read_csv(out / "visits.csv", dtype={"patient_id": str})
     reference, reference_corners = reference_visits(labels)
     result, _, _ = agreement(scored_visits, reference)
+    if "total" not in result:  # no visit with both views scored: no totals to compare
+        print(f"\n| visits compared | {result.get('visits_paired', 0)} of {result.get('visits_reference', '?')} "
+              "(none with a total) |")
+        return
     t = result["total"]
     mode = ScoredFolder(out).settings().longitudinal
     print(f"\n| visits (as scored: --longitudinal {mode}) | value |\n| --- | ---: |")

@@ -115,9 +115,9 @@ def convert(source, target, bits):
 @click.option("--negatives", type=click.IntRange(0), default=0, show_default=True,
               help="Films of each kind that is not graded (AP cervical, AP lumbar, lateral thoracic, lateral "
                    "chest) under OUT/other/, listed in OUT/negatives.csv.")
-@click.option("--style", type=click.Choice(["radiograph", "geometric"]), default="radiograph", show_default=True,
-              help="radiograph: 3-D anatomy projected through a physical image chain and a vendor's processing; "
-                   "geometric: flat shapes, the clean films of the tests (docs/phantoms.md).")
+@click.option("--style", type=click.Choice(["geometric", "radiograph"]), default="geometric", show_default=True,
+              help="geometric: flat shapes, the films the shipped demo is trained on; radiograph: 3-D anatomy "
+                   "projected through a physical image chain and a vendor's processing (docs/phantoms.md).")
 def synth(out, patients, visits, seed, difficulty, views, workers, resume, unusual, negatives, style):
     """Write spine phantoms (DICOM under OUT/<patient>/<date>/ and OUT/labels.csv).
 

@@ -51,7 +51,7 @@ def _work(args) -> dict:
 def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
                difficulty: str = "realistic", views=anatomy.VIEWS, workers: int | None = None,
                resume: bool = False, progress: bool = True, unusual: float = 0.0,
-               negatives: int = 0, style: str = "radiograph") -> pd.DataFrame:
+               negatives: int = 0, style: str = "geometric") -> pd.DataFrame:
     """Write a phantom set under ``out`` and return its labels. ``unusual``: each lateral film's chance
     of being cut, plated, flexed, extended or transitional (:mod:`.variants`); ``negatives``: films of
     each kind that is not graded (:mod:`.others`), listed in ``negatives.csv``; ``style``: one of
