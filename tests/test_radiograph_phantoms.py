@@ -15,7 +15,6 @@ from tfmssass.synth import anatomy3d as a3
 from tfmssass.synth.detector import LOOKS
 from tfmssass.synth.lesions3d import DISTRACTOR_KINDS, LESION_KINDS
 from tfmssass.synth.phantoms import Case
-from tfmssass.synth.projection import Raster
 from tfmssass.synth.radiograph import attenuation_at, film_dataset, plan_film, render_film
 from tfmssass.synth.sets import synthesize
 
@@ -41,8 +40,7 @@ def test_same_seed_same_bytes_with_one_or_two_workers_and_on_resume(tmp_path):
 
 def _plane(plan, x, y):
     """A label's pixel (on the kept film) → the midsagittal plane (mm)."""
-    raster = Raster(plan.acq.height, plan.acq.width, plan.to_px)
-    return raster.from_px @ np.array([x, y + plan.rows[0], 1.0])
+    return plan.raster.from_px @ np.array([x, y + plan.rows[0], 1.0])
 
 
 @pytest.mark.parametrize("view", anatomy.VIEWS)
@@ -82,7 +80,7 @@ def test_every_lesion_and_distractor_is_drawn_at_the_corner_it_is_labelled_on(ha
     0 or 1; and the part drawn for it lies at that corner on the film."""
     seen = set()
     for plan in hard_plans:
-        raster = Raster(plan.acq.height, plan.acq.width, plan.to_px)
+        raster = plan.raster
         parts = {}
         for part in plan.patient.parts:
             parts.setdefault(part.name, []).append(part)

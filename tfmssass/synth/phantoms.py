@@ -640,17 +640,23 @@ def _collimate(display: np.ndarray, rng) -> np.ndarray:
     return display * mask + level * (1 - mask)
 
 
-def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
-    """A burned-in lead letter, as technologists place it: L or R near a field corner."""
-    h, w = display.shape
-    letter = "L" if acq.facing == "left" else "R"
+def side_marker_alpha(shape: tuple[int, int], facing: str, rng) -> np.ndarray:
+    """Where the burned-in lead letter lies ([0, 1] per pixel), as technologists place it: L or R near a
+    field corner."""
+    h, w = shape
+    letter = "L" if facing == "left" else "R"
     scale = max(h, w) / 500
     x = int(w * (0.08 if rng.random() < 0.5 else 0.85))
     y = int(h * (0.12 if rng.random() < 0.5 else 0.92))
-    mask = np.zeros(display.shape, np.uint8)  # OpenCV draws text on 8-bit images only
+    mask = np.zeros(shape, np.uint8)  # OpenCV draws text on 8-bit images only
     cv2.putText(mask, letter, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255,
                 thickness=max(2, int(scale * 2.5)), lineType=cv2.LINE_AA)
-    alpha = mask.astype(np.float32) / 255.0
+    return mask.astype(np.float32) / 255.0
+
+
+def _side_marker(display: np.ndarray, acq: Acquisition, rng) -> None:
+    """The lead letter on a display image: as bright as unexposed film."""
+    alpha = side_marker_alpha(display.shape, acq.facing, rng)
     display *= 1.0 - alpha
     display += alpha * 0.98
 

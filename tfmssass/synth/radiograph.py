@@ -40,6 +40,7 @@ from tfmssass.synth.phantoms import (
     patient_course,
     phantom_dataset,
     plan_acquisition,
+    side_marker_alpha,
     visit_dates,
 )
 from tfmssass.synth.projection import Beam, BodySolid, Raster
@@ -71,7 +72,7 @@ class FilmPlan:
     exposure: Exposure
     variant: Variant
     rows: tuple[int, int]
-    to_px: np.ndarray
+    raster: Raster  # the detector's pixels (the whole film, before a cut)
     reference: float  # attenuation behind the spine the exposure control aimed at
 
 
@@ -79,10 +80,11 @@ def _view_index(case: Case) -> int:
     return anatomy.VIEWS.index(case.view)
 
 
-def build_patient(case: Case, acq: Acquisition, deg: Degeneration) -> tuple[list[Body], a3.Patient3D, float, Variant]:
-    """The 3-D patient of one visit: spine, posterior elements, neighbours, lesions and distractors."""
+def build_patient(case: Case, grades: dict[str, int], acq: Acquisition, deg: Degeneration
+                  ) -> tuple[list[Body], a3.Patient3D, float, Variant]:
+    """The 3-D patient of one visit (``grades``: its corners'): spine, posterior elements, neighbours,
+    lesions and distractors."""
     vi = _view_index(case)
-    grades = patient_course(case.seed, case.patient, case.visit + 1)[case.visit]
     severity = float(_rng(case.seed, case.patient, 0).beta(0.8, 2.2))  # patient_course's first draw
     variant = draw_variant(_rng(case.seed, case.patient, 7, case.visit, vi), case.view, case.unusual)
     size = float(_rng(case.seed, case.patient, 3).uniform(0.9, 1.1))
@@ -142,14 +144,14 @@ def _shell(solid: BodySolid) -> float:
     return a3.SHELL_MM["cervical"] if solid.front < 12 else a3.SHELL_MM["lumbar"]
 
 
-def hidden_corners(plan_bits, corners_on_film: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> dict[str, str]:
+def hidden_corners(patient: a3.Patient3D, beam: Beam, density: float, exposure: Exposure, reference: float,
+                   spacing: float, corners_on_film: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> dict[str, str]:
     """Corners too starved of photons to see, and what covers each (the named part that adds most there).
 
     A corner's signal is its own body's contrast: the photons its bone takes out a quarter of the way from
     the corner to the body's centre, against a tenth of that distance outside. Its noise is the quantum
     noise of what arrives there through everything else, plus the scatter, over a 2 × 2 mm patch.
     ``corners_on_film``: corner → (plane point, vector to the body's centre, body name)."""
-    patient, beam, density, exposure, reference, spacing = plan_bits
     hidden: dict[str, str] = {}
     if not corners_on_film:
         return hidden
@@ -177,20 +179,19 @@ def plan_film(case: Case) -> FilmPlan:
     date = visit_dates(case.seed, case.patient, case.visit + 1)[case.visit]
     acq = plan_acquisition(case.view, _rng(case.seed, case.patient, 4, case.visit, vi), diff)
     deg = draw_degeneration(_rng(case.seed, case.patient, 12, vi), case.view, diff.distractors)
-    bodies, patient, density, variant = build_patient(case, acq, deg)
+    grades = patient_course(case.seed, case.patient, case.visit + 1)[case.visit]
+    bodies, patient, density, variant = build_patient(case, grades, acq, deg)
     extra = _rng(case.seed, case.patient, 9, case.visit, vi)
     turn, tilt = TURN_DEG[case.difficulty]
     pivot = np.mean([b.centre for b in bodies], axis=0)
     beam = Beam(float(extra.uniform(*SOURCE_MM[case.view])), float(extra.uniform(-turn, turn)),
                 float(extra.uniform(-tilt, tilt)), (float(pivot[0]), float(pivot[1])))
     exposure = draw_exposure(extra, case.view, float(extra.uniform(*diff.noise)), acq.blur_mm, acq.spacing)
-    to_px = _placement(bodies, acq)
-    raster = Raster(acq.height, acq.width, to_px)
-    rows = cut_rows(variant, bodies, to_px, acq.height)
+    raster = Raster(acq.height, acq.width, _placement(bodies, acq))
+    rows = cut_rows(variant, bodies, raster.to_px, acq.height)
     middle = bodies[len(bodies) // 2]
     reference = float(attenuation_at(patient, beam, density, np.array([middle.centre]))[0])
 
-    grades = patient_course(case.seed, case.patient, case.visit + 1)[case.visit]
     row: dict = {"patient_id": case.patient_id, "visit_date": date, "view": case.view}
     off_film, plated, visible = set(), set(), {}
     for j, level in enumerate(anatomy.LEVELS[case.view]):
@@ -214,7 +215,7 @@ def plan_film(case: Case) -> FilmPlan:
             for name, w, body in ((names[0], "ia", up), (names[1], "sa", low)):
                 k = j if w == "ia" else j + 1
                 visible[name] = (plane[w], beam.to_plane(patient.frames[k].centre)[0] - plane[w], body.name)
-    hidden = hidden_corners((patient, beam, density, exposure, reference, acq.spacing), visible)
+    hidden = hidden_corners(patient, beam, density, exposure, reference, acq.spacing, visible)
     for corner in anatomy.CORNERS[case.view]:
         unseen = corner in plated or corner in hidden
         row[corner] = None if corner in off_film else NOT_GRADABLE if unseen else grades[corner]
@@ -226,7 +227,7 @@ def plan_film(case: Case) -> FilmPlan:
     if case.unusual > 0:
         row["variant"] = variant.describe(anatomy.LEVELS[case.view])
     row.update(look=exposure.look, findings=";".join(findings))
-    return FilmPlan(case, row, bodies, patient, density, beam, acq, exposure, variant, rows, to_px, reference)
+    return FilmPlan(case, row, bodies, patient, density, beam, acq, exposure, variant, rows, raster, reference)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def _texture(rng: np.random.Generator, size: int = 320) -> np.ndarray:
 
 def attenuation_image(plan: FilmPlan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The line integral at each detector pixel (everything) and of the soft tissue alone."""
-    fine = Raster(plan.acq.height, plan.acq.width, plan.to_px)
+    fine = plan.raster
     coarse, medium = _scaled(fine, 4), _scaled(fine, 2)
     layers = {1: fine, 2: medium, 4: coarse}
     drawn = {k: np.zeros((r.height, r.width), np.float32) for k, r in layers.items()}
@@ -287,7 +288,7 @@ def attenuation_image(plan: FilmPlan, rng: np.random.Generator) -> tuple[np.ndar
     total = soft + np.maximum(bone + cv2.resize(drawn[2], size, interpolation=cv2.INTER_LINEAR) - carve, 0)
     if plan.variant.plated:
         metal = np.zeros_like(total)
-        draw_metal(Canvas(fine.height, fine.width, plan.to_px), metal, plan.bodies, plan.variant, rng)
+        draw_metal(Canvas(fine.height, fine.width, fine.to_px), metal, plan.bodies, plan.variant, rng)
         total += METAL_SCALE * metal
     return total, soft
 
@@ -304,14 +305,7 @@ def _field_and_marks(detected: np.ndarray, plan: FilmPlan, rng: np.random.Genera
         detected[~field] *= 0.02
     else:
         field[:] = True
-    letter = "L" if plan.acq.facing == "left" else "R"
-    scale = max(h, w) / 500
-    x = int(w * (0.08 if rng.random() < 0.5 else 0.85))
-    y = int(h * (0.12 if rng.random() < 0.5 else 0.92))
-    mask = np.zeros((h, w), np.uint8)
-    cv2.putText(mask, letter, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, max(2, int(scale * 2.5)), cv2.LINE_AA)
-    alpha = mask.astype(np.float32) / 255.0
-    detected *= 1.0 - 0.97 * alpha
+    detected *= 1.0 - 0.97 * side_marker_alpha((h, w), plan.acq.facing, rng)
     return field
 
 
@@ -335,8 +329,7 @@ def _burn_text(image: np.ndarray, plan: FilmPlan, rng: np.random.Generator) -> N
 def _near_spine(plan: FilmPlan, reach_mm: float) -> np.ndarray:
     """Pixels within ``reach_mm`` of the line through the body centres: where processing sets its
     window, as a console's region-of-interest detection would."""
-    raster = Raster(plan.acq.height, plan.acq.width, plan.to_px)
-    centres = raster.px(plan.beam.to_plane(np.array([[*b.centre, 0.0] for b in plan.bodies])))
+    centres = plan.raster.px(plan.beam.to_plane(np.array([[*b.centre, 0.0] for b in plan.bodies])))
     mask = np.zeros((plan.acq.height, plan.acq.width), np.uint8)
     cv2.polylines(mask, [np.round(centres).astype(np.int32)], False, 1, int(2 * reach_mm / plan.acq.spacing))
     return mask.astype(bool)
