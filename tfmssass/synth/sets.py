@@ -13,8 +13,8 @@ from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
 from tfmssass.core.system import usable_cpus
-from tfmssass.synth.others import OTHER_KINDS, OtherCase, other_case, plan_other, write_other
 from tfmssass.synth import radiograph
+from tfmssass.synth.others import OTHER_KINDS, OtherCase, other_case, plan_other, write_other
 from tfmssass.synth.phantoms import DIFFICULTIES, PHANTOM_NOTE, RENDERING, Case, make_case, plan_case, write_case
 
 #: The list of negative films beside labels.csv: image, patient_id, visit_date, kind, ...
@@ -25,7 +25,8 @@ STYLES = ("geometric", "radiograph")
 
 
 def _row(case) -> dict:
-    """A case's label row without rendering it, for a file that already exists."""
+    """A case's label row for a file that already exists: from its plan, except on a geometric cervical
+    film with the shoulders over the spine, whose NG corners only its pixels decide."""
     if isinstance(case, OtherCase):
         return plan_other(case)[0]
     if case.style == "radiograph":
