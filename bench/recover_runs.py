@@ -53,7 +53,8 @@ def main():
     if meta.get("orientation", {}).get("classifier"):
         # five classes once it learnt to tell films that are not lateral spines ("skipped: ...")
         classes = 5 if any(t.startswith("skipped") for t in meta.get("findings", {}).values()) else 4
-        classifier = build_orientation_model(classes)
+        network = meta["orientation"].get("network", 1)  # exports before issue 29 do not say: network 1
+        classifier = build_orientation_model(classes, network)
     order = [networks["keypoints"][0]] + ([classifier] if classifier else []) + [networks["grader"][0]]
     weights = [w for net in order for w in net.weights]
     if len(weights) != len(saved) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(weights, saved)):
@@ -74,7 +75,8 @@ def main():
         write_text(run / "done", "recovered from the exported model\n")
         if stage == "keypoints" and classifier is not None:
             classifier.save_weights(str(run / ORIENTATION_WEIGHTS))
-            write_text(run / ORIENTATION_SUMMARY, json.dumps({"classes": classes, "recovered_from": args.model}) + "\n")
+            write_text(run / ORIENTATION_SUMMARY, json.dumps({"classes": classes, "network": network,
+                                                                  "recovered_from": args.model}) + "\n")
         if stage == "keypoints" and meta.get("plausibility"):
             write_text(run / LIMITS, json.dumps(meta["plausibility"], indent=1) + "\n")
         print(f"{run}: {len(net.weights)} weights from {args.model}")

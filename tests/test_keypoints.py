@@ -250,6 +250,7 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
     from click.testing import CliRunner
 
     from tfmssass.cli import main
+    from tfmssass.stages.keypoints.orientation import NETWORK
 
     runner = CliRunner()
     result = runner.invoke(main, ["train", "keypoints", "--labels", str(phantoms / "labels.csv"),
@@ -273,6 +274,7 @@ def test_cli_train_and_evaluate_keypoints(phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     after = json.loads((tmp_path / "run" / "orientation.json").read_text())
     assert after["init"] == str((tmp_path / "run").resolve()) and "init" not in before
+    assert before["network"] == after["network"] == NETWORK  # the design loads with it (orientation.json)
     result = runner.invoke(main, ["evaluate", "keypoints", "--model", str(tmp_path / "run"),
                                   "--labels", str(phantoms / "labels.csv"), "--out", str(tmp_path / "ev"),
                                   "--worst", "2"])

@@ -61,6 +61,26 @@ def test_the_classifier_is_judged_as_scoring_asks_it_sure_of_the_right_turn():
     assert sure_and_right(Fixed(film, mirrored), thumbnails, labels) == pytest.approx(1 / 4)
 
 
+def test_a_run_keeps_the_classifier_design_it_was_trained_with(tmp_path):
+    """Network 2 replaced network 1; a stage-1 run from before (no ``network`` in orientation.json)
+    still loads its classifier as trained, and a run of network 2 says so."""
+    import json
+
+    from tfmssass.stages.keypoints.orientation import NETWORK, SUMMARY, WEIGHTS, build_orientation_model, load_orientation
+
+    thumbnails = np.random.default_rng(0).random((2, 192, 192, 1), np.float32)
+    for network, about in ((1, {"classes": 5}), (NETWORK, {"classes": 4, "network": NETWORK})):
+        run = tmp_path / f"run{network}"
+        run.mkdir()
+        trained = build_orientation_model(about["classes"], network)
+        trained.save_weights(str(run / WEIGHTS))
+        (run / SUMMARY).write_text(json.dumps(about))
+        loaded = load_orientation(run)
+        assert len(loaded.weights) == len(trained.weights) and loaded.output_shape[-1] == about["classes"]
+        np.testing.assert_allclose(loaded(thumbnails).numpy(), trained(thumbnails).numpy(), atol=1e-6)
+    assert len(build_orientation_model(5, 1).weights) != len(build_orientation_model(5, NETWORK).weights)
+
+
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
 def test_quarter_turn_matrix_follows_the_pixels_of_rot90(turns):
     image = np.zeros((5, 7))

@@ -65,7 +65,7 @@ from tfmssass.stages.keypoints.detect import (
     ORIENTATION_UNSURE,
     Stage1,
 )
-from tfmssass.stages.keypoints.orientation import load_orientation
+from tfmssass.stages.keypoints.orientation import classifier_about, load_orientation
 from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
     PHANTOM_WARNING,
@@ -168,7 +168,9 @@ class ScoringModule(tf.Module):
         phantom = trained_on_phantoms(kp_run) and trained_on_phantoms(gr_run)
         calibration = read_calibration(grader_run)
         orientation, limits = load_orientation(keypoints_run), read_limits(keypoints_run)
-        metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration, orientation is not None, limits)
+        network = classifier_about(keypoints_run)["network"] if orientation is not None else None
+        metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration, orientation is not None, limits,
+                                  orientation_network=network)
         undertrained = [w for w in (learning_warning(keypoints_run), learning_warning(grader_run)) if w]
         if undertrained:
             metadata["undertrained"] = undertrained
@@ -272,8 +274,9 @@ class ScoringModule(tf.Module):
 
 def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict, grader_config: dict,
                    phantom: bool, calibration: Calibration = Calibration(), orientation: bool = False,
-                   limits: dict | None = None) -> dict:
-    """What the model is, written beside the SavedModel (``metadata.json``) and kept in memory."""
+                   limits: dict | None = None, orientation_network: int | None = None) -> dict:
+    """What the model is, written beside the SavedModel (``metadata.json``) and kept in memory;
+    ``orientation_network``: the classifier's design (:mod:`..stages.keypoints.orientation`)."""
     return {
         "package": "tfmssass", "version": __version__,
         "phantom_trained": phantom,
@@ -298,7 +301,7 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
                    "gradability": gr.gradability,
                    "training_data": grader_config.get("training_data")},
         "findings": {str(code): text for code, text in FINDINGS.items()},
-        "orientation": {"classifier": orientation,
+        "orientation": {"classifier": orientation, **({"network": orientation_network} if orientation else {}),
                         "meaning": "degrees the film was turned clockwise to be read upright; -1 not checked"},
         "plausibility": limits,
         "implants": {"saturated": SATURATED, "min_share": MIN_SHARE,
