@@ -7,7 +7,8 @@ On the first ``--films`` upright labelled films of DIR (half of each view):
 1. **Orientation**: the classifier's answer on the film and its mirror averaged, as scoring asks it:
    sure and right (upright at probability 0.9 or more), right but unsure, or wrong.
 2. **Levels named wrong**, read as scoring reads them (:func:`levels_wrong`): on the film whole and cut
-   above and below between two disks (:func:`cut_versions`), so a run is judged on archives' cut films too.
+   above and below between two disks (:func:`cut_versions`), so a run is judged on archives' cut films too;
+   and per level on whole films, those answered a third of a disk or more too high or too low.
 3. **The gate on turned films**: stage 1 run on the film turned 0, 90, 180 and 270 degrees without the
    classifier, and the share its plausibility gate lets through. What it lets through at 180 degrees is
    read upside down; only the classifier stands between such a film and grades on the wrong corners.
@@ -58,7 +59,7 @@ def main() -> None:
     labels = pd.read_csv(Path(args.phantoms) / "labels.csv")
     labels = labels.groupby("view").head(args.films // 2)
     names = [c[:-3] for c in labels.columns if c.endswith("_cx")]
-    rows = []
+    rows, misplaced = [], []
     for index, (_, row) in enumerate(labels.iterrows()):
         image = read_radiograph(Path(args.phantoms) / row["image"]).image.astype(np.float32)
         small, scale = (t.numpy() for t in shrink_to_long_side(tf.constant(image), config.cache_long_side))
@@ -74,8 +75,16 @@ def main() -> None:
         known = centres[np.all(np.isfinite(centres), axis=1)]
         step = float(np.median(np.linalg.norm(np.diff(known, axis=0), axis=1)))
         for kind, (film, truth) in zip(("whole", "cut above", "cut below"), cut_versions(small, points, view, index)):
-            wrong, labelled = levels_wrong(detector.detect(film), truth, view, film.shape[0], film.shape[1], step)
+            detection = detector.detect(film)
+            wrong, labelled = levels_wrong(detection, truth, view, film.shape[0], film.shape[1], step)
             record[f"wrong {kind}"], record[f"labelled {kind}"] = wrong, labelled
+            if kind == "whole" and detection.found and detection.view == view:
+                low = detection.low_confidence[VIEW_SLICES[view]]
+                off = (detection.points[VIEW_SLICES[view]][0::2] - centres)[:, 1] / step  # + too low, in disks
+                for level, (shift, unsure) in enumerate(zip(off, low[0::2] | low[1::2])):
+                    if not unsure and abs(shift) >= 1 / 3:
+                        misplaced.append({"view": view, "level": names[VIEW_SLICES[view].start // 2 + level],
+                                          "too": "high" if shift < 0 else "low"})
         for turns in (0, 1, 2, 3):
             found = gate.detect(tf.constant(np.ascontiguousarray(np.rot90(image, turns))), tf.constant(-1)).finding
             record[f"gate {90 * turns}"] = int(found) == FOUND
@@ -93,6 +102,10 @@ def main() -> None:
     for degrees in (0, 90, 180, 270):
         table[f"gate {degrees}°"] = films.groupby(keys)[f"gate {degrees}"].mean().round(2)
     print(table.to_string())
+    if misplaced:
+        off = pd.DataFrame(misplaced)
+        print("\nwhole films, confident levels answered a third of a disk or more too high or too low:")
+        print(pd.crosstab([off.view, off.level], off.too).to_string())
     print(f"\nall {len(films)} films: levels named wrong "
           + ", ".join(f"{kind} {100 * films[f'wrong {kind}'].sum() / max(films[f'labelled {kind}'].sum(), 1):.1f}%"
                       for kind in ("whole", "cut above", "cut below"))
