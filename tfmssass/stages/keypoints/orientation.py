@@ -254,7 +254,7 @@ def train_orientation(data_dir, run_dir, epochs: int = 40, steps_per_epoch: int 
     model = build_orientation_model(classes)
     if init is not None:
         earlier = load_orientation(init)
-        if earlier is None or earlier.output_shape[-1] != classes or len(earlier.weights) != len(model.weights):
+        if earlier is None or earlier.output_shape[-1] != classes or classifier_about(init)["network"] != NETWORK:
             raise ValueError(f"{init}: no orientation classifier of {classes} classes and network {NETWORK} "
                              "to start from")
         model.set_weights(earlier.get_weights())
