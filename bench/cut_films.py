@@ -7,8 +7,8 @@ Each upright labelled film is cut twice: once above, once below, between two dis
 (1, 2 or 3 levels off, one film in three each). The levels wholly below (above) the edge keep their
 labels, shifted with the cut. Per cut: films read or refused, the on-film levels graded, **off-film
 levels graded** (must stay 0), graded levels whose disk centre lies more than a third of a step from
-the truth (a grade on the wrong level), and the exact agreement of the graded corners with the truth.
-The same films uncut are the reference.
+the truth (a grade on the wrong level), and the exact agreement of the graded corners with the truth,
+by view. The same films uncut are the reference.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def main() -> None:
         cuts = {"uncut": (image, 0, on)}
         cuts["cut above"] = (image[top:], top, np.arange(6) >= off)
         cuts["cut below"] = (image[:bottom], 0, np.arange(6) < 6 - off)
-        for name, (film, shift, on_film) in cuts.items():
+        for cut, (film, shift, on_film) in cuts.items():
+            name = f"{cut}, {view}"  # a cervical film is named from C2 at its top, a lumbar one from the sacrum
             c = count[name]
             c["films"] += 1
             c[f"films, {6 - int(on_film.sum())} off"] += 1
@@ -81,14 +82,14 @@ def main() -> None:
     print(f"model: {text}; films of {root}, cut with seed {args.seed}")
     rows = [[name, c["films"], c["read"], c["refused"], f"{c['on-film levels graded']} of {c['levels on the film']}",
              c["off-film levels graded"], c["graded on the wrong level"],
-             f"{c['exact'] / c['corners']:.3f} ({c['corners']})" if c["corners"] else "-"] for name, c in count.items()]
+             f"{c['exact'] / c['corners']:.3f} ({c['corners']})" if c["corners"] else "-"] for name, c in sorted(count.items())]
     model_args.print_table(["films", "n", "read", "refused", "on-film levels graded", "off-film levels graded",
                             "graded on the wrong level", "exact on graded corners"], rows)
     print()
     model_args.print_table(["films", "read with 1 / 2 / 3 levels off", "refused because"], [
         [name, " / ".join(f"{c[f'read, {k} off']} of {c[f'films, {k} off']}" for k in (1, 2, 3)),
          "; ".join(f"{why} ({n})" for why, n in refusals[name].most_common()) or "-"]
-        for name, c in count.items() if name != "uncut"])
+        for name, c in sorted(count.items()) if not name.startswith("uncut")])
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,16 @@ from tfmssass.stages.grader.data import (
     corner_samples,
     extract_patches,
 )
-from tfmssass.stages.grader.grades import disk_grades
+from tfmssass.stages.grader.calibration import choose_gradable_threshold
+from tfmssass.stages.grader.grades import (
+    GRADABILITY_DOUBTFUL,
+    NOT_GRADABLE,
+    NOT_GRADABLE_GRADE,
+    disk_grades,
+    grade_again,
+    grade_corners,
+    gradability_band,
+)
 from tfmssass.stages.grader.metrics import (
     per_grade_table,
     quadratic_weighted_kappa,
@@ -198,6 +207,41 @@ def test_bridge_rule_gives_one_answer_per_disk():
     assert all((i == 3) == (s == 3) for i, s in zip(inf, sup))
 
 
+def test_the_gradable_threshold_weighs_a_hidden_corner_graded_against_visible_ones_left():
+    """Calibration sets the threshold where grading costs as much as not grading, a hidden corner
+    graded counting ``cost`` visible ones left, and reports both errors there on its corners; with
+    no NG corners (a head not calibrated) it keeps 0.5."""
+    rng = np.random.default_rng(3)
+    hidden, visible = rng.uniform(0.05, 0.95, 200), rng.uniform(0.6, 1.0, 2000)
+    p, truth = np.concatenate([hidden, visible]), np.r_[np.zeros(200, bool), np.ones(2000, bool)]
+    threshold, said = choose_gradable_threshold(p, truth, cost=9.0)
+    assert threshold == pytest.approx(0.9)
+    assert said["not_gradable_graded"] == pytest.approx(np.mean(hidden >= 0.9))
+    assert said["gradable_called_not_gradable"] == pytest.approx(np.mean(visible < 0.9))
+    assert choose_gradable_threshold(p, truth, cost=1.0)[0] == pytest.approx(0.5)
+    assert choose_gradable_threshold(visible, np.ones(2000, bool))[0] == 0.5
+
+
+def test_the_model_threshold_decides_and_host_regrading_keeps_its_calls():
+    """A corner at P(gradable) 0.6 is NG for a model calibrated to 0.9, graded at 0.5; the borderline
+    band follows the threshold; grading again on the host (other review thresholds, another prior)
+    keeps the model's NG and borderline calls without knowing its threshold."""
+    assert gradability_band(0.5) == pytest.approx((0.2, 0.8))
+    low, high = gradability_band(0.9)
+    assert low < 0.9 < high and high > 0.97
+    p = np.tile(np.array([0.7, 0.1, 0.1, 0.1], np.float32), (1, 12, 1))
+    gradable = np.full((1, 12), 0.99, np.float32)
+    gradable[0, 10], gradable[0, 3] = 0.6, 0.95  # C7_inf-like under the shoulder; a borderline one at 0.9
+    point, cut = np.ones((1, 6), np.float32), np.ones((1, 6), bool)
+    at_half = grade_corners(p, point, cut, 0.6, 0.5, gradable)[0].numpy()
+    grades, _, _, reason = (t.numpy() for t in grade_corners(p, point, cut, 0.6, 0.5, gradable, 0.9))
+    assert at_half[0, 10] == 0 and grades[0, 10] == NOT_GRADABLE_GRADE and reason[0, 10] & NOT_GRADABLE
+    assert reason[0, 3] & GRADABILITY_DOUBTFUL and not reason[0, 0] & GRADABILITY_DOUBTFUL
+    again, _, review, again_reason = grade_again(p, point, cut, 0.8, 0.5, reason)
+    assert again[0, 10] == NOT_GRADABLE_GRADE and list(again[0, :10]) == list(grades[0, :10])
+    assert again_reason[0, 3] & GRADABILITY_DOUBTFUL and review[0, 3] and not review[0, 10]
+
+
 @pytest.mark.slow
 def test_grader_training_lowers_the_loss_of_both_heads():
     """The grades and the gradability head learn from one label (0-3, or 4 for NG); an NG corner adds
@@ -307,10 +351,14 @@ def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
     assert (tmp_path / "ev" / "roc.png").exists() and (tmp_path / "ev" / "calibration.png").exists()
     # refitting by the command gives the same calibration
     (tmp_path / "run" / "calibration.json").unlink()
-    assert runner.invoke(main, ["calibrate", "--grader", str(tmp_path / "run")]).exit_code == 0
+    result = runner.invoke(main, ["calibrate", "--grader", str(tmp_path / "run")])
+    assert result.exit_code == 0 and "not gradable under P(gradable) 0.90" in result.output
     again = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert again["temperature"] == pytest.approx(calibration["temperature"], rel=1e-3)
     assert again["gradable"] == pytest.approx(calibration["gradable"], rel=1e-3)
+    decided = gradability["threshold"]  # the NG threshold is decided with the calibration, and goes with the model
+    assert calibration["gradable_threshold"] == pytest.approx(0.9) and decided["not_gradable_corners"] == val["4"]
+    assert 0 <= decided["not_gradable_graded"] <= 1
     # exported with a stage-1 run: the SavedModel serves the calibrated gradability as a named output
     result = runner.invoke(main, ["train", "keypoints", "--labels", str(labels_csv), "--out", str(tmp_path / "kp"),
                                   "--preset", "tiny", "--epochs", "1"])
@@ -321,6 +369,7 @@ def test_cli_train_and_evaluate_grader(phantoms, tmp_path):
     meta = json.loads((tmp_path / "model" / "1" / "metadata.json").read_text())
     assert meta["grader"]["gradability"] and "gradable_probability" in meta["outputs"]
     assert meta["calibration"]["gradable"] == pytest.approx(calibration["gradable"], rel=1e-3)
+    assert meta["review"]["gradable_threshold"] == pytest.approx(again["gradable_threshold"])
     loaded = tf.saved_model.load(str(tmp_path / "model" / "1"))
     crops = np.random.default_rng(1).random((3, 64, 64, 1)).astype("float32")
     answer = loaded.signatures["grader"](crops=tf.constant(crops))

@@ -24,7 +24,7 @@ from tfmssass.scoring.film import FilmRecord, corner_table
 from tfmssass.scoring.longitudinal import Decoded, decode_cohort
 from tfmssass.scoring.record_maker import count_graded, flag_film_edge, review_text
 from tfmssass.stages.grader.calibration import UNIFORM, change_prior, em_prior
-from tfmssass.stages.grader.grades import LONGITUDINAL, grade_corners
+from tfmssass.stages.grader.grades import LONGITUDINAL, grade_again
 
 PRIOR_CHOICES = ("data", "uniform", "em")
 
@@ -57,15 +57,16 @@ def target_prior(choice, films: list[FilmRecord]) -> tuple | None:
 
 def regrade(film: FilmRecord, prior: tuple, review_threshold: float, point_review: float) -> None:
     """The film's corner probabilities under ``prior``, and its grades, confidences and review
-    reasons made again by the pipeline's rule (:func:`tfmssass.stages.grader.grades.grade_corners`)."""
+    reasons made again by the pipeline's rule, with the model's gradability calls kept (the prior does
+    not change them: :func:`tfmssass.stages.grader.grades.grade_again`)."""
     levels = [film.levels[lv] for lv in anatomy.LEVELS[film.view]]
     p = np.array([change_prior(c.p, film.prior, prior) if c.p is not None else np.full(4, 0.25)
                   for c in film.corners], np.float32)
     point = np.array([lv.point_confidence for lv in levels], np.float32)
     cut = np.array([lv.cut for lv in levels], bool)
     gradable = np.array([1.0 if c.p_gradable is None else c.p_gradable for c in film.corners], np.float32)
-    grades, confidence, _, codes = (t.numpy() for t in grade_corners(p, point, cut, review_threshold, point_review,
-                                                                     gradable))
+    grades, confidence, _, codes = grade_again(p, point, cut, review_threshold, point_review,
+                                               [c.review_code for c in film.corners])
     for k, c in enumerate(film.corners):
         if c.p is None:  # not cut, or not gradable: the prior changes nothing
             continue

@@ -128,11 +128,18 @@ def not_gradable_text(code: int, point_confidence: float, p_gradable: float, rev
 def decide_grades(out: dict, level_conf: np.ndarray, settings: Settings, exported: dict) -> tuple:
     """(grades, confidence, review codes) of a radiograph's corners: the graph's own, when it gives its
     reasons and was exported with this run's thresholds; else decided again here from its probabilities
-    by the same rule (``--review-threshold`` then works with any model, TF Serving included)."""
+    by the same rule, keeping the graph's gradability calls (``--review-threshold`` then works with any
+    model, TF Serving included)."""
     same = exported.get("review_threshold") == settings.review_threshold and \
         exported.get("point_review") == settings.point_review
-    if "review_reason" in out and same:
-        return out["grades"], out["corner_confidence"], out["review_reason"]
+    if "review_reason" in out:
+        if same:
+            return out["grades"], out["corner_confidence"], out["review_reason"]
+        graded, confidence, _, reason = grades.grade_again(
+            out["grade_probabilities"], level_conf.astype(np.float32), levels_cut(out), settings.review_threshold,
+            settings.point_review, out["review_reason"])
+        return graded, confidence, reason
+    # an export from before the review reasons decided gradability at 0.5, as the rule does by default
     graded, confidence, _, reason = grades.grade_corners(out["grade_probabilities"], level_conf.astype(np.float32),
                                                          levels_cut(out), settings.review_threshold,
                                                          settings.point_review, gradable_of(out))

@@ -44,8 +44,6 @@ import tensorflow as tf
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.config import (
-    GRADABILITY_REVIEW,
-    GRADABLE_THRESHOLD,
     POINT_REVIEW,
     PROBABILITY_FLOOR,
     REVIEW_THRESHOLD,
@@ -55,7 +53,7 @@ from tfmssass.core.config import (
 from tfmssass.ops.image import apply_matrix, quarter_turn_matrix, shrink_to_long_side
 from tfmssass.stages.grader.calibration import Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
-from tfmssass.stages.grader.grades import NOT_GRADABLE, REVIEW_REASONS, grade_corners
+from tfmssass.stages.grader.grades import NOT_GRADABLE, REVIEW_REASONS, grade_corners, gradability_band
 from tfmssass.stages.grader.model import grader_outputs
 from tfmssass.stages.implants import MIN_SHARE, SATURATED, dense_levels
 from tfmssass.stages.keypoints.detect import (
@@ -124,6 +122,7 @@ class ScoringModule(tf.Module):
         self.prior = tf.constant(calibration.prior, tf.float32)
         temperature, shift = float(calibration.temperature), tf.constant(calibration.bias, tf.float32)
         slope, offset = (float(v) for v in calibration.gradable)
+        self.gradable_threshold = float(calibration.gradable_threshold)
 
         def calibrated(crops):
             p, g = (tf.cast(t, tf.float32) for t in grader_outputs(grader, crops))
@@ -144,7 +143,8 @@ class ScoringModule(tf.Module):
     def metadata(self) -> dict:
         """What the model is, with the thresholds its grading rule decides with (``review``)."""
         review = {"review_threshold": self.review_threshold, "point_review": self.point_review,
-                  "gradable_threshold": GRADABLE_THRESHOLD, "gradability_review": list(GRADABILITY_REVIEW),
+                  "gradable_threshold": self.gradable_threshold,
+                  "gradability_review": list(gradability_band(self.gradable_threshold)),
                   "reasons": {str(bit): text for bit, text in REVIEW_REASONS.items()},
                   "meaning": "review_reason: the sum of the bits that apply; 0 = not flagged; review: any bit "
                              f"but {NOT_GRADABLE} (a confident not gradable)"}
@@ -210,7 +210,8 @@ class ScoringModule(tf.Module):
 
     def _finish(self, probabilities, gradable, level_confidence, cut):
         grades, confidence, review, reason = grade_corners(probabilities, level_confidence, cut,
-                                                           self.review_threshold, self.point_review, gradable)
+                                                           self.review_threshold, self.point_review, gradable,
+                                                           self.gradable_threshold)
         return {"grades": grades, "corner_confidence": confidence, "review": review, "review_reason": reason}
 
     def outputs(self, reading: Reading, graded: dict) -> dict:

@@ -18,7 +18,10 @@ estimated by EM (:func:`em_prior`, Saerens et al. 2002).
 
 The gradability head's P(gradable) is calibrated apart, by Platt scaling of its logit,
 sigmoid(s · logit p + o), fitted on the validation corners that readers graded or called ``NG``
-(:func:`fit_gradability`); with no ``NG`` among them it stays as trained.
+(:func:`fit_gradability`); with no ``NG`` among them it stays as trained. A calibrated probability
+is not yet a decision: grading a corner nobody can see costs more than leaving a visible one
+ungraded (:data:`~tfmssass.core.config.HIDDEN_GRADED_COST` times), so the head's threshold is set
+where the two expected costs meet (:func:`choose_gradable_threshold`), and kept in the calibration.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from scipy.special import softmax
 
 from tfmssass.core.atomic import write_text
-from tfmssass.core.config import PROBABILITY_FLOOR
+from tfmssass.core.config import GRADABLE_THRESHOLD, HIDDEN_GRADED_COST, PROBABILITY_FLOOR
 
 CALIBRATION = "calibration.json"
 UNIFORM = (0.25, 0.25, 0.25, 0.25)
@@ -49,6 +52,7 @@ class Calibration:
     fitted: bool = False
     validation: dict = field(default_factory=dict)  # corners, NLL and ECE before/after, the Bayes shift
     gradable: tuple = (1.0, 0.0)  # Platt scaling of P(gradable): slope and offset of its logit
+    gradable_threshold: float = GRADABLE_THRESHOLD  # calibrated P(gradable) under this → not gradable
 
     def to_dict(self) -> dict:
         return {**asdict(self), "bias": list(self.bias), "prior": list(self.prior), "gradable": list(self.gradable)}
@@ -57,7 +61,8 @@ class Calibration:
     def from_dict(cls, data: dict) -> "Calibration":
         return cls(float(data["temperature"]), tuple(map(float, data["bias"])), tuple(map(float, data["prior"])),
                    bool(data.get("fitted", True)), dict(data.get("validation", {})),
-                   tuple(map(float, data.get("gradable", (1.0, 0.0)))))
+                   tuple(map(float, data.get("gradable", (1.0, 0.0)))),
+                   float(data.get("gradable_threshold", GRADABLE_THRESHOLD)))
 
 
 def read_calibration(run_dir) -> Calibration:
@@ -127,6 +132,21 @@ def fit_gradability(p_gradable, gradable) -> tuple[tuple, dict]:
     slope, offset = (float(v) for v in result.x)
     return (slope, offset), {**report, "fitted": True, "nll_before": nll(np.array([1.0, 0.0])),
                              "nll_after": float(result.fun)}
+
+
+def choose_gradable_threshold(p_gradable, gradable, cost: float = HIDDEN_GRADED_COST) -> tuple[float, dict]:
+    """The gradable threshold of a calibrated head, and what it does on the calibration corners
+    (``p_gradable`` calibrated, ``gradable`` false for the ``NG`` ones): grade a corner when the
+    expected cost of grading it, (1 - p) · ``cost``, is below that of not grading it, p: p ≥ cost / (1 + cost).
+    0.5 when there are no ``NG`` corners (the head was not calibrated: nothing to decide on)."""
+    p, truth = np.asarray(p_gradable, np.float64), np.asarray(gradable, bool)
+    if truth.all() or not truth.any():
+        return GRADABLE_THRESHOLD, {"hidden_graded_cost": cost, "not_gradable_corners": int((~truth).sum())}
+    threshold = cost / (1.0 + cost)
+    graded = p >= threshold
+    return threshold, {"hidden_graded_cost": cost, "not_gradable_corners": int((~truth).sum()),
+                       "not_gradable_graded": float(graded[~truth].mean()),
+                       "gradable_called_not_gradable": float((~graded[truth]).mean())}
 
 
 def uncalibrate(probabilities, calibration: Calibration) -> np.ndarray:

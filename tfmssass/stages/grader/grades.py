@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfmssass.core.config import GRADABILITY_REVIEW, GRADABLE_THRESHOLD
+from tfmssass.core.config import GRADABILITY_REVIEW_ODDS, GRADABLE_THRESHOLD
 
 #: Why a corner goes to review: the bits of ``review_reason`` (0: not flagged). The graph decides the
 #: first four (:func:`grade_corners`); scoring adds the last two from what it sees across the film and
@@ -44,18 +44,27 @@ def reasons_of(code: int) -> list[int]:
     return [bit for bit in REVIEW_REASONS if int(code) & bit]
 
 
+def gradability_band(threshold: float = GRADABLE_THRESHOLD) -> tuple[float, float]:
+    """The P(gradable) a call is borderline between (review): odds within
+    :data:`~tfmssass.core.config.GRADABILITY_REVIEW_ODDS` of the threshold's, 0.2-0.8 around 0.5."""
+    odds = threshold / (1.0 - threshold)
+    low, high = odds / GRADABILITY_REVIEW_ODDS, odds * GRADABILITY_REVIEW_ODDS
+    return low / (1.0 + low), high / (1.0 + high)
+
+
 def needs_review(code: int) -> bool:
     """Whether a corner with these reason bits asks for a human look: any reason but a confident NG."""
     return bool(int(code) & ~NOT_GRADABLE)
 
 
 def grade_corners(probabilities, level_confidence, level_cut, review_threshold, point_review, gradable=None,
-                  gradable_threshold=GRADABLE_THRESHOLD, gradability_review=GRADABILITY_REVIEW):
+                  gradable_threshold=GRADABLE_THRESHOLD):
     """Bridge rule, gradability, per-corner confidence and review reasons for [..., 12, 4] probabilities:
     the one place the grading rule is written (the SavedModel, scoring on the host and ``evaluate`` call it).
 
     A corner whose P(gradable) (``gradable`` [..., 12]; None: all gradable) is below
-    ``gradable_threshold`` is not gradable: grade -2, reason :data:`NOT_GRADABLE`. A disk is bridged
+    ``gradable_threshold`` (the model's, from its calibration) is not gradable: grade -2, reason
+    :data:`NOT_GRADABLE`; one within :func:`gradability_band` is borderline. A disk is bridged
     when its gradable corners' mean P(3) exceeds 0.5: both are 3; otherwise each takes its most likely
     grade among 0-2. ``confidence`` = min(point confidence, probability of the grade given).
     ``reason`` [..., 12] holds the bits of :data:`REVIEW_REASONS` (a point not confident, a doubtful
@@ -89,7 +98,8 @@ def grade_corners(probabilities, level_confidence, level_cut, review_threshold, 
         return tf.where(tf.broadcast_to(flag, tf.shape(grades)), value, 0)
 
     not_gradable = g < gradable_threshold
-    borderline = bit((g >= gradability_review[0]) & (g < gradability_review[1]), GRADABILITY_DOUBTFUL)
+    band = gradability_band(gradable_threshold)
+    borderline = bit((g >= band[0]) & (g < band[1]), GRADABILITY_DOUBTFUL)
     graded_reason = (bit(disagreed, BRIDGE_DISAGREES) + bit(p_grade < review_threshold, DOUBTFUL_GRADE)
                      + bit(point < point_review, POINTS_UNSURE) + borderline)
     ng_reason = NOT_GRADABLE + bit(point < point_review, POINTS_UNSURE) + borderline
@@ -100,6 +110,19 @@ def grade_corners(probabilities, level_confidence, level_cut, review_threshold, 
     grades = tf.where(everywhere(cut), tf.where(not_gradable, NOT_GRADABLE_GRADE, grades), NOT_CUT_GRADE)
     review = tf.not_equal(tf.bitwise.bitwise_and(reason, ~NOT_GRADABLE), 0)
     return (flat(grades), flat(tf.where(graded, confidence, float("nan"))), flat(review), flat(reason))
+
+
+def grade_again(probabilities, level_confidence, level_cut, review_threshold, point_review, reason_before):
+    """:func:`grade_corners` on the host with other review thresholds or another prior, keeping the
+    model's gradability calls (``reason_before`` [..., 12]: the reason bits it gave): its NG corners stay
+    NG and its borderline calls borderline, whatever threshold it decided them with (TF Serving does not
+    tell). Returns numpy (grades, confidence, review, reason)."""
+    before = np.asarray(reason_before, np.int32)
+    gradable = np.where(before & NOT_GRADABLE, 0.0, 1.0).astype(np.float32)
+    graded, confidence, _, reason = grade_corners(probabilities, level_confidence, level_cut, review_threshold,
+                                                  point_review, gradable)
+    reason = reason.numpy() | (before & GRADABILITY_DOUBTFUL)
+    return graded.numpy(), confidence.numpy(), (reason & ~NOT_GRADABLE) != 0, reason
 
 
 def disk_grades(p_inf, p_sup) -> tuple:

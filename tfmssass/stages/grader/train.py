@@ -19,7 +19,15 @@ from tfmssass.core.config import GRADABLE_THRESHOLD, GraderConfig, KeypointConfi
 from tfmssass.data.tfrecords import NOT_GRADABLE_RECORD, grade_counts, label_counts_text, load_index
 from tfmssass.io.labels import load_labels
 from tfmssass.stages.grader import metrics as grading_metrics
-from tfmssass.stages.grader.calibration import CALIBRATION, fit_calibration, fit_gradability, write_calibration
+from tfmssass.stages.grader.calibration import (
+    CALIBRATION,
+    Calibration,
+    calibrate_gradable,
+    choose_gradable_threshold,
+    fit_calibration,
+    fit_gradability,
+    write_calibration,
+)
 from tfmssass.stages.grader.data import (
     CornerAugment,
     balanced_steps,
@@ -223,8 +231,10 @@ def calibrate_run(run_dir, labels_csv=None, keypoints_run=None, verbose: int = 1
     calibration = fit_calibration(seen.probabilities[graded], seen.labels[graded],
                                   grade_counts(load_index(run_data(run_dir)), "train"))
     gradable, gradability = fit_gradability(seen.gradable, graded) if config.gradability else ((1.0, 0.0), {})
-    calibration = replace(calibration, gradable=gradable, validation={
-        "gradability": gradability,
+    threshold, decided = choose_gradable_threshold(calibrate_gradable(seen.gradable, Calibration(gradable=gradable)),
+                                                   graded)
+    calibration = replace(calibration, gradable=gradable, gradable_threshold=threshold, validation={
+        "gradability": {**gradability, "threshold": decided},
         **calibration.validation, "corners_from": str(Path(labels_csv).resolve()) if labels_csv else "validation split",
         "points": "stage-1 run " + str(Path(keypoints_run).resolve()) if keypoints_run else "labelled"})
     write_calibration(run_dir, calibration)
@@ -237,4 +247,7 @@ def calibrate_run(run_dir, labels_csv=None, keypoints_run=None, verbose: int = 1
             print(f"gradability on {gradability['corners']} corners ({gradability['not_gradable']} NG): logit "
                   f"scaled by {gradable[0]:.3f}, shifted by {gradable[1]:+.3f}; NLL {gradability['nll_before']:.3f} "
                   f"before, {gradability['nll_after']:.3f} after")
+            print(f"not gradable under P(gradable) {threshold:.2f} (a hidden corner graded costs "
+                  f"{decided['hidden_graded_cost']:g} visible ones left): here {decided['not_gradable_graded']:.1%} of "
+                  f"the NG corners graded, {decided['gradable_called_not_gradable']:.1%} of the graded ones called NG")
     return calibration
