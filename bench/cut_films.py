@@ -8,7 +8,8 @@ Each upright labelled film is cut twice: once above, once below, between two dis
 labels, shifted with the cut. Per cut: films read or refused, the on-film levels graded, **off-film
 levels graded** (must stay 0), graded levels whose disk centre lies more than a third of a step from
 the truth (a grade on the wrong level), and the exact agreement of the graded corners with the truth,
-by view. The same films uncut are the reference.
+by view. A film counts as read when scoring keeps it, with its own rules on top of the model's (a cut
+film needs a clear end of its chain: docs/scoring.md). The same films uncut are the reference.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ def main() -> None:
     from tfmssass.core import anatomy
     from tfmssass.io import read_radiograph
     from tfmssass.io.labels import load_labels
+    from tfmssass.scoring.record_maker import Item, RecordMaker
+    from tfmssass.scoring.settings import Settings
 
     parser = model_args.parser(__doc__, "Upright labelled films ('tfmssass synth').")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     predictor, text = model_args.open_model(args)
+    maker = RecordMaker(predictor.metadata, Settings(text, True), None)
     root = Path(args.phantoms)
     labels, _ = load_labels(root / "labels.csv", check_images=False)  # NG and blank: both missing grades
     rng = np.random.default_rng(args.seed)
@@ -62,9 +66,12 @@ def main() -> None:
             c[f"films, {6 - int(on_film.sum())} off"] += 1
             c["levels on the film"] += int(on_film.sum())
             out = predictor.predict([np.ascontiguousarray(film)], [None])[0]
-            if not out["spine_found"] or out["view"] != view:
+            # scoring's own decision, which adds the host's rules to the model's (a chain without a clear end)
+            record = maker.make(Item(Path(row["image"]), row["image"], image=film), out) if out["spine_found"] else None
+            if not out["spine_found"] or out["view"] != view or not record.scored:
                 c["refused"] += 1
-                why = findings.get(str(int(out["finding"])), "?") if not out["spine_found"] else "read as the other view"
+                why = (findings.get(str(int(out["finding"])), "?") if not out["spine_found"] else
+                       "read as the other view" if out["view"] != view else record.reason.split(":")[0])
                 refusals[name][why.replace("{view} ", "")] += 1
                 continue
             c[f"read, {6 - int(on_film.sum())} off"] += 1

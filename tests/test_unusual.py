@@ -226,6 +226,44 @@ def test_levels_the_film_does_not_reach_are_told_by_where_they_would_have_to_be(
     assert on(piled, 700, np.eye(6, dtype=bool)[2]) == [True] * 6
 
 
+def test_a_film_cut_off_near_the_spine_is_scored_only_from_a_clear_end_of_its_chain(phantoms):
+    # a reader names the levels of a cut film by counting from an end they can see (C2, or C7-T1 below
+    # it; T12-L1, or the sacrum): with one end at the film's edge and the other hidden, nobody can
+    from score_doubles import scoring_models, settings
+
+    from tfmssass.io import read_radiograph
+    from tfmssass.scoring.record_maker import UNANCHORED_REASON, Item, RecordMaker
+    from tfmssass.stages.grader.grades import NOT_GRADABLE as NG_BIT
+
+    predictor = scoring_models(phantoms / "labels.csv")
+    maker = RecordMaker(predictor.metadata, settings(), None)
+    row = pd.read_csv(phantoms / "labels.csv").query("view == 'cervical'").iloc[0]
+    image = read_radiograph(phantoms / row["image"]).image.astype(np.float32)
+    whole = predictor.predict([image], ["cervical"])[0]
+    item = Item(phantoms / row["image"], row["image"], image=image)
+    assert maker.make(item, whole).scored and not maker.make(item, whole).film_edge
+
+    def variant(end, in_steps, bottom_hidden):
+        """The chain moved so that its top (or bottom) disk lies ``in_steps`` inside the film's edge."""
+        out = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in whole.items()}
+        centres = out["keypoints"][0:12:2]
+        step = float(np.median(np.diff(centres[:, 1])))
+        edge = in_steps * step if end == "top" else image.shape[0] - 1 - in_steps * step
+        out["keypoints"][:12, 1] -= centres[0 if end == "top" else 5, 1] - edge
+        if bottom_hidden:  # C7-T1's corners judged not gradable (under the shoulders)
+            out["grades"][10:12], out["review_reason"][10:12] = -2, NG_BIT
+        return maker.make(item, out)
+
+    seen_below = variant("top", 0.5, bottom_hidden=False)  # C2-C3 at the edge, C7-T1 seen: counted from below
+    assert seen_below.scored and seen_below.film_edge
+    assert all(c.review for c in seen_below.corners if c.grade is not None)
+    refused = variant("top", 0.5, bottom_hidden=True)
+    assert not refused.scored and refused.reason == UNANCHORED_REASON.format(first="C2-C3", last="C7-T1")
+    assert not refused.corners  # no grade at all, not even on the levels it read
+    seen_above = variant("bottom", 0.5, bottom_hidden=True)  # cut below, C2-C3 seen: counted from the top
+    assert seen_above.scored and seen_above.film_edge
+
+
 def test_a_chain_that_ends_at_the_film_edge_sends_its_grades_to_review():
     # stage 1 may name every level one off on a film cut just past a level: no rule sees it, a reader must
     from tfmssass.scoring.record_maker import chain_at_film_edge

@@ -54,8 +54,23 @@ IMPLANT_REASON = "implant or dense overlap over the level: not graded"
 OFF_FILM_REASON = "level not on the film (cut off)"
 
 
+#: Why a film cut off near the spine is not scored when neither end of its chain is clear.
+UNANCHORED_REASON = ("film cut off near the spine, and neither end of the chain ({first} at the top, {last} at "
+                     "the bottom) lies clear of the edge with its bone seen: the levels cannot be named for sure; "
+                     "a reader must name them")
 #: Added to the review reason of every graded corner of a film whose chain ends at the film's edge.
 FILM_EDGE_REVIEW = "film cut off near the spine: check that the levels are named right"
+
+
+def _inside_in_steps(centres: np.ndarray, height: int, width: int) -> np.ndarray:
+    """How far each level's disk centre lies inside the film, in steps between the levels found (NaN
+    where not found; infinite when fewer than two were found: no step to measure by)."""
+    found = np.flatnonzero(np.all(np.isfinite(centres), axis=1))
+    if len(found) < 2:
+        return np.where(np.all(np.isfinite(centres), axis=1), np.inf, np.nan)
+    step = float(np.median(np.linalg.norm(np.diff(centres[found], axis=0), axis=1) / np.diff(found)))
+    x, y = centres[:, 0], centres[:, 1]
+    return np.minimum(np.minimum(x, y), np.minimum(width - 1 - x, height - 1 - y)) / step
 
 
 def chain_at_film_edge(centres: np.ndarray, on_film: np.ndarray, height: int, width: int) -> bool:
@@ -65,13 +80,22 @@ def chain_at_film_edge(centres: np.ndarray, on_film: np.ndarray, height: int, wi
     uncut phantoms keep both ends at least 1.7 steps inside. ``centres`` [6, 2] pixels, NaN where not found."""
     if not on_film.all():
         return True
-    found = np.flatnonzero(np.all(np.isfinite(centres), axis=1))
-    if len(found) < 2:
-        return False
-    step = float(np.median(np.linalg.norm(np.diff(centres[found], axis=0), axis=1) / np.diff(found)))
-    ends = centres[[found[0], found[-1]]]
-    inside = np.minimum(np.minimum(ends[:, 0], ends[:, 1]), np.minimum(width - 1 - ends[:, 0], height - 1 - ends[:, 1]))
-    return bool((inside < step).any())
+    inside = _inside_in_steps(centres, height, width)
+    found = np.flatnonzero(~np.isnan(inside))
+    return bool(len(found) and (inside[[found[0], found[-1]]] < 1).any())
+
+
+def clear_chain_ends(film: FilmRecord, centres: np.ndarray, height: int, width: int) -> list[str]:
+    """The ends of the film's chain (its first and last level) a reader could count the levels from: on
+    the film at least one step inside its edge, with a corner graded (bone seen, not hidden or blank)."""
+    inside = _inside_in_steps(centres, height, width)
+    clear = []
+    for j in (0, 5):
+        level = anatomy.LEVELS[film.view][j]
+        graded = any(c.grade is not None for c in film.corners if anatomy.CORNER_LEVEL[c.corner] == level)
+        if film.levels[level].on_film and inside[j] >= 1 and graded:
+            clear.append(level)
+    return clear
 
 
 def flag_film_edge(film: FilmRecord) -> None:
@@ -290,6 +314,11 @@ class RecordMaker:
         count_graded(film)
         centres = out["keypoints"][VIEW_SLICES[out["view"]]][0::2]
         film.film_edge = chain_at_film_edge(centres, on_film, *item.image.shape[:2])
+        if film.film_edge and not clear_chain_ends(film, centres, *item.image.shape[:2]):
+            first, last = anatomy.LEVELS[film.view][0], anatomy.LEVELS[film.view][-1]
+            failed = base_film(item, Status.FAILED, UNANCHORED_REASON.format(first=first, last=last))
+            failed.view = film.view
+            return failed
         flag_film_edge(film)
         # the prior the probabilities assume: from the model, or (a server of an older export) its training's
         film.prior = [float(v) for v in out["grade_prior"]] if "grade_prior" in out else None
