@@ -14,6 +14,7 @@ from tfmssass.io.labels import (
     NOT_GRADABLE,
     LabelError,
     corner_label,
+    drawn_by_synth,
     load_labels,
     ng_column,
     read_labels,
@@ -242,3 +243,26 @@ def test_prepare_refuses_what_labels_check_fails(phantoms, tmp_path):
     assert prepared.exit_code == check.exit_code
     assert "line 5:" in prepared.output and "is outside the" in prepared.output
     assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.tfrecord*"))
+
+
+def test_labels_merged_from_phantom_sets_are_still_phantoms_and_one_real_film_makes_them_not(tmp_path):
+    """A model must say it is phantom-trained: label files merged from two synth sets (their
+    synth.json in the sets' folders, not beside the merged file) count as phantoms; a film from
+    anywhere else makes the table not all phantoms."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "synth.json").write_text("{}")
+    (tmp_path / "archive").mkdir()
+
+    def table(*images):
+        frame = pd.DataFrame({"image": list(images)})
+        frame.attrs["source"] = str(tmp_path / "labels.csv")
+        return frame
+
+    assert drawn_by_synth(table("a/PH0001/2014-06-13/cervical.dcm", "b/PH0001/2010-01-01/lumbar.dcm"))
+    assert drawn_by_synth(table(str(tmp_path / "b" / "PH0002" / "x.dcm")))  # absolute paths too
+    assert not drawn_by_synth(table("a/PH0001/2014-06-13/cervical.dcm", "archive/P17/2019-01-01/lumbar.dcm"))
+    assert not drawn_by_synth(table())
+    beside = pd.DataFrame({"image": ["PH0001/2014-06-13/cervical.dcm"]})
+    beside.attrs["source"] = str(tmp_path / "a" / "labels.csv")  # synth's own labels.csv
+    assert drawn_by_synth(beside)

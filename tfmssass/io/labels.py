@@ -145,6 +145,28 @@ def resolve_image(frame: pd.DataFrame, row) -> Path:
     return Path(frame.attrs.get("source", ".")).parent / image
 
 
+#: What ``tfmssass synth`` writes beside the labels and images it draws.
+SYNTH_MANIFEST = "synth.json"
+
+
+def drawn_by_synth(frame: pd.DataFrame) -> bool:
+    """Whether every image of a label table is a phantom: a synth manifest beside the label file, or
+    in a folder above each image (label files merged from several phantom sets keep their images in
+    the sets' folders). A model trained on it must say it is phantom-trained in every output."""
+    if (Path(frame.attrs.get("source", ".")).parent / SYNTH_MANIFEST).is_file():
+        return True
+    marked: dict[Path, bool] = {}
+
+    def under_a_set(folder: Path) -> bool:
+        if folder not in marked:
+            marked[folder] = (folder / SYNTH_MANIFEST).is_file() or (
+                folder.parent != folder and under_a_set(folder.parent))
+        return marked[folder]
+
+    return not frame.empty and all(under_a_set(resolve_image(frame, row).absolute().parent)
+                                   for _, row in frame.iterrows())
+
+
 def validate_labels(frame: pd.DataFrame, check_images: bool = True) -> LabelReport:
     """Every problem a trainer would trip over, each as 'line N: reason' (warnings separately)."""
     from tfmssass.io import RadiographError, image_size

@@ -38,7 +38,7 @@ from tfmssass.data.tfrecords import (
 )
 from tfmssass.io import RadiographError, read_radiograph
 from tfmssass.io.images import encode_png16
-from tfmssass.io.labels import load_labels, resolve_image
+from tfmssass.io.labels import drawn_by_synth, load_labels, resolve_image
 from tfmssass.io.split import split_patients, write_split
 from tfmssass.ops.image import shrink_to_long_side
 from tfmssass.stages.grader.crops import level_patch
@@ -287,7 +287,7 @@ def prepare(labels_csv, out, long_side: int = 1024, patch_depth_px: int = 96, va
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
-    phantom = (labels_csv.parent / "synth.json").is_file()
+    phantom = drawn_by_synth(frame) and (negatives is None or negatives.empty or drawn_by_synth(negatives))
     return _summarise(out, settings, markers, phantom)
 
 

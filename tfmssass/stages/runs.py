@@ -20,7 +20,7 @@ from tfmssass.core.atomic import keep_settings, write_text
 from tfmssass.core.config import GraderConfig, KeypointConfig, demo_model_dir
 from tfmssass.core.errors import UsageError
 from tfmssass.data.tfrecords import load_index
-from tfmssass.io.labels import load_labels
+from tfmssass.io.labels import drawn_by_synth, load_labels
 from tfmssass.io.split import split_patients, write_split
 from tfmssass.stages.grader.model import CornerGrader, build_grader
 from tfmssass.stages.keypoints.detect import KeypointDetector
@@ -49,13 +49,12 @@ def open_run(run_dir: str | Path, config: dict) -> tuple[Path, bool]:
     return run, (run / "done").is_file()
 
 
-def training_data_summary(labels_csv, frame) -> dict:
+def training_data_summary(frame) -> dict:
     """What the model learnt from, kept with it: counts, and whether the labels are phantoms
-    (``tfmssass synth`` writes ``synth.json`` beside its labels.csv), so every output of a
-    phantom-trained model can say so."""
+    (:func:`~tfmssass.io.labels.drawn_by_synth`), so every output of a phantom-trained model can say so."""
     return {"radiographs": int(len(frame)), "patients": int(frame["patient_id"].nunique()),
             "views": {str(k): int(v) for k, v in frame["view"].value_counts().sort_index().items()},
-            "phantom": (Path(labels_csv).parent / "synth.json").is_file()}
+            "phantom": drawn_by_synth(frame)}
 
 
 def trained_on_phantoms(config: dict) -> bool:
@@ -83,7 +82,7 @@ def start_run(source, out, stage: str, config: dict, init, mixed_precision: bool
     else:
         frame, _ = load_labels(source)
         split = None
-        origin = {"labels": str(source.resolve()), "training_data": training_data_summary(source, frame)}
+        origin = {"labels": str(source.resolve()), "training_data": training_data_summary(frame)}
     run, done = open_run(out, {"stage": stage, **origin, stage: config, "init": init,
                                "mixed_precision": mixed_precision, **extra})
     if done:
