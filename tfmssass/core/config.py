@@ -23,10 +23,11 @@ def demo_model_dir() -> Path:
 #: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
 REVIEW_THRESHOLD = 0.6  # grade probability below this → review
 POINT_REVIEW = 0.5  # key-point confidence below this → review
-#: A corner whose calibrated probability of being gradable is below the gradable threshold is "not
-#: gradable" (NG): no grade, missing in the totals. This is the threshold of a model calibrated before
-#: the threshold was chosen at calibration (``calibrate`` sets its own: docs/models.md). A call within
-#: odds of 4 either side of the threshold (0.2-0.8 around 0.5) is borderline → review.
+#: A corner whose calibrated probability of being gradable is below the model's gradable threshold is
+#: "not gradable" (NG): no grade, missing in the totals. ``calibrate`` sets the threshold
+#: (docs/models.md); 0.5 is that of models calibrated before it did, and of heads calibrated without
+#: NG corners. A call within odds of 4 either side of the threshold (0.2-0.8 around 0.5) is
+#: borderline → review.
 GRADABLE_THRESHOLD = 0.5
 GRADABILITY_REVIEW_ODDS = 4.0
 #: How many visible corners left ungraded one hidden corner graded is worth avoiding: a grade on a
