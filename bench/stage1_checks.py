@@ -37,7 +37,7 @@ def main() -> None:
     import pandas as pd
     import tensorflow as tf
 
-    from tfmssass.core.anatomy import VIEW_SLICES
+    from tfmssass.core.anatomy import LEVELS, VIEW_SLICES
     from tfmssass.core.config import KeypointConfig
     from tfmssass.io import read_radiograph
     from tfmssass.stages.keypoints.detect import FOUND, KeypointDetector, Stage1, shrink_to_long_side
@@ -83,7 +83,7 @@ def main() -> None:
                 off = (detection.points[VIEW_SLICES[view]][0::2] - centres)[:, 1] / step  # + too low, in disks
                 for level, (shift, unsure) in enumerate(zip(off, low[0::2] | low[1::2])):
                     if not unsure and abs(shift) >= 1 / 3:
-                        misplaced.append({"view": view, "level": names[VIEW_SLICES[view].start // 2 + level],
+                        misplaced.append({"view": view, "level": LEVELS[view][level],
                                           "too": "high" if shift < 0 else "low"})
         for turns in (0, 1, 2, 3):
             found = gate.detect(tf.constant(np.ascontiguousarray(np.rot90(image, turns))), tf.constant(-1)).finding
