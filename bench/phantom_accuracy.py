@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+from tfmssass.synth import DEFAULT_STYLE, STYLES
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -73,7 +75,7 @@ def main():
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument("--visits", type=int, default=2)
     parser.add_argument("--difficulty", default="realistic")
-    parser.add_argument("--style", default="geometric", choices=("geometric", "radiograph"))
+    parser.add_argument("--style", default=DEFAULT_STYLE, choices=STYLES)
     parser.add_argument("--out", help="scoring output folder (default: beside the phantoms)")
     args = parser.parse_args()
 

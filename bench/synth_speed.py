@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from tfmssass.core.system import usable_cpus
+from tfmssass.synth import DEFAULT_STYLE, STYLES
 from tfmssass.synth.sets import synthesize
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=250)
     parser.add_argument("--visits", type=int, default=2)
     parser.add_argument("--difficulty", default="realistic")
-    parser.add_argument("--style", default="radiograph", choices=("geometric", "radiograph"))
+    parser.add_argument("--style", default=DEFAULT_STYLE, choices=STYLES)
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from tfmssass.core.errors import TfmssassError
+from tfmssass.synth import DEFAULT_STYLE, STYLES
 
 
 def _fail(message: str, code: int = 1):
@@ -115,9 +116,10 @@ def convert(source, target, bits):
 @click.option("--negatives", type=click.IntRange(0), default=0, show_default=True,
               help="Films of each kind that is not graded (AP cervical, AP lumbar, lateral thoracic, lateral "
                    "chest) under OUT/other/, listed in OUT/negatives.csv.")
-@click.option("--style", type=click.Choice(["geometric", "radiograph"]), default="geometric", show_default=True,
-              help="geometric: flat shapes, the films the shipped demo is trained on; radiograph: 3-D anatomy "
-                   "projected through a physical image chain and a vendor's processing (docs/phantoms.md).")
+@click.option("--style", type=click.Choice(STYLES), default=DEFAULT_STYLE, show_default=True,
+              help="radiograph: 3-D anatomy projected through a physical image chain and a vendor's processing, "
+                   "the films the shipped demo is trained on; geometric: flat shapes, clean films for tests "
+                   "(docs/phantoms.md).")
 def synth(out, patients, visits, seed, difficulty, views, workers, resume, unusual, negatives, style):
     """Write spine phantoms (DICOM under OUT/<patient>/<date>/ and OUT/labels.csv).
 

@@ -13,15 +13,12 @@ from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
 from tfmssass.core.system import usable_cpus
-from tfmssass.synth import radiograph
+from tfmssass.synth import DEFAULT_STYLE, STYLES, radiograph
 from tfmssass.synth.others import OTHER_KINDS, OtherCase, other_case, plan_other, write_other
 from tfmssass.synth.phantoms import DIFFICULTIES, PHANTOM_NOTE, RENDERING, Case, make_case, plan_case, write_case
 
 #: The list of negative films beside labels.csv: image, patient_id, visit_date, kind, ...
 NEGATIVES = "negatives.csv"
-#: How lateral films are drawn: ``geometric`` (flat shapes, the tests' clean films) or ``radiograph``
-#: (projected 3-D anatomy through a physical image chain and a vendor's processing).
-STYLES = ("geometric", "radiograph")
 
 
 def _row(case) -> dict:
@@ -52,7 +49,7 @@ def _work(args) -> dict:
 def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
                difficulty: str = "realistic", views=anatomy.VIEWS, workers: int | None = None,
                resume: bool = False, progress: bool = True, unusual: float = 0.0,
-               negatives: int = 0, style: str = "geometric") -> pd.DataFrame:
+               negatives: int = 0, style: str = DEFAULT_STYLE) -> pd.DataFrame:
     """Write a phantom set under ``out`` and return its labels. ``unusual``: each lateral film's chance
     of being cut, plated, flexed, extended or transitional (:mod:`.variants`); ``negatives``: films of
     each kind that is not graded (:mod:`.others`), listed in ``negatives.csv``; ``style``: one of
