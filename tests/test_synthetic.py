@@ -16,9 +16,10 @@ from tfmssass.synth.sets import synthesize
 
 
 @pytest.fixture(scope="module")
-def generated(phantoms):
-    """The shared set (conftest: 3 patients, 2 visits, seed 11) and its label table."""
-    return phantoms, read_labels(phantoms / "labels.csv")
+def generated(clean_phantoms):
+    """The geometric-style set (conftest: 3 patients, 2 visits, seed 11) and its label table: this module
+    checks that style's drawing (test_radiograph_phantoms the radiograph style's)."""
+    return clean_phantoms, read_labels(clean_phantoms / "labels.csv")
 
 
 def digest(folder):
