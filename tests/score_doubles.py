@@ -79,7 +79,7 @@ class LabelledPoints:
         return self.detect(small, view_index)  # never shrunk (long_side)
 
 
-def scoring_models(labels_csv, batch_size: int = 64):
+def scoring_models(labels_csv, batch_size: int = 64, **metadata_items):
     """A predictor over the scoring module with the stage-1 double and an untrained tiny grader."""
     import keras
 
@@ -95,7 +95,7 @@ def scoring_models(labels_csv, batch_size: int = 64):
     stage1 = LabelledPoints(labels_csv)
     metadata = {"note": "PHANTOM-TRAINED test doubles", "phantom_trained": True,
                 "keypoints": {"confidence_threshold": 0.3}, "grader": {"extent": 2.8},
-                "findings": {str(code): text for code, text in FINDINGS.items()}}
+                "findings": {str(code): text for code, text in FINDINGS.items()}, **metadata_items}
     module = ScoringModule(stage1, grader, CropSpec(size=64, depth_px=48), 0.3, metadata)
     predictor = ModulePredictor(module, batch_size)
     predictor.stage1 = stage1  # tests reach the double's table through the predictor

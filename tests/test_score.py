@@ -269,6 +269,11 @@ def test_implanted_levels_are_blank_and_films_that_are_not_lateral_spines_are_sk
         assert mine.loc[~mine["level"].isin(levels), "review_reason"].ne(IMPLANT_REASON).all()
         plated += len(levels)
     assert plated >= 3
+    # a model whose stage 1 learnt a higher limit (bright processed training films) decides with it
+    raised = scoring_models(folder / "labels.csv", implants={"min_share": 1.01})
+    plated_film = labels.loc[labels["variant"].str.startswith("implant"), "image"].iloc[0]
+    out = raised.predict([read_radiograph(folder / plated_film).image.astype(np.float32)], [None])[0]
+    assert out["spine_found"] and not out["level_implant"].any()
 
 
 @pytest.mark.slow

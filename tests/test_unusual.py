@@ -90,6 +90,35 @@ def test_levels_under_a_plate_are_not_gradable_and_the_metal_is_saturated():
         assert not dense_levels(plain, plain_points).numpy()[[j for j in range(6) if j not in hidden]].any()
 
 
+def test_the_implant_limit_rises_only_where_gradable_training_levels_saturate():
+    from tfmssass.stages.implants import GRADABLE_BLANKED, MIN_SHARE, dense_levels, share_limit
+
+    # clean films (no gradable level near saturation): the floor that finds plates on them
+    assert share_limit(np.zeros(500)) == share_limit([]) == MIN_SHARE
+    # processed films where 3% of the gradable levels are three-quarters white: above them
+    shares = np.r_[np.zeros(970), np.full(30, 0.75)]
+    limit = share_limit(shares)
+    assert 0.75 < limit < 0.76 and (shares >= limit).mean() <= GRADABLE_BLANKED
+    # the rule decides with the limit it is given: a square 30% white is metal at 0.1, not at the raised one
+    image = np.full((200, 200), 0.5, np.float32)
+    image[80:110, 100:140] = 1.0  # about 30% of the square around level 0's anterior point
+    points = np.full((12, 2), np.nan, np.float32)
+    points[0], points[1] = (70.0, 100.0), (120.0, 100.0)
+    assert dense_levels(image, points).numpy()[0] and not dense_levels(image, points, limit).numpy()[0]
+
+
+def test_a_model_decides_with_its_runs_implant_limit(tmp_path):
+    from tfmssass.core.config import GraderConfig, KeypointConfig
+    from tfmssass.serving.module import build_metadata
+    from tfmssass.stages.implants import MIN_SHARE, read_share_limit, write_share_limit
+
+    assert read_share_limit(tmp_path) == MIN_SHARE  # a run made before the limit was learnt
+    write_share_limit(tmp_path, {"min_share": 0.62, "gradable_levels": 10})
+    assert read_share_limit(tmp_path) == 0.62
+    meta = build_metadata(KeypointConfig(), GraderConfig(), {}, {}, True, implant_share=read_share_limit(tmp_path))
+    assert meta["implants"]["min_share"] == 0.62
+
+
 def test_flexion_extension_and_a_transitional_junction_change_the_spine_not_the_labels():
     rng = lambda: np.random.default_rng(3)  # noqa: E731  the same spine drawn each time
     angle = lambda bodies: math.degrees(bodies[0].theta - bodies[-1].theta)  # noqa: E731  the curve, head to feet

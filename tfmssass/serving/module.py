@@ -55,7 +55,7 @@ from tfmssass.stages.grader.calibration import Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import NOT_GRADABLE, REVIEW_REASONS, grade_corners, gradability_band
 from tfmssass.stages.grader.model import grader_outputs
-from tfmssass.stages.implants import MIN_SHARE, SATURATED, dense_levels
+from tfmssass.stages.implants import MIN_SHARE, SATURATED, dense_levels, read_share_limit
 from tfmssass.stages.keypoints.detect import (
     FINDINGS,
     FOUND,
@@ -113,6 +113,7 @@ class ScoringModule(tf.Module):
         self._metadata = json.dumps(metadata)  # a string: tf.Module would wrap a dict for tracking
         self._note = str(metadata.get("note", ""))  # every output carries it
         self.review_threshold, self.point_review = review_threshold, point_review
+        self.implant_share = float(metadata.get("implants", {}).get("min_share", MIN_SHARE))
         keypoint_model = getattr(stage1, "model", None)
         # each weight once in the SavedModel (keras' ExportArchive stored every weight twice)
         orientation = getattr(stage1, "orientation", None)
@@ -170,7 +171,7 @@ class ScoringModule(tf.Module):
         orientation, limits = load_orientation(keypoints_run), read_limits(keypoints_run)
         network = classifier_about(keypoints_run)["network"] if orientation is not None else None
         metadata = build_metadata(kp, gr, kp_run, gr_run, phantom, calibration, orientation is not None, limits,
-                                  orientation_network=network)
+                                  orientation_network=network, implant_share=read_share_limit(keypoints_run))
         undertrained = [w for w in (learning_warning(keypoints_run), learning_warning(grader_run)) if w]
         if undertrained:
             metadata["undertrained"] = undertrained
@@ -202,7 +203,7 @@ class ScoringModule(tf.Module):
         view_conf = tf.gather(det.confidence, span)
         level_conf = tf.minimum(view_conf[0::2], view_conf[1::2])
         found = tf.equal(det.finding, FOUND)
-        implant = dense_levels(upright, tf.gather(upright_points, span)) & found
+        implant = dense_levels(upright, tf.gather(upright_points, span), self.implant_share) & found
         to_cut = (level_conf >= self.confidence_threshold) & found & det.level_plausible & det.on_film & ~implant
         crops, cut = corner_crops(upright, tf.gather(upright_points, span), to_cut, self.crop)
         return Reading(det.points, det.confidence, det.view, found, crops, cut, level_conf, turns, det.finding,
@@ -275,9 +276,11 @@ class ScoringModule(tf.Module):
 
 def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict, grader_config: dict,
                    phantom: bool, calibration: Calibration = Calibration(), orientation: bool = False,
-                   limits: dict | None = None, orientation_network: int | None = None) -> dict:
+                   limits: dict | None = None, orientation_network: int | None = None,
+                   implant_share: float = MIN_SHARE) -> dict:
     """What the model is, written beside the SavedModel (``metadata.json``) and kept in memory;
-    ``orientation_network``: the classifier's design (:mod:`..stages.keypoints.orientation`)."""
+    ``orientation_network``: the classifier's design (:mod:`..stages.keypoints.orientation`);
+    ``implant_share``: the implant rule's limit learnt with stage 1 (:mod:`..stages.implants`)."""
     return {
         "package": "tfmssass", "version": __version__,
         "phantom_trained": phantom,
@@ -305,7 +308,7 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
         "orientation": {"classifier": orientation, **({"network": orientation_network} if orientation else {}),
                         "meaning": "degrees the film was turned clockwise to be read upright; -1 not checked"},
         "plausibility": limits,
-        "implants": {"saturated": SATURATED, "min_share": MIN_SHARE,
+        "implants": {"saturated": SATURATED, "min_share": implant_share,
                      "meaning": "level_implant: that share of the level's square saturated (metal, or dense "
                                 "overlap); not graded"},
         "calibration": {**calibration.to_dict(),

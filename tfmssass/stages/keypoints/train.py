@@ -31,6 +31,7 @@ from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
 from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
 from tfmssass.stages.keypoints.orientation import train_orientation
+from tfmssass.stages.implants import share_limit_from_data, write_share_limit
 from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
 from tfmssass.stages.keypoints.validation import LEVELS_WRONG, validation_errors
 from tfmssass.stages.prepare import prepare_for_run
@@ -126,13 +127,16 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
 
 def learn_checks(run_dir, epochs: int = 40, steps_per_epoch: int = 60, verbose: int = 1, init=None) -> dict:
     """What stage 1 checks before a film is graded, learnt from the run's prepared data: which way up
-    a film is stored (:mod:`.orientation`; ``init`` an earlier run whose classifier is fine-tuned) and
-    the plausible chains (:mod:`.plausibility`)."""
+    a film is stored (:mod:`.orientation`; ``init`` an earlier run whose classifier is fine-tuned), the
+    plausible chains (:mod:`.plausibility`) and the implant rule's limit on these films
+    (:mod:`tfmssass.stages.implants`)."""
     data = run_data(run_dir)
     write_limits(run_dir, limits_from_data(data))
+    write_share_limit(run_dir, share_limit_from_data(data))
     summary = train_orientation(data, run_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                 verbose=2 if verbose else 0, init=init)
     if verbose:
         print(f"{run_dir}: orientation classifier, validation accuracy {summary['validation_accuracy']:.3f}; "
-              f"plausibility limits in {Path(run_dir) / 'plausibility.json'}")
+              f"plausibility limits in {Path(run_dir) / 'plausibility.json'}, implant limit in "
+              f"{Path(run_dir) / 'implants.json'}")
     return summary
