@@ -6,7 +6,7 @@ step that came later (``tfmssass calibrate``) can be done for a model whose run 
 The SavedModel keeps every weight once, stage 1's, then its orientation classifier's (exports since
 issue 16), then the grader's, in the networks' own order (:class:`tfmssass.serving.module.ScoringModule`);
 the networks are rebuilt from the presets that ``metadata.json`` names and their weights are copied in.
-The stage-1 run gets the classifier and the plausibility limits back too. ``--data`` must be the prepared folder of
+The stage-1 run gets the classifier, the plausibility limits and the implant limit back too. ``--data`` must be the prepared folder of
 the training phantoms (``bench/train_demo.sh`` makes it): the runs point at it for their
 validation corners and their grade counts. Writes WORKDIR/keypoints and WORKDIR/grader.
 """
@@ -40,6 +40,7 @@ def main():
     from tfmssass.stages.keypoints.orientation import SUMMARY as ORIENTATION_SUMMARY
     from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
     from tfmssass.stages.keypoints.orientation import build_orientation_model
+    from tfmssass.stages.implants import write_share_limit
     from tfmssass.stages.keypoints.plausibility import LIMITS
     from tfmssass.stages.runs import BEST
 
@@ -79,6 +80,8 @@ def main():
                                                                   "recovered_from": args.model}) + "\n")
         if stage == "keypoints" and meta.get("plausibility"):
             write_text(run / LIMITS, json.dumps(meta["plausibility"], indent=1) + "\n")
+        if stage == "keypoints" and meta.get("implants"):
+            write_share_limit(run, {"min_share": meta["implants"]["min_share"]})
         print(f"{run}: {len(net.weights)} weights from {args.model}")
 
 
