@@ -28,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
-    """Errors (% diagonal) of every labelled point of radiographs scored; plus failures/total."""
+    """Errors (% diagonal) of every labelled point that scoring placed on the radiographs it scored (a level
+    it found off the film has no point); plus failures/total."""
     import numpy as np
 
     from tfmssass.core import anatomy
@@ -45,8 +46,9 @@ def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
             cx, cy, ax, ay = (row[c] for c in anatomy.keypoint_columns(level))
             got = record.levels[level]
             for truth, pred in (((cx, cy), got.c), ((ax, ay), got.a)):
-                if np.all(np.isfinite(truth)):
-                    errors.append(float(np.hypot(*(np.asarray(pred, float) - truth))) / diagonal * 100)
+                pred = np.asarray(pred if pred is not None else (np.nan, np.nan), float)
+                if np.all(np.isfinite(truth)) and np.all(np.isfinite(pred)):  # a level it placed (not cut away)
+                    errors.append(float(np.hypot(*(pred - truth))) / diagonal * 100)
     return errors, failed, len(labels)
 
 
