@@ -36,11 +36,11 @@ def main():
     from tfmssass.core.config import grader_config, keypoint_config
     from tfmssass.data.tfrecords import load_index
     from tfmssass.stages.grader.model import build_grader
+    from tfmssass.stages.implants import write_share_limit
     from tfmssass.stages.keypoints.model import build_hrnet
     from tfmssass.stages.keypoints.orientation import SUMMARY as ORIENTATION_SUMMARY
     from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
     from tfmssass.stages.keypoints.orientation import build_orientation_model
-    from tfmssass.stages.implants import write_share_limit
     from tfmssass.stages.keypoints.plausibility import LIMITS
     from tfmssass.stages.runs import BEST
 

@@ -22,6 +22,7 @@ from tfmssass.data.tfrecords import (
     parse_radiograph_ids,
     read_records,
 )
+from tfmssass.stages.implants import share_limit_from_data, write_share_limit
 from tfmssass.stages.keypoints.data import (
     KeypointAugment,
     prepared_keypoint_dataset,
@@ -31,7 +32,6 @@ from tfmssass.stages.keypoints.heatmaps import WeightedHeatmapLoss
 from tfmssass.stages.keypoints.model import build_hrnet
 from tfmssass.stages.keypoints.orientation import WEIGHTS as ORIENTATION_WEIGHTS
 from tfmssass.stages.keypoints.orientation import train_orientation
-from tfmssass.stages.implants import share_limit_from_data, write_share_limit
 from tfmssass.stages.keypoints.plausibility import limits_from_data, write_limits
 from tfmssass.stages.keypoints.validation import LEVELS_WRONG, validation_errors
 from tfmssass.stages.prepare import prepare_for_run
