@@ -8,7 +8,7 @@ as much, so the words name both; such a level is rarely gradable either. The sha
 32 x 32 grid of the square, averaged 2 x 2, so single noisy pixels do not count.
 
 The limit is :data:`MIN_SHARE` (measured on phantoms whose processing keeps plates saturated,
-``bench/implant_check.py``), raised for a stage-1 run whose training films saturate more of their
+``bench/archive_check.py``), raised for a stage-1 run whose training films saturate more of their
 gradable levels than that (:func:`share_limit`): on processed films a bright but gradable square would
 otherwise be blanked as metal.
 """
