@@ -23,7 +23,7 @@ import pydicom
 from pydicom.uid import JPEGLSNearLossless
 
 from tfmssass.core import anatomy
-from tfmssass.io.labels import write_labels
+from tfmssass.io.labels import SYNTH_MANIFEST, write_labels
 from tfmssass.synth.sets import synthesize
 
 FACTOR = 2
@@ -51,7 +51,7 @@ def main(out: Path) -> None:
         labels = synthesize(Path(tmp) / "ph", PATIENTS, VISITS, seed=SEED, progress=False)
         for image in labels["image"]:
             shrink_dataset(Path(tmp) / "ph" / image, out / image)
-        shutil.copy(Path(tmp) / "ph" / "synth.json", out / "synth.json")
+        shutil.copy(Path(tmp) / "ph" / SYNTH_MANIFEST, out / SYNTH_MANIFEST)
     points = [c for lv in anatomy.ALL_LEVELS for c in anatomy.keypoint_columns(lv)]
     labels[points] = (labels[points] + 0.5) / FACTOR - 0.5  # pixel centres of the reduced image
     labels["image_height"] //= FACTOR

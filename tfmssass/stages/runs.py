@@ -20,7 +20,7 @@ from tfmssass.core.atomic import keep_settings, write_text
 from tfmssass.core.config import GraderConfig, KeypointConfig, demo_model_dir
 from tfmssass.core.errors import UsageError
 from tfmssass.data.tfrecords import load_index
-from tfmssass.io.labels import drawn_by_synth, load_labels
+from tfmssass.io.labels import SYNTH_MANIFEST, drawn_by_synth, load_labels
 from tfmssass.io.split import split_patients, write_split
 from tfmssass.stages.grader.model import CornerGrader, build_grader
 from tfmssass.stages.keypoints.detect import KeypointDetector
@@ -63,7 +63,7 @@ def trained_on_phantoms(config: dict) -> bool:
     if "phantom" in data:
         return bool(data["phantom"])
     labels = config.get("labels")
-    return bool(labels) and (Path(labels).parent / "synth.json").is_file()
+    return bool(labels) and (Path(labels).parent / SYNTH_MANIFEST).is_file()
 
 
 def start_run(source, out, stage: str, config: dict, init, mixed_precision: bool,

@@ -56,7 +56,7 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
     :data:`STYLES`."""
     from tqdm import tqdm
 
-    from tfmssass.io.labels import empty_labels, write_labels
+    from tfmssass.io.labels import SYNTH_MANIFEST, empty_labels, write_labels
 
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r} (expected {', '.join(DIFFICULTIES)})")
@@ -76,7 +76,7 @@ def synthesize(out: str | Path, patients: int, visits: int, seed: int = 0,
     if style != "geometric":  # likewise
         manifest.update(style=style, rendering=radiograph.RENDERING)
     manifest = json.loads(json.dumps(manifest))  # as it reads back: lists, not tuples
-    manifest_path = out / "synth.json"
+    manifest_path = out / SYNTH_MANIFEST
     if resume and manifest_path.is_file():
         previous = json.loads(manifest_path.read_text())
         if previous != manifest:
