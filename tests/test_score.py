@@ -69,6 +69,31 @@ def test_visit_totals_missing_view_and_imputation():
     assert pd.isna(none.loc["A", "lumbar"]) and pd.isna(none.loc["A", "msasss"])
 
 
+def test_a_corner_missing_at_one_visit_takes_its_own_grades_at_the_others():
+    """A corner hidden at one visit is imputed from the same corner at the patient's visits around it
+    (not from the segment's mean, which would add a false change), and the limit of 3 still holds."""
+    lumbar = [0] * 12
+    dates = ["2016-01-01", "2018-01-01", "2020-01-01", "2022-01-01"]
+    rows = _corner_table("A", dates[0], {"C5_inf": 2, "C6_sup": 0}, {"cervical": [3] * 12, "lumbar": lumbar})
+    rows += _corner_table("A", dates[1], {"C5_inf": np.nan, "C6_sup": np.nan},  # hidden: between 2 and 3 → 2.5
+                          {"cervical": [3] * 12, "lumbar": lumbar})
+    rows += _corner_table("A", dates[2], {"C5_inf": 3, "C6_sup": 0}, {"cervical": [3] * 12, "lumbar": lumbar})
+    rows += _corner_table("A", dates[3], {"C5_inf": 3, "C6_sup": np.nan}, {"cervical": [3] * 12, "lumbar": lumbar})
+    rows += _corner_table("B", dates[0], {}, {"cervical": [np.nan] * 4 + [1] * 8, "lumbar": lumbar})
+    rows += _corner_table("B", dates[1], {}, {"cervical": [1] * 12, "lumbar": lumbar})
+    corners = pd.DataFrame(rows)
+    visits = visit_totals(corners).set_index(["patient_id", "visit_date"])
+    cervical = visits.loc["A", "cervical"]
+    assert cervical[dates[1]] == pytest.approx(30 + 2.5 + 0)  # C6_sup graded 0 before and after: 0, not 3
+    assert cervical[dates[3]] == pytest.approx(33 + 0)  # only an earlier visit: carried forward
+    assert visits.loc["A", "imputed"].tolist() == [0, 2, 0, 1]
+    assert pd.isna(visits.loc[("B", dates[0]), "cervical"])  # 4 missing: blank, whatever the other visit says
+    by_mean = visit_totals(corners, impute="mean").set_index(["patient_id", "visit_date"]).loc["A", "cervical"]
+    assert by_mean[dates[1]] == pytest.approx(30 + 2 * 3)
+    # the change the hidden corners make: none of their own, where the segment mean invents +3.5 then -3.5
+    assert cervical.diff().tolist()[1:] == pytest.approx([0.5, 0.5, 0.0])
+
+
 def test_progression_between_consecutive_visits():
     zeros = {"cervical": [0] * 12, "lumbar": [0] * 12}
     rows = _corner_table("A", "2018-01-01", {}, zeros)

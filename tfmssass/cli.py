@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from tfmssass.core.config import DEFAULT_IMPUTE, IMPUTE_CHOICES
 from tfmssass.core.errors import TfmssassError
 from tfmssass.synth import DEFAULT_STYLE, STYLES
 
@@ -428,7 +429,7 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True,
               help="labels.csv with the reference (reader or phantom) corner grades.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--impute", type=click.Choice(["mean", "none"]), default="mean", show_default=True,
+@click.option("--impute", type=click.Choice(IMPUTE_CHOICES), default=DEFAULT_IMPUTE, show_default=True,
               help="Missing-corner rule for the reference totals (use the scoring run's).")
 def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
     """Visit-level agreement with reference scores: ICC(2,1)/ICC(3,1) with 95% CI for total and
@@ -479,8 +480,9 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
               help="Treat every radiograph as this view (default: the model tells).")
 @click.option("--meta", "meta_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV with file, patient_id, visit_date[, view] for PNG/JPEG/TIFF inputs.")
-@click.option("--impute", type=click.Choice(["mean", "none"]), default="mean", show_default=True,
-              help="Missing corners: up to 3 per segment get the segment's mean, or none are imputed.")
+@click.option("--impute", type=click.Choice(IMPUTE_CHOICES), default=DEFAULT_IMPUTE, show_default=True,
+              help="Missing corners, up to 3 per segment: from the same corner at the patient's other visits, "
+                   "then the segment's mean (visits); the segment's mean alone (mean); none imputed (none).")
 @click.option("--review-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Corners whose grade probability is below this are flagged for review.")
 @click.option("--prior", default="data", show_default=True,

@@ -20,6 +20,10 @@ def demo_model_dir() -> Path:
     raise UsageError(f"the shipped demo model ({DEMO_MODEL}) was not found; run from the repository root "
                      "or name a model")
 
+#: Missing-corner rules of the visit totals (tfmssass.scoring.totals): the corner's own grades at the
+#: patient's other visits then the segment's mean, the segment's mean alone, or none imputed.
+IMPUTE_CHOICES = ("visits", "mean", "none")
+DEFAULT_IMPUTE = "visits"
 #: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
 REVIEW_THRESHOLD = 0.6  # grade probability below this → review
 POINT_REVIEW = 0.5  # key-point confidence below this → review

@@ -289,7 +289,7 @@ def _describable(source: Dataset) -> bool:
 
 
 def _imputed_corners(visit: pd.Series | None, view: str, corners: list[CornerRecord]) -> set[str]:
-    """The ungraded corners that the visit's segment total counts at its mean (:mod:`tfmssass.scoring.totals`)."""
+    """The ungraded corners that the visit's segment total imputes (:mod:`tfmssass.scoring.totals`)."""
     if visit is None or pd.isna(visit.get(view)):
         return set()
     return {c.corner for c in corners if c.grade is None}

@@ -8,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfmssass.core.config import DEFAULT_IMPUTE
 from tfmssass.core.errors import UsageError
 from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
 from tfmssass.scoring.longitudinal import DECREASE_COST
@@ -32,7 +33,7 @@ class ScoreOptions:
     # what the results are
     view: str | None = None
     meta_csv: str | None = None
-    impute: str = "mean"
+    impute: str = DEFAULT_IMPUTE
     review_threshold: float = 0.6
     prior: str | tuple = "data"
     longitudinal: str = "monotone"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tfmssass.core.config import POINT_REVIEW, REVIEW_THRESHOLD
+from tfmssass.core.config import DEFAULT_IMPUTE, POINT_REVIEW, REVIEW_THRESHOLD
 from tfmssass.scoring.longitudinal import DECREASE_COST
 from tfmssass.stages.runs import PHANTOM_WARNING
 
@@ -17,7 +17,7 @@ class Settings:
     models: str  # what scored (run folders or model name), written into every output
     phantom: bool  # whether the models were trained on phantoms only
     view: str | None = None
-    impute: str = "mean"
+    impute: str = DEFAULT_IMPUTE  # visits, mean or none (tfmssass.scoring.totals)
     review_threshold: float = REVIEW_THRESHOLD
     point_review: float = POINT_REVIEW
     salt_id: str | None = None  # a hash of the pseudonymisation salt (the salt itself is never written)

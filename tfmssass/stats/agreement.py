@@ -28,6 +28,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import atomic_path, write_text
+from tfmssass.core.config import DEFAULT_IMPUTE
 from tfmssass.core.errors import UsageError
 from tfmssass.io.labels import load_labels
 from tfmssass.scoring.totals import PROGRESSION_DELTA, progression, visit_totals
@@ -87,7 +88,7 @@ def bland_altman(scored: np.ndarray, reference: np.ndarray) -> dict:
             "mae": float(np.abs(diff).mean())}
 
 
-def reference_visits(labels: pd.DataFrame, impute: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
+def reference_visits(labels: pd.DataFrame, impute: str = DEFAULT_IMPUTE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Visit totals and corner table from a labels.csv frame (the same missing-corner rule as score: NG and
     blank are missing alike)."""
     rows = []
@@ -182,7 +183,7 @@ def calibration_error(scored_dir, reference: pd.DataFrame) -> dict:
 
 
 def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corners: pd.DataFrame,
-                           impute: str = "mean") -> dict:
+                           impute: str = DEFAULT_IMPUTE) -> dict:
     """A scored folder against the reference (:func:`reference_visits`) with its visits graded alone
     and together (:data:`MODES`)."""
     from dataclasses import replace
@@ -301,7 +302,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_agreement(scores_csv, labels_csv, out, impute: str = "mean") -> dict:
+def evaluate_agreement(scores_csv, labels_csv, out, impute: str = DEFAULT_IMPUTE) -> dict:
     """Write agreement.json, agreement.md, pairs CSVs and Bland–Altman plots into ``out``.
 
     ``scores_csv``: a visits.csv, a second reader's labels.csv, or a scored folder (its visits.csv,
