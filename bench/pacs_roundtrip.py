@@ -29,6 +29,7 @@ def main():
     from tfmssass.pacs.dicomweb import Pacs, Selection
     from tfmssass.pacs.objects import write_dicom_objects
     from tfmssass.pacs.pull import CACHE, fetch, store
+    from tfmssass.scoring.folder import ScoredFolder
     from tfmssass.scoring.run import run_scoring
     from tfmssass.scoring.settings import Settings
     from tfmssass.synth.sets import synthesize
@@ -64,7 +65,7 @@ def main():
             step("score the fetched films", lambda: run_scoring(out / CACHE, out, predictor, settings, progress=False,
                                                                 notes=notes))
             step("write SR and presentation states", lambda: write_dicom_objects(out, settings))
-            sent = step("store back (STOW-RS)", lambda: store(pacs, out, False))
+            sent = step("store back (STOW-RS)", lambda: store(pacs, ScoredFolder(out), False))
         finally:
             orthanc.stop()
         errors = sum(bool(validation_errors(path)) for path in (out / "dicom").glob("*.dcm"))
