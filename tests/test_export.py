@@ -398,7 +398,9 @@ def test_score_through_the_server_equals_scoring_the_exported_model(exported, de
     b = pd.read_csv(tmp_path / "remote" / "corners.csv")
     assert len(a) == 48 and a["grade"].notna().any()  # 2 phantoms x 2 views x 12 corners
     np.testing.assert_array_equal(a["grade"].fillna(-1), b["grade"].fillna(-1))
-    assert np.nanmax(np.abs(a[["p0", "p1", "p2", "p3"]].to_numpy() - b[["p0", "p1", "p2", "p3"]].to_numpy())) <= 1e-3
+    # REST carries the film as a 16-bit PNG (steps of 1.5e-5 of the grey range), the local model takes it as
+    # float32: a borderline corner's probabilities move by about 1e-3 with that, a grade never
+    assert np.nanmax(np.abs(a[["p0", "p1", "p2", "p3"]].to_numpy() - b[["p0", "p1", "p2", "p3"]].to_numpy())) <= 5e-3
     assert b["models"].str.contains("PHANTOM-TRAINED").all()  # the served model says it is a demo
     assert "PHANTOM-TRAINED" in remote.output
 
