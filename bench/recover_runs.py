@@ -61,7 +61,7 @@ def main():
     if len(weights) != len(saved) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(weights, saved)):
         raise SystemExit(f"{args.model}: its weights do not fit the {kp.preset}/{gr.preset} presets")
     for w, value in zip(weights, saved):
-        w.assign(value.numpy())
+        w.assign(value.numpy().astype(w.dtype))  # large weights are exported float16
     data = Path(args.data).resolve()
     index = load_index(data)
     for stage, (net, config) in networks.items():

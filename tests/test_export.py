@@ -37,6 +37,7 @@ from tfmssass.serving.predictors import (
     ServingError,
     ServingUnavailable,
 )
+from tfmssass.serving.weights import HALF_FROM
 from tfmssass.stages.grader.calibration import Calibration, calibrate, calibrate_gradable
 from tfmssass.stages.grader.crops import cranial_directions, level_patch
 from tfmssass.stages.grader.grades import grade_corners
@@ -120,11 +121,17 @@ def test_level_patch_puts_a_point_where_its_mapping_says():
 
 def _tiny_models():
     """Untrained tiny presets that always 'find' a spine (thresholds 0), so every step of the chain
-    runs: the points are arbitrary but the same on both sides, which is what parity needs."""
+    runs: the points are arbitrary but the same on both sides, which is what parity needs. The weights
+    the module keeps in float16 are rounded to it here, so these Keras networks (the references) compute
+    with the module's values: an untrained network's flat heatmaps would move a point for any rounding."""
     keras.utils.set_random_seed(3)
     kp = keypoint_config("tiny", confidence_threshold=0.0, min_points=0)
     gr = grader_config("tiny")
-    return build_hrnet(kp), kp, build_grader(gr), gr
+    networks = build_hrnet(kp), build_grader(gr)
+    for weight in (w for network in networks for w in network.weights):
+        if np.prod(weight.shape) >= HALF_FROM:
+            weight.assign(np.asarray(weight).astype(np.float16).astype(np.float32))
+    return networks[0], kp, networks[1], gr
 
 
 #: A calibration far from the identity, so that an export that dropped it would be seen.
@@ -157,6 +164,24 @@ def test_export_layout_and_metadata(exported):
     assert meta["calibration"]["temperature"] == 1.7 and meta["calibration"]["prior"] == [0.7, 0.15, 0.1, 0.05]
     with pytest.raises(UsageError, match="numeric version"):
         export_module(exported["module"], path.parent / "latest")
+
+
+def test_the_export_keeps_large_weights_in_half_precision(exported):
+    """The shipped demo is a tracked file under a size limit: kernels are stored float16, biases and
+    normalisation statistics float32, and every path reads the same stored values."""
+    saved = exported["loaded"].model_variables
+    model, _, grader, _ = exported["models"]
+    assert len(saved) == len(model.weights) + len(grader.weights)
+    halved = [v for v in saved if v.shape.num_elements() >= HALF_FROM]
+    assert halved and all(v.dtype == tf.float16 for v in halved)
+    assert all(v.dtype == tf.float32 for v in saved if v.shape.num_elements() < HALF_FROM)
+    values = sum(v.shape.num_elements() for v in saved)
+    stored_bytes = sum(f.stat().st_size for f in (exported["path"] / "variables").glob("variables.data*"))
+    assert stored_bytes < 0.6 * 4 * values  # float32 everywhere would be 4 bytes a value
+    for weight, variable in zip(model.weights + grader.weights, saved):
+        np.testing.assert_array_equal(np.asarray(weight), variable.numpy().astype(np.float32))
+    in_memory = exported["module"].model_variables
+    assert [v.dtype for v in in_memory] == [v.dtype for v in saved]
 
 
 @pytest.mark.slow

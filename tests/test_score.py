@@ -441,7 +441,8 @@ def test_shipped_demo_model_and_examples_fit_in_git():
     model = REPO / "saved_models" / "phantom-demo" / "1"
     meta = json.loads((model / "metadata.json").read_text())
     assert meta["phantom_trained"] and meta["keypoints"]["training_data"]["phantom"]
-    assert sum(p.stat().st_size for p in (REPO / "saved_models").rglob("*") if p.is_file()) <= 40e6
+    sizes = [p.stat().st_size for p in (REPO / "saved_models").rglob("*") if p.is_file()]
+    assert sum(sizes) <= 40e6 and max(sizes) <= 20e6  # the repository's limit for one tracked file
     assert sum(p.stat().st_size for p in (REPO / "examples").rglob("*.dcm")) <= 10e6
     labels = pd.read_csv(REPO / "examples" / "labels.csv")
     assert labels.groupby("patient_id")["visit_date"].nunique().min() == 2

@@ -51,6 +51,7 @@ from tfmssass.core.config import (
     KeypointConfig,
 )
 from tfmssass.ops.image import apply_matrix, quarter_turn_matrix, shrink_to_long_side
+from tfmssass.serving.weights import stored, variables_of
 from tfmssass.stages.grader.calibration import Calibration, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import NOT_GRADABLE, REVIEW_REASONS, grade_corners, gradability_band
@@ -114,11 +115,11 @@ class ScoringModule(tf.Module):
         self._note = str(metadata.get("note", ""))  # every output carries it
         self.review_threshold, self.point_review = review_threshold, point_review
         self.implant_share = float(metadata.get("implants", {}).get("min_share", MIN_SHARE))
-        keypoint_model = getattr(stage1, "model", None)
-        # each weight once in the SavedModel (keras' ExportArchive stored every weight twice)
-        orientation = getattr(stage1, "orientation", None)
-        self.model_variables = [w.value for w in (keypoint_model.weights if keypoint_model else [])
-                                + (orientation.weights if orientation else []) + grader.weights]
+        grader = stored(grader)
+        # each weight once in the SavedModel (keras' ExportArchive stored every weight twice), the large
+        # ones in float16 (:mod:`.weights`)
+        self.model_variables = (variables_of(getattr(stage1, "model", None))
+                                + variables_of(getattr(stage1, "orientation", None)) + variables_of(grader))
         size = crop.size
         self.prior = tf.constant(calibration.prior, tf.float32)
         temperature, shift = float(calibration.temperature), tf.constant(calibration.bias, tf.float32)
@@ -155,8 +156,8 @@ class ScoringModule(tf.Module):
     def from_models(cls, keypoint_model, kp: KeypointConfig, grader, gr: GraderConfig, metadata: dict,
                     calibration: Calibration = Calibration(), orientation=None, limits: dict | None = None,
                     **thresholds) -> "ScoringModule":
-        stage1 = Stage1(keypoint_model, kp.input_size, kp.cache_long_side, kp.confidence_threshold,
-                        kp.min_points, orientation=orientation, limits=limits)
+        stage1 = Stage1(stored(keypoint_model), kp.input_size, kp.cache_long_side, kp.confidence_threshold,
+                        kp.min_points, orientation=stored(orientation), limits=limits)
         return cls(stage1, grader, gr.crop, kp.confidence_threshold, metadata, calibration=calibration,
                    **thresholds)
 

@@ -173,7 +173,7 @@ def weights_from_export(export_dir, stage: str, config: dict, weights_path: Path
     for weight, variable in zip(model.weights, taken):
         if tuple(weight.shape) != tuple(variable.shape):
             raise RunFolderError(f"{export_dir}: its {stage} weights do not fit this network ({weight.path})")
-        weight.assign(variable.numpy())
+        weight.assign(np.asarray(variable.numpy(), weight.dtype))  # large ones are stored float16
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(weights_path))
     return str(weights_path.resolve())
