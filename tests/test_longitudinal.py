@@ -327,15 +327,10 @@ def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_
     assert em["p0"].mean() > data["p0"].mean()
 
 
-def test_evaluate_agreement_puts_visits_alone_and_together_side_by_side(tmp_path):
-    from click.testing import CliRunner
-    from score_doubles import settings
-
-    from tfmssass.cli import main
+def _reference_labels(path, truth: dict) -> Path:
+    """labels.csv with L2_inf's grade per visit from ``truth`` (None: not labelled), every other corner 0."""
     from tfmssass.core import anatomy
 
-    scored = _scored_folder(tmp_path, settings())
-    truth = {"P1": [2, 2, 2], "P2": [1], "P3": [0, 2, 2]}  # L2_inf; every other corner 0
     rows = []
     for patient, course in truth.items():
         for t, grade in enumerate(course):
@@ -343,7 +338,18 @@ def test_evaluate_agreement_puts_visits_alone_and_together_side_by_side(tmp_path
                 grades = {c: (grade if c == "L2_inf" else 0) for c in anatomy.CORNERS[view]}
                 rows.append({"image": f"{patient}/{t}/{view}.dcm", "patient_id": patient,
                              "visit_date": f"202{t}-03-01", "view": view, **grades})
-    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_agreement_puts_visits_alone_and_together_side_by_side(tmp_path):
+    from click.testing import CliRunner
+    from score_doubles import settings
+
+    from tfmssass.cli import main
+
+    scored = _scored_folder(tmp_path, settings())
+    _reference_labels(tmp_path / "labels.csv", {"P1": [2, 2, 2], "P2": [1], "P3": [0, 2, 2]})
     result = CliRunner().invoke(main, ["evaluate", "agreement", "--scores", str(scored), "--labels",
                                        str(tmp_path / "labels.csv"), "--out", str(tmp_path / "ag")])
     assert result.exit_code == 0, result.output
@@ -354,3 +360,32 @@ def test_evaluate_agreement_puts_visits_alone_and_together_side_by_side(tmp_path
     assert report["monotone"]["change"]["mae"] < report["off"]["change"]["mae"]
     assert report["calibration"]["corners"] == 24 * 7 and 0 <= report["calibration"]["ece_after"] <= 1
     assert "visits together (monotone)" in result.output and "new syndesmophytes" in result.output
+
+
+def test_evaluate_agreement_imputes_the_reference_as_the_folder_was_scored(tmp_path):
+    """A reference corner missing between visits graded 0 and 2 counts 1 by the visits rule and 0 by the
+    segment mean (every other corner 0): the reference totals follow the scored folder's own rule unless
+    --impute says otherwise, and the files say which rule was used."""
+    from click.testing import CliRunner
+    from score_doubles import settings
+
+    from tfmssass.cli import main
+
+    labels = _reference_labels(tmp_path / "labels.csv", {"P1": [2, 2, 2], "P2": [1], "P3": [0, None, 2]})
+
+    def reference_total(folder, *impute):
+        out = folder.parent / f"ag{len(impute)}"
+        result = CliRunner().invoke(main, ["evaluate", "agreement", "--scores", str(folder), "--labels",
+                                           str(labels), "--out", str(out), *impute])
+        assert result.exit_code == 0, result.output
+        pairs = pd.read_csv(out / "visit_pairs.csv", dtype={"patient_id": str}).set_index(["patient_id", "visit_date"])
+        rule = json.loads((out / "agreement.json").read_text())["impute"]
+        assert f"missing corners imputed: {rule}" in result.output
+        return pairs.loc[("P3", "2021-03-01"), "msasss_reference"], rule
+
+    (tmp_path / "v").mkdir(), (tmp_path / "m").mkdir()
+    by_visits = _scored_folder(tmp_path / "v", settings())
+    by_mean = _scored_folder(tmp_path / "m", settings(impute="mean"))
+    assert reference_total(by_visits) == (1.0, "visits")
+    assert reference_total(by_mean) == (0.0, "mean")
+    assert reference_total(by_mean, "--impute", "visits") == (1.0, "visits")

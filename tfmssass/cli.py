@@ -429,8 +429,9 @@ def evaluate_grader_cmd(run_dir, labels_csv, out, keypoints_run):
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), required=True,
               help="labels.csv with the reference (reader or phantom) corner grades.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--impute", type=click.Choice(IMPUTE_CHOICES), default=DEFAULT_IMPUTE, show_default=True,
-              help="Missing-corner rule for the reference totals (use the scoring run's).")
+@click.option("--impute", type=click.Choice(IMPUTE_CHOICES), default=None,
+              help="Missing-corner rule for the reference totals. Default: a scored folder's own rule "
+                   f"(its settings), else {DEFAULT_IMPUTE}.")
 def evaluate_agreement_cmd(scores_csv, labels_csv, out, impute):
     """Visit-level agreement with reference scores: ICC(2,1)/ICC(3,1) with 95% CI for total and
     change, MAE, Bland-Altman, smallest detectable change, progression sensitivity/specificity/kappa;

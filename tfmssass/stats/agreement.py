@@ -279,7 +279,7 @@ def bland_altman_plot(pairs: np.ndarray, stats_: dict, title: str, path) -> None
 def markdown(result: dict) -> str:
     lines = [f"visits paired: {result['visits_paired']} (reference {result['visits_reference']}, scored "
              f"{result['visits_scored']}, unmatched rows {result['visits_unmatched']}); intervals paired: "
-             f"{result['intervals_paired']}", "",
+             f"{result['intervals_paired']}; missing corners imputed: {result.get('impute', DEFAULT_IMPUTE)}", "",
              "| measure | ICC(2,1) [95% CI] | ICC(3,1) [95% CI] | MAE | bias | limits of agreement |",
              "| --- | --- | --- | ---: | ---: | --- |"]
     for name in ("total", "change"):
@@ -302,11 +302,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_agreement(scores_csv, labels_csv, out, impute: str = DEFAULT_IMPUTE) -> dict:
+def evaluate_agreement(scores_csv, labels_csv, out, impute: str | None = None) -> dict:
     """Write agreement.json, agreement.md, pairs CSVs and Bland–Altman plots into ``out``.
 
     ``scores_csv``: a visits.csv, a second reader's labels.csv, or a scored folder (its visits.csv,
-    and the side-by-side comparison of visits graded alone and together)."""
+    and the side-by-side comparison of visits graded alone and together). ``impute``: the
+    missing-corner rule of the reference totals; by default a scored folder's own (totals imputed
+    by two rules differ where nothing was misread), else :data:`DEFAULT_IMPUTE`."""
     import json
 
     out = Path(out)
@@ -319,6 +321,8 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = DEFAULT_IMPUTE
             raise UsageError(f"{scored_dir}: not a folder written by 'tfmssass score'")
         ScoredFolder(scored_dir).format_version()  # a newer folder is refused in one line
         scores_csv = scored_dir / "visits.csv"
+        impute = impute or ScoredFolder(scored_dir).settings().impute
+    impute = impute or DEFAULT_IMPUTE
     scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
     labels, _ = load_labels(labels_csv, check_images=False)
     reference, reference_corners = reference_visits(labels, impute)
@@ -330,6 +334,7 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str = DEFAULT_IMPUTE
     if missing:
         raise UsageError(f"{scores_csv}: neither a visits.csv nor a labels.csv (missing {', '.join(sorted(missing))})")
     result, paired, changes = agreement(scores, reference)
+    result["impute"] = impute
     if corner_result is not None:
         result["corners"] = corner_result
     if "total" in result:
