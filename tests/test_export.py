@@ -37,7 +37,7 @@ from tfmssass.serving.predictors import (
     ServingError,
     ServingUnavailable,
 )
-from tfmssass.serving.weights import HALF_FROM
+from tfmssass.serving.weights import HALF_FROM, stored_value
 from tfmssass.stages.grader.calibration import Calibration, calibrate, calibrate_gradable
 from tfmssass.stages.grader.crops import cranial_directions, level_patch
 from tfmssass.stages.grader.grades import grade_corners
@@ -129,8 +129,7 @@ def _tiny_models():
     gr = grader_config("tiny")
     networks = build_hrnet(kp), build_grader(gr)
     for weight in (w for network in networks for w in network.weights):
-        if np.prod(weight.shape) >= HALF_FROM:
-            weight.assign(np.asarray(weight).astype(np.float16).astype(np.float32))
+        weight.assign(tf.cast(stored_value(weight), weight.dtype))
     return networks[0], kp, networks[1], gr
 
 

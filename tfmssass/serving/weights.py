@@ -23,12 +23,8 @@ class HalfStoredNetwork:
 
     def __init__(self, network):
         self.network = network
-        self.variables = [tf.Variable(_stored_value(w), trainable=False, name=w.path.replace("/", "_"))
+        self.variables = [tf.Variable(stored_value(w), trainable=False, name=w.path.replace("/", "_"))
                           for w in network.weights]
-
-    @property
-    def weights(self):
-        return self.network.weights
 
     def __call__(self, inputs, training: bool = False):
         mapping = [(w, tf.cast(v, w.dtype)) for w, v in zip(self.network.weights, self.variables)]
@@ -49,7 +45,8 @@ def variables_of(network) -> list:
     return network.variables if isinstance(network, HalfStoredNetwork) else [w.value for w in network.weights]
 
 
-def _stored_value(weight):
+def stored_value(weight):
+    """What is stored of one Keras weight: float16 when it is a float32 tensor of HALF_FROM values or more."""
     value = tf.convert_to_tensor(weight.value)
     halve = value.dtype == tf.float32 and value.shape.num_elements() >= HALF_FROM
     return tf.cast(value, tf.float16) if halve else value
