@@ -100,6 +100,12 @@ def parse_radiograph(serialized) -> tuple:
     return decode_png16(r["image_png"]), tf.reshape(r["points"], [24, 2]), r["weights"]
 
 
+def parse_radiograph_points(serialized) -> tuple:
+    """(points [24, 2], view): the labels alone, no image decoded."""
+    r = tf.io.parse_single_example(serialized, RADIOGRAPH_SPEC)
+    return tf.reshape(r["points"], [24, 2]), r["view"]
+
+
 def parse_radiograph_ids(serialized) -> dict:
     r = tf.io.parse_single_example(serialized, RADIOGRAPH_SPEC)
     return {k: r[k] for k in ("image", "patient_id", "visit_date", "view")}

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
-from tfmssass.data.tfrecords import RADIOGRAPH_SPEC, RADIOGRAPHS, read_records
+from tfmssass.data.tfrecords import RADIOGRAPHS, parse_radiograph_points, read_records
 
 LIMITS = "plausibility.json"
 #: Share of the training range added below and above it, and at least this much per feature: the
@@ -168,9 +168,9 @@ def limits_from_data(data_dir) -> dict:
     every feature is a ratio or an angle, so the scale does not matter)."""
     points, views = [], []
     for serialized in read_records(data_dir, RADIOGRAPHS, "train", repeat=False):
-        r = tf.io.parse_single_example(serialized, RADIOGRAPH_SPEC)  # the points only: no image decoded
-        points.append(tf.reshape(r["points"], [24, 2]).numpy())
-        views.append(r["view"].numpy().decode())
+        level_points, view = parse_radiograph_points(serialized)  # no image decoded
+        points.append(level_points.numpy())
+        views.append(view.numpy().decode())
     return measure_limits(np.stack(points), views)
 
 
