@@ -279,7 +279,7 @@ def bland_altman_plot(pairs: np.ndarray, stats_: dict, title: str, path) -> None
 def markdown(result: dict) -> str:
     lines = [f"visits paired: {result['visits_paired']} (reference {result['visits_reference']}, scored "
              f"{result['visits_scored']}, unmatched rows {result['visits_unmatched']}); intervals paired: "
-             f"{result['intervals_paired']}; missing corners imputed: {result.get('impute', DEFAULT_IMPUTE)}", "",
+             f"{result['intervals_paired']}; missing corners imputed: {result['impute']}", "",
              "| measure | ICC(2,1) [95% CI] | ICC(3,1) [95% CI] | MAE | bias | limits of agreement |",
              "| --- | --- | --- | ---: | ---: | --- |"]
     for name in ("total", "change"):
@@ -317,11 +317,12 @@ def evaluate_agreement(scores_csv, labels_csv, out, impute: str | None = None) -
     if scored_dir is not None:
         from tfmssass.scoring.folder import ScoredFolder
 
-        if not ScoredFolder(scored_dir).is_scored():
+        folder = ScoredFolder(scored_dir)
+        if not folder.is_scored():
             raise UsageError(f"{scored_dir}: not a folder written by 'tfmssass score'")
-        ScoredFolder(scored_dir).format_version()  # a newer folder is refused in one line
+        folder.format_version()  # a newer folder is refused in one line
         scores_csv = scored_dir / "visits.csv"
-        impute = impute or ScoredFolder(scored_dir).settings().impute
+        impute = impute or folder.settings().impute
     impute = impute or DEFAULT_IMPUTE
     scores = pd.read_csv(scores_csv, dtype={"patient_id": str})
     labels, _ = load_labels(labels_csv, check_images=False)
