@@ -91,3 +91,17 @@ def test_imports_run_downwards_through_the_layers():
 
 def test_every_subpackage_has_a_layer():
     assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()} | {"cli"} == set(LAYERS)
+
+
+def test_the_scored_folder_and_the_reader_workstation_start_without_tensorflow():
+    """Reading a scored folder's tables, serving it to readers and comparing it with references need
+    no network: importing TensorFlow there costs seconds at every start (the review server, `evaluate
+    agreement`, a second process asking for the folder's lock)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, tfmssass.scoring.folder, tfmssass.review.server, tfmssass.stats.agreement; "
+             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

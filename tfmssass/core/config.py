@@ -39,6 +39,11 @@ GRADABILITY_REVIEW_ODDS = 4.0
 #: ``calibrate`` turns it into the gradable threshold cost / (1 + cost) = 0.9 (a Bayes decision on
 #: the calibrated probability).
 HIDDEN_GRADED_COST = 9.0
+#: Said by every output of models that learnt from phantoms only.
+PHANTOM_WARNING = ("PHANTOM-TRAINED DEMO MODELS: trained on synthetic phantoms only; "
+                   "not for clinical or research use")
+#: The start of a stage-1 finding that is a skip, not a failure (the film is not one mSASSS scores).
+SKIPPED = "skipped: "
 #: Key-point confidence below which a level is not graded at all (stage 1's default; a run folder
 #: and an export carry their own).
 POINT_CONFIDENCE = 0.3

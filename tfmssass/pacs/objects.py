@@ -54,7 +54,7 @@ from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.run import used_corners
 from tfmssass.scoring.settings import Settings
 from tfmssass.scoring.totals import for_output, visit_totals
-from tfmssass.stages.runs import PHANTOM_WARNING
+from tfmssass.core.config import PHANTOM_WARNING
 
 #: Series numbers of the new series (one SR series and one presentation-state series per study).
 SR_SERIES_NUMBER, PR_SERIES_NUMBER = 9901, 9902

@@ -14,15 +14,13 @@ import numpy as np
 from tfmssass.core import anatomy
 from tfmssass.core.anatomy import VIEW_SLICES
 from tfmssass.core.atomic import write_bytes
-from tfmssass.core.config import POINT_CONFIDENCE
+from tfmssass.core.config import PHANTOM_WARNING, POINT_CONFIDENCE, SKIPPED
 from tfmssass.core.geometry import DEFAULT_EXTENT, corner_frames, cranial_directions
 from tfmssass.io import RadiographError
 from tfmssass.scoring.film import CornerRecord, FilmRecord, LevelRecord, Status
 from tfmssass.scoring.overlay import draw_overlay, shrink_for_overlay
 from tfmssass.scoring.settings import Settings
 from tfmssass.stages.grader import grades
-from tfmssass.stages.keypoints.detect import SKIPPED
-from tfmssass.stages.runs import PHANTOM_WARNING
 
 #: Side of a corner's picture in ``crops/`` (the report's strips across visits).
 CROP_PX = 96

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tfmssass.core.config import DEFAULT_IMPUTE, POINT_REVIEW, REVIEW_THRESHOLD
+from tfmssass.core.config import DEFAULT_IMPUTE, PHANTOM_WARNING, POINT_REVIEW, REVIEW_THRESHOLD
 from tfmssass.scoring.longitudinal import DECREASE_COST
-from tfmssass.stages.runs import PHANTOM_WARNING
 
 
 @dataclass(frozen=True)

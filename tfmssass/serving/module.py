@@ -44,6 +44,7 @@ import tensorflow as tf
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.config import (
+    PHANTOM_WARNING,
     POINT_REVIEW,
     PROBABILITY_FLOOR,
     REVIEW_THRESHOLD,
@@ -67,7 +68,6 @@ from tfmssass.stages.keypoints.detect import (
 from tfmssass.stages.keypoints.orientation import classifier_about, load_orientation
 from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
-    PHANTOM_WARNING,
     learning_warning,
     load_grader,
     load_keypoints,

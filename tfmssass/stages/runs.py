@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core.atomic import keep_settings, write_text
-from tfmssass.core.config import GraderConfig, KeypointConfig, demo_model_dir
+from tfmssass.core.config import PHANTOM_WARNING, GraderConfig, KeypointConfig, demo_model_dir
 from tfmssass.core.errors import UsageError
 from tfmssass.data.tfrecords import load_index
 from tfmssass.io.labels import SYNTH_MANIFEST, drawn_by_synth, load_labels
@@ -28,11 +28,6 @@ from tfmssass.stages.keypoints.model import HRNet, build_hrnet
 
 BEST = "best.weights.h5"
 LAST = "last.weights.h5"
-
-#: Said by every output of models that learnt from phantoms only.
-PHANTOM_WARNING = ("PHANTOM-TRAINED DEMO MODELS: trained on synthetic phantoms only; "
-                   "not for clinical or research use")
-
 
 class RunFolderError(UsageError):
     """A run folder that cannot be used as named (not a run, another experiment's): exit 2."""

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmssass.core import anatomy
-from tfmssass.core.config import POINT_CONFIDENCE
+from tfmssass.core.config import POINT_CONFIDENCE, SKIPPED
 from tfmssass.ops.image import (
     apply_matrix,
     invert_matrix,
@@ -43,8 +43,6 @@ from tfmssass.stages.keypoints.plausibility import check_chain, limit_tensors
 FOUND, NO_RESPONSE, TOO_FEW_POINTS, ORIENTATION_UNSURE = 0, 1, 2, 3
 GATE = 3
 NOT_LATERAL_FILM = 7
-#: The text of a finding that is a skip, not a failure (the film is not one mSASSS scores).
-SKIPPED = "skipped: "
 #: What each outcome means to a reader ({n}: confident points, {view}: the view).
 FINDINGS = {
     FOUND: "",
