@@ -93,6 +93,7 @@ class KeypointConfig:
     augment: dict = field(default_factory=dict)  # overrides of KeypointAugment
     orientation_epochs: int = 40  # the orientation classifier, trained after the network (stages.keypoints.orientation)
     orientation_steps: int = 60
+    eager: bool = False  # step eagerly: on a CPU, building HRNet's training graph takes as long as ~25 eager steps
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -112,7 +113,7 @@ KEYPOINT_PRESETS: dict[str, KeypointConfig] = {
     "small": KeypointConfig(epochs=30),
     "tiny": KeypointConfig(preset="tiny", backbone="w8", input_size=(128, 96), sigma=1.5, epochs=2,
                            batch_size=4, cache_long_side=512, steps_per_epoch=2, orientation_epochs=1,
-                           orientation_steps=4),
+                           orientation_steps=4, eager=True),
 }
 
 

@@ -112,7 +112,7 @@ def train_keypoints(source, out, config: KeypointConfig, init: str | None = None
         if init:
             model.load_weights(init, skip_mismatch=not from_run)  # an earlier run: every weight fits
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss=WeightedHeatmapLoss(config.foreground_weight))
+                      loss=WeightedHeatmapLoss(config.foreground_weight), run_eagerly=config.eager)
     steps = config.steps_per_epoch or max(1, n_train // config.batch_size)
     callback = ValidationCallback(config, *val_points)
     val_steps = math.ceil(index["splits"]["val"]["radiographs"] / config.batch_size)
