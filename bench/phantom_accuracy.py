@@ -2,6 +2,7 @@
 
     python bench/phantom_accuracy.py [--model saved_models/phantom-demo/1 | --keypoints RUN --grader RUN]
                                      [--phantoms DIR | --seed 200 --patients 40 --visits 2] [--difficulty realistic]
+                                     [--prior data|uniform|em|FILE [--decide-from SCORED]]
 
 Scores the phantom folder (made or completed with ``tfmssass synth``, with a seed the shipped models
 never saw), then compares with the phantoms' labels and prints tables:
@@ -9,7 +10,8 @@ stage-1 points (median error, % of the image diagonal, failures), corner grades 
 quadratic weighted kappa, per-grade sensitivity), visit totals (MAE, ICC(2,1)) and progression
 (Δ ≥ 2: sensitivity, specificity, κ), then change between visits with the visits graded alone
 and together (change ICC, limits of agreement, progression, new syndesmophytes) and the corner
-probabilities' calibration error. Bars of the shipped models (issue 7): corner exact ≥ 0.90,
+probabilities' calibration error. ``--decide-from`` measures another ``--prior`` on a folder already
+scored, without running the networks again. Bars of the shipped models (issue 7): corner exact ≥ 0.90,
 QWK ≥ 0.90, visit MAE ≤ 2.0, ICC ≥ 0.95, point median ≤ 1% of the diagonal; goals of issue 15 on
 3-visit cohorts: see bench/RESULTS.md.
 """
@@ -17,9 +19,12 @@ QWK ≥ 0.90, visit MAE ≤ 2.0, ICC ≥ 0.95, point median ≤ 1% of the diagon
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tfmssass.synth import DEFAULT_STYLE, STYLES
@@ -79,6 +84,10 @@ def main():
     parser.add_argument("--difficulty", default="realistic")
     parser.add_argument("--style", default=DEFAULT_STYLE, choices=STYLES)
     parser.add_argument("--out", help="scoring output folder (default: beside the phantoms)")
+    parser.add_argument("--prior", default="data",
+                        help="as score --prior: data, uniform, em, or a FILE of four grade frequencies")
+    parser.add_argument("--decide-from", help="a folder the same model scored these phantoms into: its records are "
+                                              "copied to --out and decided again under --prior (no network runs)")
     args = parser.parse_args()
 
     import numpy as np
@@ -86,7 +95,9 @@ def main():
 
     from tfmssass.core import anatomy
     from tfmssass.io.labels import corner_label, load_labels
-    from tfmssass.scoring.folder import ScoredFolder
+    from tfmssass.core.atomic import write_text
+    from tfmssass.scoring.cohort import read_prior_file
+    from tfmssass.scoring.folder import LOCK_FILE, ScoredFolder
     from tfmssass.scoring.run import run_scoring
     from tfmssass.scoring.settings import Settings
     from tfmssass.serving.predictors import open_predictor
@@ -105,13 +116,20 @@ def main():
                    style=args.style)
     out = Path(args.out or f"{phantoms}_scored")
     predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader)
+    prior = args.prior if args.prior in ("data", "uniform", "em") else read_prior_file(args.prior)
+    settings = Settings(models=text, phantom=phantom, model_fingerprint=predictor.fingerprint, prior=prior)
+    if args.decide_from:  # the same answers, decided again: the run resumes with every film done
+        if out.exists():
+            raise SystemExit(f"{out}: exists; --decide-from copies into a new folder")
+        shutil.copytree(args.decide_from, out, ignore=shutil.ignore_patterns(LOCK_FILE))
+        write_text(ScoredFolder(out).work / "settings.json", json.dumps(asdict(settings), indent=1, sort_keys=True) + "\n")
     start = time.perf_counter()
-    run_scoring(phantoms, out, predictor, Settings(models=text, phantom=phantom, model_fingerprint=predictor.fingerprint), resume=True)
+    run_scoring(phantoms, out, predictor, settings, resume=True)
     seconds = time.perf_counter() - start
     labels, _ = load_labels(phantoms / "labels.csv", check_images=False)  # NG: a flag beside a missing grade
 
     errors, failed, total = point_errors(ScoredFolder(out).records(), labels)
-    print(f"\n{text} on {phantoms} ({total} radiographs, {seconds:.0f} s scoring)\n")
+    print(f"\n{text} on {phantoms} ({total} radiographs, {seconds:.0f} s scoring; prior: {settings.prior_text})\n")
     print("| stage 1 | value |\n| --- | ---: |")
     print(f"| median point error, % of diagonal | {np.median(errors):.2f} |")
     print(f"| 90th percentile, % of diagonal | {np.percentile(errors, 90):.2f} |")
