@@ -94,8 +94,8 @@ def test_every_subpackage_has_a_layer():
 
 
 def test_the_scored_folder_and_the_reader_workstation_start_without_tensorflow():
-    """Reading a scored folder's tables, serving it to readers and comparing it with references need
-    no network: importing TensorFlow there costs seconds at every start (the review server, `evaluate
+    """Reading a scored folder, serving it to readers and comparing it with references run no model:
+    importing TensorFlow there would cost seconds at every start (the review server, `evaluate
     agreement`, a second process asking for the folder's lock)."""
     import subprocess
     import sys

@@ -44,6 +44,7 @@ from pydicom.uid import generate_uid
 from tfmssass import __version__
 from tfmssass.core import anatomy
 from tfmssass.core.atomic import atomic_path
+from tfmssass.core.config import PHANTOM_WARNING
 from tfmssass.core.errors import UsageError
 from tfmssass.core.geometry import corner_marks, cranial_directions
 from tfmssass.io import RadiographError
@@ -54,7 +55,6 @@ from tfmssass.scoring.folder import ScoredFolder
 from tfmssass.scoring.run import used_corners
 from tfmssass.scoring.settings import Settings
 from tfmssass.scoring.totals import for_output, visit_totals
-from tfmssass.core.config import PHANTOM_WARNING
 
 #: Series numbers of the new series (one SR series and one presentation-state series per study).
 SR_SERIES_NUMBER, PR_SERIES_NUMBER = 9901, 9902

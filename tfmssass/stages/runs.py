@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.core.atomic import keep_settings, write_text
-from tfmssass.core.config import PHANTOM_WARNING, GraderConfig, KeypointConfig, demo_model_dir
+from tfmssass.core.config import GraderConfig, KeypointConfig, demo_model_dir
 from tfmssass.core.errors import UsageError
 from tfmssass.data.tfrecords import load_index
 from tfmssass.io.labels import SYNTH_MANIFEST, drawn_by_synth, load_labels
