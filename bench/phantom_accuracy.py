@@ -94,9 +94,9 @@ def main():
     import pandas as pd
 
     from tfmssass.core import anatomy
-    from tfmssass.io.labels import corner_label, load_labels
     from tfmssass.core.atomic import write_text
-    from tfmssass.scoring.cohort import read_prior_file
+    from tfmssass.io.labels import corner_label, load_labels
+    from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
     from tfmssass.scoring.folder import LOCK_FILE, ScoredFolder
     from tfmssass.scoring.run import run_scoring
     from tfmssass.scoring.settings import Settings
@@ -116,7 +116,7 @@ def main():
                    style=args.style)
     out = Path(args.out or f"{phantoms}_scored")
     predictor, text, phantom = open_predictor(args.model, args.keypoints, args.grader)
-    prior = args.prior if args.prior in ("data", "uniform", "em") else read_prior_file(args.prior)
+    prior = args.prior if args.prior in PRIOR_CHOICES else read_prior_file(args.prior)
     settings = Settings(models=text, phantom=phantom, model_fingerprint=predictor.fingerprint, prior=prior)
     if args.decide_from:  # the same answers, decided again: the run resumes with every film done
         if out.exists():
