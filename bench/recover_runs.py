@@ -1,14 +1,17 @@
 """Rebuild the two training run folders of an exported model from its SavedModel, so that a run
-step that came later (``tfmssass calibrate``) can be done for a model whose run folders are gone.
+step that came later (``tfmssass calibrate``) can be done for a model whose run folders are gone, or
+the model can be scored from run folders (``score --keypoints RUN --grader RUN``) by changed code.
 
-    python bench/recover_runs.py saved_models/phantom-demo/1 --data PREPARED --out WORKDIR
+    python bench/recover_runs.py saved_models/phantom-demo/1 [--data PREPARED] --out WORKDIR
 
 The SavedModel keeps every weight once, stage 1's, then its orientation classifier's (exports since
 issue 16), then the grader's, in the networks' own order (:class:`tfmssass.serving.module.ScoringModule`);
 the networks are rebuilt from the presets that ``metadata.json`` names and their weights are copied in.
-The stage-1 run gets the classifier, the plausibility limits and the implant limit back too. ``--data`` must be the prepared folder of
-the training phantoms (``bench/train_demo.sh`` makes it): the runs point at it for their
-validation corners and their grade counts. Writes WORKDIR/keypoints and WORKDIR/grader.
+The stage-1 run gets the classifier, the plausibility limits and the implant limit back too, the grader
+run the export's calibration. ``--data``, the prepared folder of the training phantoms
+(``bench/train_demo.sh`` makes it), is needed only to calibrate or train again: the runs point at it
+for their validation patients and their grade counts. Without it the runs score as the export does.
+Writes WORKDIR/keypoints and WORKDIR/grader.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model")
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", help="the training phantoms' prepared folder (to calibrate or train again)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, nargs=2, default=(20, 60), help="as trained (stage 1, stage 2)")
     args = parser.parse_args()
@@ -35,6 +38,7 @@ def main():
     from tfmssass.core.atomic import write_text
     from tfmssass.core.config import grader_config, keypoint_config
     from tfmssass.data.tfrecords import load_index
+    from tfmssass.stages.grader.calibration import Calibration, write_calibration
     from tfmssass.stages.grader.model import build_grader
     from tfmssass.stages.implants import write_share_limit
     from tfmssass.stages.keypoints.model import build_hrnet
@@ -62,15 +66,17 @@ def main():
         raise SystemExit(f"{args.model}: its weights do not fit the {kp.preset}/{gr.preset} presets")
     for w, value in zip(weights, saved):
         w.assign(value.numpy().astype(w.dtype))  # large weights are exported float16
-    data = Path(args.data).resolve()
-    index = load_index(data)
+    data = Path(args.data).resolve() if args.data else None
+    index = load_index(data) if data else None
     for stage, (net, config) in networks.items():
         run = Path(args.out) / stage
         run.mkdir(parents=True, exist_ok=True)
         net.save_weights(str(run / BEST))
-        shutil.copyfile(data / "split.csv", run / "split.csv")
+        if data:
+            shutil.copyfile(data / "split.csv", run / "split.csv")
+        training_data = index["training_data"] if index else meta[stage].get("training_data")
         write_text(run / "config.json", json.dumps(
-            {"stage": stage, "data": str(data), "training_data": index["training_data"], stage: config.to_dict(),
+            {"stage": stage, "data": str(data) if data else None, "training_data": training_data, stage: config.to_dict(),
              "init": None, "mixed_precision": False, "recovered_from": str(Path(args.model).resolve())},
             indent=1, sort_keys=True))
         write_text(run / "done", "recovered from the exported model\n")
@@ -82,6 +88,9 @@ def main():
             write_text(run / LIMITS, json.dumps(meta["plausibility"], indent=1) + "\n")
         if stage == "keypoints" and meta.get("implants"):
             write_share_limit(run, {"min_share": meta["implants"]["min_share"]})
+        if stage == "grader" and meta.get("calibration"):
+            # the export's calibration, so that scoring from the runs answers as the export does
+            write_calibration(run, Calibration.from_dict(meta["calibration"]))
         print(f"{run}: {len(net.weights)} weights from {args.model}")
 
 
