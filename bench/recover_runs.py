@@ -76,8 +76,9 @@ def main():
             shutil.copyfile(data / "split.csv", run / "split.csv")
         training_data = index["training_data"] if index else meta[stage].get("training_data")
         write_text(run / "config.json", json.dumps(
-            {"stage": stage, "data": str(data) if data else None, "training_data": training_data, stage: config.to_dict(),
-             "init": None, "mixed_precision": False, "recovered_from": str(Path(args.model).resolve())},
+            {"stage": stage, "data": str(data) if data else None, "training_data": training_data,
+             stage: config.to_dict(), "init": None, "mixed_precision": False,
+             "recovered_from": str(Path(args.model).resolve())},
             indent=1, sort_keys=True))
         write_text(run / "done", "recovered from the exported model\n")
         if stage == "keypoints" and classifier is not None:
