@@ -707,8 +707,11 @@ def review_serve(source, reader, labels_csv, model_dir, keypoints_run, grader_ru
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine and has the token "
                    "can see these radiographs", err=True)
+    # the crop graph is traced before the address is shown (server.serve says why): tell the reader
+    # what the wait of several seconds is
     click.echo(f"{source}: {len(session.films)} radiographs for {reader} ({worklist.note}); "
-               "open this address (Ctrl+C stops):", err=True)
+               "preparing the grader's corner crops (TensorFlow, several seconds), then open the address "
+               "below (Ctrl+C stops):", err=True)
     try:
         serve(session, host, port, announce=lambda url: click.echo(url))
     except OSError as exc:
