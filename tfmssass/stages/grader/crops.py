@@ -82,21 +82,21 @@ def corner_crops(image, points, to_cut, spec: CropSpec):
     valid = to_cut & finite[0::2] & finite[1::2]
     up, has_up = cranial_directions(tf.where(valid[:, None], c, 0.0), valid)
     ok = valid & has_up & (tf.where(valid, depth, 0.0) >= 2.0)
-    crops = []
-    for j in range(6):
-        # a level that cannot be cut gets harmless stand-in geometry and a zero crop
-        cj = tf.where(ok[j], c[j], 0.0)
-        aj = tf.where(ok[j], a[j], tf.constant([float(spec.depth_px), 0.0]))
-        uj = tf.where(ok[j], up[j], tf.constant([0.0, -1.0]))
-        dj = tf.where(ok[j], depth[j], float(spec.depth_px))
+    # a level that cannot be cut gets harmless stand-in geometry and a zero crop
+    c = tf.where(ok[:, None], c, 0.0)
+    a = tf.where(ok[:, None], a, tf.constant([float(spec.depth_px), 0.0]))
+    up = tf.where(ok[:, None], up, tf.constant([0.0, -1.0]))
+    depth = tf.where(ok, depth, float(spec.depth_px))
 
-        def cut(cj=cj, aj=aj, uj=uj, dj=dj):
-            patch, origin, factor = level_patch(image, cj, dj, spec.depth_px)
-            to_patch = lambda p: (p + 0.5 - origin) * factor - 0.5  # noqa: E731
-            return tf.stack([canonical_crop(patch, to_patch(cj), to_patch(aj), uj, sup, spec)
-                             for sup in (False, True)])
+    def cut(level):
+        cj, aj, uj, dj = level
+        patch, origin, factor = level_patch(image, cj, dj, spec.depth_px)
+        to_patch = lambda p: (p + 0.5 - origin) * factor - 0.5  # noqa: E731
+        return tf.stack([canonical_crop(patch, to_patch(cj), to_patch(aj), uj, sup, spec) for sup in (False, True)])
 
-        crops.append(tf.cond(ok[j], cut, lambda: tf.zeros([2, spec.size, spec.size])))
-    return tf.concat(crops, axis=0), ok
+    # one traced body for the six levels (tracing an unrolled loop took seconds)
+    crops = tf.map_fn(cut, (c, a, up, depth), fn_output_signature=tf.TensorSpec([2, spec.size, spec.size], tf.float32))
+    crops = tf.where(ok[:, None, None, None], crops, 0.0)
+    return tf.reshape(crops, [12, spec.size, spec.size]), ok
 
 
