@@ -20,6 +20,11 @@ from tfmssass.io import Radiograph, read_radiograph
 
 PREVIEW_LONG_SIDE = 1024
 
+# one traced crop graph per crop setting, shared by every review session of the process and never
+# evicted: tracing it takes seconds
+_CUTTERS: dict = {}
+_CUTTERS_LOCK = threading.Lock()
+
 
 class _LRU:
     def __init__(self, size: int):
@@ -51,8 +56,6 @@ class Pictures:
     def __init__(self, radiographs: int = 4, pictures: int = 64):
         self._radiographs = _LRU(radiographs)
         self._pictures = _LRU(pictures)
-        self._cutters = {}  # one traced crop graph per crop setting; never evicted (tracing takes seconds)
-        self._cutters_lock = threading.Lock()
 
     def radiograph(self, path: Path) -> Radiograph:
         return self._radiographs.get(str(path), lambda: read_radiograph(path))
@@ -83,7 +86,8 @@ class Pictures:
         key = ("crops", str(path), view, points.tobytes(), spec)
         return self._pictures.get(key, lambda: self._cut(path, view, points, spec))
 
-    def _cutter(self, spec: CropSpec):
+    @staticmethod
+    def _cutter(spec: CropSpec):
         """The grader's crop function as a traced graph: it runs without holding Python's lock, so
         a change being saved does not wait behind a crop being cut."""
         def make():
@@ -95,10 +99,10 @@ class Pictures:
                                input_signature=[tf.TensorSpec([None, None], tf.float32),
                                                 tf.TensorSpec([12, 2], tf.float32), tf.TensorSpec([6], tf.bool)])
 
-        with self._cutters_lock:
-            if spec not in self._cutters:
-                self._cutters[spec] = make()
-            return self._cutters[spec]
+        with _CUTTERS_LOCK:
+            if spec not in _CUTTERS:
+                _CUTTERS[spec] = make()
+            return _CUTTERS[spec]
 
     def warm(self, spec: CropSpec) -> None:
         """Trace and run the crop graph once now (seconds: tracing, then graph optimisation on the
