@@ -165,6 +165,23 @@ def test_export_layout_and_metadata(exported):
         export_module(exported["module"], path.parent / "latest")
 
 
+def test_a_model_opened_again_in_one_process_is_loaded_once(exported, tmp_path):
+    """Loading an exported model and its first run take seconds each: a second predictor on the same
+    files reuses them; a folder whose files differ is loaded afresh and answers from its own files."""
+    first, again = SavedModelPredictor(exported["path"]), SavedModelPredictor(exported["path"])
+    assert again._fn is first._fn and again.fingerprint == first.fingerprint
+    copy = tmp_path / "tiny" / "1"
+    shutil.copytree(exported["path"], copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**meta, "copied": True}))
+    other = SavedModelPredictor(copy)
+    assert other._fn is not first._fn and other.fingerprint != first.fingerprint
+    assert other.metadata["copied"] and "copied" not in first.metadata
+    image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
+    a, b = first.predict([image], [None])[0], other.predict([image], [None])[0]
+    np.testing.assert_array_equal(a["grades"], b["grades"])
+
+
 def test_the_export_keeps_large_weights_in_half_precision(exported):
     """The shipped demo is a tracked file under a size limit: kernels are stored float16, biases and
     normalisation statistics float32, and every path reads the same stored values."""
