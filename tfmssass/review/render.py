@@ -8,7 +8,6 @@ TensorFlow function, so the reader sees exactly what the grader sees.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ import numpy as np
 
 from tfmssass.core import anatomy
 from tfmssass.core.geometry import CropSpec
+from tfmssass.core.lru import LRU
 from tfmssass.io import Radiograph, read_radiograph
 
 PREVIEW_LONG_SIDE = 1024
@@ -24,23 +24,6 @@ PREVIEW_LONG_SIDE = 1024
 # evicted: tracing it takes seconds
 _CUTTERS: dict = {}
 _CUTTERS_LOCK = threading.Lock()
-
-
-class _LRU:
-    def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key, make):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        value = make()
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return value
 
 
 def _encode(image: np.ndarray, ext: str, params=()) -> bytes:
@@ -54,8 +37,8 @@ class Pictures:
     """Decoded radiographs (a few, they are large) and their encoded pictures, cached."""
 
     def __init__(self, radiographs: int = 4, pictures: int = 64):
-        self._radiographs = _LRU(radiographs)
-        self._pictures = _LRU(pictures)
+        self._radiographs = LRU(radiographs)
+        self._pictures = LRU(pictures)
 
     def radiograph(self, path: Path) -> Radiograph:
         return self._radiographs.get(str(path), lambda: read_radiograph(path))

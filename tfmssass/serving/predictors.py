@@ -18,10 +18,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 import urllib.error
 import urllib.request
-from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +27,7 @@ import numpy as np
 
 from tfmssass.core.config import demo_model_dir
 from tfmssass.core.errors import TfmssassError, UsageError
+from tfmssass.core.lru import LRU
 from tfmssass.core.retry import BACKOFF_S, TRIES, RetryPolicy
 from tfmssass.io.images import encode_png16
 
@@ -107,28 +106,19 @@ class SavedModelPredictor:
     """The exported model in this process (``tfmssass score --model DIR``), one image per call of
     its ``image_tensor`` signature (radiographs differ in size). The view cannot be forced."""
 
-    #: the last few models loaded in this process, by folder and the hash of its files: loading one
+    #: the last two models loaded in this process, by folder and the hash of its files: loading one
     #: and its first run take seconds each, and a process that scores or serves again (the review
     #: server, a test session) need not pay them twice; changed files are a new key, loaded afresh
-    _loaded: OrderedDict = OrderedDict()
-    _loaded_lock = threading.Lock()
-    KEEP = 2
+    _loaded = LRU(2)
 
     def __init__(self, model_dir):
         import tensorflow as tf
 
         self.metadata = read_metadata(model_dir)
         self.fingerprint = files_fingerprint(p for p in Path(model_dir).rglob("*") if p.is_file())
-        key = (str(Path(model_dir).resolve()), self.fingerprint)
-        with self._loaded_lock:
-            fn = self._loaded.get(key)
-            if fn is None:
-                fn = tf.saved_model.load(str(model_dir)).signatures["image_tensor"]
-                self._loaded[key] = fn
-                while len(self._loaded) > self.KEEP:
-                    self._loaded.popitem(last=False)
-            self._loaded.move_to_end(key)
-        self._fn, self._tf = fn, tf
+        self._fn = self._loaded.get((str(Path(model_dir).resolve()), self.fingerprint),
+                                    lambda: tf.saved_model.load(str(model_dir)).signatures["image_tensor"])
+        self._tf = tf
 
     def predict(self, images, views):
         return [_one({k: v.numpy() for k, v in self._fn(
