@@ -19,12 +19,10 @@ QWK ≥ 0.90, visit MAE ≤ 2.0, ICC ≥ 0.95, point median ≤ 1% of the diagon
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from tfmssass.synth import DEFAULT_STYLE, STYLES
@@ -94,7 +92,6 @@ def main():
     import pandas as pd
 
     from tfmssass.core import anatomy
-    from tfmssass.core.atomic import write_text
     from tfmssass.io.labels import corner_label, load_labels
     from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
     from tfmssass.scoring.folder import LOCK_FILE, ScoredFolder
@@ -122,7 +119,7 @@ def main():
         if out.exists():
             raise SystemExit(f"{out}: exists; --decide-from copies into a new folder")
         shutil.copytree(args.decide_from, out, ignore=shutil.ignore_patterns(LOCK_FILE))
-        write_text(ScoredFolder(out).work / "settings.json", json.dumps(asdict(settings), indent=1, sort_keys=True) + "\n")
+        ScoredFolder(out).decide_again_under(settings)
     start = time.perf_counter()
     run_scoring(phantoms, out, predictor, settings, resume=True)
     seconds = time.perf_counter() - start

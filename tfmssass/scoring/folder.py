@@ -210,6 +210,13 @@ class ScoredFolder:
         """The settings the run was made with."""
         return Settings.from_dict(json.loads((self.work / "settings.json").read_text()))
 
+    def decide_again_under(self, settings: Settings) -> None:
+        """Put ``settings`` (another prior, say) in place of the run's own and keep its records, so that
+        the next resumed run decides the same answers of the networks under them (a bench measuring a
+        prior on a copy of a scored folder; the networks do not run again)."""
+        (self.work / "settings.json").unlink(missing_ok=True)
+        keep_settings(self.work / "settings.json", asdict(settings))
+
     def decided_records(self, settings: Settings | None = None):
         """The records with the cohort's decisions applied (prior, longitudinal grades) as the tables show
         them; also {file: why not used} of the radiographs not counted, and the decoding."""
