@@ -292,7 +292,8 @@ def test_init_demo_fine_tunes_from_the_shipped_models_weights(tmp_path):
     grader.load_grader_weights(path)
     demo = demo_model_dir()
     calibration = Calibration.from_dict(json.loads((demo / "metadata.json").read_text())["calibration"])
-    crops = np.random.default_rng(0).random((3, 128, 128, 1)).astype(np.float32)
+    side = grader_config("small").input_size  # the demo's crop
+    crops = np.random.default_rng(0).random((3, side, side, 1)).astype(np.float32)
     loaded = tf.saved_model.load(str(demo))  # held: its functions need their variables alive
     theirs = loaded.grade(crops)["grade_probabilities"].numpy()
     np.testing.assert_allclose(calibrate(np.asarray(grader_outputs(grader, crops)[0]), calibration), theirs, atol=1e-4)

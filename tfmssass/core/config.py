@@ -129,13 +129,14 @@ class GraderConfig:
     """Stage 2 (corner grader).
 
     ``paper`` is Koo et al.: ResNet152 at 224, Adam 1e-6, batch 3, grades down-sampled each epoch
-    to the rarest grade's count, best epoch kept. ``small`` trains fast on a CPU: a small residual
-    network at 128 px, Adam 1e-3, batch 32.
+    to the rarest grade's count, best epoch kept. ``small`` trains on a CPU: a small residual
+    network at 192 px, Adam 1e-3, batch 32 (at 128 px, trained on the same films, it read
+    half again as many grade-1 corners as 0: bench/RESULTS.md, issue 29's eleventh pass).
     """
 
     preset: str = "small"
     backbone: str = "tiny"
-    input_size: int = 128
+    input_size: int = 192
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-3
