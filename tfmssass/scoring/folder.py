@@ -64,6 +64,7 @@ class ScoredFolder:
         self.root = Path(root)
         self.work = self.root / WORK
         self.records_dir = self.work / "records"
+        self.settings_file = self.work / "settings.json"
 
     # ---- what the folder is ------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class ScoredFolder:
             os.close(fd)  # closing releases the lock; the file stays (removing it would race)
 
     def resumable(self, resume: bool) -> bool:
-        return resume and (self.work / "settings.json").is_file()
+        return resume and self.settings_file.is_file()
 
     def check_start(self, resume: bool, overwrite: bool) -> None:
         """Refuse, in one line, a folder this run may not write: a newer format, or another run's results
@@ -147,7 +148,7 @@ class ScoredFolder:
         self.check_start(resume, overwrite)
         if self.resumable(resume):
             self._settings_before_fingerprints(wanted)
-            if not keep_settings(self.work / "settings.json", wanted):
+            if not keep_settings(self.settings_file, wanted):
                 raise FolderError(f"{self.root}: --resume with different models (or other weights under the same "
                                   "name) or settings than the first run (use another --out, or --overwrite to start "
                                   "again)")
@@ -157,7 +158,7 @@ class ScoredFolder:
             write_text(self.work / "run.json", json.dumps(
                 {"run_id": uuid.uuid4().hex[:12], "started": _dt.datetime.now().replace(microsecond=0).isoformat()},
                 indent=1) + "\n")
-            keep_settings(self.work / "settings.json", wanted)
+            keep_settings(self.settings_file, wanted)
         self.records_dir.mkdir(parents=True, exist_ok=True)
         done = {}
         for film in self.records():
@@ -169,7 +170,7 @@ class ScoredFolder:
 
     def _settings_before_fingerprints(self, wanted: dict) -> None:
         """A folder scored before runs kept the models' fingerprint resumes on the models' names alone."""
-        path = self.work / "settings.json"
+        path = self.settings_file
         try:
             earlier = json.loads(path.read_text())
         except ValueError:
@@ -208,14 +209,14 @@ class ScoredFolder:
 
     def settings(self) -> Settings:
         """The settings the run was made with."""
-        return Settings.from_dict(json.loads((self.work / "settings.json").read_text()))
+        return Settings.from_dict(json.loads(self.settings_file.read_text()))
 
     def decide_again_under(self, settings: Settings) -> None:
         """Put ``settings`` (another prior, say) in place of the run's own and keep its records, so that
         the next resumed run decides the same answers of the networks under them (a bench measuring a
         prior on a copy of a scored folder; the networks do not run again)."""
-        (self.work / "settings.json").unlink(missing_ok=True)
-        keep_settings(self.work / "settings.json", asdict(settings))
+        self.settings_file.unlink(missing_ok=True)
+        keep_settings(self.settings_file, asdict(settings))
 
     def decided_records(self, settings: Settings | None = None):
         """The records with the cohort's decisions applied (prior, longitudinal grades) as the tables show
