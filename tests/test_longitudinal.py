@@ -14,8 +14,10 @@ import pytest
 from scipy.special import softmax
 
 from tfmssass.scoring.longitudinal import (
+    CONTRADICTION_LIMIT,
     INCREASE_COST,
     STATES,
+    contradicting_films,
     decode_cohort,
     disk_evidence,
     forward_backward,
@@ -230,6 +232,48 @@ def test_chance_of_rise_is_the_probability_under_the_chain():
     assert decoded.chance_of_rise("P1", "2020-01-01", "2021-01-01", delta, 2.0) == pytest.approx(expected)
 
 
+# ---- a film that cannot belong to the patient's course -------------------------------------------------
+
+SURE = {g: [0.97 if k == g else 0.01 for k in range(4)] for g in range(4)}  # a grade read with no doubt
+LEANING = {0: [0.75, 0.2, 0.04, 0.01], 1: [0.2, 0.75, 0.04, 0.01]}  # a grade read with some doubt
+
+
+def _films(patient: str, view: str, visits: list[dict]) -> pd.DataFrame:
+    """Corner rows of a patient's films of one view; per visit {corner: probabilities}, others surely 0."""
+    from tfmssass.core import anatomy
+
+    rows = []
+    for t, changed in enumerate(visits):
+        for k, name in enumerate(anatomy.CORNERS[view]):
+            p = changed.get(name, SURE[0])
+            rows.append({"file": f"{patient}/202{t}/{view}.dcm", "patient_id": patient, "visit_date": f"202{t}-01-01",
+                         "view": view, "level": anatomy.LEVELS[view][k // 2], "corner": name,
+                         "grade": int(np.argmax(p)), **{f"p{g}": p[g] for g in range(4)}})
+    return pd.DataFrame(rows)
+
+
+def test_a_film_read_on_the_wrong_levels_is_found_and_a_true_progression_is_not():
+    bridge_low = {"L4_inf": SURE[3], "L5_sup": SURE[3], "L3_inf": SURE[1]}
+    shifted = {"L2_inf": SURE[3], "L3_sup": SURE[3], "L1_inf": SURE[1]}  # the same spine, two levels up
+    progressing = [{}, {"C3_inf": SURE[2], "C5_sup": SURE[1], "C6_inf": SURE[2], "T1_sup": SURE[1]},
+                   {"C3_inf": SURE[3], "C4_sup": SURE[3], "C5_sup": SURE[2], "C6_inf": SURE[3], "C7_sup": SURE[3],
+                    "T1_sup": SURE[2], "C2_inf": SURE[1]}]
+    noisy = [{"L2_sup": LEANING[1], "L3_inf": SURE[1]}, {"L2_sup": LEANING[0], "L3_inf": LEANING[0]}, {}]
+    frame = pd.concat([_films("SHIFT", "lumbar", [bridge_low, shifted, bridge_low]),
+                       _films("GROWS", "cervical", progressing),  # 13 corners rise, none goes down
+                       _films("NOISY", "lumbar", noisy),  # two corners read 1 then 0 with some doubt
+                       _films("PAIR", "lumbar", [bridge_low, shifted]),  # two films: which one is wrong?
+                       _films("ALONE", "lumbar", [shifted])])
+    found = contradicting_films(frame)
+    assert set(found) == {"SHIFT/2021/lumbar.dcm", "PAIR/2020/lumbar.dcm", "PAIR/2021/lumbar.dcm"}
+    assert all(v >= CONTRADICTION_LIMIT for v in found.values())
+    # a corner not graded gives no evidence: with the corners that disagree left blank, nothing is suspect
+    blank = _films("SHIFT", "lumbar", [bridge_low, shifted, bridge_low])
+    disagree = list(shifted) + list(bridge_low)
+    blank.loc[blank["file"].eq("SHIFT/2021/lumbar.dcm") & blank["corner"].isin(disagree), "grade"] = np.nan
+    assert contradicting_films(blank) == {}
+
+
 # ---- a scoring run's tables ------------------------------------------------------------------------------
 
 ZERO, TWO, DOUBT = [0.92, 0.05, 0.02, 0.01], [0.04, 0.12, 0.8, 0.04], [0.2, 0.42, 0.33, 0.05]
@@ -309,6 +353,43 @@ def test_tables_carry_the_longitudinal_grades_beside_the_grades_alone(tmp_path):
     assert "Corners that change (1)" in report.split("Patient P3")[1].split("<h2>")[0]
     assert "Corners that change" not in report.split("Patient P1")[1].split("<h2>")[0]
     assert "longitudinal: 1 from this radiograph alone, 2 with the patient&#39;s other visits" in report
+
+
+def test_a_radiograph_that_contradicts_the_other_visits_is_left_out_and_sent_to_a_reader(tmp_path):
+    from score_doubles import settings
+
+    from tfmssass.scoring.run import write_outputs
+
+    bridge_low = {"L4_inf": SURE[3], "L5_sup": SURE[3]}
+    shifted = {"L2_inf": SURE[3], "L3_sup": SURE[3]}  # the same bridge read two levels up
+    folders = {}
+    for mode in ("monotone", "off"):
+        out = tmp_path / mode
+        (out / ".work" / "records").mkdir(parents=True)
+        for t, lumbar in enumerate([bridge_low, shifted, bridge_low]):
+            for view, changed in (("cervical", {}), ("lumbar", lumbar)):
+                record = _record("P1", f"202{t}-03-01", view, changed)
+                (out / ".work" / "records" / f"{record['key']}.json").write_text(json.dumps(record))
+        (out / ".work" / "settings.json").write_text(json.dumps(dataclasses.asdict(settings(longitudinal=mode))))
+        calibration = Calibration(1.0, (0.0, 0.0, 0.0, 0.0), tuple(PRIOR), True).to_dict()
+        (out / ".work" / "source.json").write_text(json.dumps({"root": None, "calibration": calibration}))
+        counts = write_outputs(out, 6, settings(longitudinal=mode))
+        folders[mode] = out
+    assert counts["not_used"] == 0  # visits read alone: nothing is weighed against the other visits
+    joint = folders["monotone"]
+    images = pd.read_csv(joint / "images.csv").set_index("file")
+    status = images.loc["P1/2021-03-01/lumbar.dcm", "status"]
+    assert status.startswith("not used: the lumbar radiograph contradicts the patient's other visits")
+    assert (images.drop(index="P1/2021-03-01/lumbar.dcm")["status"] == "scored").all()
+    corners = pd.read_csv(joint / "corners.csv")
+    film = corners[corners["file"] == "P1/2021-03-01/lumbar.dcm"].set_index("corner")
+    assert film["grade"].isna().all() and film["review"].all()  # no grade on a corner that may be another
+    assert film.loc["L2_inf", "grade_independent"] == 3 and film["review_reason"].str.contains("contradicts").all()
+    visits = pd.read_csv(joint / "visits.csv").set_index("visit_date")
+    assert pd.isna(visits.loc["2021-03-01", "lumbar"]) and visits.loc["2021-03-01", "cervical"] == 0
+    assert visits.loc["2020-03-01", "msasss"] == visits.loc["2022-03-01", "msasss"] == 6
+    alone = pd.read_csv(folders["off"] / "visits.csv").set_index("visit_date")
+    assert alone["lumbar"].tolist() == [6, 6, 6]  # read alone, the wrong levels still add up to the same total
 
 
 def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_path):

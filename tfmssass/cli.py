@@ -344,7 +344,7 @@ def train_checks_cmd(keypoints_run, epochs, init_run):
 @_DATA_OPTION
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
-              help="paper: ResNet152 at 224, Adam 1e-6, batch 3; small: small residual net at 192, "
+              help="paper: ResNet152 at 224, Adam 1e-6, batch 3; small: small residual net at 224, "
                    "Adam 1e-3, batch 32 (CPU); tiny: tests.")
 @click.option("--backbone", default=None, help="resnet50/101/152(v2), efficientnetv2b0/s/m or tiny.")
 @click.option("--epochs", type=click.IntRange(1), default=None)
@@ -604,8 +604,11 @@ def _summary(options, counts: dict) -> None:
         click.echo("hint: the spine was found on no radiograph: the keypoint model may be undertrained "
                    "(see docs/training.md for a quick recipe), or these are not lateral spine films", err=True)
     if counts["not_used"]:
-        click.echo(f"{_count(counts['not_used'], 'radiograph')} not used: another of the same view and visit "
-                   "was better (see images.csv)")
+        click.echo(f"{_count(counts['not_used'], 'radiograph')} not used in the totals (images.csv says why):")
+        for file, why in counts["first_not_used"]:
+            click.echo(f"{file}: {why}")
+        if counts["not_used"] > len(counts["first_not_used"]):
+            click.echo(f"... and {counts['not_used'] - len(counts['first_not_used'])} more (see images.csv)")
 
 
 def _open_pacs(options):

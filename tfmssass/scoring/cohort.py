@@ -11,7 +11,9 @@ again from them whenever the tables are written, so a resumed run and a fresh on
   own frequencies, estimated from its probabilities (Saerens et al. 2002); for a large cohort
   (hundreds of radiographs) whose stage of disease differs from the training data.
 - The per-corner grades are then made again by the model's own rule (bridge, review flags), and
-  decoded over visits (:mod:`tfmssass.scoring.longitudinal`).
+  decoded over visits (:mod:`tfmssass.scoring.longitudinal`). Read together, a radiograph that
+  contradicts the patient's other visits of its view is first left out: its corners lose their grade
+  and go to review (its levels may be on the wrong vertebrae).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import numpy as np
 from tfmssass.core import anatomy
 from tfmssass.core.errors import UsageError
 from tfmssass.scoring.film import FilmRecord, corner_table
-from tfmssass.scoring.longitudinal import Decoded, decode_cohort
+from tfmssass.scoring.longitudinal import CONTRADICTION_LIMIT, Decoded, contradicting_films, decode_cohort
 from tfmssass.scoring.record_maker import count_graded, flag_film_edge, review_text
 from tfmssass.stages.grader.calibration import UNIFORM, change_prior, em_prior
-from tfmssass.stages.grader.grades import LONGITUDINAL, grade_again
+from tfmssass.stages.grader.grades import CONTRADICTS_VISITS, LONGITUDINAL, grade_again
 
 PRIOR_CHOICES = ("data", "uniform", "em")
 
@@ -78,14 +80,33 @@ def regrade(film: FilmRecord, prior: tuple, review_threshold: float, point_revie
     film.prior = list(prior)
 
 
+def leave_out_contradicting(films: list[FilmRecord], table, not_used: dict) -> None:
+    """Add to ``not_used`` the radiographs whose grades contradict the patient's other radiographs of the
+    view (:func:`~tfmssass.scoring.longitudinal.contradicting_films`). Their corners lose their grade
+    (``grade_independent`` keeps what the radiograph alone says) and go to review: a reader should see
+    where the levels were placed before any grade of theirs counts."""
+    against = contradicting_films(table)
+    for f in films:
+        if f.file not in against:
+            continue
+        why = (f"the {f.view} radiograph contradicts the patient's other visits (log-likelihood ratio {against[f.file]:.0f}, "
+               f"limit {CONTRADICTION_LIMIT:.0f}): its levels may be on the wrong vertebrae")
+        not_used[f.file] = f"not used: {why}; check where its levels were placed"
+        for c in f.corners:
+            if c.grade is not None:
+                c.grade, c.p_grade = None, None
+                c.add_review(CONTRADICTS_VISITS, why)
+
+
 def decide(films: list[FilmRecord], not_used: dict, settings) -> Decoded:
     """Apply ``settings.prior`` and ``settings.longitudinal`` to the scored films in place.
 
     Every graded corner gets ``grade_independent`` (its grade from its radiograph alone); ``grade``
     becomes the longitudinal grade of the radiographs used, and ``p_grade`` the probability of that grade
     (the patient's visits together where they were decoded together, else this radiograph's). A corner
-    whose grade the joint decoding changed is flagged for review, with the reason. Returns the decoding
-    (change distributions).
+    whose grade the joint decoding changed is flagged for review, with the reason. Read together, the
+    radiographs that contradict the patient's other visits are added to ``not_used`` first
+    (:func:`leave_out_contradicting`). Returns the decoding (change distributions).
     """
     scored = [f for f in films if f.scored]
     prior = target_prior(settings.prior, [f for f in scored if f.file not in not_used])
@@ -96,8 +117,11 @@ def decide(films: list[FilmRecord], not_used: dict, settings) -> Decoded:
             c.grade_independent = c.grade
             c.p_grade = None if c.grade is None else c.p[c.grade]
     table, entries = corner_table(scored)
+    table = table.astype({"grade": float, "p0": float, "p1": float, "p2": float, "p3": float})
+    if settings.longitudinal != "off":
+        leave_out_contradicting(scored, table[~table["file"].isin(set(not_used))], not_used)
     used = ~table["file"].isin(set(not_used)).to_numpy()
-    frame = table[used].astype({"grade": float, "p0": float, "p1": float, "p2": float, "p3": float})
+    frame = table[used]
     decoded = decode_cohort(frame, settings.longitudinal, settings.decrease_cost)
     out = decoded.corners
     points = {(f.file, name): lv.point_confidence for f in scored for name, lv in f.levels.items()}

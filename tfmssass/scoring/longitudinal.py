@@ -26,6 +26,11 @@ patient's visits at once:
 
 A disk graded at fewer than two visits keeps its per-visit grades, so a one-visit patient is
 scored exactly as before.
+
+Before decoding, :func:`contradicting_films` finds the radiographs that cannot belong to the
+patient's course at all: read with the levels named on the wrong vertebrae (a film taken for upside
+down, a chain slipped by a level), a film shows bridges where the visits before and after show none.
+Decoding would spread that error over the patient's change; it is left out and sent to a reader.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ DECREASE_COST = 3.0
 INCREASE_COST = float(np.log(8.0))
 #: A disk's states: (inf grade, sup grade); both corners are 3 together or neither is.
 STATES = np.array([(a, b) for a in range(3) for b in range(3)] + [(3, 3)])
+#: The evidence (natural-log units) against a radiograph belonging to its patient's course above
+#: which it is left out: the patient's other films of the view and this one read alone are e^12
+#: (about 160 000) times likelier than one course in which no corner goes down. On the phantom cohorts
+#: of bench/RESULTS.md (issue 29, twelfth pass) films read with their levels misplaced scored 13.5-36,
+#: correctly read films at most 11 and nearly all under 5.
+CONTRADICTION_LIMIT = 12.0
 
 
 def disk_evidence(p_inf, p_sup) -> np.ndarray:
@@ -101,6 +112,59 @@ def forward_backward(evidence: np.ndarray, transitions: np.ndarray) -> tuple[np.
     pairs = np.array([np.exp(alpha[t][:, None] + transitions + (evidence[t + 1] + beta[t + 1])[None, :] - total)
                       for t in range(steps - 1)]).reshape(steps - 1, len(STATES), len(STATES))
     return marginals, pairs
+
+
+def _best_monotone(evidence: np.ndarray) -> float:
+    """Log evidence [T, 10] of the best course in which no corner goes down, rises free (0 for T = 0)."""
+    if len(evidence) == 0:
+        return 0.0
+    never_down = np.where(log_transitions("monotone") > -np.inf, 0.0, -np.inf)
+    score = evidence[0].copy()
+    for t in range(1, len(evidence)):
+        score = (score[:, None] + never_down).max(axis=0) + evidence[t]
+    return float(score.max())
+
+
+def contradiction(disks: list[np.ndarray], k: int) -> float:
+    """How much likelier (log) film ``k`` is read alone, the others as one course, than all as one
+    course: over the view's disks, each log evidence [films, 10]. Rises cost nothing here, so a
+    patient who truly progresses is not suspected; only grades that would have to go down count."""
+    total = 0.0
+    for evidence in disks:
+        others = np.delete(evidence, k, axis=0)
+        total += _best_monotone(others) + float(evidence[k].max()) - _best_monotone(evidence)
+    return total
+
+
+def contradicting_films(corners: pd.DataFrame, limit: float = CONTRADICTION_LIMIT) -> dict[str, float]:
+    """{file: evidence against it} for the radiographs (``corners`` as :func:`decode_cohort` takes,
+    with ``file``) whose grades contradict the patient's other radiographs of the view by ``limit`` or
+    more. Per patient and view, the most contradicted film goes first and the rest are weighed again
+    without it; of two films that contradict each other neither can be believed, so both go."""
+    found: dict[str, float] = {}
+    graded = corners[corners["grade"].notna()]
+    pcols = ["p0", "p1", "p2", "p3"]
+    for (_, view), films in graded.groupby(["patient_id", "view"], sort=False):
+        files = list(films.sort_values("visit_date")["file"].unique())
+        disks = []
+        for level in anatomy.LEVELS[view]:
+            names = anatomy.level_corners(level)
+            evidence = []
+            for file in files:
+                at = films[films["file"] == file]
+                p = [at.loc[at["corner"] == name, pcols].to_numpy(float) for name in names]
+                evidence.append(disk_evidence(*(q[0] if len(q) else None for q in p)))
+            disks.append(np.array(evidence))
+        while len(files) >= 2:
+            against = np.array([contradiction(disks, k) for k in range(len(files))])
+            worst = float(against.max())
+            if worst < limit:
+                break
+            out = np.flatnonzero(against >= worst - 1e-6)
+            found.update({files[k]: round(float(against[k]), 1) for k in out})
+            files = [f for k, f in enumerate(files) if k not in set(out)]
+            disks = [np.delete(evidence, out, axis=0) for evidence in disks]
+    return found
 
 
 #: Change of a disk's two grades together for each pair of states: [10, 10] in -6..6.

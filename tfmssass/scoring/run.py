@@ -218,7 +218,7 @@ FIRST_FAILURES = 5
 
 def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> dict:
     """corners.csv, images.csv, visits.csv, progression.csv, errors.csv and report.html from the records;
-    returns the counts, with the first failed inputs and their reasons."""
+    returns the counts, with the first failed inputs and the first radiographs not used, and why."""
     folder = out if isinstance(out, ScoredFolder) else ScoredFolder(out)
     out = folder.root
     films, not_used, decoded = folder.decided_records(settings)
@@ -253,4 +253,5 @@ def write_outputs(out, files: int, settings: Settings, passed_over: int = 0) -> 
     skipped = sum(f.status == Status.SKIPPED for f in films)
     return {"scored": len(films) - len(failures) - skipped, "failed": len(failures), "skipped": skipped,
             "files": files, "passed_over": passed_over, "not_used": len(not_used),
+            "first_not_used": sorted(not_used.items())[:FIRST_FAILURES],
             "first_failures": failures[:FIRST_FAILURES]}

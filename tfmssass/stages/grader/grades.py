@@ -19,8 +19,8 @@ import numpy as np
 from tfmssass.core.config import GRADABILITY_REVIEW_ODDS, GRADABLE_THRESHOLD
 
 #: Why a corner goes to review: the bits of ``review_reason`` (0: not flagged). The graph decides the
-#: first four (:func:`grade_corners`); scoring adds the last two from what it sees across the film and
-#: the visits. docs/outputs.md carries this table.
+#: first four (:func:`grade_corners`); scoring adds 16, 32 and 256 from what it sees across the film
+#: and the visits. docs/outputs.md carries this table.
 BRIDGE_DISAGREES = 1  # the two corners of the disk disagree about a bridge (their arg-max grades)
 DOUBTFUL_GRADE = 2  # the probability of the grade given is below the review threshold
 POINTS_UNSURE = 4  # a point of the level is below the point-review confidence
@@ -29,12 +29,14 @@ FILM_EDGE = 16  # the film is cut off near the spine: the levels may be named on
 LONGITUDINAL = 32  # the patient's other visits changed the grade this radiograph alone gives
 NOT_GRADABLE = 64  # the grader judged the corner not gradable (NG): an outcome, not by itself a review
 GRADABILITY_DOUBTFUL = 128  # P(gradable) is between the gradability review bounds
+CONTRADICTS_VISITS = 256  # the radiograph contradicts the patient's other visits: its levels may be misplaced
 REVIEW_REASONS = {BRIDGE_DISAGREES: "the two corners of the disk disagree about a bridge",
                   DOUBTFUL_GRADE: "doubtful grade", POINTS_UNSURE: "points not confident",
                   NOT_GRADED: "not graded", FILM_EDGE: "film cut off near the spine",
                   LONGITUDINAL: "changed by the patient's other visits",
                   NOT_GRADABLE: "not gradable: the corner cannot be seen well enough to grade",
-                  GRADABILITY_DOUBTFUL: "gradability doubtful"}
+                  GRADABILITY_DOUBTFUL: "gradability doubtful",
+                  CONTRADICTS_VISITS: "the radiograph contradicts the patient's other visits"}
 #: Grades of corners with none: their level was not cut (-1), or the corner was judged not gradable (-2).
 NOT_CUT_GRADE, NOT_GRADABLE_GRADE = -1, -2
 
