@@ -491,7 +491,8 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
                    "(estimated from the scored cohort) or a FILE of four numbers (grades 0-3).")
 @click.option("--longitudinal", type=click.Choice(["monotone", "soft", "off"]), default="monotone",
               show_default=True, help="Grade each patient's visits together: grades never go down (monotone), "
-                                      "may go down at a cost (soft), or each visit alone (off).")
+                                      "may go down at a cost (soft), or each visit alone (off). Together, a radiograph "
+                                      "the patient's other visits contradict is not used and goes to review.")
 @click.option("--decrease-cost", type=click.FloatRange(0, min_open=True), default=None,
               help="--longitudinal soft: evidence (natural log units) a one-grade decrease must overcome "
                    "[default: 3.0].")
