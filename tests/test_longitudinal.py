@@ -259,13 +259,17 @@ def test_a_film_read_on_the_wrong_levels_is_found_and_a_true_progression_is_not(
                    {"C3_inf": SURE[3], "C4_sup": SURE[3], "C5_sup": SURE[2], "C6_inf": SURE[3], "C7_sup": SURE[3],
                     "T1_sup": SURE[2], "C2_inf": SURE[1]}]
     noisy = [{"L2_sup": LEANING[1], "L3_inf": SURE[1]}, {"L2_sup": LEANING[0], "L3_inf": LEANING[0]}, {}]
+    high = {"C3_inf": SURE[3], "C4_sup": SURE[3], "C3_sup": SURE[1], "C4_inf": SURE[1]}
+    low = {"C3_inf": SURE[1], "C4_sup": SURE[2], "C3_sup": SURE[0], "C4_inf": SURE[0]}  # lower than both others
     frame = pd.concat([_films("SHIFT", "lumbar", [bridge_low, shifted, bridge_low]),
                        _films("GROWS", "cervical", progressing),  # 13 corners rise, none goes down
                        _films("NOISY", "lumbar", noisy),  # two corners read 1 then 0 with some doubt
                        _films("PAIR", "lumbar", [bridge_low, shifted]),  # two films: which one is wrong?
+                       _films("DIP", "cervical", [high, low, high]),  # the middle one, not the first
                        _films("ALONE", "lumbar", [shifted])])
     found = contradicting_films(frame)
-    assert set(found) == {"SHIFT/2021/lumbar.dcm", "PAIR/2020/lumbar.dcm", "PAIR/2021/lumbar.dcm"}
+    assert set(found) == {"SHIFT/2021/lumbar.dcm", "PAIR/2020/lumbar.dcm", "PAIR/2021/lumbar.dcm",
+                          "DIP/2021/cervical.dcm"}
     assert all(v >= CONTRADICTION_LIMIT for v in found.values())
     # a corner not graded gives no evidence: with the corners that disagree left blank, nothing is suspect
     blank = _films("SHIFT", "lumbar", [bridge_low, shifted, bridge_low])

@@ -114,33 +114,36 @@ def forward_backward(evidence: np.ndarray, transitions: np.ndarray) -> tuple[np.
     return marginals, pairs
 
 
-def _best_monotone(evidence: np.ndarray) -> float:
-    """Log evidence [T, 10] of the best course in which no corner goes down, rises free (0 for T = 0)."""
+def _best_monotone(evidence: np.ndarray, rise_cost: float) -> float:
+    """Log evidence [T, 10] of the best course in which no corner goes down (0 for T = 0)."""
     if len(evidence) == 0:
         return 0.0
-    never_down = np.where(log_transitions("monotone") > -np.inf, 0.0, -np.inf)
+    rises = (STATES[None, :, :] > STATES[:, None, :]).sum(axis=2)
+    steps = np.where(log_transitions("monotone") > -np.inf, -rise_cost * rises, -np.inf)
     score = evidence[0].copy()
     for t in range(1, len(evidence)):
-        score = (score[:, None] + never_down).max(axis=0) + evidence[t]
+        score = (score[:, None] + steps).max(axis=0) + evidence[t]
     return float(score.max())
 
 
-def contradiction(disks: list[np.ndarray], k: int) -> float:
+def contradiction(disks: list[np.ndarray], k: int, rise_cost: float = 0.0) -> float:
     """How much likelier (log) film ``k`` is read alone, the others as one course, than all as one
-    course: over the view's disks, each log evidence [films, 10]. Rises cost nothing here, so a
-    patient who truly progresses is not suspected; only grades that would have to go down count."""
+    course in which no corner goes down: over the view's disks, each log evidence [films, 10]."""
     total = 0.0
     for evidence in disks:
         others = np.delete(evidence, k, axis=0)
-        total += _best_monotone(others) + float(evidence[k].max()) - _best_monotone(evidence)
+        total += _best_monotone(others, rise_cost) + float(evidence[k].max()) - _best_monotone(evidence, rise_cost)
     return total
 
 
 def contradicting_films(corners: pd.DataFrame, limit: float = CONTRADICTION_LIMIT) -> dict[str, float]:
     """{file: evidence against it} for the radiographs (``corners`` as :func:`decode_cohort` takes,
     with ``file``) whose grades contradict the patient's other radiographs of the view by ``limit`` or
-    more. Per patient and view, the most contradicted film goes first and the rest are weighed again
-    without it; of two films that contradict each other neither can be believed, so both go."""
+    more. The test counts rises as free, so a patient who truly progresses is not suspected. Per
+    patient and view, one film goes at a time and the rest are weighed again without it: of those over
+    the limit, the one whose removal leaves the likeliest course with rises costed as in decoding (the
+    middle film of three that reads lower than both others, not the first). Of two films that
+    contradict each other neither can be believed, so both go."""
     found: dict[str, float] = {}
     graded = corners[corners["grade"].notna()]
     pcols = ["p0", "p1", "p2", "p3"]
@@ -157,10 +160,11 @@ def contradicting_films(corners: pd.DataFrame, limit: float = CONTRADICTION_LIMI
             disks.append(np.array(evidence))
         while len(files) >= 2:
             against = np.array([contradiction(disks, k) for k in range(len(files))])
-            worst = float(against.max())
-            if worst < limit:
+            over = np.flatnonzero(against >= limit)
+            if not len(over):
                 break
-            out = np.flatnonzero(against >= worst - 1e-6)
+            costed = np.array([contradiction(disks, k, INCREASE_COST) for k in over])
+            out = over[costed >= costed.max() - 1e-6]
             found.update({files[k]: round(float(against[k]), 1) for k in out})
             files = [f for k, f in enumerate(files) if k not in set(out)]
             disks = [np.delete(evidence, out, axis=0) for evidence in disks]
