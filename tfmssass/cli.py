@@ -344,7 +344,7 @@ def train_checks_cmd(keypoints_run, epochs, init_run):
 @_DATA_OPTION
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
-              help="paper: ResNet152 at 224, Adam 1e-6, batch 3; small: small residual net at 224, "
+              help="paper: ResNet152 at 224, Adam 1e-6, batch 3; small: small residual net at 192, "
                    "Adam 1e-3, batch 32 (CPU); tiny: tests.")
 @click.option("--backbone", default=None, help="resnet50/101/152(v2), efficientnetv2b0/s/m or tiny.")
 @click.option("--epochs", type=click.IntRange(1), default=None)
