@@ -6,7 +6,8 @@
 
 Scores the phantom folder (made or completed with ``tfmssass synth``, with a seed the shipped models
 never saw), then compares with the phantoms' labels and prints tables:
-stage-1 points (median error, % of the image diagonal, failures), corner grades (exact accuracy,
+stage-1 points (median error, % of the image diagonal, failures, films with their levels misplaced
+and how many of them scoring left out as contradicting the patient's other visits), corner grades (exact accuracy,
 quadratic weighted kappa, per-grade sensitivity), visit totals (MAE, ICC(2,1)) and progression
 (Δ ≥ 2: sensitivity, specificity, κ), then change between visits with the visits graded alone
 and together (change ICC, limits of agreement, progression, new syndesmophytes) and the corner
@@ -30,21 +31,27 @@ from tfmssass.synth import DEFAULT_STYLE, STYLES
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
+#: A scored radiograph whose points lie this far from the labels (median, % of the diagonal) has its levels
+#: on the wrong vertebrae: a level is 4-7% of the diagonal apart.
+MISPLACED = 3.0
+
+
+def point_errors(records: list[dict], labels) -> tuple[list[float], int, int, set]:
     """Errors (% diagonal) of every labelled point that scoring placed on the radiographs it scored (a level
-    it found off the film has no point); plus failures/total."""
+    it found off the film has no point); plus failures/total, and the films whose levels are misplaced."""
     import numpy as np
 
     from tfmssass.core import anatomy
 
     by_file = {r.file: r for r in records}
-    errors, failed = [], 0
+    errors, failed, misplaced = [], 0, set()
     for _, row in labels.iterrows():
         record = by_file.get(row["image"])
         diagonal = math.hypot(row["image_height"], row["image_width"])
         if record is None or not record.scored or record.view != row["view"]:
             failed += 1
             continue
+        start = len(errors)
         for level in anatomy.LEVELS[row["view"]]:
             cx, cy, ax, ay = (row[c] for c in anatomy.keypoint_columns(level))
             got = record.levels[level]
@@ -52,7 +59,9 @@ def point_errors(records: list[dict], labels) -> tuple[list[float], int, int]:
                 pred = np.asarray(pred if pred is not None else (np.nan, np.nan), float)
                 if np.all(np.isfinite(truth)) and np.all(np.isfinite(pred)):  # a level it placed (not cut away)
                     errors.append(float(np.hypot(*(pred - truth))) / diagonal * 100)
-    return errors, failed, len(labels)
+        if len(errors) > start and np.median(errors[start:]) > MISPLACED:
+            misplaced.add(row["image"])
+    return errors, failed, len(labels), misplaced
 
 
 def print_gradability(joined) -> None:
@@ -125,12 +134,17 @@ def main():
     seconds = time.perf_counter() - start
     labels, _ = load_labels(phantoms / "labels.csv", check_images=False)  # NG: a flag beside a missing grade
 
-    errors, failed, total = point_errors(ScoredFolder(out).records(), labels)
+    errors, failed, total, misplaced = point_errors(ScoredFolder(out).records(), labels)
     print(f"\n{text} on {phantoms} ({total} radiographs, {seconds:.0f} s scoring; prior: {settings.prior_text})\n")
     print("| stage 1 | value |\n| --- | ---: |")
     print(f"| median point error, % of diagonal | {np.median(errors):.2f} |")
     print(f"| 90th percentile, % of diagonal | {np.percentile(errors, 90):.2f} |")
     print(f"| radiographs not scored or wrong view | {failed} / {total} |")
+    images = pd.read_csv(out / "images.csv")
+    left_out = set(images.loc[images["status"].astype(str).str.contains("contradicts the patient"), "file"])
+    print(f"| scored with the levels misplaced (median error > {MISPLACED:g}%) | {len(misplaced)} |")
+    print(f"| left out as contradicting the patient's other visits: misplaced / not | "
+          f"{len(left_out & misplaced)} / {len(left_out - misplaced)} |")
 
     corners = pd.read_csv(out / "corners.csv")
     truth = [{"file": r["image"], "corner": c, "truth": r[c], "label": corner_label(r, c)}
