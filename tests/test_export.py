@@ -307,7 +307,7 @@ def test_init_demo_fine_tunes_from_the_shipped_models_weights(tmp_path):
 class _StandInServing:
     """Stands in for TF Serving's REST predict API (POST /v1/models/<name>:predict, row format),
     answering with the exported SavedModel's serving_default. ``failures`` lists HTTP codes to
-    answer with first, one per request."""
+    answer with first, one per request ("cut": an answer broken off half-way)."""
 
     def __init__(self, loaded, name="tiny"):
         fn = loaded.signatures["serving_default"]
@@ -323,6 +323,13 @@ class _StandInServing:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if outer.failures:
                     code = outer.failures.pop(0)
+                    if code == "cut":  # the server stops while sending its answer
+                        self.send_response(200)
+                        self.send_header("Content-Length", "100")
+                        self.end_headers()
+                        self.wfile.write(b'{"pred')
+                        self.close_connection = True
+                        return None
                     return self._send(code, {"error": f"stand-in failure {code}"})
                 if self.path != f"/v1/models/{name}:predict":
                     return self._send(404, {"error": f"Servable not found for request: {self.path}"})
@@ -362,10 +369,10 @@ def stand_in(exported):
 def test_rest_client_retries_transient_errors_and_reports_refusals(exported, stand_in):
     image = read_radiograph(sorted(exported["phantoms"].glob("*/*/*.dcm"))[0]).image
     client = RestPredictor(stand_in.url, "tiny", retries=4, backoff=0.01)
-    stand_in.failures[:] = [503, 502]
+    stand_in.failures[:] = [503, "cut", 502]
     before = stand_in.requests
     out = client.predict([image], [None])[0]
-    assert stand_in.requests - before == 3 and out["grades"].shape == (12,) and out["view"] in ("cervical", "lumbar")
+    assert stand_in.requests - before == 4 and out["grades"].shape == (12,) and out["view"] in ("cervical", "lumbar")
 
     stand_in.failures[:] = [400]
     with pytest.raises(ServingError, match=r"HTTP 400\): stand-in failure 400"):

@@ -307,13 +307,22 @@ def test_credentials_the_pacs_refuses_are_one_clear_error(orthanc, tmp_path):
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
-    """Drops the first connection, answers 503 to the next, then an empty QIDO result; or always 500."""
+    """Answers each request by its plan: drop the connection, break the answer off, a status, or (by
+    default) an empty QIDO result."""
 
     plan: list = []
 
     def do_GET(self):
         step = self.plan.pop(0) if self.plan else 200
         if step == "drop":
+            self.close_connection = True
+            return
+        if step == "cut":  # the server stops while sending its answer
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"[{")
             self.close_connection = True
             return
         body = b"[]" if step == 200 else b"busy"
@@ -335,6 +344,10 @@ def test_a_pacs_that_drops_or_answers_5xx_is_asked_again_with_growing_pauses(mon
         _Flaky.plan = ["drop", 503, 200]
         assert dicomweb.Pacs(url, backoff_s=0.5).studies(dicomweb.Selection(patients=("P1",))) == []
         assert pauses == [0.5, 1.0]
+        pauses.clear()
+        _Flaky.plan = ["cut", 200]  # an answer broken off half-way is a dropped connection, not a file error
+        assert dicomweb.Pacs(url, backoff_s=0.5).studies(dicomweb.Selection(patients=("P1",))) == []
+        assert pauses == [0.5]
         pauses.clear()
         _Flaky.plan = [500] * 10
         with pytest.raises(dicomweb.PacsUnavailable) as stopped:

@@ -16,10 +16,16 @@ from urllib.parse import urlsplit
 
 import pydicom
 import requests
+import urllib3
 from dicomweb_client.api import DICOMwebClient
 
 from tfmssass.core.retry import BACKOFF_S, TRIES, RetryPolicy
 from tfmssass.pacs.errors import PacsError, PacsUnavailable
+
+#: A connection that fails, or breaks while the server is sending its answer (a server stopped mid-way:
+#: requests raises ChunkedEncodingError, an OSError, which is no fault of an output file).
+DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+           urllib3.exceptions.ProtocolError)
 
 #: Seconds to wait for a connection and for each answer.
 TIMEOUT_S = (10, 120)
@@ -131,7 +137,7 @@ class Pacs:
         if isinstance(exc, requests.exceptions.SSLError):
             raise PacsError(f"{self.url}: the server's TLS certificate cannot be verified ({_reason(exc)}); "
                             "give its CA with --ca-bundle", 2) from None
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        if isinstance(exc, DROPPED):
             return _reason(exc)
         return None
 

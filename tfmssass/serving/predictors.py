@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -155,7 +156,7 @@ class RestPredictor:
     def _transient(exc: Exception) -> str | None:
         if isinstance(exc, _Transient):
             return str(exc)
-        if isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError)):
+        if isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.IncompleteRead)):
             return str(getattr(exc, "reason", exc))
         return None
 
