@@ -89,8 +89,8 @@ def leave_out_contradicting(films: list[FilmRecord], table, not_used: dict) -> N
     for f in films:
         if f.file not in against:
             continue
-        why = (f"the {f.view} radiograph contradicts the patient's other visits (log-likelihood ratio {against[f.file]:.0f}, "
-               f"limit {CONTRADICTION_LIMIT:.0f}): its levels may be on the wrong vertebrae")
+        why = (f"the {f.view} radiograph contradicts the patient's other visits (log-likelihood ratio "
+               f"{against[f.file]:.0f}, limit {CONTRADICTION_LIMIT:.0f}): its levels may be on the wrong vertebrae")
         not_used[f.file] = f"not used: {why}; check where its levels were placed"
         for c in f.corners:
             if c.grade is not None:
