@@ -392,6 +392,9 @@ def test_a_radiograph_that_contradicts_the_other_visits_is_left_out_and_sent_to_
     visits = pd.read_csv(joint / "visits.csv").set_index("visit_date")
     assert pd.isna(visits.loc["2021-03-01", "lumbar"]) and visits.loc["2021-03-01", "cervical"] == 0
     assert visits.loc["2020-03-01", "msasss"] == visits.loc["2022-03-01", "msasss"] == 6
+    report = (joint / "report.html").read_text()
+    assert "P1/2021-03-01/lumbar.dcm: no corner graded</h3>" in report  # not "subtotal 0"
+    assert "not used: the lumbar radiograph contradicts the patient&#39;s other visits" in report
     alone = pd.read_csv(folders["off"] / "visits.csv").set_index("visit_date")
     assert alone["lumbar"].tolist() == [6, 6, 6]  # read alone, the wrong levels still add up to the same total
 
