@@ -222,6 +222,7 @@ def test_a_batch_with_broken_files_scores_everything_else(phantoms, tmp_path):
     assert (images["corners_graded"] > 0).all()
     not_used = images[images["status"].str.startswith("not used")]
     assert len(not_used) == 1 and not_used["file"].iloc[0].endswith(("lumbar.dcm", "lumbar_repeat.dcm"))
+    assert counts["not_used"] == 1 and counts["first_not_used"] == [(not_used["file"].iloc[0], not_used["status"].iloc[0])]
 
     corners = pd.read_csv(tmp_path / "out" / "corners.csv")
     assert set(corners["corner"]) <= set(anatomy.ALL_CORNERS)
