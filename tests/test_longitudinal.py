@@ -262,7 +262,7 @@ def test_a_film_read_on_the_wrong_levels_is_found_and_a_true_progression_is_not(
     high = {"C3_inf": SURE[3], "C4_sup": SURE[3], "C3_sup": SURE[1], "C4_inf": SURE[1]}
     low = {"C3_inf": SURE[1], "C4_sup": SURE[2], "C3_sup": SURE[0], "C4_inf": SURE[0]}  # lower than both others
     frame = pd.concat([_films("SHIFT", "lumbar", [bridge_low, shifted, bridge_low]),
-                       _films("GROWS", "cervical", progressing),  # 13 corners rise, none goes down
+                       _films("GROWS", "cervical", progressing),  # 11 rises in 7 corners, none goes down
                        _films("NOISY", "lumbar", noisy),  # two corners read 1 then 0 with some doubt
                        _films("PAIR", "lumbar", [bridge_low, shifted]),  # two films: which one is wrong?
                        _films("DIP", "cervical", [high, low, high]),  # the middle one, not the first
