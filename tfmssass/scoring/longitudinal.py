@@ -53,6 +53,11 @@ DECREASE_COST = 3.0
 INCREASE_COST = float(np.log(8.0))
 #: A disk's states: (inf grade, sup grade); both corners are 3 together or neither is.
 STATES = np.array([(a, b) for a in range(3) for b in range(3)] + [(3, 3)])
+#: [10, 10] from state i to state j: grade steps down, and corners that rise.
+DROPS = np.maximum(STATES[:, None, :] - STATES[None, :, :], 0).sum(axis=2)
+RISES = (STATES[None, :, :] > STATES[:, None, :]).sum(axis=2)
+#: A corner's probabilities of grades 0-3 in the corner tables.
+P_COLUMNS = ["p0", "p1", "p2", "p3"]
 #: The evidence (natural-log units) against a radiograph belonging to its patient's course above
 #: which it is left out: the patient's other films of the view and this one read alone are e^12
 #: (about 160 000) times likelier than one course in which no corner goes down. On the phantom cohorts
@@ -75,13 +80,11 @@ def log_transitions(mode: str, decrease_cost: float = DECREASE_COST) -> np.ndarr
     """[10, 10] log weight of going from state i at one visit to state j at the next."""
     if mode not in MODES:
         raise ValueError(f"longitudinal mode must be one of {MODES}")
-    drop = (np.maximum(STATES[:, None, :] - STATES[None, :, :], 0)).sum(axis=2)
     if mode == "off":
-        return np.zeros(drop.shape)
-    rises = (STATES[None, :, :] > STATES[:, None, :]).sum(axis=2)
+        return np.zeros(DROPS.shape)
     if mode == "monotone":
-        return np.where(drop == 0, 0.0, -np.inf) - INCREASE_COST * rises
-    return -float(decrease_cost) * drop - INCREASE_COST * rises
+        return np.where(DROPS == 0, 0.0, -np.inf) - INCREASE_COST * RISES
+    return -float(decrease_cost) * DROPS - INCREASE_COST * RISES
 
 
 def viterbi(evidence: np.ndarray, transitions: np.ndarray) -> np.ndarray:
@@ -115,12 +118,25 @@ def forward_backward(evidence: np.ndarray, transitions: np.ndarray) -> tuple[np.
     return marginals, pairs
 
 
+def disk_over_visits(disk: pd.DataFrame, level: str):
+    """One patient's disk (its corner rows at every visit): the visit dates, the row index of each corner
+    graded there ([inf, sup], None where not graded) and the log evidence [visits, 10]."""
+    dates = sorted(disk["visit_date"].unique())
+    rows, evidence = [], []
+    for date in dates:
+        at = disk[(disk["visit_date"] == date) & disk["grade"].notna()]
+        pair = [next(iter(at.index[at["corner"] == name]), None) for name in anatomy.level_corners(level)]
+        rows.append(pair)
+        evidence.append(disk_evidence(*(None if i is None else disk.loc[i, P_COLUMNS].to_numpy(float)
+                                        for i in pair)))
+    return dates, rows, np.array(evidence)
+
+
 def _best_monotone(evidence: np.ndarray, rise_cost: float) -> float:
     """Log evidence [T, 10] of the best course in which no corner goes down (0 for T = 0)."""
     if len(evidence) == 0:
         return 0.0
-    rises = (STATES[None, :, :] > STATES[:, None, :]).sum(axis=2)
-    steps = np.where(log_transitions("monotone") > -np.inf, -rise_cost * rises, -np.inf)
+    steps = np.where(DROPS == 0, -rise_cost * RISES, -np.inf)
     score = evidence[0].copy()
     for t in range(1, len(evidence)):
         score = (score[:, None] + steps).max(axis=0) + evidence[t]
@@ -146,19 +162,14 @@ def contradicting_films(corners: pd.DataFrame, limit: float = CONTRADICTION_LIMI
     middle film of three that reads lower than both others, not the first). Of two films that
     contradict each other neither can be believed, so both go."""
     found: dict[str, float] = {}
-    graded = corners[corners["grade"].notna()]
-    pcols = ["p0", "p1", "p2", "p3"]
-    for (_, view), films in graded.groupby(["patient_id", "view"], sort=False):
-        files = list(films.sort_values("visit_date")["file"].unique())
+    for _, films in corners.groupby(["patient_id", "view"], sort=False):
+        file_of = films.groupby("visit_date")["file"].first()  # one radiograph of the view per visit
+        files = list(file_of)
         disks = []
-        for level in anatomy.LEVELS[view]:
-            names = anatomy.level_corners(level)
-            evidence = []
-            for file in files:
-                at = films[films["file"] == file]
-                p = [at.loc[at["corner"] == name, pcols].to_numpy(float) for name in names]
-                evidence.append(disk_evidence(*(q[0] if len(q) else None for q in p)))
-            disks.append(np.array(evidence))
+        for level, disk in films.groupby("level", sort=False):
+            dates, _, evidence = disk_over_visits(disk, level)
+            by_date = dict(zip(dates, evidence))
+            disks.append(np.array([by_date.get(d, np.zeros(len(STATES))) for d in file_of.index]))
         while len(files) >= 2:
             against = np.array([contradiction(disks, k) for k in range(len(files))])
             over = np.flatnonzero(against >= limit)
@@ -216,25 +227,13 @@ def decode_cohort(corners: pd.DataFrame, mode: str = "monotone", decrease_cost: 
     frame["p_longitudinal"] = np.nan
     frame["decoded"] = False
     graded = frame["grade"].notna()
-    pcols = ["p0", "p1", "p2", "p3"]
-    frame.loc[graded, "p_longitudinal"] = [float(p[int(g)]) for p, g in
-                                           zip(frame.loc[graded, pcols].to_numpy(float), frame.loc[graded, "grade"])]
+    probabilities = frame.loc[graded, P_COLUMNS].to_numpy(float)
+    frame.loc[graded, "p_longitudinal"] = [float(p[int(g)]) for p, g in zip(probabilities, frame.loc[graded, "grade"])]
     changes: dict = {}
     visit_dates = {p: sorted(g.unique()) for p, g in frame.groupby("patient_id")["visit_date"]}
     for (patient, view, level), disk in frame.groupby(["patient_id", "view", "level"], sort=False):
-        dates = sorted(disk["visit_date"].unique())
-        inf_name, sup_name = anatomy.level_corners(level)
-        rows, evidence, seen = [], [], []
-        for date in dates:
-            at = disk[disk["visit_date"] == date]
-            pair = []
-            for name in (inf_name, sup_name):
-                row = at[(at["corner"] == name) & at["grade"].notna()]
-                pair.append(row.index[0] if len(row) else None)
-            rows.append(pair)
-            evidence.append(disk_evidence(*(None if i is None else frame.loc[i, pcols].to_numpy(float) for i in pair)))
-            seen.append(all(i is not None for i in pair))
-        evidence = np.array(evidence)
+        dates, rows, evidence = disk_over_visits(disk, level)
+        seen = [all(i is not None for i in pair) for pair in rows]
         marginals, pairs = forward_backward(evidence, transitions)
         if mode != "off" and sum(any(i is not None for i in pair) for pair in rows) >= 2:
             path = STATES[viterbi(evidence, transitions)]
