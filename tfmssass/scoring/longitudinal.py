@@ -132,24 +132,26 @@ def disk_over_visits(disk: pd.DataFrame, level: str):
     return dates, rows, np.array(evidence)
 
 
-def _best_monotone(evidence: np.ndarray, rise_cost: float) -> float:
-    """Log evidence [T, 10] of the best course in which no corner goes down (0 for T = 0)."""
+def _best_monotone(evidence: np.ndarray, steps: np.ndarray) -> float:
+    """Log evidence [T, 10] of the best course through ``steps`` [10, 10] (0 for T = 0)."""
     if len(evidence) == 0:
         return 0.0
-    steps = np.where(DROPS == 0, -rise_cost * RISES, -np.inf)
     score = evidence[0].copy()
     for t in range(1, len(evidence)):
         score = (score[:, None] + steps).max(axis=0) + evidence[t]
     return float(score.max())
 
 
-def contradiction(disks: list[np.ndarray], k: int, rise_cost: float = 0.0) -> float:
-    """How much likelier (log) film ``k`` is read alone, the others as one course, than all as one
-    course in which no corner goes down: over the view's disks, each log evidence [films, 10]."""
-    total = 0.0
+def contradictions(disks: list[np.ndarray], rise_cost: float = 0.0) -> np.ndarray:
+    """[films]: how much likelier (log) each film is read alone, the others as one course, than all
+    as one course in which no corner goes down: over the view's disks, each log evidence [films, 10]."""
+    steps = np.where(DROPS == 0, -rise_cost * RISES, -np.inf)
+    films = len(disks[0]) if disks else 0
+    total = np.zeros(films)
     for evidence in disks:
-        others = np.delete(evidence, k, axis=0)
-        total += _best_monotone(others, rise_cost) + float(evidence[k].max()) - _best_monotone(evidence, rise_cost)
+        together = _best_monotone(evidence, steps)  # the same for every film left out
+        total += [_best_monotone(np.delete(evidence, k, axis=0), steps) + float(evidence[k].max()) - together
+                  for k in range(films)]
     return total
 
 
@@ -171,11 +173,11 @@ def contradicting_films(corners: pd.DataFrame, limit: float = CONTRADICTION_LIMI
             by_date = dict(zip(dates, evidence))
             disks.append(np.array([by_date.get(d, np.zeros(len(STATES))) for d in file_of.index]))
         while len(files) >= 2:
-            against = np.array([contradiction(disks, k) for k in range(len(files))])
+            against = contradictions(disks)
             over = np.flatnonzero(against >= limit)
             if not len(over):
                 break
-            costed = np.array([contradiction(disks, k, INCREASE_COST) for k in over])
+            costed = contradictions(disks, INCREASE_COST)[over]
             out = over[costed >= costed.max() - 1e-6]
             found.update({files[k]: round(float(against[k]), 1) for k in out})
             files = [f for k, f in enumerate(files) if k not in set(out)]
