@@ -771,6 +771,20 @@ def calibrate(grader_run, labels_csv, keypoints_run):
         _fail(str(exc), 2)
 
 
+@main.command("combine-graders")
+@click.argument("grader_runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="New folder for the ensemble run.")
+def combine_graders_cmd(grader_runs, out):
+    """Average two or more calibrated grader runs into one ensemble grader run (export it as any grader).
+
+    Each member's calibrated probabilities are averaged, so members trained apart (other films,
+    another seed) correct each other's misreadings; scoring's grader time grows with their number."""
+    from tfmssass.stages.grader.combine import combine_graders
+
+    path = combine_graders(list(grader_runs), out)
+    click.echo(f"{path}: an ensemble of {len(grader_runs)} graders; export it with 'tfmssass export --grader {path}'")
+
+
 @main.command()
 @click.option("--keypoints", "keypoints_run", type=click.Path(exists=True, file_okay=False), required=True,
               help="Stage-1 training run folder.")

@@ -68,6 +68,7 @@ from tfmssass.stages.keypoints.detect import (
 from tfmssass.stages.keypoints.orientation import classifier_about, load_orientation
 from tfmssass.stages.keypoints.plausibility import read_limits
 from tfmssass.stages.runs import (
+    ENSEMBLE,
     learning_warning,
     load_grader,
     load_keypoints,
@@ -304,6 +305,7 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
         "grader": {"preset": gr.preset, "backbone": gr.backbone, "input_size": gr.input_size,
                    "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
                    "gradability": gr.gradability,
+                   "members": len(grader_config.get(ENSEMBLE, {}).get("members", [])) or 1,  # graders averaged
                    "training_data": grader_config.get("training_data")},
         "findings": {str(code): text for code, text in FINDINGS.items()},
         "orientation": {"classifier": orientation, **({"network": orientation_network} if orientation else {}),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -22,12 +23,16 @@ from tfmssass.core.errors import UsageError
 from tfmssass.data.tfrecords import load_index
 from tfmssass.io.labels import SYNTH_MANIFEST, drawn_by_synth, load_labels
 from tfmssass.io.split import split_patients, write_split
-from tfmssass.stages.grader.model import CornerGrader, build_grader
+from tfmssass.stages.grader.calibration import Calibration
+from tfmssass.stages.grader.ensemble import build_ensemble
+from tfmssass.stages.grader.model import build_grader
 from tfmssass.stages.keypoints.detect import KeypointDetector
 from tfmssass.stages.keypoints.model import HRNet, build_hrnet
 
 BEST = "best.weights.h5"
 LAST = "last.weights.h5"
+#: The key of a grader run's config.json that makes it an ensemble: its members' configs and calibrations.
+ENSEMBLE = "ensemble"
 
 class RunFolderError(UsageError):
     """A run folder that cannot be used as named (not a run, another experiment's): exit 2."""
@@ -137,6 +142,8 @@ def initial_weights(init, stage: str, config: dict, out) -> tuple[str | None, bo
     earlier = read_config(init)
     if earlier.get("stage") != stage:
         raise RunFolderError(f"{init}: a {earlier.get('stage')} run; --init needs a {stage} run")
+    if ENSEMBLE in earlier:
+        raise RunFolderError(f"{init}: an ensemble of graders; start from one of its members")
     same = lambda k: list(np.atleast_1d(earlier[stage].get(k))) == list(np.atleast_1d(config.get(k)))  # noqa: E731
     differ = [f"{k} {earlier[stage].get(k)} here, {config.get(k)} asked" for k in NETWORK_FIELDS[stage] if not same(k)]
     if differ:
@@ -163,6 +170,7 @@ def weights_from_export(export_dir, stage: str, config: dict, weights_path: Path
     # the fine-tuned grader starts its head from scratch (CornerGrader.load_grader_weights)
     model = build_hrnet(KeypointConfig.from_dict(config)) if stage == "keypoints" else \
         build_grader(GraderConfig.from_dict({**config, "gradability": exported.get("gradability", False)}))
+    # the grader's are the last weights; an ensemble's export (``members`` > 1) ends with its last member's
     variables = tf.saved_model.load(str(export_dir)).model_variables
     taken = variables[:len(model.weights)] if stage == "keypoints" else variables[-len(model.weights):]
     for weight, variable in zip(model.weights, taken):
@@ -224,9 +232,16 @@ def load_detector(run_dir, flip_test: bool = False) -> KeypointDetector:
     return KeypointDetector.from_config(model, config, flip_test)
 
 
-def load_grader(run_dir) -> tuple[CornerGrader, GraderConfig]:
-    """The trained stage-2 network of a run folder (best epoch) and its configuration."""
-    config = GraderConfig.from_dict(read_config(run_dir)["grader"])
-    model = build_grader(config)
+def load_grader(run_dir) -> tuple[keras.Model, GraderConfig]:
+    """The trained stage-2 network of a run folder (best epoch) and its configuration; for an ensemble
+    (``tfmssass combine-graders``), all its members as one network, configured as its first."""
+    run = read_config(run_dir)
+    config = GraderConfig.from_dict(run["grader"])
+    if ENSEMBLE in run:
+        members = run[ENSEMBLE]["members"]
+        model = build_ensemble([GraderConfig.from_dict(m["grader"]) for m in members],
+                               [Calibration.from_dict(m["calibration"]) for m in members])
+    else:
+        model = build_grader(config)
     model.load_weights(str(Path(run_dir) / BEST))
     return model, config

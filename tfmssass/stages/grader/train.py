@@ -40,7 +40,17 @@ from tfmssass.stages.grader.data import (
 )
 from tfmssass.stages.grader.model import build_grader, grade_loss, gradability_loss, grader_outputs
 from tfmssass.stages.prepare import prepare_for_run
-from tfmssass.stages.runs import IMAGENET, initial_weights, judge_learning, load_grader, run_data, start_run
+from tfmssass.stages.runs import (
+    ENSEMBLE,
+    IMAGENET,
+    RunFolderError,
+    initial_weights,
+    judge_learning,
+    load_grader,
+    read_config,
+    run_data,
+    start_run,
+)
 from tfmssass.stages.training import (
     FitPlan,
     WorkerRole,
@@ -225,6 +235,8 @@ def calibration_corners(run_dir, model, config: GraderConfig, labels_csv=None, k
 def calibrate_run(run_dir, labels_csv=None, keypoints_run=None, verbose: int = 1):
     """Fit the run's calibration (:mod:`tfmssass.stages.grader.calibration`) with its best weights
     on :func:`calibration_corners`, and keep it in the run (``calibration.json``)."""
+    if ENSEMBLE in read_config(run_dir):
+        raise RunFolderError(f"{run_dir}: an ensemble; its members are calibrated (calibrate them and combine again)")
     model, config = load_grader(run_dir)
     seen = calibration_corners(run_dir, model, config, labels_csv, keypoints_run)
     graded = seen.graded
