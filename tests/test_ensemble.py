@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tfmssass.cli import main
-from tfmssass.core.config import grader_config
+from tfmssass.core.config import grader_config, keypoint_config
 from tfmssass.stages.grader.calibration import (
     Calibration,
     calibrate,
@@ -19,7 +19,7 @@ from tfmssass.stages.grader.calibration import (
 )
 from tfmssass.stages.grader.combine import combine_graders
 from tfmssass.stages.grader.model import build_grader, grader_outputs
-from tfmssass.stages.runs import BEST, RunFolderError, initial_weights, load_grader
+from tfmssass.stages.runs import BEST, RunFolderError, initial_weights, load_grader, read_config
 
 # two members calibrated unlike each other: other temperatures, biases, training priors and gradability
 CALIBRATIONS = [
@@ -70,7 +70,7 @@ def test_ensemble_is_the_mean_of_its_calibrated_members(tmp_path):
 
 def test_an_ensemble_exports_and_serves_its_mean(tmp_path):
     """The exported grader signature answers what the ensemble run answers (float16 storage aside)."""
-    from tfmssass.serving.module import ScoringModule
+    from tfmssass.serving.module import ScoringModule, build_metadata
     from tfmssass.stages.grader.calibration import read_calibration
 
     runs = [_grader_run(tmp_path / f"m{k}", 20 + k, c) for k, c in enumerate(CALIBRATIONS)]
@@ -83,6 +83,10 @@ def test_an_ensemble_exports_and_serves_its_mean(tmp_path):
     p, g = (np.asarray(t) for t in grader_outputs(model, crops))
     np.testing.assert_allclose(served["grade_probabilities"].numpy(), p, atol=5e-3)
     np.testing.assert_allclose(served["gradable_probability"].numpy(), g, atol=5e-3)
+    # metadata.json says which graders are averaged, each with its calibration
+    described = build_metadata(keypoint_config("tiny"), config, {}, read_config(out), phantom=True)["grader"]
+    assert [Calibration.from_dict(c) for c in described["ensemble"]] == CALIBRATIONS
+    assert "ensemble" not in build_metadata(keypoint_config("tiny"), config, {}, read_config(runs[0]), True)["grader"]
 
 
 def test_runs_that_cannot_be_members_are_refused(tmp_path):

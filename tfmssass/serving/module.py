@@ -304,9 +304,9 @@ def build_metadata(kp: KeypointConfig, gr: GraderConfig, keypoints_config: dict,
                       "training_data": keypoints_config.get("training_data")},
         "grader": {"preset": gr.preset, "backbone": gr.backbone, "input_size": gr.input_size,
                    "clahe": gr.clahe, "extent": gr.extent, "patch_depth_px": gr.patch_depth_px,
-                   "gradability": gr.gradability,
-                   "members": len(grader_config.get(ENSEMBLE, {}).get("members", [])) or 1,  # graders averaged
-                   "training_data": grader_config.get("training_data")},
+                   "gradability": gr.gradability, "training_data": grader_config.get("training_data"),
+                   **({ENSEMBLE: [m["calibration"] for m in grader_config[ENSEMBLE]["members"]]}
+                      if ENSEMBLE in grader_config else {})},  # the graders averaged, each one's calibration
         "findings": {str(code): text for code, text in FINDINGS.items()},
         "orientation": {"classifier": orientation, **({"network": orientation_network} if orientation else {}),
                         "meaning": "degrees the film was turned clockwise to be read upright; -1 not checked"},

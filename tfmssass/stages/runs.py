@@ -170,7 +170,7 @@ def weights_from_export(export_dir, stage: str, config: dict, weights_path: Path
     # the fine-tuned grader starts its head from scratch (CornerGrader.load_grader_weights)
     model = build_hrnet(KeypointConfig.from_dict(config)) if stage == "keypoints" else \
         build_grader(GraderConfig.from_dict({**config, "gradability": exported.get("gradability", False)}))
-    # the grader's are the last weights; an ensemble's export (``members`` > 1) ends with its last member's
+    # the grader's are the last weights; an ensemble's export (``ensemble`` in its metadata) ends with its last member's
     variables = tf.saved_model.load(str(export_dir)).model_variables
     taken = variables[:len(model.weights)] if stage == "keypoints" else variables[-len(model.weights):]
     for weight, variable in zip(model.weights, taken):
