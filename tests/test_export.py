@@ -38,7 +38,7 @@ from tfmssass.serving.predictors import (
     ServingUnavailable,
 )
 from tfmssass.serving.weights import HALF_FROM, stored_value
-from tfmssass.stages.grader.calibration import Calibration, calibrate, calibrate_gradable
+from tfmssass.stages.grader.calibration import Calibration, calibrate, calibrate_gradable, change_prior
 from tfmssass.stages.grader.crops import cranial_directions, level_patch
 from tfmssass.stages.grader.grades import grade_corners
 from tfmssass.stages.grader.model import build_grader, grader_outputs
@@ -285,18 +285,28 @@ def test_paper_size_presets_export_and_load(tmp_path):
 
 @pytest.mark.slow
 def test_init_demo_fine_tunes_from_the_shipped_models_weights(tmp_path):
-    # the quick recipe's start: the grader taken out of the shipped export answers as the export does
+    # the quick recipe's start: the shipped grader is an ensemble of two, and --init demo takes the
+    # last; with the first (the weights before it), each calibrated as the metadata says, they answer
+    # as the export does
     path, whole = initial_weights("demo", "grader", grader_config("small").to_dict(), tmp_path)
     assert whole and Path(path) == (tmp_path / EXPORT_INIT).resolve()
-    grader = build_grader(grader_config("small"))
-    grader.load_grader_weights(path)
+    last, first = build_grader(grader_config("small")), build_grader(grader_config("small"))
+    last.load_grader_weights(path)
     demo = demo_model_dir()
-    calibration = Calibration.from_dict(json.loads((demo / "metadata.json").read_text())["calibration"])
+    loaded = tf.saved_model.load(str(demo))  # held: its functions need their variables alive
+    before = loaded.model_variables[-2 * len(first.weights):-len(first.weights)]
+    for weight, variable in zip(first.weights, before):
+        weight.assign(np.asarray(variable.numpy(), weight.dtype))
+    metadata = json.loads((demo / "metadata.json").read_text())
+    members = [Calibration.from_dict(c) for c in metadata["grader"]["ensemble"]]
+    prior = np.asarray(metadata["calibration"]["prior"])
     side = grader_config("small").input_size  # the demo's crop
     crops = np.random.default_rng(0).random((3, side, side, 1)).astype(np.float32)
-    loaded = tf.saved_model.load(str(demo))  # held: its functions need their variables alive
     theirs = loaded.grade(crops)["grade_probabilities"].numpy()
-    np.testing.assert_allclose(calibrate(np.asarray(grader_outputs(grader, crops)[0]), calibration), theirs, atol=1e-4)
+    ours = [change_prior(calibrate(np.asarray(grader_outputs(g, crops)[0]), c), c.prior, prior)
+            for g, c in zip((first, last), members)]
+    np.testing.assert_allclose((ours[0] + ours[1]) / 2, theirs, atol=1e-4)
+    assert np.abs(ours[0] - ours[1]).max() > 1e-3  # two graders, not one twice
     assert initial_weights("demo", "keypoints", keypoint_config("small").to_dict(), tmp_path / "kp")[1]
     with pytest.raises(RunFolderError, match="trained with --preset small"):
         initial_weights("demo", "grader", grader_config("tiny").to_dict(), tmp_path)
