@@ -53,7 +53,7 @@ from tfmssass.core.config import (
 )
 from tfmssass.ops.image import apply_matrix, quarter_turn_matrix, shrink_to_long_side
 from tfmssass.serving.weights import stored, variables_of
-from tfmssass.stages.grader.calibration import Calibration, read_calibration
+from tfmssass.stages.grader.calibration import Calibration, calibrate_in_graph, read_calibration
 from tfmssass.stages.grader.crops import corner_crops
 from tfmssass.stages.grader.grades import NOT_GRADABLE, REVIEW_REASONS, grade_corners, gradability_band
 from tfmssass.stages.grader.model import grader_outputs
@@ -123,16 +123,11 @@ class ScoringModule(tf.Module):
                                 + variables_of(getattr(stage1, "orientation", None)) + variables_of(grader))
         size = crop.size
         self.prior = tf.constant(calibration.prior, tf.float32)
-        temperature, shift = float(calibration.temperature), tf.constant(calibration.bias, tf.float32)
-        slope, offset = (float(v) for v in calibration.gradable)
         self.gradable_threshold = float(calibration.gradable_threshold)
 
         def calibrated(crops):
-            p, g = (tf.cast(t, tf.float32) for t in grader_outputs(grader, crops))
-            g = tf.clip_by_value(g, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-            logits = tf.math.log(tf.maximum(p, PROBABILITY_FLOOR)) / temperature + shift
-            return {"grade_probabilities": tf.nn.softmax(logits),
-                    "gradable_probability": tf.sigmoid(slope * (tf.math.log(g) - tf.math.log1p(-g)) + offset)}
+            p, g = calibrate_in_graph(*(tf.cast(t, tf.float32) for t in grader_outputs(grader, crops)), calibration)
+            return {"grade_probabilities": p, "gradable_probability": g}
 
         self.grade = tf.function(calibrated, input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32, name="crops")],
                                  autograph=False)

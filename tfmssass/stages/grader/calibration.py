@@ -98,8 +98,23 @@ def _log(probabilities) -> np.ndarray:
 
 def calibrate(probabilities, calibration: Calibration) -> np.ndarray:
     """The grader's raw softmax [..., 4] → calibrated probabilities under ``calibration.prior``.
-    (The SavedModel does the same in-graph: :class:`tfmssass.serving.module.ScoringModule`.)"""
+    (In a graph: :func:`calibrate_in_graph`.)"""
     return softmax(_log(probabilities) / calibration.temperature + np.asarray(calibration.bias), axis=-1)
+
+
+def calibrate_in_graph(probabilities, gradable, calibration: Calibration, prior=None) -> tuple:
+    """:func:`calibrate` and :func:`calibrate_gradable` as ``keras.ops`` (the SavedModel and an
+    ensemble's members apply them in their graphs), the grades moved by Bayes' rule to ``prior``
+    (None: kept under ``calibration.prior``)."""
+    from keras import ops
+
+    shift = np.asarray(calibration.bias, np.float32)
+    if prior is not None:
+        shift = shift + np.log(np.asarray(prior, np.float32)) - np.log(np.asarray(calibration.prior, np.float32))
+    grades = ops.softmax(ops.log(ops.maximum(probabilities, PROBABILITY_FLOOR)) / calibration.temperature + shift)
+    gradable = ops.clip(gradable, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    slope, offset = calibration.gradable
+    return grades, ops.sigmoid(slope * (ops.log(gradable) - ops.log1p(-gradable)) + offset)
 
 
 def _logit(p) -> np.ndarray:

@@ -18,8 +18,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfmssass.core.config import PROBABILITY_FLOOR, GraderConfig
-from tfmssass.stages.grader.calibration import Calibration
+from tfmssass.core.config import GraderConfig
+from tfmssass.stages.grader.calibration import Calibration, calibrate_in_graph
 from tfmssass.stages.grader.model import CornerGrader, grader_outputs
 
 
@@ -43,17 +43,13 @@ def build_ensemble(configs: list[GraderConfig], calibrations: list[Calibration])
     ``member_0``, ``member_1``, … in the order given) of their calibrated answers."""
     size = configs[0].input_size
     crops = keras.Input((size, size, 1), name="crop")
-    log_prior = np.log(np.asarray(ensemble_prior(calibrations), np.float32))
+    prior = ensemble_prior(calibrations)
     grades, gradable = [], []
     for k, (config, calibration) in enumerate(zip(configs, calibrations)):
         member = CornerGrader(config.backbone, config.input_size, gradability=config.gradability, name=f"member_{k}")
-        p, g = grader_outputs(member, crops)
-        shift = (np.asarray(calibration.bias, np.float32) + log_prior
-                 - np.log(np.asarray(calibration.prior, np.float32)))
-        grades.append(ops.softmax(ops.log(ops.maximum(p, PROBABILITY_FLOOR)) / calibration.temperature + shift))
-        g = ops.clip(g, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-        slope, offset = calibration.gradable
-        gradable.append(ops.sigmoid(slope * (ops.log(g) - ops.log1p(-g)) + offset))
+        p, g = calibrate_in_graph(*grader_outputs(member, crops), calibration, prior)
+        grades.append(p)
+        gradable.append(g)
     outputs = {"grades": ops.mean(ops.stack(grades), axis=0),
                "gradable": ops.expand_dims(ops.mean(ops.stack(gradable), axis=0), -1)}
     return keras.Model(crops, outputs, name="grader_ensemble")
