@@ -15,13 +15,14 @@ from pathlib import Path
 
 from tfmssass.core.atomic import write_text
 from tfmssass.core.config import GraderConfig
-from tfmssass.stages.grader.calibration import CALIBRATION, read_calibration, write_calibration
+from tfmssass.stages.grader.calibration import CALIBRATION, Calibration, read_calibration, write_calibration
 from tfmssass.stages.grader.ensemble import build_ensemble, ensemble_calibration
 from tfmssass.stages.runs import BEST, ENSEMBLE, LEARNED, RunFolderError, read_config, trained_on_phantoms
 
 
-def _member(run_dir) -> tuple[dict, GraderConfig]:
-    """A run that can be a member: a finished, calibrated grader run, not itself an ensemble."""
+def _member(run_dir) -> tuple[dict, GraderConfig, Calibration]:
+    """A run that can be a member (a finished, calibrated grader run, not itself an ensemble): its
+    config, grader settings and calibration."""
     run = read_config(run_dir)
     if run.get("stage") != "grader":
         raise RunFolderError(f"{run_dir}: a {run.get('stage')} run; only grader runs are combined")
@@ -29,9 +30,10 @@ def _member(run_dir) -> tuple[dict, GraderConfig]:
         raise RunFolderError(f"{run_dir}: already an ensemble; combine its members instead")
     if not (Path(run_dir) / BEST).is_file():
         raise RunFolderError(f"{run_dir}: no {BEST} yet (train it first)")
-    if not read_calibration(run_dir).fitted:
+    calibration = read_calibration(run_dir)
+    if not calibration.fitted:
         raise RunFolderError(f"{run_dir}: not calibrated (no {CALIBRATION}); run 'tfmssass calibrate' on it first")
-    return run, GraderConfig.from_dict(run["grader"])
+    return run, GraderConfig.from_dict(run["grader"]), calibration
 
 
 def combine_graders(run_dirs: list, out) -> Path:
@@ -42,13 +44,12 @@ def combine_graders(run_dirs: list, out) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise RunFolderError(f"{out}: already exists; choose a new folder")
-    runs, configs = zip(*(_member(r) for r in run_dirs))
+    runs, configs, calibrations = zip(*(_member(r) for r in run_dirs))
     different = [str(r) for r, c in zip(run_dirs[1:], configs[1:]) if c.crop != configs[0].crop]
     if different:
         raise RunFolderError(f"{', '.join(different)}: cut other crops than {run_dirs[0]} (size, extent, CLAHE); "
                              "members must read the same crops")
-    calibrations = [read_calibration(r) for r in run_dirs]
-    model = build_ensemble(list(configs), calibrations)
+    model = build_ensemble(list(configs), list(calibrations))
     for k, run_dir in enumerate(run_dirs):
         model.get_layer(f"member_{k}").load_weights(str(Path(run_dir) / BEST))
     learned = [json.loads((Path(r) / LEARNED).read_text()) for r in run_dirs if (Path(r) / LEARNED).is_file()]
@@ -64,7 +65,7 @@ def combine_graders(run_dirs: list, out) -> Path:
         staged = Path(tmp) / BEST
         model.save_weights(str(staged))
         staged.replace(out / BEST)
-    write_calibration(out, ensemble_calibration(calibrations))
+    write_calibration(out, ensemble_calibration(list(calibrations)))
     if learned:
         worst = min(learned, key=lambda v: bool(v["learned"]))
         write_text(out / LEARNED, json.dumps(worst, indent=1) + "\n")
