@@ -205,6 +205,10 @@ def test_resuming_with_other_weights_under_the_same_name_is_refused(phantoms, fi
     assert json.loads(kept.read_text())["model_fingerprint"] == "bbbb"
     with pytest.raises(FolderError, match="other weights"):
         run_scoring(films, out, _models(phantoms), settings(model_fingerprint="cccc"), resume=True, progress=False)
+    # the refusal names what changed: here the prior, as when the default changed between the runs
+    with pytest.raises(FolderError, match='prior "tempered", now "data"'):
+        run_scoring(films, out, _models(phantoms), settings(model_fingerprint="bbbb", prior="data"), resume=True,
+                    progress=False)
 
 
 def test_the_fingerprint_follows_the_files_not_their_names(tmp_path):

@@ -150,8 +150,8 @@ class ScoredFolder:
             self._settings_before_fingerprints(wanted)
             if not keep_settings(self.settings_file, wanted):
                 raise FolderError(f"{self.root}: --resume with different models (or other weights under the same "
-                                  "name) or settings than the first run (use another --out, or --overwrite to start "
-                                  "again)")
+                                  f"name) or settings than the first run{self._differences(wanted)} (use another "
+                                  "--out, or --overwrite to start again)")
         else:
             self.clear()
             write_text(self.work / "format.json", json.dumps({"format": FORMAT_VERSION}) + "\n")
@@ -167,6 +167,17 @@ class ScoredFolder:
             else:
                 (self.records_dir / f"{film.key}.json").unlink()
         return done
+
+    def _differences(self, wanted: dict) -> str:
+        """Which settings a resumed run would change, for its refusal (': prior "data", now "tempered"')."""
+        try:
+            earlier = asdict(Settings.from_dict(json.loads(self.settings_file.read_text())))
+        except (ValueError, TypeError):
+            return ""  # unreadable or of another version: nothing to name
+        now = json.loads(json.dumps(wanted))
+        changed = [f"{key} {json.dumps(earlier[key])}, now {json.dumps(now[key])}" for key in now
+                   if json.loads(json.dumps(earlier.get(key))) != now[key]]
+        return f": {'; '.join(changed)}" if changed else ""
 
     def _settings_before_fingerprints(self, wanted: dict) -> None:
         """A folder scored before runs kept the models' fingerprint resumes on the models' names alone."""
