@@ -2,7 +2,7 @@
 
     python bench/phantom_accuracy.py [--model saved_models/phantom-demo/1 | --keypoints RUN --grader RUN]
                                      [--phantoms DIR | --seed 200 --patients 40 --visits 2] [--difficulty realistic]
-                                     [--prior data|uniform|em|FILE [--decide-from SCORED]]
+                                     [--prior tempered|data|uniform|em|FILE [--decide-from SCORED]]
 
 Scores the phantom folder (made or completed with ``tfmssass synth``, with a seed the shipped models
 never saw), then compares with the phantoms' labels and prints tables:
@@ -91,8 +91,9 @@ def main():
     parser.add_argument("--difficulty", default="realistic")
     parser.add_argument("--style", default=DEFAULT_STYLE, choices=STYLES)
     parser.add_argument("--out", help="scoring output folder (default: beside the phantoms)")
-    parser.add_argument("--prior", default="data",
-                        help="as score --prior: data, uniform, em, or a FILE of four grade frequencies")
+    parser.add_argument("--prior", default="tempered",
+                        help="as score --prior: tempered (default), data, uniform, em, or a FILE of four grade "
+                             "frequencies")
     parser.add_argument("--decide-from", help="a folder the same model scored these phantoms into: its records are "
                                               "copied to --out and decided again under --prior (no network runs)")
     args = parser.parse_args()

@@ -329,8 +329,9 @@ def _scored_folder(tmp_path, settings) -> Path:
 def test_tables_carry_the_longitudinal_grades_beside_the_grades_alone(tmp_path):
     from score_doubles import settings
 
-    joint = _scored_folder(tmp_path, settings())
-    alone = _scored_folder(tmp_path, settings(longitudinal="off"))
+    # under the training cohort's prior the doubtful corner reads 1 alone (flattened, it would read 2 already)
+    joint = _scored_folder(tmp_path, settings(prior="data"))
+    alone = _scored_folder(tmp_path, settings(longitudinal="off", prior="data"))
     corners = pd.read_csv(joint / "corners.csv", dtype={"patient_id": str})
     l2 = corners[corners["corner"] == "L2_inf"].set_index(["patient_id", "visit_date"])
     assert l2.loc[("P1", "2021-03-01"), "grade"] == 2 and l2.loc[("P1", "2021-03-01"), "grade_independent"] == 1
@@ -402,7 +403,7 @@ def test_a_radiograph_that_contradicts_the_other_visits_is_left_out_and_sent_to_
 def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_path):
     from score_doubles import settings
 
-    data = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off")) / "corners.csv")
+    data = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off", prior="data")) / "corners.csv")
     uniform = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off", prior="uniform")) / "corners.csv")
     em = pd.read_csv(_scored_folder(tmp_path, settings(longitudinal="off", prior="em")) / "corners.csv")
     cols = ["p0", "p1", "p2", "p3"]
@@ -413,6 +414,33 @@ def test_the_prior_of_the_scored_cohort_changes_probabilities_by_bayes_rule(tmp_
     assert data.loc[doubt, "grade"].item() == 1
     # this cohort is almost all grade 0: EM moves the prior there and its probabilities towards 0
     assert em["p0"].mean() > data["p0"].mean()
+
+
+def test_the_default_prior_is_the_training_cohorts_flattened_so_weak_evidence_is_not_all_read_as_0(tmp_path):
+    from score_doubles import settings
+
+    from tfmssass.scoring.cohort import tempered
+
+    assert settings().prior == "tempered"
+    flat = np.sqrt(PRIOR) / np.sqrt(PRIOR).sum()  # halfway between the training cohort's and uniform, in logs
+    np.testing.assert_allclose(tempered(PRIOR), flat)
+    folders = {name: _scored_folder(tmp_path, settings(longitudinal="off", prior=name)) for name in ("data", "uniform")}
+    folders["tempered"] = _scored_folder(tmp_path, settings(longitudinal="off"))
+    corners = {name: pd.read_csv(out / "corners.csv") for name, out in folders.items()}
+    cols = ["p0", "p1", "p2", "p3"]
+    np.testing.assert_allclose(corners["tempered"][cols].to_numpy(),
+                               change_prior(corners["data"][cols].to_numpy(), PRIOR, flat), atol=2e-4)
+    # grade 0 loses weight, less than under a uniform prior
+    assert (corners["data"]["p0"] > corners["tempered"]["p0"]).all()
+    assert (corners["tempered"]["p0"] > corners["uniform"]["p0"]).all()
+    # the doubtful corners (1 under the data prior) are read 2, as P1's visits either side read it; the clear
+    # ones keep their grades, so those two visits' totals rise by 1 and no other moves
+    moved = corners["tempered"]["grade"] != corners["data"]["grade"]
+    assert sorted(corners["tempered"].loc[moved, "file"]) == ["P1/2021-03-01/lumbar.dcm", "P2/2020-03-01/lumbar.dcm"]
+    assert corners["tempered"].loc[moved, "grade"].tolist() == [2, 2]
+    visits = {name: pd.read_csv(out / "visits.csv") for name, out in folders.items()}
+    assert (visits["tempered"]["msasss"] - visits["data"]["msasss"]).tolist() == [0, 1, 0, 1, 0, 0, 0]
+    assert "flattened (each to the power 0.5" in (folders["tempered"] / "report.html").read_text()
 
 
 def _reference_labels(path, truth: dict) -> Path:
@@ -436,7 +464,7 @@ def test_evaluate_agreement_puts_visits_alone_and_together_side_by_side(tmp_path
 
     from tfmssass.cli import main
 
-    scored = _scored_folder(tmp_path, settings())
+    scored = _scored_folder(tmp_path, settings(prior="data"))  # P1's doubtful corner reads 1 alone
     _reference_labels(tmp_path / "labels.csv", {"P1": [2, 2, 2], "P2": [1], "P3": [0, 2, 2]})
     result = CliRunner().invoke(main, ["evaluate", "agreement", "--scores", str(scored), "--labels",
                                        str(tmp_path / "labels.csv"), "--out", str(tmp_path / "ag")])

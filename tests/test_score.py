@@ -24,6 +24,8 @@ from score_doubles import scoring_models, settings
 from tfmssass.cli import main
 from tfmssass.core import anatomy
 from tfmssass.scoring.film import CornerRecord, FilmRecord, Status, choose_radiographs
+from tfmssass.scoring.cohort import tempered
+from tfmssass.scoring.options import ScoreOptions
 from tfmssass.scoring.run import run_scoring
 from tfmssass.scoring.totals import progression, segment_total, visit_totals
 
@@ -121,6 +123,22 @@ def test_delta_of_exactly_two_is_progression_and_below_is_not():
     corners = pd.DataFrame(rows)
     table = progression(visit_totals(corners), corners).set_index("patient_id")
     assert table.loc["A", "progressed"] and not table.loc["B", "progressed"]
+
+
+def test_the_default_prior_is_tempered_where_the_model_says_its_prior_and_data_where_it_cannot():
+    from tfmssass.core.errors import UsageError
+
+    def prior(metadata, chosen=None):
+        options = ScoreOptions(out="scored", directory="films", prior=chosen)
+        options.check()
+        return options.settings("m", True, metadata).prior
+
+    assert prior({"calibration": {"prior": [0.6, 0.2, 0.12, 0.08]}}) == "tempered"
+    assert prior({}) == "tempered"  # a server: its answers carry the prior they assume
+    assert prior({"phantom_trained": True}) == "data"  # exported before calibration: nothing to flatten
+    assert prior({"phantom_trained": True}, "data") == "data"
+    with pytest.raises(UsageError, match="--prior tempered: m was exported before calibration"):
+        prior({"phantom_trained": True}, "tempered")
 
 
 def test_the_better_of_two_radiographs_is_used():
@@ -477,7 +495,8 @@ def test_score_without_a_model_uses_the_demo_and_says_so(tmp_path):
     assert meta["calibration"]["fitted"] and len(meta["calibration"]["prior"]) == 4
     by_corner = corners.dropna(subset=["grade"]).sort_values("visit_date").groupby("corner")["grade"]
     assert all(g.is_monotonic_increasing for _, g in by_corner)
-    # a prior other than the training cohort's changes the probabilities by Bayes' rule, not the grading
+    # another prior changes the probabilities by Bayes' rule (from the default, the training cohort's
+    # flattened), not the grading
     (tmp_path / "prior.txt").write_text("0.25, 0.25, 0.25, 0.25\n")
     result = CliRunner().invoke(main, ["score", str(folder), "--out", str(tmp_path / "uniform"), "--quiet",
                                        "--prior", str(tmp_path / "prior.txt"), "--longitudinal", "off"])
@@ -485,7 +504,7 @@ def test_score_without_a_model_uses_the_demo_and_says_so(tmp_path):
     uniform = pd.read_csv(tmp_path / "uniform" / "corners.csv").dropna(subset=["p0"])
     cols = ["p0", "p1", "p2", "p3"]
     alone = corners.dropna(subset=["p0"])
-    expected = alone[cols].to_numpy() / np.array(meta["calibration"]["prior"])
+    expected = alone[cols].to_numpy() / np.array(tempered(meta["calibration"]["prior"]))
     np.testing.assert_allclose(uniform[cols].to_numpy(), expected / expected.sum(axis=1, keepdims=True), atol=2e-3)
     bad = CliRunner().invoke(main, ["score", str(folder), "--out", str(tmp_path / "x"), "--prior", "0.5"])
     assert bad.exit_code == 2 and "--prior 0.5" in bad.output

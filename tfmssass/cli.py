@@ -486,9 +486,11 @@ def evaluate_keypoints_cmd(run_dir, labels_csv, out, flip_test, worst):
                    "then the segment's mean (visits); the segment's mean alone (mean); none imputed (none).")
 @click.option("--review-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Corners whose grade probability is below this are flagged for review.")
-@click.option("--prior", default="data", show_default=True,
-              help="Grade frequencies the probabilities assume: data (the training cohort's), uniform, em "
-                   "(estimated from the scored cohort) or a FILE of four numbers (grades 0-3).")
+@click.option("--prior", default=None,
+              help="Grade frequencies the probabilities assume: tempered (the training cohort's, flattened: "
+                   "visit totals read low less often), data (the training cohort's), uniform, em (estimated "
+                   "from the scored cohort) or a FILE of four numbers (grades 0-3).  [default: tempered; data "
+                   "for a model that does not say its prior]")
 @click.option("--longitudinal", type=click.Choice(["monotone", "soft", "off"]), default="monotone",
               show_default=True, help="Grade each patient's visits together: grades never go down (monotone), "
                                       "may go down at a cost (soft), or each visit alone (off). Together, a radiograph "

@@ -24,6 +24,12 @@ def demo_model_dir() -> Path:
 #: patient's other visits then the segment's mean, the segment's mean alone, or none imputed.
 IMPUTE_CHOICES = ("visits", "mean", "none")
 DEFAULT_IMPUTE = "visits"
+#: ``score --prior``: the training cohort's grade frequencies flattened (tfmssass.scoring.cohort).
+DEFAULT_PRIOR = "tempered"
+#: ``--prior tempered``: the power the training cohort's grade frequencies are raised to (1: ``data``,
+#: 0: ``uniform``). Chosen on 17 phantom cohorts and checked on 4 drawn after it (bench/RESULTS.md,
+#: issue 29, fifteenth pass).
+PRIOR_POWER = 0.5
 #: When a scored corner asks for a human look (``score --review-threshold`` sets the first).
 REVIEW_THRESHOLD = 0.6  # grade probability below this → review
 POINT_REVIEW = 0.5  # key-point confidence below this → review

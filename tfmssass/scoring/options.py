@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfmssass.core.config import DEFAULT_IMPUTE
+from tfmssass.core.config import DEFAULT_IMPUTE, DEFAULT_PRIOR
 from tfmssass.core.errors import UsageError
 from tfmssass.scoring.cohort import PRIOR_CHOICES, read_prior_file
 from tfmssass.scoring.longitudinal import DECREASE_COST
@@ -35,7 +35,7 @@ class ScoreOptions:
     meta_csv: str | None = None
     impute: str = DEFAULT_IMPUTE
     review_threshold: float = 0.6
-    prior: str | tuple = "data"
+    prior: str | tuple | None = None  # None: tempered, or data for a model that does not say its prior
     longitudinal: str = "monotone"
     decrease_cost: float | None = None
     batch_size: int = 64
@@ -63,11 +63,11 @@ class ScoreOptions:
         if self.pseudonymize and (self.dicom_out or self.dicomweb_url):
             raise UsageError("--pseudonymize cannot be used with --dicom or --dicomweb: the DICOM objects must "
                              "reference the original radiographs")
-        if self.prior not in PRIOR_CHOICES and isinstance(self.prior, str):
+        if self.prior is not None and self.prior not in PRIOR_CHOICES and isinstance(self.prior, str):
             try:
                 self.prior = read_prior_file(self.prior)
             except OSError as exc:
-                raise UsageError(f"--prior {self.prior}: not data, uniform or em, and not a readable file "
+                raise UsageError(f"--prior {self.prior}: not tempered, data, uniform or em, and not a readable file "
                                  f"({exc.strerror})") from None
         if self.decrease_cost is not None and self.longitudinal != "soft":
             raise UsageError("--decrease-cost only makes sense with --longitudinal soft")
@@ -113,12 +113,14 @@ class ScoreOptions:
 
     def settings(self, models: str, phantom: bool, metadata: dict, fingerprint: str = "") -> Settings:
         """The run's settings once the model is known; a prior other than the training cohort's needs a
-        model that says which prior its probabilities assume."""
-        if self.prior != "data" and metadata and "calibration" not in metadata:
+        model that says which prior its probabilities assume (without one, the default is ``data``)."""
+        states_prior = not metadata or "calibration" in metadata  # a server's answers carry it
+        prior = self.prior if self.prior is not None else DEFAULT_PRIOR if states_prior else "data"
+        if prior != "data" and not states_prior:
             shown = self.prior if isinstance(self.prior, str) else "FILE"
             raise UsageError(f"--prior {shown}: {models} was exported before calibration and does not say what "
                              "prior its probabilities assume; export it again")
         return Settings(models=models, phantom=phantom, view=self.view, impute=self.impute,
                         review_threshold=self.review_threshold, salt_id=salt_id(self.salt) if self.salt else None,
-                        prior=self.prior, longitudinal=self.longitudinal,
+                        prior=prior, longitudinal=self.longitudinal,
                         decrease_cost=self.decrease_cost or DECREASE_COST, model_fingerprint=fingerprint)

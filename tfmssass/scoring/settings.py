@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tfmssass.core.config import DEFAULT_IMPUTE, PHANTOM_WARNING, POINT_REVIEW, REVIEW_THRESHOLD
+from tfmssass.core.config import (
+    DEFAULT_IMPUTE,
+    DEFAULT_PRIOR,
+    PHANTOM_WARNING,
+    POINT_REVIEW,
+    PRIOR_POWER,
+    REVIEW_THRESHOLD,
+)
 from tfmssass.scoring.longitudinal import DECREASE_COST
 
 
@@ -20,21 +27,24 @@ class Settings:
     review_threshold: float = REVIEW_THRESHOLD
     point_review: float = POINT_REVIEW
     salt_id: str | None = None  # a hash of the pseudonymisation salt (the salt itself is never written)
-    prior: str | tuple = "data"  # data, uniform, em, or four grade frequencies (tfmssass.scoring.cohort)
+    prior: str | tuple = DEFAULT_PRIOR  # tempered, data, uniform, em, or four frequencies (tfmssass.scoring.cohort)
     longitudinal: str = "monotone"  # monotone, soft or off (tfmssass.scoring.longitudinal)
     decrease_cost: float = DECREASE_COST  # soft: the cost of a grade going down
     model_fingerprint: str = ""  # what the models' answers come from (serving.predictors.files_fingerprint)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
-        """As a scored folder keeps them; a run scored before longitudinal decoding keeps "off"."""
+        """As a scored folder keeps them; a run scored before longitudinal decoding keeps "off", and one
+        scored before the prior was a setting keeps "data"."""
         prior = data.get("prior", "data")
         return cls(**{"longitudinal": "off", **data, "prior": tuple(prior) if isinstance(prior, list) else prior})
 
     @property
     def prior_text(self) -> str:
         if isinstance(self.prior, str):
-            return {"data": "the training cohort's grade frequencies", "uniform": "every grade equally likely",
+            return {"tempered": "the training cohort's grade frequencies flattened (each to the power "
+                                f"{PRIOR_POWER:g}, renormalised)",
+                    "data": "the training cohort's grade frequencies", "uniform": "every grade equally likely",
                     "em": "the scored cohort's own grade frequencies (EM)"}[self.prior]
         return "grade frequencies " + ", ".join(f"{p:.3f}" for p in self.prior)
 
