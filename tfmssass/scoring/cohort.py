@@ -6,12 +6,11 @@ The records on disk keep what the model said of each radiograph alone; these dec
 again from them whenever the tables are written, so a resumed run and a fresh one agree.
 
 - ``--prior tempered`` (default): the training cohort's grade frequencies flattened, each to the
-  power :data:`~tfmssass.core.config.PRIOR_POWER` and renormalised. The most probable grade under
-  the training cohort's own frequencies (``data``) misgrades the fewest corners of a film read
-  alone, but where a film says little (noise, the shoulders' density) it falls to the commonest
-  grade, 0, so visit totals read low: by 0.5 on the hard phantom cohorts of bench/RESULTS.md.
-  Halfway to uniform in log terms, the totals read within 0.1 of the truth on average there and on
-  realistic cohorts, at the same change agreement and corner accuracy.
+  power :data:`~tfmssass.core.config.PRIOR_POWER` and renormalised. Under the training cohort's own
+  frequencies (``data``), where a film says little (noise, the shoulders' density) the most probable
+  grade is the commonest, 0, so visit totals read low: by 0.5 on the hard phantom cohorts of
+  bench/RESULTS.md. Halfway to uniform in log terms, the totals read within 0.1 of the truth on
+  average there and on realistic cohorts, at the same change agreement and corner accuracy.
 - ``data``: the model's probabilities as they are, under its training cohort's grade frequencies
   (the default before issue 29's fifteenth pass). ``uniform``: as if every grade were equally
   common (what balanced training assumed). A FILE of four frequencies: a cohort known to be
