@@ -69,8 +69,9 @@ def main():
     rows, changes = zip(*(cohort_rows(Path(p), Path(s)) for p, s in zip(args.pairs[::2], args.pairs[1::2])))
     table, changes = pd.DataFrame(rows), pd.concat(changes)
     print("| cohort | difficulty | intervals | visit bias | change ICC | κ |\n| --- | --- | ---: | ---: | ---: | ---: |")
-    for r in table.itertuples(index=False):
-        print(f"| {r.cohort} | {r.difficulty} | {r.intervals} | {r[3]:+.2f} | {r[4]:.3f} | {r[5]:.3f} |")
+    for r in table.to_dict("records"):
+        print(f"| {r['cohort']} | {r['difficulty']} | {r['intervals']} | {r['visit bias']:+.2f} | "
+              f"{r['change ICC']:.3f} | {r['κ']:.3f} |")
     print("\n| difficulty | cohorts | goal met: change ICC / κ / visit bias | pooled intervals (patients) "
           "| pooled change ICC [95%] | pooled κ [95%] |\n| --- | ---: | --- | --- | --- | --- |")
     for difficulty, group in table.groupby("difficulty"):

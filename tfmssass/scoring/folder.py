@@ -174,9 +174,9 @@ class ScoredFolder:
             earlier = asdict(Settings.from_dict(json.loads(self.settings_file.read_text())))
         except (ValueError, TypeError):
             return ""  # unreadable or of another version: nothing to name
-        now = json.loads(json.dumps(wanted))
-        changed = [f"{key} {json.dumps(earlier[key])}, now {json.dumps(now[key])}" for key in now
-                   if json.loads(json.dumps(earlier.get(key))) != now[key]]
+        # compared as JSON writes them (a prior's tuple and list are the same)
+        changed = [f"{key} {json.dumps(earlier[key])}, now {json.dumps(value)}" for key, value in wanted.items()
+                   if json.dumps(earlier[key]) != json.dumps(value)]
         return f": {'; '.join(changed)}" if changed else ""
 
     def _settings_before_fingerprints(self, wanted: dict) -> None:
