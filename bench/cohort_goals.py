@@ -5,8 +5,9 @@
 Each pair is a phantom folder (``tfmssass synth``, 3 visits) and the folder ``score`` (or
 ``bench/phantom_accuracy.py``) wrote from it; its ``visits.csv`` is compared with the phantoms'
 labels as ``evaluate agreement`` does. One 60-patient cohort has about 50 intervals, so one
-misread interval moves progression κ by about 0.035: the pooled rows put every interval of a
-difficulty together and give 95% intervals from bootstrap draws of patients. Goals: issue 28
+misread interval moves progression κ by about 0.035, and each cohort's κ carries the 95% interval
+``evaluate agreement`` gives it. The pooled rows put every interval of a difficulty together, with 95%
+intervals from bootstrap draws of patients. Goals: issue 28
 (realistic change ICC ≥ 0.93, κ ≥ 0.85, |visit bias| ≤ 0.3; hard 0.75, 0.60, 0.5).
 """
 
@@ -18,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
 
 from tfmssass.io.labels import load_labels
-from tfmssass.scoring.totals import PROGRESSION_DELTA
-from tfmssass.stats.agreement import agreement, icc, reference_visits
+from tfmssass.stats.agreement import agreement, icc, patient_bootstrap, progression_kappa, reference_visits
 
 #: difficulty → (change ICC, progression κ, |visit bias|) the goals ask for.
 GOALS = {"realistic": (0.93, 0.85, 0.3), "hard": (0.75, 0.60, 0.5)}
@@ -37,26 +36,19 @@ def cohort_rows(phantoms: Path, scored: Path) -> tuple[dict, pd.DataFrame]:
     result, _, changes = agreement(visits, reference)
     row = {"cohort": phantoms.name, "difficulty": difficulty, "intervals": result["intervals_paired"],
            "visit bias": result["total"]["bias"], "change ICC": result["change"]["icc2_1"][0],
-           "κ": result["progression"]["kappa"]}
+           "κ": result["progression"]["kappa"], "κ 95%": result["progression"]["kappa_ci"]}
     return row, changes.assign(patient=phantoms.name + "/" + changes["patient_id"], difficulty=difficulty)
 
 
 def pooled(changes: pd.DataFrame, draws: int, seed: int = 0) -> dict:
     """Change ICC and κ over all intervals, each with a 95% interval from bootstrap draws of patients."""
-    pairs = changes[["delta_scored", "delta_reference"]].to_numpy(float)
-
     def figures(x):
-        return icc(x)["icc2_1"][0], cohen_kappa_score(x[:, 0] >= PROGRESSION_DELTA, x[:, 1] >= PROGRESSION_DELTA)
+        return icc(x)["icc2_1"][0], progression_kappa(x[:, 0], x[:, 1])
 
-    rows_of = changes.groupby("patient").indices
-    patients = list(rows_of)
-    rng = np.random.default_rng(seed)
-    boot = np.array([figures(pairs[np.concatenate([rows_of[p] for p in rng.choice(patients, len(patients))])])
-                     for _ in range(draws)])
-    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
-    (icc_, kappa), n = figures(pairs), len(pairs)
-    return {"intervals": n, "patients": len(patients), "change ICC": (icc_, low[0], high[0]),
-            "κ": (kappa, low[1], high[1])}
+    (low_icc, low_kappa), (high_icc, high_kappa) = patient_bootstrap(changes, figures, draws, seed, by="patient")
+    icc_, kappa = figures(changes[["delta_scored", "delta_reference"]].to_numpy(float))
+    return {"intervals": len(changes), "patients": changes["patient"].nunique(),
+            "change ICC": (icc_, low_icc, high_icc), "κ": (kappa, low_kappa, high_kappa)}
 
 
 def main():
@@ -68,10 +60,10 @@ def main():
         raise SystemExit("give folders in pairs: PHANTOMS SCORED [PHANTOMS SCORED ...]")
     rows, changes = zip(*(cohort_rows(Path(p), Path(s)) for p, s in zip(args.pairs[::2], args.pairs[1::2])))
     table, changes = pd.DataFrame(rows), pd.concat(changes)
-    print("| cohort | difficulty | intervals | visit bias | change ICC | κ |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| cohort | difficulty | intervals | visit bias | change ICC | κ [95%] |\n| --- | --- | ---: | ---: | ---: | ---: |")
     for r in table.to_dict("records"):
         print(f"| {r['cohort']} | {r['difficulty']} | {r['intervals']} | {r['visit bias']:+.2f} | "
-              f"{r['change ICC']:.3f} | {r['κ']:.3f} |")
+              "{:.3f} | {:.3f} [{:.3f}, {:.3f}] |".format(r["change ICC"], r["κ"], *r["κ 95%"]))
     print("\n| difficulty | cohorts | goal met: change ICC / κ / visit bias | pooled intervals (patients) "
           "| pooled change ICC [95%] | pooled κ [95%] |\n| --- | ---: | --- | --- | --- | --- |")
     for difficulty, group in table.groupby("difficulty"):

@@ -185,8 +185,9 @@ def main():
     print(f"| bias (limits of agreement) | {t['bias']:+.2f} ({t['loa_low']:+.2f} to {t['loa_high']:+.2f}) |")
     if "progression" in result:
         p = result["progression"]
-        print(f"| progression Δ≥2: sensitivity / specificity / κ | {p['sensitivity']:.3f} / "
-              f"{p['specificity']:.3f} / {p['kappa']:.3f} (TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']}) |")
+        print(f"| progression Δ≥2: sensitivity / specificity / κ [95% CI] | {p['sensitivity']:.3f} / "
+              f"{p['specificity']:.3f} / {p['kappa']:.3f} [{p['kappa_ci'][0]:.3f}, {p['kappa_ci'][1]:.3f}] "
+              f"(TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']}) |")
 
     print("\n" + longitudinal_markdown(longitudinal_agreement(out, reference, reference_corners)))
 

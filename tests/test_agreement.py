@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tfmssass.cli import main
 from tfmssass.core import anatomy
-from tfmssass.stats.agreement import bland_altman, icc
+from tfmssass.stats.agreement import bland_altman, icc, patient_bootstrap, progression_kappa
 
 #: Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges.
 SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
@@ -48,6 +48,33 @@ def test_bland_altman_by_hand():
     ba = bland_altman(scored, reference)  # differences 1, 0, -2, 3: mean 0.5, SD sqrt(13/3)
     assert ba["bias"] == pytest.approx(0.5) and ba["mae"] == pytest.approx(1.5)
     assert ba["loa_high"] == pytest.approx(0.5 + 1.96 * np.sqrt(13 / 3))
+
+
+def test_progression_kappa_is_cohens_kappa_at_two_units():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(3)
+    reference = rng.integers(-1, 6, 40).astype(float)
+    scored = reference + rng.choice([-2, -1, 0, 0, 0, 1], 40)
+    expected = cohen_kappa_score(scored >= 2, reference >= 2)
+    assert progression_kappa(scored, reference) == pytest.approx(expected)
+    assert 0 < expected < 1
+    assert np.isnan(progression_kappa([0, 1, 1], [1, 0, 0]))  # nobody progressed on either side: undefined
+    assert progression_kappa([3, 2], [0, 1]) == 0  # one side calls all, the other none: no agreement beyond chance
+
+
+def test_patient_bootstrap_draws_a_patients_intervals_together():
+    # A has one interval, B five: a draw of two patients holds 2, 6 or 10 intervals, never 6 every time
+    # as a draw of intervals one by one would
+    changes = pd.DataFrame({"patient_id": ["A"] + ["B"] * 5, "delta_scored": [2.0, 0, 1, 3, 0, 2],
+                            "delta_reference": [2.0, 0, 1, 2, 0, 3]})
+    low, high = patient_bootstrap(changes, len, draws=400, seed=0)
+    assert (low[0], high[0]) == (2, 10)
+    again = patient_bootstrap(changes, len, draws=400, seed=0)
+    assert (again[0][0], again[1][0]) == (low[0], high[0])
+    # a statistic undefined on some draws (here: those that start with B): they are left out, not counted as 0
+    low, high = patient_bootstrap(changes, lambda x: 1.0 if x[0, 0] == 2 else np.nan, draws=400, seed=0)
+    assert (low[0], high[0]) == (1.0, 1.0)
 
 
 def _labels(tmp_path, totals: dict) -> str:
@@ -94,6 +121,10 @@ def test_evaluate_agreement_command(tmp_path):
     assert (progression["tp"], progression["fp"], progression["tn"], progression["fn"]) == (2, 1, 1, 0)
     # observed agreement 3/4, chance 3/4 · 1/2 + 1/4 · 1/2 = 1/2: κ = (3/4 - 1/2) / (1 - 1/2)
     assert progression["kappa"] == pytest.approx(0.5)
+    # its interval, from draws of the four patients: it holds the estimate and lies within κ's range
+    low, high = progression["kappa_ci"]
+    assert -1 <= low < 0.5 < high <= 1
+    assert "Cohen's κ 0.500 [" in result.output
     assert (tmp_path / "ag" / "bland_altman_total.png").stat().st_size > 1000
     assert (tmp_path / "ag" / "bland_altman_change.png").is_file()
     assert "ICC(2,1)" in result.output

@@ -9,7 +9,8 @@
   method used for mSASSS (Bruynesteyn et al. 2005), with the two "readers" being the scoring run and
   the reference.
 - Progression (Δ ≥ 2) by the scoring run against the reference: sensitivity, specificity and
-  Cohen's κ; new syndesmophytes (a corner from < 2 to ≥ 2 between consecutive visits, counted over
+  Cohen's κ with a 95% interval from bootstrap draws of patients (a 60-patient cohort's κ is
+  uncertain by about ±0.1, enough to cross a goal by chance); new syndesmophytes (a corner from < 2 to ≥ 2 between consecutive visits, counted over
   corners both sides graded at both visits): sensitivity and positive predictive value.
 - Given a scored folder rather than its visits.csv, all of it twice, with the patient's visits
   graded alone (``--longitudinal off``) and together (``monotone``), side by side; and the
@@ -88,6 +89,38 @@ def bland_altman(scored: np.ndarray, reference: np.ndarray) -> dict:
             "mae": float(np.abs(diff).mean())}
 
 
+#: Bootstrap draws of patients behind the progression κ's interval, and their seed (the same folder
+#: always gives the same interval).
+KAPPA_DRAWS, KAPPA_SEED = 1000, 0
+
+
+def progression_kappa(scored, reference) -> float:
+    """Cohen's κ of progression (Δ ≥ PROGRESSION_DELTA) between two arrays of change; NaN where both
+    sides call every interval the same way (κ is undefined there)."""
+    s = np.asarray(scored, float) >= PROGRESSION_DELTA
+    r = np.asarray(reference, float) >= PROGRESSION_DELTA
+    chance = s.mean() * r.mean() + (1 - s.mean()) * (1 - r.mean())
+    return float(((s == r).mean() - chance) / (1 - chance)) if len(s) and chance < 1 else math.nan
+
+
+def patient_bootstrap(changes: pd.DataFrame, statistic, draws: int, seed: int, by: str = "patient_id"):
+    """95% intervals (low, high arrays) of ``statistic(pairs)``, pairs [n, 2] of scored and reference
+    change, from bootstrap draws of patients: a patient's intervals share films, so they are drawn
+    together, not one by one. Draws where the statistic is undefined (NaN) are left out."""
+    pairs = changes[["delta_scored", "delta_reference"]].to_numpy(float)
+    rows_of = changes.groupby(by).indices
+    patients = list(rows_of)
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(pairs[np.concatenate([rows_of[p] for p in rng.choice(patients, len(patients))])])
+                       for _ in range(draws)], float).reshape(draws, -1)
+    bounds = []
+    for column in values.T:
+        column = column[~np.isnan(column)]
+        bounds.append(np.percentile(column, [2.5, 97.5]) if len(column) else (math.nan, math.nan))
+    low, high = np.array(bounds, float).T
+    return low, high
+
+
 def reference_visits(labels: pd.DataFrame, impute: str = DEFAULT_IMPUTE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Visit totals and corner table from a labels.csv frame (the same missing-corner rule as score: NG and
     blank are missing alike)."""
@@ -128,11 +161,13 @@ def agreement(scores: pd.DataFrame, reference: pd.DataFrame) -> dict:
         prog_s, prog_r = x[:, 0] >= PROGRESSION_DELTA, x[:, 1] >= PROGRESSION_DELTA
         tp, fn = int((prog_s & prog_r).sum()), int((~prog_s & prog_r).sum())
         tn, fp = int((~prog_s & ~prog_r).sum()), int((prog_s & ~prog_r).sum())
+        low, high = patient_bootstrap(ch, lambda pairs: progression_kappa(pairs[:, 0], pairs[:, 1]),
+                                      KAPPA_DRAWS, KAPPA_SEED)
         result["progression"] = {
             "threshold": PROGRESSION_DELTA, "tp": tp, "fn": fn, "tn": tn, "fp": fp,
             "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
             "specificity": tn / (tn + fp) if tn + fp else float("nan"),
-            "kappa": cohen_kappa_score(prog_s, prog_r) if len(set(prog_s) | set(prog_r)) > 1 else math.nan}
+            "kappa": progression_kappa(x[:, 0], x[:, 1]), "kappa_ci": (float(low[0]), float(high[0]))}
     return result, paired, ch
 
 
@@ -204,6 +239,12 @@ def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corner
     return result
 
 
+def _interval(bounds) -> str:
+    """A 95% interval as the tables print it ("[–]" where no draw defined it)."""
+    low, high = bounds
+    return "[–]" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+
+
 def _cells(result: dict) -> dict[str, str]:
     """One column of the side-by-side table."""
     out = {}
@@ -215,8 +256,8 @@ def _cells(result: dict) -> dict[str, str]:
         c, p = result["change"], result["progression"]
         out["change ICC(2,1) [95% CI]"] = f"{c['icc2_1'][0]:.3f} [{c['icc2_1'][1]:.3f}, {c['icc2_1'][2]:.3f}]"
         out["change bias (limits of agreement)"] = f"{c['bias']:+.2f} ({c['loa_low']:+.2f} to {c['loa_high']:+.2f})"
-        out["progression Δ ≥ 2: sensitivity / specificity / κ"] = (
-            f"{p['sensitivity']:.3f} / {p['specificity']:.3f} / {p['kappa']:.3f} "
+        out["progression Δ ≥ 2: sensitivity / specificity / κ [95% CI]"] = (
+            f"{p['sensitivity']:.3f} / {p['specificity']:.3f} / {p['kappa']:.3f} {_interval(p['kappa_ci'])} "
             f"(TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']})")
     n = result.get("new_syndesmophytes")
     if n:
@@ -297,8 +338,8 @@ def markdown(result: dict) -> str:
         p = result["progression"]
         lines += ["", f"smallest detectable change: {result['change']['sdc']:.2f} mSASSS units", "",
                   f"progression (Δ ≥ {p['threshold']:g}): sensitivity {p['sensitivity']:.3f}, specificity "
-                  f"{p['specificity']:.3f}, Cohen's κ {p['kappa']:.3f} (TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, "
-                  f"FP {p['fp']})"]
+                  f"{p['specificity']:.3f}, Cohen's κ {p['kappa']:.3f} {_interval(p['kappa_ci'])} (95% CI, "
+                  f"bootstrap of patients; TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']})"]
     return "\n".join(lines)
 
 
