@@ -5,8 +5,8 @@
 Each pair is a phantom folder (``tfmssass synth``, 3 visits) and the folder ``score`` (or
 ``bench/phantom_accuracy.py``) wrote from it; its ``visits.csv`` is compared with the phantoms'
 labels as ``evaluate agreement`` does. One 60-patient cohort has about 50 intervals, so one
-misread interval moves progression κ by about 0.035, and each cohort's κ carries the 95% interval
-``evaluate agreement`` gives it. The pooled rows put every interval of a difficulty together, with 95%
+misread interval moves progression κ by about 0.035; each cohort's figures carry the 95% intervals
+``evaluate agreement`` gives them (the ICC's from its F distribution, κ's from draws of patients). The pooled rows put every interval of a difficulty together, with 95%
 intervals from bootstrap draws of patients. Goals: issue 28
 (realistic change ICC ≥ 0.93, κ ≥ 0.85, |visit bias| ≤ 0.3; hard 0.75, 0.60, 0.5).
 """
@@ -36,6 +36,7 @@ def cohort_rows(phantoms: Path, scored: Path) -> tuple[dict, pd.DataFrame]:
     result, _, changes = agreement(visits, reference)
     row = {"cohort": phantoms.name, "difficulty": difficulty, "intervals": result["intervals_paired"],
            "visit bias": result["total"]["bias"], "change ICC": result["change"]["icc2_1"][0],
+           "change ICC 95%": result["change"]["icc2_1"][1:],
            "κ": result["progression"]["kappa"], "κ 95%": result["progression"]["kappa_ci"]}
     return row, changes.assign(patient=phantoms.name + "/" + changes["patient_id"], difficulty=difficulty)
 
@@ -60,10 +61,12 @@ def main():
         raise SystemExit("give folders in pairs: PHANTOMS SCORED [PHANTOMS SCORED ...]")
     rows, changes = zip(*(cohort_rows(Path(p), Path(s)) for p, s in zip(args.pairs[::2], args.pairs[1::2])))
     table, changes = pd.DataFrame(rows), pd.concat(changes)
-    print("| cohort | difficulty | intervals | visit bias | change ICC | κ [95%] |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| cohort | difficulty | intervals | visit bias | change ICC [95%] | κ [95%] |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: |")
     for r in table.to_dict("records"):
         print(f"| {r['cohort']} | {r['difficulty']} | {r['intervals']} | {r['visit bias']:+.2f} | "
-              "{:.3f} | {:.3f} [{:.3f}, {:.3f}] |".format(r["change ICC"], r["κ"], *r["κ 95%"]))
+              "{:.3f} [{:.3f}, {:.3f}] | {:.3f} [{:.3f}, {:.3f}] |".format(
+                  r["change ICC"], *r["change ICC 95%"], r["κ"], *r["κ 95%"]))
     print("\n| difficulty | cohorts | goal met: change ICC / κ / visit bias | pooled intervals (patients) "
           "| pooled change ICC [95%] | pooled κ [95%] |\n| --- | ---: | --- | --- | --- | --- |")
     for difficulty, group in table.groupby("difficulty"):
