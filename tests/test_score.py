@@ -388,6 +388,7 @@ def test_report_renders_in_headless_chromium(phantoms, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     dom = result.stdout
     assert "Corners to review" in dom and "Patient PH0001" in dom and "<svg" in dom
+    assert "visits with an mSASSS" in dom  # the summary on top
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console  # the page has no scripts: any console message is an error
     shot = tmp_path / "page.png"
@@ -398,6 +399,40 @@ def test_report_renders_in_headless_chromium(phantoms, tmp_path):
 
     picture = cv2.imread(str(shot))
     assert picture is not None and picture.std() > 5  # something was drawn, not a blank page
+
+
+def test_the_report_summary_counts_visits_without_a_total_by_why_and_the_change_between_visits():
+    from tfmssass.scoring.film import corner_table
+    from tfmssass.scoring.report import run_summary
+    from tfmssass.scoring.run import used_corners
+
+    def film(patient, date, view, grades, status=Status.SCORED, file=None):
+        corners = [CornerRecord(level="", corner=c, grade=g, p=None, confidence=None, review=False)
+                   for c, g in zip(anatomy.CORNERS[view], grades)] if status == Status.SCORED else []
+        file = file or f"{patient}/{date}/{view}.dcm"
+        return FilmRecord(key=file, file=file, status=status, patient_id=patient, visit_date=date, view=view,
+                          corners=corners)
+
+    zeros, one = [0] * 12, [0] * 11 + [1]
+    films = [film("A", "2018-01-10", "cervical", zeros), film("A", "2018-01-10", "lumbar", one),  # total 1
+             film("A", "2020-01-10", "cervical", [1] * 4 + [0] * 8), film("A", "2020-01-10", "lumbar", one),  # 5
+             film("A", "2020-01-10", "lumbar", [3] * 12, file="A/dup.dcm"),  # a second lumbar film, not used
+             film("B", "2018-06-01", "cervical", zeros), film("B", "2018-06-01", "lumbar", zeros),  # total 0
+             film("B", "2020-06-01", "cervical", zeros), film("B", "2020-06-01", "lumbar", [], Status.FAILED),
+             film("C", "2019-03-01", "cervical", [None] * 4 + [0] * 8),  # 4 corners not graded: no segment total
+             film("C", "2019-03-01", "lumbar", zeros),
+             FilmRecord(key="x", file="broken.dcm", status=Status.FAILED, reason="unreadable")]  # no patient: not a visit
+    not_used = {"A/dup.dcm": "not used"}
+    corners = used_corners(corner_table(films)[0], not_used)
+    visits = visit_totals(corners)
+    summary = dict(run_summary(films, visits, progression(visits, corners), not_used))
+    assert summary["patients"] == "3"
+    assert summary["visits with an mSASSS"] == "3 of 5 (60%)"  # A twice, B in 2018
+    assert summary["visits without: a view not scored (refused, unreadable or not given)"] == "1"  # B in 2020
+    assert summary["visits without: a segment with more than 3 corners not graded"] == "1"  # C
+    assert summary["intervals between consecutive visits with both totals"] == "1 of 2 (50%)"  # A's; B's has no Δ
+    assert summary["Δ mSASSS per interval"] == "mean +4.00, over 2.0 years on average"  # the duplicate's 3s unused
+    assert summary["intervals with Δ ≥ 2 (progressed)"] == "1 of 1 (100%)"
 
 
 # ---- the command line with real (untrained, tiny) run folders ----------------------------------------

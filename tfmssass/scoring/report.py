@@ -4,7 +4,9 @@ Corners that need a human look come first, then per patient the visits with thei
 progression plot (inline SVG), a strip of crops across the visits for every corner whose grade
 changes, the overlays (PNG files beside the page, each a link to itself at full size) and every
 corner's grade with the probability of that grade and why it is flagged; inputs that were not
-scored close the page. The page is the Jinja2 template ``templates/report.html.j2``, autoescaped.
+scored close the page. The page is the Jinja2 template ``templates/report.html.j2``, autoescaped. A summary on top says what a
+trial needs first: how many visits have an mSASSS, why the others have none, and the change between
+visits.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import jinja2
 import pandas as pd
 
+from tfmssass.core import anatomy
 from tfmssass.core.atomic import write_text
 from tfmssass.scoring.film import FilmRecord
 from tfmssass.scoring.record_maker import CROP_PX
@@ -88,6 +91,35 @@ def changing_corners(films: list[FilmRecord]) -> list[dict]:
             if len({c.grade for _, _, c in course if c.grade is not None}) >= 2]
 
 
+def _percent(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({100 * part / whole:.0f}%)" if whole else "0"
+
+
+def run_summary(films: list[FilmRecord], visits: pd.DataFrame, changes: pd.DataFrame,
+                not_used: dict[str, str]) -> list[tuple[str, str]]:
+    """(what, how many) rows: the visits with an mSASSS and why the others have none, then the change
+    between consecutive visits. A visit counts once any of its inputs names its patient and date."""
+    read = {(f.patient_id, f.visit_date, f.view) for f in films if f.scored and f.file not in not_used}
+    known = {(f.patient_id, f.visit_date) for f in films if f.patient_id and f.visit_date}
+    total_of = {(r["patient_id"], r["visit_date"]): r["msasss"] for r in visits.to_dict("records")}
+    with_total = {v for v in known if pd.notna(total_of.get(v))}
+    view_missing = {v for v in known - with_total if any((*v, view) not in read for view in anatomy.VIEWS)}
+    rows = [("patients", str(len({patient for patient, _ in known}))),
+            ("visits with an mSASSS", _percent(len(with_total), len(known))),
+            ("visits without: a view not scored (refused, unreadable or not given)", str(len(view_missing))),
+            ("visits without: a segment with more than 3 corners not graded",
+             str(len(known) - len(with_total) - len(view_missing)))]
+    delta = pd.to_numeric(changes["delta"], errors="coerce").dropna()
+    rows.append(("intervals between consecutive visits with both totals", _percent(len(delta), len(changes))))
+    if len(delta):
+        years = pd.to_numeric(changes.loc[delta.index, "years"], errors="coerce").mean()
+        spread = f", SD {delta.std(ddof=1):.2f}" if len(delta) > 1 else ""
+        rows += [("Δ mSASSS per interval", f"mean {delta.mean():+.2f}{spread}, over {years:.1f} years on average"),
+                 (f"intervals with Δ ≥ {PROGRESSION_DELTA:g} (progressed)",
+                  _percent(int((delta >= PROGRESSION_DELTA).sum()), len(delta)))]
+    return rows
+
+
 def render_report(films: list[FilmRecord], visits: pd.DataFrame, changes: pd.DataFrame,
                   not_used: dict[str, str], settings, run_id: str | None = None) -> str:
     scored = [f for f in films if f.scored]
@@ -104,6 +136,7 @@ def render_report(films: list[FilmRecord], visits: pd.DataFrame, changes: pd.Dat
     together = settings.longitudinal != "off"
     return _ENVIRONMENT.get_template("report.html.j2").render(
         settings=settings, scored=scored, problems=problems, review=review, patients=patients, not_used=not_used,
+        summary=run_summary(films, visits, changes, not_used),
         run_id=run_id, today=_dt.date.today().isoformat(), crop_px=CROP_PX, progression_delta=PROGRESSION_DELTA,
         longitudinal=LONGITUDINAL_TEXT[settings.longitudinal].format(cost=settings.decrease_cost),
         probability_name="probability of this grade" + (", visits together" if together else ""),
