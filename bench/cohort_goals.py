@@ -6,9 +6,10 @@ Each pair is a phantom folder (``tfmssass synth``, 3 visits) and the folder ``sc
 ``bench/phantom_accuracy.py``) wrote from it; its ``visits.csv`` is compared with the phantoms'
 labels as ``evaluate agreement`` does. One 60-patient cohort has about 50 intervals, so one
 misread interval moves progression κ by about 0.035; each cohort's figures carry the 95% intervals
-``evaluate agreement`` gives them (the ICC's from its F distribution, κ's from draws of patients). The pooled rows put every interval of a difficulty together, with 95%
-intervals from bootstrap draws of patients. Goals: issue 28
-(realistic change ICC ≥ 0.93, κ ≥ 0.85, |visit bias| ≤ 0.3; hard 0.75, 0.60, 0.5).
+``evaluate agreement`` gives them (the ICC's from its F distribution, κ's from draws of patients).
+The pooled rows put every interval of a difficulty together, with 95% intervals from bootstrap
+draws of patients. Goals: issue 28 (realistic change ICC ≥ 0.93, κ ≥ 0.85, |visit bias| ≤ 0.3;
+hard 0.75, 0.60, 0.5).
 """
 
 from __future__ import annotations

@@ -421,7 +421,7 @@ def test_the_report_summary_counts_visits_without_a_total_by_why_and_the_change_
              film("B", "2020-06-01", "cervical", zeros), film("B", "2020-06-01", "lumbar", [], Status.FAILED),
              film("C", "2019-03-01", "cervical", [None] * 4 + [0] * 8),  # 4 corners not graded: no segment total
              film("C", "2019-03-01", "lumbar", zeros),
-             FilmRecord(key="x", file="broken.dcm", status=Status.FAILED, reason="unreadable")]  # no patient: not a visit
+             FilmRecord(key="x", file="broken.dcm", status=Status.FAILED, reason="unreadable")]  # no patient
     not_used = {"A/dup.dcm": "not used"}
     corners = used_corners(corner_table(films)[0], not_used)
     visits = visit_totals(corners)

@@ -4,9 +4,9 @@ Corners that need a human look come first, then per patient the visits with thei
 progression plot (inline SVG), a strip of crops across the visits for every corner whose grade
 changes, the overlays (PNG files beside the page, each a link to itself at full size) and every
 corner's grade with the probability of that grade and why it is flagged; inputs that were not
-scored close the page. The page is the Jinja2 template ``templates/report.html.j2``, autoescaped. A summary on top says what a
-trial needs first: how many visits have an mSASSS, why the others have none, and the change between
-visits.
+scored close the page. The page is the Jinja2 template ``templates/report.html.j2``, autoescaped.
+A summary on top says what a trial needs first: how many visits have an mSASSS, why the others have
+none, and the change between visits.
 """
 
 from __future__ import annotations

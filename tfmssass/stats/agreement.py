@@ -10,8 +10,9 @@
   the reference.
 - Progression (Δ ≥ 2) by the scoring run against the reference: sensitivity, specificity and
   Cohen's κ with a 95% interval from bootstrap draws of patients (a 60-patient cohort's κ is
-  uncertain by about ±0.1, enough to cross a goal by chance); new syndesmophytes (a corner from < 2 to ≥ 2 between consecutive visits, counted over
-  corners both sides graded at both visits): sensitivity and positive predictive value.
+  uncertain by about ±0.15, enough to cross a goal by chance); new syndesmophytes (a corner from
+  < 2 to ≥ 2 between consecutive visits, counted over corners both sides graded at both visits):
+  sensitivity and positive predictive value.
 - Given a scored folder rather than its visits.csv, all of it twice, with the patient's visits
   graded alone (``--longitudinal off``) and together (``monotone``), side by side; and the
   expected calibration error of the corner probabilities before and after calibration.
