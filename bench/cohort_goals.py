@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from tfmssass.io.labels import load_labels
-from tfmssass.stats.agreement import agreement, icc, patient_bootstrap, progression_kappa, reference_visits
+from tfmssass.stats.agreement import (
+    agreement,
+    icc,
+    interval_text,
+    patient_bootstrap,
+    progression_kappa,
+    reference_visits,
+)
 
 #: difficulty → (change ICC, progression κ, |visit bias|) the goals ask for.
 GOALS = {"realistic": (0.93, 0.85, 0.3), "hard": (0.75, 0.60, 0.5)}
@@ -66,8 +73,8 @@ def main():
           "| --- | --- | ---: | ---: | ---: | ---: |")
     for r in table.to_dict("records"):
         print(f"| {r['cohort']} | {r['difficulty']} | {r['intervals']} | {r['visit bias']:+.2f} | "
-              "{:.3f} [{:.3f}, {:.3f}] | {:.3f} [{:.3f}, {:.3f}] |".format(
-                  r["change ICC"], *r["change ICC 95%"], r["κ"], *r["κ 95%"]))
+              f"{r['change ICC']:.3f} {interval_text(r['change ICC 95%'])} | "
+              f"{r['κ']:.3f} {interval_text(r['κ 95%'])} |")
     print("\n| difficulty | cohorts | goal met: change ICC / κ / visit bias | pooled intervals (patients) "
           "| pooled change ICC [95%] | pooled κ [95%] |\n| --- | ---: | --- | --- | --- | --- |")
     for difficulty, group in table.groupby("difficulty"):
@@ -76,7 +83,8 @@ def main():
                f"{(group['visit bias'].abs() <= goal_bias).sum()} of {len(group)}")
         p = pooled(changes[changes["difficulty"] == difficulty], args.bootstrap)
         print(f"| {difficulty} | {len(group)} | {met} | {p['intervals']} ({p['patients']}) | "
-              "{:.3f} [{:.3f}, {:.3f}] | {:.3f} [{:.3f}, {:.3f}] |".format(*p["change ICC"], *p["κ"]))
+              f"{p['change ICC'][0]:.3f} {interval_text(p['change ICC'][1:])} | "
+              f"{p['κ'][0]:.3f} {interval_text(p['κ'][1:])} |")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ def main():
     from tfmssass.stages.grader import metrics as grading_metrics
     from tfmssass.stats.agreement import (
         agreement,
+        interval_text,
         longitudinal_agreement,
         longitudinal_markdown,
         reference_visits,
@@ -186,7 +187,7 @@ def main():
     if "progression" in result:
         p = result["progression"]
         print(f"| progression Δ≥2: sensitivity / specificity / κ [95% CI] | {p['sensitivity']:.3f} / "
-              f"{p['specificity']:.3f} / {p['kappa']:.3f} [{p['kappa_ci'][0]:.3f}, {p['kappa_ci'][1]:.3f}] "
+              f"{p['specificity']:.3f} / {p['kappa']:.3f} {interval_text(p['kappa_ci'])} "
               f"(TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']}) |")
 
     print("\n" + longitudinal_markdown(longitudinal_agreement(out, reference, reference_corners)))

@@ -240,8 +240,8 @@ def longitudinal_agreement(scored_dir, reference: pd.DataFrame, reference_corner
     return result
 
 
-def _interval(bounds) -> str:
-    """A 95% interval as the tables print it ("[–]" where no draw defined it)."""
+def interval_text(bounds) -> str:
+    """A 95% interval as the tables print it ("[–]" where none is defined)."""
     low, high = bounds
     return "[–]" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
 
@@ -258,7 +258,7 @@ def _cells(result: dict) -> dict[str, str]:
         out["change ICC(2,1) [95% CI]"] = f"{c['icc2_1'][0]:.3f} [{c['icc2_1'][1]:.3f}, {c['icc2_1'][2]:.3f}]"
         out["change bias (limits of agreement)"] = f"{c['bias']:+.2f} ({c['loa_low']:+.2f} to {c['loa_high']:+.2f})"
         out["progression Δ ≥ 2: sensitivity / specificity / κ [95% CI]"] = (
-            f"{p['sensitivity']:.3f} / {p['specificity']:.3f} / {p['kappa']:.3f} {_interval(p['kappa_ci'])} "
+            f"{p['sensitivity']:.3f} / {p['specificity']:.3f} / {p['kappa']:.3f} {interval_text(p['kappa_ci'])} "
             f"(TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']})")
     n = result.get("new_syndesmophytes")
     if n:
@@ -339,7 +339,7 @@ def markdown(result: dict) -> str:
         p = result["progression"]
         lines += ["", f"smallest detectable change: {result['change']['sdc']:.2f} mSASSS units", "",
                   f"progression (Δ ≥ {p['threshold']:g}): sensitivity {p['sensitivity']:.3f}, specificity "
-                  f"{p['specificity']:.3f}, Cohen's κ {p['kappa']:.3f} {_interval(p['kappa_ci'])} (95% CI, "
+                  f"{p['specificity']:.3f}, Cohen's κ {p['kappa']:.3f} {interval_text(p['kappa_ci'])} (95% CI, "
                   f"bootstrap of patients; TP {p['tp']}, FN {p['fn']}, TN {p['tn']}, FP {p['fp']})"]
     return "\n".join(lines)
 
